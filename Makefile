@@ -1,0 +1,29 @@
+# `make demo` and `make test` each create .venv when it is missing, with the tested versions (constraints.txt).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/wsi-ncmi demo --out demo_out
+
+test: $(STAMP)
+	$(BIN)/ruff check wsi_ncmi tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check wsi_ncmi tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/tiling.py
+
+clean:
+	rm -rf $(VENV) demo_out .pytest_cache

@@ -1,0 +1,182 @@
+"""Slide-level building blocks: microns per pixel, read levels, tissue fractions, strip reading, tissue masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from wsi_ncmi.slides.backend import SlideError, open_slide
+from wsi_ncmi.slides.grid import TileGeometry, grid_coords, tissue_fractions
+from wsi_ncmi.slides.lowres import choose_level, read_lowres
+from wsi_ncmi.slides.mpp import MppError, mpp_from_metadata, resolve_mpp
+from wsi_ncmi.slides.tissue import TissueParams, otsu, saturation, tissue_mask
+
+
+@pytest.mark.parametrize(
+    ("properties", "expected"),
+    [
+        ({"openslide.mpp-x": "0.2527", "openslide.mpp-y": "0.2527"}, 0.2527),
+        ({"tiffslide.mpp-x": "0.5", "tiffslide.mpp-y": "0.5"}, 0.5),
+        ({"aperio.MPP": "0.2498"}, 0.2498),
+        (
+            {"tiff.ResolutionUnit": "centimeter", "tiff.XResolution": "40000", "tiff.YResolution": "40000"},
+            0.25,
+        ),
+        ({"tiff.ResolutionUnit": "INCH", "tiff.XResolution": "101600", "tiff.YResolution": "101600"}, 0.25),
+    ],
+)
+def test_mpp_from_metadata(properties: dict[str, str], expected: float) -> None:
+    value, warning = mpp_from_metadata(properties)
+    assert value == pytest.approx(expected) and warning == ""
+
+
+def test_implausible_resolution_tags_are_ignored() -> None:
+    assert mpp_from_metadata({"tiff.ResolutionUnit": "inch", "tiff.XResolution": "72"}) is None
+
+
+def test_mpp_priority_manifest_then_metadata_then_assumed_then_power() -> None:
+    meta = {"openslide.mpp-x": "0.25", "openslide.mpp-y": "0.25", "openslide.objective-power": "20"}
+    assert resolve_mpp(meta, manifest_mpp=0.3, assume_mpp=0.9).source == "manifest"
+    assert resolve_mpp(meta, assume_mpp=0.9).value == 0.25
+    assert resolve_mpp({"openslide.objective-power": "20"}, assume_mpp=0.9).source == "assumed"
+    power = resolve_mpp({"openslide.objective-power": "20"})
+    assert (power.value, power.source) == (0.5, "objective-power") and "objective power" in power.warning
+    with pytest.raises(MppError, match="--assume-mpp"):
+        resolve_mpp({})
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "openslide.mpp-x",
+                "openslide.mpp-y",
+                "aperio.MPP",
+                "tiff.XResolution",
+                "tiff.ResolutionUnit",
+                "openslide.objective-power",
+                "aperio.AppMag",
+            ]
+        ),
+        st.text(max_size=12),
+    )
+)
+def test_resolve_mpp_never_crashes_on_odd_metadata(properties: dict[str, str]) -> None:
+    try:
+        mpp = resolve_mpp(properties)
+    except MppError:
+        return
+    assert 0.05 <= mpp.value <= 20.0
+
+
+@pytest.mark.parametrize(
+    ("mpp0", "expected_size0", "expected_level"),
+    [(0.25, 512, 1), (0.5, 256, 0), (0.2425, 528, 1), (1.0, 128, 0)],
+)
+def test_tile_geometry_in_physical_units(mpp0: float, expected_size0: int, expected_level: int) -> None:
+    geometry = TileGeometry.build(256, 0.5, 0, mpp0, [1.0, 2.0, 4.0, 8.0])
+    assert geometry.size_level0 == expected_size0 and geometry.step_level0 == expected_size0
+    assert geometry.read_level == expected_level
+
+
+def test_read_level_tolerance_is_five_percent() -> None:
+    assert choose_level([0.24, 0.48, 0.96], 0.5, 0.05) == 1
+    assert choose_level([0.26, 0.53, 1.06], 0.5, 0.05) == 0
+
+
+def test_overlap_shrinks_the_step() -> None:
+    geometry = TileGeometry.build(256, 0.5, 64, 0.25, [1.0, 2.0])
+    assert (geometry.size_level0, geometry.step_level0) == (512, 384)
+
+
+def test_grid_keeps_only_whole_tiles() -> None:
+    coords = grid_coords(1100, 600, 512, 512)
+    assert coords.dtype == np.int64
+    assert coords.tolist() == [[0, 0], [512, 0]]
+
+
+def _overlap(lo: float, hi: float, n: int) -> np.ndarray:
+    """Length of [lo, hi) inside each unit cell [k, k+1), k = 0..n-1."""
+    cells = np.arange(n)
+    return np.clip(np.minimum(hi, cells + 1) - np.maximum(lo, cells), 0, None)
+
+
+@given(st.integers(2, 30), st.integers(2, 30), st.floats(1.0, 9.0), st.integers(1, 80), st.integers(0, 10_000))
+def test_tissue_fractions_equal_exact_area_overlap(h: int, w: int, scale: float, size0: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    mask = rng.random((h, w)) < 0.5
+    coords = np.stack([rng.integers(0, int(w * scale), 5), rng.integers(0, int(h * scale), 5)], axis=1)
+    got = tissue_fractions(mask, scale, coords, size0)
+    for (x, y), value in zip(coords, got, strict=True):
+        wx = _overlap(x / scale, (x + size0) / scale, w)
+        wy = _overlap(y / scale, (y + size0) / scale, h)
+        expected = (wy[:, None] * wx[None, :] * mask).sum() / (size0 / scale) ** 2
+        assert value == pytest.approx(expected, abs=1e-5)
+
+
+def test_tissue_fraction_exact_on_pixel_aligned_tiles() -> None:
+    mask = np.zeros((4, 4), dtype=bool)
+    mask[0:2, 0:2] = True
+    coords = np.array([[0, 0], [10, 0], [20, 20], [5, 5]])
+    assert tissue_fractions(mask, 10.0, coords, 20).tolist() == [1.0, 0.5, 0.0, pytest.approx(0.5625)]
+
+
+def test_strip_reading_equals_one_read(tiff_slide: Path) -> None:
+    with open_slide(tiff_slide) as slide:
+        whole = read_lowres(slide, 0.25, 8.0)
+        strips = read_lowres(slide, 0.25, 8.0, max_read_pixels=1024 * 8)
+    assert whole.scale == pytest.approx(32.0)
+    assert np.array_equal(whole.image, strips.image)
+
+
+def test_lowres_never_coarser_than_asked(tiff_slide: Path) -> None:
+    with open_slide(tiff_slide) as slide:
+        low = read_lowres(slide, 0.25, 5.0)
+    assert 0.25 * low.scale <= 5.0 and 0.25 * low.scale > 2.5
+
+
+def test_saturation_and_otsu() -> None:
+    rgb = np.array([[[255, 255, 255], [255, 0, 0], [0, 0, 0], [200, 100, 100]]], dtype=np.uint8)
+    assert saturation(rgb).tolist() == [[0, 255, 0, 127]]
+    values = np.concatenate([np.full(100, 10), np.full(100, 200)]).astype(np.uint8)
+    assert 10 < otsu(values) <= 200
+
+
+def test_blank_image_has_no_tissue() -> None:
+    rng = np.random.default_rng(0)
+    blank = np.clip(240 + rng.normal(0, 3, (200, 300, 3)), 0, 255).astype(np.uint8)
+    assert not tissue_mask(blank, 8.0, TissueParams()).any()
+
+
+def test_small_regions_dropped_and_small_holes_filled() -> None:
+    image = np.full((200, 200, 3), 245, dtype=np.uint8)
+    image[20:120, 20:120] = (220, 120, 180)
+    image[60:64, 60:64] = 245
+    image[180:183, 180:183] = (220, 120, 180)
+    mask = tissue_mask(image, 8.0, TissueParams(median_um=8.0, closing_um=0.0))
+    assert mask[62, 62] and not mask[181, 181]
+    assert mask[25:115, 25:115].all()
+
+
+def test_opening_missing_or_bogus_files_fails_clearly(tmp_path: Path) -> None:
+    with pytest.raises(SlideError, match="file not found"):
+        open_slide(tmp_path / "missing.svs")
+    bogus = tmp_path / "notes.svs"
+    bogus.write_text("this is not a slide")
+    with pytest.raises(SlideError, match="not a readable slide"):
+        open_slide(bogus)
+
+
+@given(st.integers(0, 10_000), st.sampled_from([1, 3, 5, 7]), st.integers(1, 254))
+def test_median_shortcut_equals_median_filter(seed: int, size: int, threshold: int) -> None:
+    from scipy import ndimage
+
+    from wsi_ncmi.slides.tissue import median_at_least
+
+    values = np.random.default_rng(seed).integers(0, 256, (23, 31)).astype(np.uint8)
+    expected = ndimage.median_filter(values, size=size, mode="reflect") >= threshold
+    assert np.array_equal(median_at_least(values, threshold, size), expected)

@@ -1,0 +1,255 @@
+"""The tile stage end to end on synthetic slides with known geometry, and every kind of bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from wsi_ncmi.bags import COORDS_ATTRS, FORMAT_VERSION, read_coords
+from wsi_ncmi.cli import app
+from wsi_ncmi.synthetic import SlideSpec, load_truth, write_slide
+from wsi_ncmi.tiling import TileTask, TilingParams, tile_geometry, tile_slide
+
+runner = CliRunner()
+
+
+def _status(job: Path) -> dict[str, dict[str, str]]:
+    with open(job / "status" / "tile.csv", newline="") as handle:
+        return {row["slide_id"]: row for row in csv.DictReader(handle)}
+
+
+def _manifest(path: Path, rows: list[dict[str, str]]) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=sorted({k for r in rows for k in r}))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_tile_count_matches_tissue_area(slide_dir: Path, tmp_path: Path) -> None:
+    spec, model = load_truth(slide_dir / "tiff_025.truth.json")
+    params = TilingParams(mpp=0.5, tile_size=64, min_tissue=0.5)
+    result = tile_geometry(TileTask("tiff_025", str(slide_dir / "tiff_025.tif"), str(tmp_path), params))
+    tile_um = 64 * 0.5
+    ny, nx = int(spec.height * spec.mpp // 4), int(spec.width * spec.mpp // 4)
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    tissue_um2 = model.tissue(xx * 4.0 + 2.0, yy * 4.0 + 2.0).mean() * spec.width * spec.height * spec.mpp**2
+    expected = tissue_um2 / tile_um**2
+    assert len(result.coords) == pytest.approx(expected, rel=0.05)
+
+
+def test_kept_tiles_are_tissue_by_ground_truth(slide_dir: Path, tmp_path: Path) -> None:
+    _, model = load_truth(slide_dir / "tiff_025.truth.json")
+    params = TilingParams(min_tissue=0.5)
+    result = tile_geometry(TileTask("tiff_025", str(slide_dir / "tiff_025.tif"), str(tmp_path), params))
+    size_um = result.geometry.size_level0 * 0.25
+    kept = {tuple(c) for c in result.coords.tolist()}
+    from wsi_ncmi.slides.grid import grid_coords
+
+    for x, y in grid_coords(8192, 6144, result.geometry.size_level0, result.geometry.step_level0).tolist():
+        truth = model.tissue_fraction(x * 0.25, y * 0.25, size_um)
+        if (x, y) in kept:
+            assert truth >= 0.5 - 0.1, (x, y, truth)
+        elif truth >= 0.5 + 0.1:
+            pytest.fail(f"tile at {(x, y)} is {truth:.0%} tissue but was not kept")
+
+
+@pytest.mark.parametrize(("name", "step"), [("tiff_025.tif", 512), ("tiff_050.tif", 256), ("svs_025.svs", 512)])
+def test_level0_step_follows_resolution(slide_dir: Path, tmp_path: Path, name: str, step: int) -> None:
+    result = tile_geometry(TileTask("s", str(slide_dir / name), str(tmp_path), TilingParams()))
+    assert result.geometry.size_level0 == step
+    xs = np.unique(result.coords[:, 0])
+    assert len(xs) > 1 and set(np.diff(xs).tolist()) <= {step * k for k in range(1, 20)}
+    assert result.attrs["patch_size"] == 256 and result.attrs["mpp_source"] == "metadata"
+
+
+def test_backends_give_the_same_coordinates(slide_dir: Path, tmp_path: Path) -> None:
+    results = [
+        tile_geometry(TileTask("s", str(slide_dir / "tiff_025.tif"), str(tmp_path), TilingParams(backend=b)))
+        for b in ("openslide", "tiffslide")
+    ]
+    assert results[0].attrs["backend"] == "openslide" and results[1].attrs["backend"] == "tiffslide"
+    assert np.array_equal(results[0].coords, results[1].coords)
+    assert np.array_equal(results[0].tissue_fraction, results[1].tissue_fraction)
+
+
+def test_svs_reports_aperio_mpp(slide_dir: Path, tmp_path: Path) -> None:
+    result = tile_geometry(TileTask("s", str(slide_dir / "svs_025.svs"), str(tmp_path), TilingParams()))
+    assert result.attrs["mpp_level0"] == 0.25 and result.attrs["level0_magnification"] == 40.0
+
+
+def test_cli_writes_documented_outputs_and_resumes(slide_dir: Path, tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    result = runner.invoke(app, ["tile", "--slides", str(slide_dir), "--out", str(job)])
+    assert result.exit_code == 0, result.output
+    status = _status(job)
+    assert set(status) == {"tiff_025", "svs_025", "tiff_050"}
+    assert all(row["status"] == "ok" for row in status.values())
+    for slide_id, row in status.items():
+        coords = read_coords(job / "tiles" / f"{slide_id}.h5")
+        assert len(coords.coords) == int(row["n_tiles"]) > 0
+        assert coords.coords.dtype == np.int64 and coords.tissue_fraction.dtype == np.float32
+        assert (coords.tissue_fraction >= 0.1).all()
+        with h5py.File(job / "tiles" / f"{slide_id}.h5", "r") as h5:
+            attrs = h5["coords"].attrs
+            for key, kind in COORDS_ATTRS.items():
+                value = attrs[key]
+                assert isinstance(value.item() if hasattr(value, "item") else value, kind), (key, type(value))
+            assert attrs["format_version"] == FORMAT_VERSION
+            assert json.loads(attrs["tissue_params"])["mask_mpp"] == 8.0
+        assert (job / "thumbnails" / f"{slide_id}.png").stat().st_size > 0
+    before = (job / "tiles" / "tiff_025.h5").stat().st_mtime_ns
+    again = runner.invoke(app, ["tile", "--slides", str(slide_dir), "--out", str(job)])
+    assert again.exit_code == 0
+    assert all(row["status"] == "skipped" for row in _status(job).values())
+    assert (job / "tiles" / "tiff_025.h5").stat().st_mtime_ns == before
+    changed = runner.invoke(app, ["tile", "--slides", str(slide_dir), "--out", str(job), "--min-tissue", "0.5"])
+    assert changed.exit_code == 1
+    assert all("--overwrite" in row["error"] for row in _status(job).values())
+    assert (job / "tiles" / "tiff_025.h5").stat().st_mtime_ns == before
+    redo = runner.invoke(
+        app, ["tile", "--slides", str(slide_dir), "--out", str(job), "--min-tissue", "0.5", "--overwrite"]
+    )
+    assert redo.exit_code == 0
+    assert read_coords(job / "tiles" / "tiff_025.h5").attrs["min_tissue"] == 0.5
+
+
+def test_parallel_workers_match_serial(slide_dir: Path, tmp_path: Path) -> None:
+    for workers, job in ((1, tmp_path / "serial"), (2, tmp_path / "parallel")):
+        result = runner.invoke(app, ["tile", "--slides", str(slide_dir), "--out", str(job), "--workers", str(workers)])
+        assert result.exit_code == 0, result.output
+    for name in ("tiff_025", "svs_025", "tiff_050"):
+        a = read_coords(tmp_path / "serial" / "tiles" / f"{name}.h5")
+        b = read_coords(tmp_path / "parallel" / "tiles" / f"{name}.h5")
+        assert np.array_equal(a.coords, b.coords)
+
+
+@pytest.fixture(scope="module")
+def bad_cohort(tmp_path_factory: pytest.TempPathFactory, slide_dir: Path) -> Path:
+    """A manifest mixing one good slide with every kind of bad input."""
+    folder = tmp_path_factory.mktemp("bad")
+    good = folder / "good.tif"
+    shutil.copy(slide_dir / "tiff_050.tif", good)
+    (folder / "notes.svs").write_text("not a slide at all\n")
+    truncated = folder / "truncated.tif"
+    data = (slide_dir / "tiff_025.tif").read_bytes()
+    truncated.write_bytes(data[: len(data) // 3])
+    small = SlideSpec("x", 2048, 1536, 0.5, seed=5)
+    write_slide(small, folder / "nompp.tif", write_mpp=False)
+    write_slide(SlideSpec("x", 2048, 1536, 0.5, seed=5, tissue_fraction=0.0), folder / "blank.tif")
+    write_slide(small, folder / "single.tif", pyramid=False)
+    write_slide(small, folder / "strips.tif", tiled=False)
+    rows = [
+        {"slide_id": p.stem if p.suffix != ".svs" else "notaslide", "path": p.name}
+        for p in [
+            good,
+            folder / "notes.svs",
+            truncated,
+            folder / "nompp.tif",
+            folder / "blank.tif",
+            folder / "single.tif",
+            folder / "strips.tif",
+        ]
+    ]
+    rows.append({"slide_id": "missing", "path": "nowhere/missing.svs"})
+    return _manifest(folder / "manifest.csv", rows)
+
+
+def test_bad_inputs_fail_alone_with_clear_rows(bad_cohort: Path, tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    result = runner.invoke(app, ["tile", "--manifest", str(bad_cohort), "--out", str(job)])
+    assert result.exit_code == 1
+    status = _status(job)
+    expected = {
+        "good": "ok",
+        "single": "ok",
+        "strips": "ok",
+        "blank": "no_tissue",
+        "notaslide": "failed",
+        "truncated": "failed",
+        "nompp": "failed",
+        "missing": "failed",
+    }
+    assert {k: v["status"] for k, v in status.items()} == expected
+    assert "file not found" in status["missing"]["error"]
+    assert "not a readable slide" in status["notaslide"]["error"]
+    assert "truncated" in status["truncated"]["error"] or "readable" in status["truncated"]["error"]
+    assert "--assume-mpp" in status["nompp"]["error"] and "mpp column" in status["nompp"]["error"]
+    assert all("\n" not in row["error"] for row in status.values())
+    blank = read_coords(job / "tiles" / "blank.h5")
+    assert blank.coords.shape == (0, 2) and "no tissue" in status["blank"]["warning"]
+    assert (job / "thumbnails" / "blank.png").exists()
+    assert not (job / "tiles" / "missing.h5").exists()
+
+
+def test_assume_mpp_rescues_a_slide_without_metadata(bad_cohort: Path, tmp_path: Path) -> None:
+    row = tile_slide(
+        TileTask("nompp", str(bad_cohort.parent / "nompp.tif"), str(tmp_path), TilingParams(assume_mpp=0.5))
+    )
+    assert (row.status, row.mpp_source, row.mpp_level0) == ("ok", "assumed", 0.5)
+
+
+def test_manifest_mpp_overrides_metadata(slide_dir: Path, tmp_path: Path) -> None:
+    row = tile_slide(TileTask("t", str(slide_dir / "tiff_050.tif"), str(tmp_path), TilingParams(), manifest_mpp=0.25))
+    assert (row.mpp_source, row.mpp_level0) == ("manifest", 0.25)
+    assert read_coords(tmp_path / "tiles" / "t.h5").attrs["patch_size_level0"] == 512
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (
+            [{"slide_id": "a", "path": "a.tif"}, {"slide_id": "a", "path": "b.tif"}],
+            "row 3: duplicate slide_id 'a'",
+        ),
+        ([{"slide_id": "../evil", "path": "a.tif"}], "row 2: slide_id '../evil'"),
+        ([{"slide_id": "", "path": "a.tif"}], "row 2: slide_id '' is empty"),
+        ([{"slide_id": "a"}], "missing required column 'path'"),
+    ],
+)
+def test_bad_manifests_are_refused_before_any_work(tmp_path: Path, rows: list[dict[str, str]], message: str) -> None:
+    manifest = _manifest(tmp_path / "m.csv", rows)
+    result = runner.invoke(app, ["tile", "--manifest", str(manifest), "--out", str(tmp_path / "job")])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert not (tmp_path / "job").exists()
+
+
+def test_output_folder_problems(slide_dir: Path, tmp_path: Path) -> None:
+    missing_parent = runner.invoke(app, ["tile", "--slides", str(slide_dir), "--out", str(tmp_path / "a" / "b")])
+    assert missing_parent.exit_code == 2 and "parent folder" in missing_parent.output
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    not_a_folder = runner.invoke(app, ["tile", "--slides", str(slide_dir), "--out", str(a_file)])
+    assert not_a_folder.exit_code == 2 and "not a folder" in not_a_folder.output
+
+
+def test_config_file_and_flags(slide_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "tiling.yaml"
+    config.write_text("mpp: 1.0\ntile_size: 128\ntissue:\n  mask_mpp: 16.0\n")
+    job = tmp_path / "job"
+    result = runner.invoke(
+        app,
+        ["tile", "--slides", str(slide_dir), "--out", str(job), "--config", str(config), "--tile-size", "64"],
+    )
+    assert result.exit_code == 0, result.output
+    attrs = read_coords(job / "tiles" / "tiff_025.h5").attrs
+    assert (attrs["mpp_target"], attrs["tile_size"], attrs["patch_size_level0"]) == (1.0, 64, 256)
+    assert json.loads(attrs["tissue_params"])["mask_mpp"] == 16.0
+    config.write_text("mpp: 1.0\nbogus: 3\n")
+    bad = runner.invoke(app, ["tile", "--slides", str(slide_dir), "--out", str(job), "--config", str(config)])
+    assert bad.exit_code == 2 and "bogus" in bad.output
+
+
+def test_shipped_tiling_config_equals_the_defaults() -> None:
+    from wsi_ncmi.config import load_yaml
+
+    shipped = TilingParams.from_dict(load_yaml(Path(__file__).parents[1] / "configs" / "tiling.yaml"))
+    assert shipped == TilingParams()

@@ -1,0 +1,167 @@
+"""The command-line interface: one command per pipeline stage, nothing but argument handling and reporting.
+
+Heavy libraries are imported inside the commands that need them, so `wsi-ncmi --help` starts fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="wsi-ncmi",
+    help="Whole-slide images -> tiles -> feature bags -> MIL aggregators trained with NCMI -> honest metrics.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str, code: int = 2) -> typer.Exit:
+    """Print one clear error line to stderr and return the Exit to raise."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True)
+    return typer.Exit(code)
+
+
+def _summary(rows: list, stage: str, job: Path) -> int:
+    """Print a per-status summary and the failures; return the exit code (1 when any slide failed)."""
+    from collections import Counter
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    counts = Counter(row.status for row in rows)
+    table = Table(title=f"{stage}: {len(rows)} slide(s)")
+    table.add_column("status")
+    table.add_column("slides", justify="right")
+    table.add_column("tiles", justify="right")
+    for status in sorted(counts):
+        tiles = sum(row.n_tiles for row in rows if row.status == status)
+        table.add_row(status, str(counts[status]), str(tiles))
+    console.print(table)
+    failed = [row for row in rows if row.failed]
+    for row in failed[:20]:
+        console.print(f"[red]failed[/] {row.slide_id}: {row.error}", markup=True, soft_wrap=True)
+    if len(failed) > 20:
+        console.print(f"... and {len(failed) - 20} more failures")
+    warned = [row for row in rows if row.warning and not row.failed]
+    for row in warned[:10]:
+        console.print(f"[yellow]warning[/] {row.slide_id}: {row.warning}", markup=True, soft_wrap=True)
+    console.print(f"status table: {job / 'status' / f'{stage}.csv'}")
+    return 1 if failed else 0
+
+
+def _slide_table(manifest: Path | None, slides: Path | None):
+    from wsi_ncmi.cohort.manifest import ManifestError, list_slides, read_manifest
+
+    if (manifest is None) == (slides is None):
+        raise _fail("give exactly one of --manifest M.csv or --slides DIR")
+    try:
+        return read_manifest(manifest, require=["path"]) if manifest else list_slides(slides)
+    except ManifestError as exc:
+        raise _fail(str(exc)) from exc
+
+
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Option("--out", help="Folder for slides/, truth/ and manifest.csv.")],
+    slides: Annotated[int, typer.Option("--slides", min=1, help="Number of slides.")] = 20,
+    centers: Annotated[int, typer.Option("--centers", min=1, help="Hospitals, each with its own stain shift.")] = 5,
+    nodes_per_case: Annotated[int, typer.Option("--nodes-per-case", min=1, help="Slides per patient.")] = 1,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same cohort.")] = 0,
+    size: Annotated[str, typer.Option("--size", help="Level-0 size WxH in pixels.")] = "8192x6144",
+    mpp: Annotated[float, typer.Option("--mpp", min=0.05, help="Level-0 microns per pixel.")] = 0.25,
+    fmt: Annotated[str, typer.Option("--format", help="tiff (CAMELYON layout) or svs (Aperio layout).")] = "tiff",
+) -> None:
+    """Write a synthetic CAMELYON-style cohort: pyramidal JPEG TIFFs with tissue and lesions, truth, manifest."""
+    from wsi_ncmi.synthetic import CohortSpec, write_cohort
+
+    try:
+        width, height = (int(v) for v in size.lower().split("x"))
+    except ValueError as exc:
+        raise _fail(f"--size {size!r} is not WIDTHxHEIGHT in pixels, e.g. 8192x6144") from exc
+    if fmt not in ("tiff", "svs"):
+        raise _fail(f"--format {fmt!r}: use tiff or svs")
+    if not out.parent.is_dir():
+        raise _fail(f"{out}: parent folder {out.parent} does not exist; create it first")
+    cohort = CohortSpec(slides, centers, nodes_per_case, width, height, mpp, seed, fmt)
+    manifest = write_cohort(cohort, out, progress=True)
+    typer.echo(f"wrote {slides} synthetic slide(s); manifest: {manifest}")
+
+
+@app.command()
+def tile(
+    out: Annotated[Path, typer.Option("--out", help="Job folder; tiles/, thumbnails/ and status/ go inside.")],
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="Manifest CSV with a path column.")] = None,
+    slides: Annotated[Path | None, typer.Option("--slides", help="Folder of slide files (id = file stem).")] = None,
+    mpp: Annotated[float | None, typer.Option("--mpp", help="Target microns per pixel [config: 0.5].")] = None,
+    tile_size: Annotated[int | None, typer.Option("--tile-size", help="Tile side in px at --mpp [256].")] = None,
+    overlap: Annotated[int | None, typer.Option("--overlap", help="Overlap in px at --mpp [0].")] = None,
+    min_tissue: Annotated[
+        float | None,
+        typer.Option("--min-tissue", help="Keep tiles with at least this tissue fraction [0.1]."),
+    ] = None,
+    backend: Annotated[str | None, typer.Option("--backend", help="auto, openslide or tiffslide [auto].")] = None,
+    assume_mpp: Annotated[
+        float | None,
+        typer.Option("--assume-mpp", help="Level-0 um/px for slides whose metadata has none."),
+    ] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Slides tiled in parallel (processes).")] = 1,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo slides whose outputs exist.")] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="YAML settings (configs/tiling.yaml); flags override it."),
+    ] = None,
+) -> None:
+    """Find tissue and tile each slide at a physical resolution; write JOB/tiles/*.h5 and JOB/thumbnails/*.png."""
+    from wsi_ncmi.config import ConfigError, load_yaml, override
+    from wsi_ncmi.jobdir import JobDirError
+    from wsi_ncmi.tiling import TilingParams, tile_slides
+
+    try:
+        settings = override(
+            load_yaml(config),
+            mpp=mpp,
+            tile_size=tile_size,
+            overlap=overlap,
+            min_tissue=min_tissue,
+            backend=backend,
+            assume_mpp=assume_mpp,
+        )
+        params = TilingParams.from_dict(settings)
+    except (ConfigError, ValueError, TypeError) as exc:
+        raise _fail(f"tiling settings: {exc}") from exc
+    table = _slide_table(manifest, slides)
+    if table.empty:
+        raise _fail("no slides to tile (empty manifest or no slide files in the folder)")
+    try:
+        rows = tile_slides(table, out, params, workers=workers, overwrite=overwrite)
+    except JobDirError as exc:
+        raise _fail(str(exc)) from exc
+    raise typer.Exit(_summary(rows, "tile", out))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the demo's cohort, job and runs.")] = Path("demo_out"),
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes for per-slide stages.")] = 2,
+) -> None:
+    """Run the pipeline end to end on a built-in synthetic CAMELYON-style cohort (no downloads)."""
+    from wsi_ncmi.demo import DemoSettings, run_demo
+
+    if not out.parent.is_dir():
+        raise _fail(f"{out}: parent folder {out.parent} does not exist; create it first")
+    raise typer.Exit(run_demo(out, DemoSettings(workers=workers)))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

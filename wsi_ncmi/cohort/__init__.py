@@ -1,0 +1,1 @@
+"""Cohorts: manifests, their validation, splits and CAMELYON-17 helpers."""

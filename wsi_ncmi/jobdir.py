@@ -1,0 +1,34 @@
+"""Job folders: JOB/tiles, JOB/thumbnails, JOB/features, JOB/status; checked before any slide is touched."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class JobDirError(Exception):
+    """The job folder cannot be used; the message says why and what to do."""
+
+
+def prepare_job(job: Path | str, subfolders: tuple[str, ...] = ("status",)) -> Path:
+    """Create JOB (its parent must exist) and its subfolders; refuse a JOB that is a file or not writable."""
+    job = Path(job)
+    if job.exists() and not job.is_dir():
+        raise JobDirError(f"{job}: exists and is not a folder; choose another --out")
+    if not job.exists():
+        if not job.parent.is_dir():
+            raise JobDirError(f"{job}: parent folder {job.parent} does not exist; create it first")
+        try:
+            job.mkdir()
+        except OSError as exc:
+            raise JobDirError(f"{job}: cannot create the job folder ({exc.strerror})") from exc
+    if not os.access(job, os.R_OK | os.W_OK | os.X_OK):
+        raise JobDirError(f"{job}: job folder is not readable and writable by this user; fix its permissions")
+    for name in subfolders:
+        try:
+            (job / name).mkdir(exist_ok=True)
+        except OSError as exc:
+            raise JobDirError(
+                f"{job / name}: cannot create ({exc.strerror}); fix the job folder's permissions"
+            ) from exc
+    return job

@@ -1,0 +1,1 @@
+"""Opening slides, resolving microns per pixel, tissue masks and tile grids."""

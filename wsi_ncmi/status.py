@@ -1,0 +1,75 @@
+"""Per-stage status tables: JOB/status/{stage}.csv, one row per slide, merged across runs."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from wsi_ncmi.atomic import atomic_path
+
+OK, SKIPPED, FAILED, NO_TISSUE = "ok", "skipped", "failed", "no_tissue"
+SUCCESS = (OK, SKIPPED, NO_TISSUE)
+
+
+@dataclass
+class StatusRow:
+    """What happened to one slide in one stage."""
+
+    slide_id: str
+    status: str
+    n_tiles: int = 0
+    mpp_level0: float | None = None
+    mpp_source: str = ""
+    seconds: float = 0.0
+    error: str = ""
+    warning: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status not in SUCCESS
+
+
+COLUMNS = [f.name for f in fields(StatusRow)]
+
+
+def status_path(job: Path, stage: str) -> Path:
+    return Path(job) / "status" / f"{stage}.csv"
+
+
+def read_status(path: Path) -> list[StatusRow]:
+    """Rows of a status CSV; empty when the file does not exist."""
+    if not Path(path).exists():
+        return []
+    with open(path, newline="") as handle:
+        rows = []
+        for record in csv.DictReader(handle):
+            rows.append(
+                StatusRow(
+                    slide_id=record["slide_id"],
+                    status=record["status"],
+                    n_tiles=int(record["n_tiles"] or 0),
+                    mpp_level0=float(record["mpp_level0"]) if record.get("mpp_level0") else None,
+                    mpp_source=record.get("mpp_source", ""),
+                    seconds=float(record.get("seconds") or 0),
+                    error=record.get("error", ""),
+                    warning=record.get("warning", ""),
+                )
+            )
+        return rows
+
+
+def write_status(path: Path, rows: list[StatusRow]) -> None:
+    """Merge `rows` into the status CSV at `path` (a slide's new row replaces its old one), atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    merged = {row.slide_id: row for row in read_status(path)}
+    merged.update({row.slide_id: row for row in rows})
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in sorted(merged.values(), key=lambda r: r.slide_id):
+            record = asdict(row)
+            record["seconds"] = f"{row.seconds:.3f}"
+            record["mpp_level0"] = "" if row.mpp_level0 is None else f"{row.mpp_level0:.6g}"
+            writer.writerow(record)

@@ -1,0 +1,284 @@
+"""The tiling stage: one slide -> tissue mask -> tile coordinates in physical units -> coords file + thumbnail."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from wsi_ncmi.bags import BagFormatError, read_coords_attrs, write_coords
+from wsi_ncmi.slides.backend import BACKENDS, SlideError, open_slide
+from wsi_ncmi.slides.grid import TileGeometry, grid_coords, tissue_fractions
+from wsi_ncmi.slides.lowres import read_lowres
+from wsi_ncmi.slides.mpp import MppError, resolve_mpp
+from wsi_ncmi.slides.overlay import draw_overlay, save_png
+from wsi_ncmi.slides.tissue import TissueParams, tissue_mask
+from wsi_ncmi.status import FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
+
+
+@dataclass(frozen=True)
+class TilingParams:
+    """Settings of a tiling run (configs/tiling.yaml); tiles are defined in physical units, never by level."""
+
+    mpp: float = 0.5
+    tile_size: int = 256
+    overlap: int = 0
+    min_tissue: float = 0.1
+    backend: str = "auto"
+    assume_mpp: float | None = None
+    thumbnail_px: int = 2048
+    tissue: TissueParams = field(default_factory=TissueParams)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not (self.mpp > 0 and math.isfinite(self.mpp)):
+            problems.append(f"mpp must be a positive number of microns per pixel, got {self.mpp}")
+        if self.tile_size < 8:
+            problems.append(f"tile_size must be at least 8 px, got {self.tile_size}")
+        if not 0 <= self.overlap < self.tile_size:
+            problems.append(f"overlap must be in [0, tile_size), got {self.overlap}")
+        if not 0.0 <= self.min_tissue <= 1.0:
+            problems.append(f"min_tissue must be a fraction in [0, 1], got {self.min_tissue}")
+        if self.backend not in BACKENDS:
+            problems.append(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.assume_mpp is not None and not self.assume_mpp > 0:
+            problems.append(f"assume_mpp must be positive, got {self.assume_mpp}")
+        threshold = self.tissue.threshold
+        if threshold != "otsu" and not (isinstance(threshold, int) and 0 <= threshold <= 255):
+            problems.append(f"tissue.threshold must be 'otsu' or an integer 0-255, got {threshold!r}")
+        if not self.tissue.mask_mpp > 0:
+            problems.append(f"tissue.mask_mpp must be positive, got {self.tissue.mask_mpp}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TilingParams:
+        """Build from a nested mapping (YAML config); unknown keys are an error naming them."""
+        values = dict(values)
+        tissue = values.pop("tissue", {}) or {}
+        unknown = sorted(
+            set(values) - set(cls.__dataclass_fields__) | set(tissue) - set(TissueParams.__dataclass_fields__)
+        )
+        if unknown:
+            raise ValueError(f"unknown tiling setting(s): {', '.join(unknown)}")
+        return cls(**values, tissue=TissueParams(**tissue))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that change a slide's output; a finished output is reused only when they match."""
+        return {
+            "mpp_target": self.mpp,
+            "tile_size": self.tile_size,
+            "overlap": self.overlap,
+            "min_tissue": self.min_tissue,
+            "tissue_params": json.dumps(self.tissue.to_dict(), sort_keys=True),
+        }
+
+
+@dataclass(frozen=True)
+class TileTask:
+    """One slide to tile: everything a worker process needs, and nothing it must share."""
+
+    slide_id: str
+    path: str
+    job: str
+    params: TilingParams
+    manifest_mpp: float | None = None
+    overwrite: bool = False
+
+
+def coords_path(job: Path, slide_id: str) -> Path:
+    return Path(job) / "tiles" / f"{slide_id}.h5"
+
+
+def thumbnail_path(job: Path, slide_id: str) -> Path:
+    return Path(job) / "thumbnails" / f"{slide_id}.png"
+
+
+def _differences(attrs: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    out = []
+    for key, value in expected.items():
+        old = attrs.get(key)
+        same = (
+            math.isclose(float(old), float(value), rel_tol=1e-9)
+            if isinstance(value, float | int) and isinstance(old, float | int)
+            else old == value
+        )
+        if not same:
+            out.append(f"{key} was {old!r}, now {value!r}")
+    return out
+
+
+def _existing(task: TileTask) -> StatusRow | None:
+    """A row for a slide whose outputs already exist (skipped, or failed on a parameter change); None to (re)do it."""
+    path = coords_path(Path(task.job), task.slide_id)
+    if task.overwrite or not path.exists():
+        return None
+    try:
+        attrs = read_coords_attrs(path)
+    except BagFormatError:
+        return None
+    expected = task.params.fingerprint()
+    if task.manifest_mpp is not None and not math.isnan(task.manifest_mpp):
+        expected["mpp_level0"] = float(task.manifest_mpp)
+    changed = _differences(attrs, expected)
+    if changed:
+        return StatusRow(
+            task.slide_id,
+            FAILED,
+            error=f"outputs exist with other settings ({'; '.join(changed)}); "
+            "pass --overwrite to redo this slide or use another --out",
+        )
+    if not thumbnail_path(Path(task.job), task.slide_id).exists():
+        return None
+    import h5py
+
+    with h5py.File(path, "r") as h5:
+        n_tiles = int(h5["coords"].shape[0])
+    return StatusRow(
+        task.slide_id,
+        SKIPPED,
+        n_tiles=n_tiles,
+        mpp_level0=float(attrs["mpp_level0"]),
+        mpp_source=str(attrs["mpp_source"]),
+    )
+
+
+def tile_slide(task: TileTask) -> StatusRow:
+    """Tile one slide and write its coords file and thumbnail; never raises for a bad slide, returns its row."""
+    start = time.perf_counter()
+    try:
+        row = _existing(task) or _tile(task)
+    except (SlideError, MppError) as exc:
+        row = StatusRow(task.slide_id, FAILED, error=str(exc).replace("\n", " "))
+    except Exception as exc:
+        row = StatusRow(task.slide_id, FAILED, error=f"{task.path}: {type(exc).__name__}: {exc}".replace("\n", " "))
+    return replace(row, seconds=time.perf_counter() - start)
+
+
+@dataclass
+class TilingResult:
+    """What tiling found on one slide, before it is written."""
+
+    coords: np.ndarray
+    tissue_fraction: np.ndarray
+    mask: np.ndarray
+    lowres_image: np.ndarray
+    lowres_scale: float
+    geometry: TileGeometry
+    attrs: dict[str, Any]
+    warning: str
+
+
+def tile_geometry(task: TileTask) -> TilingResult:
+    """Open the slide, resolve its resolution, find the tissue and the tiles; writes nothing."""
+    params = task.params
+    with open_slide(task.path, params.backend) as slide:
+        mpp = resolve_mpp(slide.properties, task.manifest_mpp, params.assume_mpp)
+        geometry = TileGeometry.build(params.tile_size, params.mpp, params.overlap, mpp.value, slide.level_downsamples)
+        lowres = read_lowres(slide, mpp.value, params.tissue.mask_mpp)
+        width, height = slide.dimensions
+        backend = slide.backend
+    mask = tissue_mask(lowres.image, mpp.value * lowres.scale, params.tissue)
+    grid = grid_coords(width, height, geometry.size_level0, geometry.step_level0)
+    fractions = tissue_fractions(mask, lowres.scale, grid, geometry.size_level0)
+    keep = (fractions >= params.min_tissue) & (fractions > 0)
+    attrs = {
+        "patch_size": geometry.read_size,
+        "patch_level": geometry.read_level,
+        "patch_size_level0": geometry.size_level0,
+        "level0_magnification": 10.0 / mpp.value,
+        "target_magnification": 10.0 / params.mpp,
+        "level0_width": width,
+        "level0_height": height,
+        "overlap": params.overlap,
+        "name": task.slide_id,
+        "tile_size": params.tile_size,
+        "step_level0": geometry.step_level0,
+        "mpp_target": params.mpp,
+        "mpp_level0": mpp.value,
+        "mpp_source": mpp.source,
+        "read_level": geometry.read_level,
+        "read_downsample": geometry.size_level0 / geometry.read_size,
+        "min_tissue": params.min_tissue,
+        "tissue_params": json.dumps(params.tissue.to_dict(), sort_keys=True),
+        "slide_path": str(task.path),
+        "backend": backend,
+    }
+    return TilingResult(grid[keep], fractions[keep], mask, lowres.image, lowres.scale, geometry, attrs, mpp.warning)
+
+
+def _tile(task: TileTask) -> StatusRow:
+    result = tile_geometry(task)
+    job = Path(task.job)
+    for folder in ("tiles", "thumbnails"):
+        (job / folder).mkdir(exist_ok=True)
+    write_coords(coords_path(job, task.slide_id), result.coords, result.tissue_fraction, result.attrs)
+    overlay = draw_overlay(
+        result.lowres_image,
+        result.mask,
+        result.coords,
+        result.geometry.size_level0,
+        result.lowres_scale,
+        task.params.thumbnail_px,
+    )
+    save_png(overlay, thumbnail_path(job, task.slide_id))
+    n = len(result.coords)
+    status = OK if n else NO_TISSUE
+    warning = result.warning
+    if not n:
+        warning = "; ".join(
+            filter(
+                None,
+                [
+                    warning,
+                    "no tissue found: empty coords file written (check the "
+                    "thumbnail; lower --min-tissue or tissue.threshold if tissue was missed)",
+                ],
+            )
+        )
+    return StatusRow(
+        task.slide_id,
+        status,
+        n_tiles=n,
+        mpp_level0=result.attrs["mpp_level0"],
+        mpp_source=result.attrs["mpp_source"],
+        warning=warning,
+    )
+
+
+def tile_slides(
+    slides: Any,
+    job: Path,
+    params: TilingParams,
+    workers: int = 1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[StatusRow]:
+    """Tile every slide of a validated manifest table into JOB; write JOB/status/tile.csv; return the rows."""
+    from wsi_ncmi.jobdir import prepare_job
+    from wsi_ncmi.runner import run_slides
+    from wsi_ncmi.status import status_path, write_status
+
+    job = prepare_job(job, ("tiles", "thumbnails", "status"))
+    tasks = [
+        TileTask(
+            str(r.slide_id),
+            str(r.path),
+            str(job),
+            params,
+            None if math.isnan(r.mpp) else float(r.mpp),
+            overwrite,
+        )
+        for r in slides.itertuples(index=False)
+    ]
+    rows = run_slides(tile_slide, tasks, [t.slide_id for t in tasks], workers, "tiling", progress)
+    write_status(status_path(job, "tile"), rows)
+    return rows

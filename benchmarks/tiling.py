@@ -17,12 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import in_child, summary, timed, write_result  # noqa: E402
+from common import in_child, summary, timed, write_result
 
-from wsi_ncmi.slides.backend import open_slide  # noqa: E402
-from wsi_ncmi.slides.lowres import read_lowres  # noqa: E402
-from wsi_ncmi.synthetic import Lesion, SlideSpec, write_slide  # noqa: E402
-from wsi_ncmi.tiling import TileTask, TilingParams, tile_slide  # noqa: E402
+from wsi_ncmi.slides.backend import open_slide
+from wsi_ncmi.slides.lowres import read_lowres
+from wsi_ncmi.synthetic import Lesion, SlideSpec, write_slide
+from wsi_ncmi.tiling import TileTask, TilingParams, tile_slide
 
 
 def read_floor(path: str) -> None:
@@ -77,7 +77,8 @@ def main() -> None:
             print(
                 f"tiling {width}x{height}: {figures['tiles']} tiles, {figures['slides_per_s']:.1f} slides/s, "
                 f"{figures['tiles_per_s']:.0f} tiles/s, floor ratio {figures['floor_ratio']:.2f}, "
-                f"peak RSS {figures['peak_rss_mib']:.0f} MiB (mask read alone {figures['peak_rss_mask_read_only_mib']:.0f})"
+                f"peak RSS {figures['peak_rss_mib']:.0f} MiB "
+                f"(mask read alone {figures['peak_rss_mask_read_only_mib']:.0f})"
             )
     out = write_result("tiling", {"benchmark": "tiling", "params": TilingParams().to_dict(), "sizes": results})
     print(f"wrote {out}")

@@ -45,6 +45,6 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), console: Consol
     rows = tile_slides(read_manifest(manifest, require=["path"]), out / "job", TilingParams(), settings.workers)
     failed = [row for row in rows if row.failed]
     console.print(f"tiled {len(rows) - len(failed)}/{len(rows)} slides, {sum(r.n_tiles for r in rows)} tiles")
-    console.print("The embedding, training and evaluation stages are not part of this version yet; the demo stops here.")
+    console.print("The embedding, training and evaluation stages are not in this version yet; the demo stops here.")
     console.print(f"Open next: {manifest}, {out / 'job' / 'thumbnails'}, {out / 'job' / 'status' / 'tile.csv'}")
     return 1 if failed else 0

@@ -121,3 +121,141 @@ def read_coords(path: Path) -> CoordsFile:
         coords = h5["coords"][:]
         fractions = h5["tissue_fraction"][:] if "tissue_fraction" in h5 else np.ones(len(coords), np.float32)
     return CoordsFile(coords.astype(np.int64), fractions.astype(np.float32), _typed_attrs(attrs, path))
+
+
+FEATURE_ATTRS: dict[str, type] = {
+    "encoder": str,
+    "weights": str,
+    "precision": str,
+    "input_size": int,
+    "normalization": str,
+    "feature_dtype": str,
+    "coords_sha256": str,
+    "format_version": int,
+}
+"""Attributes of the `features` dataset of a bag written by `embed`."""
+
+
+def coords_digest(coords: np.ndarray) -> str:
+    """sha256 of the int64 coordinates: ties a bag to the exact tiling it was computed from."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(coords, dtype=np.int64).tobytes()).hexdigest()
+
+
+class BagWriter:
+    """Streams a bag's features to a temporary HDF5 file in chunks; `finish` renames it into place.
+
+    Features never have to be held in memory at once; an aborted or interrupted writer leaves no file under the
+    final name.
+    """
+
+    def __init__(self, path: Path, n_tiles: int, dim: int, dtype: str = "float32"):
+        import os
+
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        self.h5 = h5py.File(self.tmp, "w")
+        chunk = (min(n_tiles, 1024), dim) if n_tiles else None
+        self.features = self.h5.create_dataset("features", shape=(n_tiles, dim), dtype=dtype, chunks=chunk)
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        self.features[start : start + len(block)] = block
+
+    def zero(self, rows: np.ndarray) -> None:
+        for row in np.asarray(rows, dtype=np.int64):
+            self.features[row] = 0
+
+    def finish(
+        self, coords: CoordsFile, attrs: dict[str, Any], failed_tiles: np.ndarray, also_pt: Path | None = None
+    ) -> None:
+        import os
+
+        dset = self.h5.create_dataset("coords", data=coords.coords.astype(np.int64))
+        for key, value in coords.attrs.items():
+            dset.attrs[key] = value
+        self.h5.create_dataset("tissue_fraction", data=coords.tissue_fraction.astype(np.float32))
+        self.h5.create_dataset("failed_tiles", data=np.asarray(failed_tiles, dtype=np.int64).reshape(-1))
+        for key, value in {**attrs, "format_version": FORMAT_VERSION}.items():
+            self.features.attrs[key] = FEATURE_ATTRS[key](value) if key in FEATURE_ATTRS else value
+        self.h5.attrs["format_version"] = FORMAT_VERSION
+        if also_pt is not None:
+            import torch
+
+            with atomic_path(also_pt) as tmp:
+                torch.save(torch.from_numpy(self.features[:].astype(np.float32)), tmp)
+        self.h5.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.h5.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class Bag:
+    """A slide's tile features as training and prediction see them, whatever tool wrote the file."""
+
+    slide_id: str
+    features: np.ndarray
+    coords: np.ndarray
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[1])
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+
+def read_bag_attrs(path: Path) -> dict[str, Any]:
+    """The `features` attributes of a bag (empty for CLAM/TRIDENT bags, which carry none of ours)."""
+    path = Path(path)
+    try:
+        with h5py.File(path, "r") as h5:
+            if "features" not in h5:
+                raise BagFormatError(f"{path}: no 'features' dataset; not a feature bag")
+            return {k: _plain(v) for k, v in h5["features"].attrs.items()}
+    except FileNotFoundError as exc:
+        raise BagFormatError(f"{path}: bag not found; run `wsi-ncmi embed` for this slide first") from exc
+    except OSError as exc:
+        raise BagFormatError(f"{path}: not a readable HDF5 bag ({exc}); embed the slide again") from exc
+
+
+def read_bag(path: Path, slide_id: str | None = None) -> Bag:
+    """Read a bag written by this project, by CLAM (`h5_files/*.h5`) or by TRIDENT (`features_*/*.h5`).
+
+    `metadata['source']` says which; ours and TRIDENT's coords attributes are kept in `metadata['coords_attrs']`.
+    """
+    path = Path(path)
+    slide_id = slide_id or path.stem
+    attrs = read_bag_attrs(path)
+    with h5py.File(path, "r") as h5:
+        features = np.asarray(h5["features"][:])
+        if features.ndim == 3 and features.shape[0] == 1:
+            features = features[0]
+        if features.ndim != 2:
+            raise BagFormatError(f"{path}: features have shape {features.shape}, expected (tiles, dim)")
+        coords = np.asarray(h5["coords"][:]) if "coords" in h5 else np.zeros((len(features), 2), np.int64)
+        if coords.ndim == 3 and coords.shape[0] == 1:
+            coords = coords[0]
+        coords_attrs = {k: _plain(v) for k, v in h5["coords"].attrs.items()} if "coords" in h5 else {}
+        failed = np.asarray(h5["failed_tiles"][:]) if "failed_tiles" in h5 else np.zeros(0, np.int64)
+    if len(coords) != len(features):
+        raise BagFormatError(f"{path}: {len(features)} feature rows but {len(coords)} coords")
+    if attrs.get("format_version") is not None:
+        if attrs["format_version"] != FORMAT_VERSION:
+            raise BagFormatError(
+                f"{path}: bag format_version {attrs['format_version']!r}, this version reads "
+                f"{FORMAT_VERSION}; embed the slide again with --overwrite"
+            )
+        source, encoder = "wsi-ncmi", attrs.get("encoder", "")
+    elif path.parent.name.startswith("features_"):
+        source, encoder = "trident", path.parent.name[len("features_") :]
+    else:
+        source, encoder = "clam", attrs.get("encoder", "")
+    metadata = {**attrs, "source": source, "encoder": encoder, "coords_attrs": coords_attrs, "failed_tiles": failed}
+    return Bag(slide_id, features.astype(np.float32, copy=False), coords.astype(np.int64), metadata)

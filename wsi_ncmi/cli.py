@@ -147,6 +147,80 @@ def tile(
 
 
 @app.command()
+def embed(
+    job: Annotated[Path, typer.Option("--job", help="Job folder written by `tile`; bags go to JOB/features/ENCODER.")],
+    encoder: Annotated[str, typer.Option("--encoder", help="resnet50_trunc, resnet18, resnet50 or timm:<name>.")] = (
+        "resnet50_trunc"
+    ),
+    manifest: Annotated[Path | None, typer.Option("--manifest", help="Embed these slides (path column).")] = None,
+    slides: Annotated[Path | None, typer.Option("--slides", help="Embed the slide files in this folder.")] = None,
+    weights: Annotated[
+        str,
+        typer.Option(
+            "--weights", help="imagenet (local cache), random (seeded; tests), or a state_dict/safetensors PATH."
+        ),
+    ] = "imagenet",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Tiles per forward pass.")] = 256,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader worker processes reading tiles.")] = 4,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[
+        str, typer.Option("--precision", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.")
+    ] = "auto",
+    feature_dtype: Annotated[str, typer.Option("--feature-dtype", help="float32 or float16 on disk.")] = "float32",
+    also_pt: Annotated[bool, typer.Option("--also-pt", help="Also write CLAM-style {slide_id}.pt tensors.")] = False,
+    allow_download: Annotated[
+        bool, typer.Option("--allow-download", help="Let torchvision/timm download missing weights.")
+    ] = False,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for --weights random.")] = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo slides whose bags exist.")] = False,
+) -> None:
+    """Embed every tile of every tiled slide into JOB/features/ENCODER/{slide_id}.h5 (features N x D + coords)."""
+    from wsi_ncmi.encoders.weights import WeightsError
+    from wsi_ncmi.status import status_path, write_status
+
+    try:
+        from wsi_ncmi.encoders.embed import EmbedSettings, embed_slides
+
+        settings = EmbedSettings(
+            encoder,
+            weights,
+            batch_size,
+            workers,
+            device,
+            precision,
+            feature_dtype,
+            also_pt,
+            overwrite,
+            allow_download,
+            seed,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+    if not (job / "tiles").is_dir():
+        raise _fail(f"{job}: no tiles/ folder; run `wsi-ncmi tile --out {job}` first")
+    if manifest is not None or slides is not None:
+        table = _slide_table(manifest, slides)
+        targets = [(str(r.slide_id), str(r.path) or None) for r in table.itertuples(index=False)]
+    else:
+        targets = [(p.stem, None) for p in sorted((job / "tiles").glob("*.h5"))]
+    if not targets:
+        raise _fail(f"{job}: no slides to embed")
+    if weights == "random":
+        typer.secho(
+            f"warning: {encoder} with random-initialised weights (seed {seed}): features are for tests and "
+            "demos, not for real models",
+            fg="yellow",
+            err=True,
+        )
+    try:
+        rows = embed_slides(targets, job, settings)
+    except (WeightsError, KeyError, ValueError) as exc:
+        raise _fail(str(exc).strip('"')) from exc
+    write_status(status_path(job, "embed"), rows)
+    raise typer.Exit(_summary(rows, "embed", job))
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's cohort, job and runs.")] = Path("demo_out"),
     workers: Annotated[int, typer.Option("--workers", min=1, help="Processes for per-slide stages.")] = 2,

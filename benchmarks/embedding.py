@@ -1,0 +1,148 @@
+"""Embedding throughput and memory on a synthetic slide; writes benchmarks/results/embedding.json.
+
+Figures: tiles/s of the whole embed pipeline (read, decode, resize, normalise, model, write); tiles/s of the model
+alone on tensors already in memory (same batch size); tiles/s of reading and decoding alone (the DataLoader
+without a model). The ratio pipeline / model-alone shows how well I/O hides behind compute (goal >= 0.85).
+Peak RSS of a fresh process embedding a slide, for two slide sizes, shows memory is flat in the number of tiles.
+
+    python benchmarks/embedding.py                                  # resnet18, CPU, fp32
+    python benchmarks/embedding.py --encoder resnet50_trunc --device cuda --precision bf16 --batch-size 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import pandas as pd
+import torch
+from common import in_child, summary, write_result
+from torch.utils.data import DataLoader
+
+from wsi_ncmi.bags import read_coords
+from wsi_ncmi.encoders.embed import (
+    Embedder,
+    EmbedSettings,
+    SlideWork,
+    TileDataset,
+    embed_slides,
+    resolve_device,
+    resolve_precision,
+    slide_batches,
+)
+from wsi_ncmi.encoders.registry import get_encoder
+from wsi_ncmi.encoders.weights import load_encoder
+from wsi_ncmi.synthetic import SlideSpec, write_slide
+from wsi_ncmi.tiling import TilingParams, tile_slides
+
+
+def make_job(tmp: Path, width: int, height: int) -> tuple[Path, str]:
+    slide = tmp / f"s{width}.tif"
+    write_slide(SlideSpec(f"s{width}", width, height, 0.25, seed=3, tissue_fraction=0.7), slide)
+    job = tmp / f"job{width}"
+    table = pd.DataFrame({"slide_id": [slide.stem], "path": [str(slide)], "mpp": [float("nan")]})
+    tile_slides(table, job, TilingParams(), progress=False)
+    return job, slide.stem
+
+
+def pipeline(job: str, slide_id: str, settings: EmbedSettings) -> float:
+    start = time.perf_counter()
+    rows = embed_slides([(slide_id, None)], Path(job), settings, progress=False)
+    if rows[0].failed:
+        raise RuntimeError(rows[0].error)
+    return time.perf_counter() - start
+
+
+def model_alone(settings: EmbedSettings, n_tiles: int) -> float:
+    spec = get_encoder(settings.encoder)
+    device = resolve_device(settings.device)
+    model, _ = load_encoder(spec, settings.weights)
+    embedder = Embedder(model, spec, device, resolve_precision(settings.precision, device, spec))
+    batch = torch.randint(0, 255, (settings.batch_size, 3, spec.input_size, spec.input_size), dtype=torch.uint8)
+    embedder(batch[:2])
+    start = time.perf_counter()
+    done = 0
+    while done < n_tiles:
+        embedder(batch[: min(settings.batch_size, n_tiles - done)])
+        done += settings.batch_size
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def read_alone(job: Path, slide_id: str, settings: EmbedSettings) -> float:
+    coords = read_coords(job / "tiles" / f"{slide_id}.h5")
+    work = [SlideWork(slide_id, str(coords.attrs["slide_path"]), Path("unused"), coords)]
+    dataset = TileDataset(work, get_encoder(settings.encoder).input_size, settings.backend)
+    loader = DataLoader(dataset, batch_sampler=slide_batches(work, settings.batch_size), num_workers=settings.workers)
+    start = time.perf_counter()
+    for _ in loader:
+        pass
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--encoder", default="resnet18")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--size", default="16384x12288", help="slide size WxH (px at 0.25 um/px)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", default="embedding", help="result name under benchmarks/results/")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.size.split("x"))
+    settings = EmbedSettings(
+        encoder=args.encoder,
+        weights="random",
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        precision=args.precision,
+        overwrite=True,
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        job, slide_id = make_job(Path(tmp), width, height)
+        small_job, small_id = make_job(Path(tmp), width // 2, height // 2)
+        n = len(read_coords(job / "tiles" / f"{slide_id}.h5").coords)
+        n_small = len(read_coords(small_job / "tiles" / f"{small_id}.h5").coords)
+        pipe, model, read = [], [], []
+        for _ in range(args.repeats):
+            pipe.append(pipeline(str(job), slide_id, settings))
+            model.append(model_alone(settings, n))
+            read.append(read_alone(job, slide_id, settings))
+        _, _, rss_large = in_child(pipeline, str(job), slide_id, settings)
+        _, _, rss_small = in_child(pipeline, str(small_job), small_id, settings)
+    figures = {
+        "encoder": args.encoder,
+        "device": str(resolve_device(args.device)),
+        "precision": resolve_precision(args.precision, resolve_device(args.device), get_encoder(args.encoder)),
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "tiles": n,
+        "pipeline_tiles_per_s": n / summary(pipe)["median"],
+        "model_alone_tiles_per_s": n / summary(model)["median"],
+        "read_decode_tiles_per_s": n / summary(read)["median"],
+        "pipeline_over_model_alone": summary(model)["median"] / summary(pipe)["median"],
+        "seconds": {"pipeline": summary(pipe), "model_alone": summary(model), "read_decode": summary(read)},
+        "peak_rss_mib": {f"{n_small} tiles": rss_small, f"{n} tiles": rss_large},
+    }
+    for key in (
+        "pipeline_tiles_per_s",
+        "model_alone_tiles_per_s",
+        "read_decode_tiles_per_s",
+        "pipeline_over_model_alone",
+    ):
+        print(f"embedding {key}: {figures[key]:.2f}")
+    print(f"embedding peak RSS: {figures['peak_rss_mib']}")
+    print(f"wrote {write_result(args.out, {'benchmark': 'embedding', **figures})}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,442 @@
+"""The embedding stage: coords files + slides -> feature bags, one HDF5 file per slide.
+
+One DataLoader serves every slide, so its worker processes stay warm from slide to slide; batches never span two
+slides, so a slide's features are the same whether it is embedded alone or in a cohort. Each worker opens its
+own slide handles. Features stream into the bag in chunks, never held for a whole slide.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from wsi_ncmi.bags import (
+    BagFormatError,
+    BagWriter,
+    CoordsFile,
+    coords_digest,
+    read_bag_attrs,
+    read_coords,
+)
+from wsi_ncmi.encoders.registry import EncoderSpec, encoder_folder, get_encoder
+from wsi_ncmi.encoders.weights import load_encoder, sha256_file
+from wsi_ncmi.slides.backend import Slide, SlideError, open_slide
+from wsi_ncmi.status import FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class EmbedSettings:
+    """Settings of an embedding run; see `wsi-ncmi embed --help`."""
+
+    encoder: str = "resnet50_trunc"
+    weights: str = "imagenet"
+    batch_size: int = 256
+    workers: int = 4
+    device: str = "auto"
+    precision: str = "auto"
+    feature_dtype: str = "float32"
+    also_pt: bool = False
+    overwrite: bool = False
+    allow_download: bool = False
+    seed: int = 0
+    backend: str = "auto"
+    max_failed_fraction: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.feature_dtype not in ("float32", "float16"):
+            raise ValueError(f"feature dtype must be float32 or float16, got {self.feature_dtype!r}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        if self.batch_size < 1 or self.workers < 0:
+            raise ValueError("batch size must be >= 1 and workers >= 0")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu or auto")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device, spec: EncoderSpec) -> str:
+    """auto -> the encoder's preferred reduced precision on CUDA (bf16 where supported), fp32 on CPU."""
+    if precision != "auto":
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    if spec.precision == "bf16" and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp16" if spec.precision in ("bf16", "fp16") else "fp32"
+
+
+def weights_label(weights: str, spec: EncoderSpec, seed: int) -> str:
+    """The label `load_encoder` will record, computed without building the model (for resume checks)."""
+    if weights == "random":
+        return f"random:seed={seed}"
+    if weights == "imagenet":
+        return spec.weights_name
+    path = Path(weights)
+    return f"sha256:{sha256_file(path)}:{path.name}" if path.is_file() else weights
+
+
+@dataclass
+class SlideWork:
+    """One slide to embed: where to read, what to write."""
+
+    slide_id: str
+    slide_path: str
+    out_path: Path
+    coords: CoordsFile
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def read_level(self) -> int:
+        return int(self.coords.attrs["read_level"])
+
+    @property
+    def read_size(self) -> int:
+        return int(self.coords.attrs["patch_size"])
+
+    @property
+    def tile_size(self) -> int:
+        return int(self.coords.attrs["tile_size"])
+
+
+class TileDataset(Dataset):
+    """Tiles of several slides, addressed by (slide index, tile index); returns uint8 CHW tensors.
+
+    Resizing happens here (read size -> tile size -> encoder input size, antialiased); normalisation happens on
+    the device, so only uint8 crosses process and PCIe boundaries. A tile that cannot be read is retried once
+    on a fresh handle, then returned as zeros with ok=False.
+    """
+
+    def __init__(self, work: list[SlideWork], input_size: int, backend: str, max_open: int = 4):
+        self.work = work
+        self.input_size = input_size
+        self.backend = backend
+        self.max_open = max_open
+        self._slides: dict[int, Slide] = {}
+
+    def __len__(self) -> int:
+        return sum(len(w.coords.coords) for w in self.work)
+
+    def _slide(self, index: int, fresh: bool = False) -> Slide:
+        if fresh and index in self._slides:
+            self._slides.pop(index).close()
+        if index not in self._slides:
+            if len(self._slides) >= self.max_open:
+                oldest = next(iter(self._slides))
+                self._slides.pop(oldest).close()
+            self._slides[index] = open_slide(self.work[index].slide_path, self.backend)
+        return self._slides[index]
+
+    def read(self, slide_index: int, tile_index: int, fresh: bool = False) -> np.ndarray:
+        work = self.work[slide_index]
+        x, y = work.coords.coords[tile_index]
+        region = self._slide(slide_index, fresh).read_region((x, y), work.read_level, (work.read_size,) * 2)
+        image = Image.fromarray(region)
+        if work.read_size != work.tile_size:
+            image = image.resize((work.tile_size,) * 2, Image.Resampling.BILINEAR)
+        if work.tile_size != self.input_size:
+            image = image.resize((self.input_size,) * 2, Image.Resampling.BILINEAR)
+        return np.array(image)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int, bool]:
+        slide_index, tile_index = key
+        ok = True
+        try:
+            tile = self.read(slide_index, tile_index)
+        except Exception:
+            try:
+                tile = self.read(slide_index, tile_index, fresh=True)
+            except Exception:
+                tile = np.zeros((self.input_size, self.input_size, 3), dtype=np.uint8)
+                ok = False
+        return torch.from_numpy(tile).permute(2, 0, 1), slide_index, tile_index, ok
+
+
+def slide_batches(work: list[SlideWork], batch_size: int) -> list[list[tuple[int, int]]]:
+    """Batches of (slide, tile) keys in slide order; no batch spans two slides."""
+    batches = []
+    for s, item in enumerate(work):
+        n = len(item.coords.coords)
+        batches += [[(s, t) for t in range(start, min(n, start + batch_size))] for start in range(0, n, batch_size)]
+    return batches
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+class Embedder:
+    """A model on a device with its normalisation and precision; halves the batch on out-of-memory errors."""
+
+    def __init__(self, model: torch.nn.Module, spec: EncoderSpec, device: torch.device, precision: str):
+        self.device = device
+        self.precision = precision
+        self.model = model.to(device).eval()
+        if device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255.0
+        self.std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255.0
+        self.micro_batch: int | None = None
+        self.notes: list[str] = []
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x.to(self.device, non_blocking=True).float() - self.mean) / self.std
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.precision in AUTOCAST:
+            with torch.autocast(self.device.type, dtype=AUTOCAST[self.precision]):
+                return self.model(x).float()
+        return self.model(x).float()
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> np.ndarray:
+        while True:
+            step = self.micro_batch or len(images)
+            try:
+                parts = [self._forward(images[i : i + step]) for i in range(0, len(images), step)]
+                return torch.cat(parts).cpu().numpy()
+            except torch.OutOfMemoryError:
+                if step <= 1:
+                    raise
+                self.micro_batch = max(1, step // 2)
+                self.notes.append(f"out of memory at batch {step}; continuing with batches of {self.micro_batch}")
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+
+
+def bag_path(job: Path, encoder: str, slide_id: str) -> Path:
+    return Path(job) / "features" / encoder_folder(encoder) / f"{slide_id}.h5"
+
+
+def _expected_attrs(settings: EmbedSettings, spec: EncoderSpec, precision: str, label: str) -> dict[str, Any]:
+    return {
+        "encoder": spec.name,
+        "weights": label,
+        "precision": precision,
+        "input_size": spec.input_size,
+        "normalization": spec.normalization,
+        "feature_dtype": settings.feature_dtype,
+    }
+
+
+def plan_slide(
+    slide_id: str, slide_path: str | None, job: Path, settings: EmbedSettings, expected: dict[str, Any]
+) -> SlideWork | StatusRow:
+    """Check one slide's inputs and existing outputs: work to do, or its final row (skipped / failed)."""
+    out = bag_path(job, expected["encoder"], slide_id)
+    try:
+        coords = read_coords(Path(job) / "tiles" / f"{slide_id}.h5")
+    except BagFormatError as exc:
+        return StatusRow(slide_id, FAILED, error=str(exc))
+    mpp = float(coords.attrs["mpp_level0"])
+    source = str(coords.attrs["mpp_source"])
+    if out.exists() and not settings.overwrite:
+        try:
+            attrs = read_bag_attrs(out)
+        except BagFormatError:
+            attrs = None
+        if attrs is not None:
+            changed = [f"{k} was {attrs.get(k)!r}, now {v!r}" for k, v in expected.items() if attrs.get(k) != v]
+            if attrs.get("coords_sha256") != coords_digest(coords.coords):
+                changed.append("the slide was tiled again since")
+            if changed:
+                return StatusRow(
+                    slide_id,
+                    FAILED,
+                    mpp_level0=mpp,
+                    mpp_source=source,
+                    error=f"{out}: bag exists with other settings ({'; '.join(changed)}); pass "
+                    "--overwrite to embed it again",
+                )
+            return StatusRow(slide_id, SKIPPED, n_tiles=len(coords.coords), mpp_level0=mpp, mpp_source=source)
+    path = slide_path or str(coords.attrs["slide_path"])
+    if len(coords.coords):
+        try:
+            with open_slide(path, settings.backend) as slide:
+                now = slide.dimensions
+        except SlideError as exc:
+            return StatusRow(slide_id, FAILED, mpp_level0=mpp, mpp_source=source, error=str(exc))
+        was = (int(coords.attrs["level0_width"]), int(coords.attrs["level0_height"]))
+        if tuple(now) != was:
+            return StatusRow(
+                slide_id,
+                FAILED,
+                mpp_level0=mpp,
+                mpp_source=source,
+                error=f"{path}: slide is {now[0]}x{now[1]} px but was {was[0]}x{was[1]} when tiled; "
+                "the file changed: tile it again with --overwrite",
+            )
+    return SlideWork(slide_id, path, out, coords)
+
+
+def embed_slides(
+    slides: list[tuple[str, str | None]], job: Path, settings: EmbedSettings, progress: bool = True
+) -> list[StatusRow]:
+    """Embed every (slide_id, slide path or None to use the coords file's) into JOB/features/{encoder}/."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    spec = get_encoder(settings.encoder)
+    device = resolve_device(settings.device)
+    precision = resolve_precision(settings.precision, device, spec)
+    label = weights_label(settings.weights, spec, settings.seed)
+    expected = _expected_attrs(settings, spec, precision, label)
+    out_dir = bag_path(job, spec.name, "x").parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, StatusRow] = {}
+    work: list[SlideWork] = []
+    for slide_id, path in slides:
+        planned = plan_slide(slide_id, path, Path(job), settings, expected)
+        if isinstance(planned, StatusRow):
+            rows[slide_id] = planned
+        else:
+            work.append(planned)
+    if work:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model, loaded_label = load_encoder(spec, settings.weights, settings.seed, settings.allow_download)
+        expected["weights"] = loaded_label
+        embedder = Embedder(model, spec, device, precision)
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn(),
+        )
+        with Progress(*columns, disable=not progress) as bar:
+            task = bar.add_task("embedding", total=sum(len(w.coords.coords) for w in work), rate="")
+            rows.update(_run(work, spec, settings, embedder, expected, bar, task))
+    return [rows[slide_id] for slide_id, _ in slides]
+
+
+def _run(
+    work: list[SlideWork],
+    spec: EncoderSpec,
+    settings: EmbedSettings,
+    embedder: Embedder,
+    expected: dict[str, Any],
+    bar: Any,
+    task: Any,
+) -> dict[str, StatusRow]:
+    rows: dict[str, StatusRow] = {}
+    for item in work:
+        if not len(item.coords.coords):
+            writer = BagWriter(item.out_path, 0, spec.dim, settings.feature_dtype)
+            writer.finish(
+                item.coords,
+                {**expected, "coords_sha256": coords_digest(item.coords.coords)},
+                np.zeros(0, np.int64),
+                _pt_path(item, settings),
+            )
+            rows[item.slide_id] = _row(item, NO_TISSUE, 0.0, "no tiles in the coords file: empty bag written")
+    work = [w for w in work if len(w.coords.coords)]
+    if not work:
+        return rows
+    dataset = TileDataset(work, spec.input_size, settings.backend)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=slide_batches(work, settings.batch_size),
+        num_workers=settings.workers,
+        pin_memory=embedder.device.type == "cuda",
+        worker_init_fn=_worker_init if settings.workers else None,
+        persistent_workers=False,
+        prefetch_factor=4 if settings.workers else None,
+    )
+    current: int | None = None
+    writer: BagWriter | None = None
+    failed: list[int] = []
+    start = time.perf_counter()
+    run_start = start
+    done = 0
+    try:
+        for images, slide_index, tile_index, ok in loader:
+            s = int(slide_index[0])
+            if s != current:
+                current, failed, start = s, [], time.perf_counter()
+                writer = BagWriter(work[s].out_path, len(work[s].coords.coords), spec.dim, settings.feature_dtype)
+            features = embedder(images)
+            bad = (~ok).nonzero().flatten().tolist()
+            features[bad] = 0.0
+            failed += [int(tile_index[i]) for i in bad]
+            writer.write(int(tile_index[0]), features.astype(settings.feature_dtype))
+            done += len(images)
+            bar.update(
+                task,
+                advance=len(images),
+                description=work[s].slide_id,
+                rate=f"{done / max(time.perf_counter() - run_start, 1e-9):.0f} tiles/s",
+            )
+            if int(tile_index[-1]) == len(work[s].coords.coords) - 1:
+                rows[work[s].slide_id] = _finish(work[s], writer, failed, expected, settings, embedder, start)
+                writer = None
+    finally:
+        if writer is not None:
+            writer.abort()
+    return rows
+
+
+def _pt_path(item: SlideWork, settings: EmbedSettings) -> Path | None:
+    return item.out_path.with_suffix(".pt") if settings.also_pt else None
+
+
+def _row(item: SlideWork, status: str, seconds: float, warning: str = "", error: str = "") -> StatusRow:
+    return StatusRow(
+        item.slide_id,
+        status,
+        n_tiles=len(item.coords.coords),
+        mpp_level0=float(item.coords.attrs["mpp_level0"]),
+        mpp_source=str(item.coords.attrs["mpp_source"]),
+        seconds=seconds,
+        warning=warning,
+        error=error,
+    )
+
+
+def _finish(
+    item: SlideWork,
+    writer: BagWriter,
+    failed: list[int],
+    expected: dict[str, Any],
+    settings: EmbedSettings,
+    embedder: Embedder,
+    start: float,
+) -> StatusRow:
+    n = len(item.coords.coords)
+    notes = list(embedder.notes)
+    embedder.notes.clear()
+    if failed and len(failed) > math.floor(settings.max_failed_fraction * n):
+        writer.abort()
+        return _row(
+            item,
+            FAILED,
+            time.perf_counter() - start,
+            error=f"{item.slide_path}: {len(failed)} of {n} tiles could not be read (more than "
+            f"{settings.max_failed_fraction:.0%}); the slide file is damaged: copy it again",
+        )
+    if failed:
+        notes.append(f"{len(failed)} tile(s) unreadable, zero-filled (indices in dataset failed_tiles)")
+    writer.finish(
+        item.coords,
+        {**expected, "coords_sha256": coords_digest(item.coords.coords)},
+        np.asarray(failed, np.int64),
+        _pt_path(item, settings),
+    )
+    return _row(item, OK, time.perf_counter() - start, warning="; ".join(notes))

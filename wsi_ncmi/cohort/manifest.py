@@ -133,3 +133,24 @@ def list_slides(folder: Path | str) -> pd.DataFrame:
     if problems:
         raise ManifestError(folder, problems)
     return _normalise(frame, folder)
+
+
+def class_names(frame: pd.DataFrame, order: Iterable[str] | None = None) -> list[str]:
+    """The classes of a labelled manifest: `order` when given (every label must be in it), else sorted."""
+    labels = sorted(set(frame["label"]) - {""})
+    if order is None:
+        return labels
+    order = list(order)
+    unknown = sorted(set(labels) - set(order))
+    if unknown:
+        raise ManifestError("manifest", [f"label(s) {unknown} are not among the configured classes {order}"])
+    return order
+
+
+def write_manifest(frame: pd.DataFrame, path: Path) -> None:
+    """Write a manifest CSV atomically, known columns first."""
+    from wsi_ncmi.atomic import atomic_path
+
+    columns = [c for c in KNOWN_COLUMNS if c in frame.columns] + [c for c in frame.columns if c not in KNOWN_COLUMNS]
+    with atomic_path(path) as tmp:
+        frame[columns].to_csv(tmp, index=False)

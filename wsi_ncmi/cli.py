@@ -349,6 +349,75 @@ def splits(
     typer.echo(f"wrote {len(paths)} fold(s) to {out}")
 
 
+@app.command(epilog="Multi-GPU training is not built in yet; train one run per GPU (CUDA_VISIBLE_DEVICES).")
+def train(
+    manifest: Annotated[Path, typer.Option("--manifest", help="Labelled manifest CSV.")],
+    features: Annotated[Path, typer.Option("--features", help="Bag folder (ours, CLAM h5_files/ or TRIDENT).")],
+    split: Annotated[Path, typer.Option("--split", help="Split file (slide_id,split).")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder.")],
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML settings (configs/camelyon17_ncmi.yaml); flags override it.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="abmil, abmil_plain, mean, max, transmil, clam_sb [abmil].")
+    ] = None,
+    loss: Annotated[str | None, typer.Option("--loss", help="ncmi, ce, focal or cmic [ncmi].")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs [50].")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="AdamW learning rate [1e-4].")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of weights, order and subsampling [1].")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N [auto].")] = None,
+    max_tiles: Annotated[
+        int | None, typer.Option("--max-tiles", help="Random tiles per bag per step (training only).")
+    ] = None,
+    cache_gb: Annotated[float | None, typer.Option("--cache-gb", help="Keep bags in memory up to this size [8].")] = (
+        None
+    ),
+    skip_missing: Annotated[
+        bool,
+        typer.Option("--skip-missing", help="Drop split slides without a bag (with a warning) instead of failing."),
+    ] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue RUN from last.pt exactly.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start RUN again from scratch.")] = False,
+) -> None:
+    """Train a MIL aggregator on feature bags with NCMI or a baseline loss; select on validation macro-F1."""
+    from wsi_ncmi.cohort.manifest import ManifestError
+    from wsi_ncmi.cohort.splits import SplitError
+    from wsi_ncmi.config import ConfigError, load_yaml, override
+    from wsi_ncmi.mil.data import BagDataError
+    from wsi_ncmi.mil.run import train_run
+    from wsi_ncmi.mil.train import RunError, TrainConfig
+
+    try:
+        settings = (
+            load_yaml(out / "config.yaml")["training"]
+            if resume and (out / "config.yaml").exists()
+            else (load_yaml(config))
+        )
+        settings = override(
+            settings,
+            model=model,
+            loss=loss,
+            epochs=epochs,
+            lr=lr,
+            seed=seed,
+            device=device,
+            max_tiles=max_tiles,
+            cache_gb=cache_gb,
+            skip_missing=skip_missing or None,
+        )
+        train_config = TrainConfig.from_dict(settings)
+    except (ConfigError, ValueError, TypeError, KeyError) as exc:
+        raise _fail(f"training settings: {exc}") from exc
+    try:
+        result = train_run(manifest, features, split, out, train_config, resume=resume, overwrite=overwrite)
+    except (ManifestError, SplitError, BagDataError, RunError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(
+        f"best epoch {result.best_epoch}: validation macro-F1 {result.best_metrics['macro_f1']:.3f}; "
+        f"checkpoint {out / 'model.pt'}"
+    )
+
+
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's cohort, job and runs.")] = Path("demo_out"),

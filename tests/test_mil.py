@@ -1,0 +1,266 @@
+"""Aggregators and the training loop: shapes, learning, exact resume, reproducibility, and bad inputs."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from wsi_ncmi.cli import app
+from wsi_ncmi.mil.data import BagDataError
+from wsi_ncmi.mil.models import MODELS, build_model
+from wsi_ncmi.mil.run import train_run
+from wsi_ncmi.mil.train import RunError, TrainConfig, load_trained
+from wsi_ncmi.synthetic import write_synthetic_bags
+
+runner = CliRunner()
+FAST = TrainConfig(
+    model="abmil", loss="ce", epochs=3, warmup_epochs=1, lr=2e-3, device="cpu", model_args={"dim": 32, "dropout": 0.0}
+)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    out = tmp_path_factory.mktemp("bags")
+    manifest, split = write_synthetic_bags(out, slides=400)
+    return manifest, out / "features", split
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    out = tmp_path_factory.mktemp("small_bags")
+    manifest, split = write_synthetic_bags(out, slides=40)
+    return manifest, out / "features", split
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_models_give_an_embedding_and_attention(name: str) -> None:
+    torch.manual_seed(0)
+    kwargs = {"n_classes": 3} if name == "clam_sb" else {}
+    model = build_model(name, 24, dim=32, **kwargs).eval()
+    x = torch.randn(37, 24)
+    out = model(x)
+    assert out.h.shape == (32,) and torch.isfinite(out.h).all()
+    if name in ("abmil", "abmil_plain", "clam_sb", "transmil"):
+        assert out.attention.shape == (37,)
+        torch.testing.assert_close(out.attention.sum(), torch.tensor(1.0), rtol=1e-5, atol=1e-5)
+    assert model(torch.randn(1, 24)).h.shape == (32,)
+
+
+def test_abmil_is_permutation_invariant() -> None:
+    model = build_model("abmil", 8, dim=16).eval()
+    x = torch.randn(10, 8)
+    torch.testing.assert_close(model(x).h, model(x[torch.randperm(10)]).h)
+
+
+def test_clam_adds_its_instance_loss() -> None:
+    model = build_model("clam_sb", 8, dim=16, n_classes=2, k_sample=3)
+    out = model(torch.randn(12, 8))
+    bag_loss = torch.tensor(1.0)
+    total = model.combine_loss(bag_loss, out, torch.tensor([1]))
+    assert total.requires_grad and float(total.detach()) != 0.7
+    small_bag = model(torch.randn(1, 8))
+    assert model.combine_loss(bag_loss, small_bag, torch.tensor([0])) is bag_loss
+
+
+def test_transmil_handles_long_bags() -> None:
+    model = build_model("transmil", 8, dim=32, heads=4).eval()
+    with torch.no_grad():
+        out = model(torch.randn(5000, 8))
+    assert out.h.shape == (32,) and out.attention.shape == (5000,)
+
+
+def test_unknown_model_lists_known() -> None:
+    with pytest.raises(ValueError, match="known: abmil"):
+        build_model("resnet", 8)
+
+
+def _train(cohort: tuple[Path, Path, Path], run: Path, config: TrainConfig, **kwargs: object):
+    manifest, features, split = cohort
+    return train_run(manifest, features, split, run, config, progress=False, **kwargs)
+
+
+def test_abmil_with_ce_learns_the_count_rule(cohort: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    result = _train(cohort, tmp_path / "ce", replace(FAST, epochs=15, model_args={"dim": 64, "dropout": 0.0}))
+    assert result.best_metrics["macro_f1"] >= 0.9
+
+
+def test_abmil_with_ncmi_trains_to_a_usable_model(cohort: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    config = replace(FAST, loss="ncmi", epochs=6, model_args={"dim": 64, "dropout": 0.0})
+    result = _train(cohort, tmp_path / "ncmi", config)
+    history = result.history
+    assert history[["train_loss", "val_loss"]].notna().all().all()
+    assert result.best_metrics["macro_f1"] >= 0.6
+    trained = load_trained(tmp_path / "ncmi" / "model.pt")
+    head = trained.head
+    assert head.centroids.shape == (4, 64) and float(head.tau) > 0 and head.mu.abs().sum() > 0
+
+
+def test_checkpoint_is_plain_data(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    _train(small, tmp_path / "run", replace(FAST, loss="ncmi"))
+    data = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert data["classes"] == ["itc", "macro", "micro", "negative"]
+    assert {"mu", "centroids", "tau"} <= set(data["head_state"])
+    assert data["encoder_attrs"]["encoder"] == "synthetic"
+    config = (tmp_path / "run" / "config.yaml").read_text()
+    assert "classes:" in config and "code_version" in config and "encoder: synthetic" in config
+    history = pd.read_csv(tmp_path / "run" / "history.csv")
+    assert list(history.columns) == [
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "val_macro_f1",
+        "val_accuracy",
+        "val_auc",
+        "val_ncmi",
+        "lr",
+        "seconds",
+    ]
+    assert len(history) == 3
+
+
+@pytest.mark.parametrize("loss", ["ncmi", "ce"])
+def test_resume_equals_an_uninterrupted_run(small: tuple[Path, Path, Path], tmp_path: Path, loss: str) -> None:
+    config = replace(FAST, loss=loss, epochs=4, model_args={"dim": 32, "dropout": 0.25})
+    _train(small, tmp_path / "whole", config)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(epoch: int) -> None:
+        if epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        _train(small, tmp_path / "split", config, on_epoch_end=stop_after_two)
+    _train(small, tmp_path / "split", config, resume=True)
+    whole = torch.load(tmp_path / "whole" / "last.pt", weights_only=True)["checkpoint"]
+    split = torch.load(tmp_path / "split" / "last.pt", weights_only=True)["checkpoint"]
+    for key, value in whole["state_dict"].items():
+        assert torch.equal(value, split["state_dict"][key]), key
+    for key, value in whole["head_state"].items():
+        assert torch.equal(value, split["head_state"][key]), key
+    columns = ["train_loss", "val_loss", "val_macro_f1"]
+    a = pd.read_csv(tmp_path / "whole" / "history.csv")[columns]
+    b = pd.read_csv(tmp_path / "split" / "history.csv")[columns]
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_same_seed_same_history(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        _train(small, tmp_path / name, replace(FAST, loss="ncmi", model_args={"dim": 32, "dropout": 0.25}))
+    columns = ["train_loss", "val_loss", "val_macro_f1", "val_ncmi"]
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "a" / "history.csv")[columns], pd.read_csv(tmp_path / "b" / "history.csv")[columns]
+    )
+
+
+def test_run_folder_is_protected(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    _train(small, tmp_path / "run", FAST)
+    with pytest.raises(RunError, match="--resume to continue it or --overwrite"):
+        _train(small, tmp_path / "run", FAST)
+    with pytest.raises(RunError, match="nothing to resume"):
+        _train(small, tmp_path / "fresh", FAST, resume=True)
+    _train(small, tmp_path / "run", FAST, overwrite=True)
+
+
+def _copy_cohort(small: tuple[Path, Path, Path], tmp_path: Path) -> tuple[Path, Path, Path]:
+    import shutil
+
+    manifest, features, split = small
+    shutil.copytree(features, tmp_path / "features")
+    shutil.copy(manifest, tmp_path / "manifest.csv")
+    shutil.copy(split, tmp_path / "split.csv")
+    return tmp_path / "manifest.csv", tmp_path / "features", tmp_path / "split.csv"
+
+
+def _first_train_slide(split: Path) -> str:
+    frame = pd.read_csv(split)
+    return str(frame.loc[frame["split"] == "train", "slide_id"].iloc[0])
+
+
+def test_missing_bags_listed_or_skipped(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    cohort = _copy_cohort(small, tmp_path)
+    victim = _first_train_slide(cohort[2])
+    (cohort[1] / f"{victim}.h5").unlink()
+    with pytest.raises(BagDataError, match=f"have no bag in .*{victim}.*--skip-missing"):
+        _train(cohort, tmp_path / "run", FAST)
+    with pytest.warns(UserWarning, match=victim):
+        _train(cohort, tmp_path / "run2", replace(FAST, skip_missing=True))
+
+
+@pytest.mark.parametrize("problem", ["dim", "nan", "empty"])
+def test_bad_bags(small: tuple[Path, Path, Path], tmp_path: Path, problem: str) -> None:
+    cohort = _copy_cohort(small, tmp_path)
+    victim = _first_train_slide(cohort[2])
+    path = cohort[1] / f"{victim}.h5"
+    with h5py.File(path, "a") as h5:
+        features = h5["features"][:]
+        attrs = dict(h5["features"].attrs)
+        del h5["features"]
+        if problem == "dim":
+            features = features[:, :16]
+        elif problem == "nan":
+            features[:3] = np.nan
+        else:
+            features = features[:0]
+            del h5["coords"]
+            h5["coords"] = np.zeros((0, 2), np.int64)
+        h5["features"] = features
+        h5["features"].attrs.update(attrs)
+    if problem == "empty":
+        with pytest.warns(UserWarning, match=f"empty training bag.*{victim}"):
+            _train(cohort, tmp_path / "run", FAST)
+        return
+    message = "feature size differs" if problem == "dim" else "3 tile\\(s\\) with NaN"
+    with pytest.raises(BagDataError, match=message):
+        _train(cohort, tmp_path / "run", FAST)
+
+
+def test_split_and_class_problems(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    cohort = _copy_cohort(small, tmp_path)
+    split = pd.read_csv(cohort[2])
+    pd.concat([split, pd.DataFrame({"slide_id": ["ghost"], "split": ["train"]})]).to_csv(cohort[2], index=False)
+    with pytest.raises(BagDataError, match="not in the manifest: ghost"):
+        _train(cohort, tmp_path / "run", FAST)
+    manifest = pd.read_csv(cohort[0])
+    only_test = manifest.loc[manifest["label"] == "macro", "slide_id"]
+    split.loc[split["slide_id"].isin(only_test), "split"] = "test"
+    split.to_csv(cohort[2], index=False)
+    with pytest.raises(BagDataError, match="\\['macro'\\] have no training slides"):
+        _train(cohort, tmp_path / "run2", FAST)
+
+
+def test_train_cli(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    manifest, features, split = small
+    config = tmp_path / "c.yaml"
+    config.write_text("model: mean\nloss: focal\nepochs: 2\nwarmup_epochs: 0\nmodel_args: {dim: 16}\n")
+    args = [
+        "train",
+        "--manifest",
+        str(manifest),
+        "--features",
+        str(features),
+        "--split",
+        str(split),
+        "--out",
+        str(tmp_path / "run"),
+        "--config",
+        str(config),
+        "--device",
+        "cpu",
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "best epoch" in result.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    config.write_text("epochs: 2\nmodell: abmil\n")
+    bad = runner.invoke(app, [*args, "--overwrite"])
+    assert bad.exit_code == 2 and "modell" in bad.output

@@ -1,0 +1,1 @@
+"""Metrics, prediction tables, plots and reports."""

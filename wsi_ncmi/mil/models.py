@@ -1,0 +1,230 @@
+"""MIL aggregators: a bag of tile features (N, D) -> a slide embedding h (m,) and, where defined, attention (N,).
+
+Registered by name with their hyperparameters: `abmil` (gated attention, Ilse et al. 2018), `abmil_plain`,
+`mean`, `max`, `transmil` (Shao et al. 2021) and `clam_sb` (Lu et al. 2021, with its instance-clustering loss).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MODELS: dict[str, Callable[..., MILModel]] = {}
+
+
+def register_model(name: str) -> Callable[[type[MILModel]], type[MILModel]]:
+    def wrap(cls: type[MILModel]) -> type[MILModel]:
+        MODELS[name] = cls
+        cls.name = name
+        return cls
+
+    return wrap
+
+
+def build_model(name: str, in_dim: int, **kwargs: Any) -> MILModel:
+    """A registered aggregator by name; unknown names or settings are errors naming the known ones."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
+    try:
+        return MODELS[name](in_dim, **kwargs)
+    except TypeError as exc:
+        raise ValueError(f"model {name!r}: {exc}") from exc
+
+
+@dataclass
+class MILOutput:
+    """What an aggregator returns for one bag."""
+
+    h: torch.Tensor
+    attention: torch.Tensor | None = None
+    tiles: torch.Tensor | None = None
+
+
+class MILModel(nn.Module):
+    """Tile projection (Linear + ReLU + dropout to `dim`) followed by a pooling defined by each subclass."""
+
+    name = "mil"
+
+    def __init__(self, in_dim: int, dim: int = 512, dropout: float = 0.25):
+        super().__init__()
+        self.in_dim, self.dim = in_dim, dim
+        self.project = nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU(), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> MILOutput:
+        raise NotImplementedError
+
+    def combine_loss(self, bag_loss: torch.Tensor, output: MILOutput, y: torch.Tensor) -> torch.Tensor:
+        """The training loss from the head's bag loss; models with auxiliary losses (CLAM) add theirs here."""
+        return bag_loss
+
+
+class GatedAttention(nn.Module):
+    """a_i = w^T (tanh(V x_i) * sigmoid(U x_i)) (gated) or w^T tanh(V x_i) (plain)."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float, gated: bool):
+        super().__init__()
+        self.v = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Dropout(dropout))
+        self.u = nn.Sequential(nn.Linear(dim, hidden), nn.Sigmoid(), nn.Dropout(dropout)) if gated else None
+        self.w = nn.Linear(hidden, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.v(x)
+        if self.u is not None:
+            a = a * self.u(x)
+        return self.w(a).squeeze(-1)
+
+
+@register_model("abmil")
+class ABMIL(MILModel):
+    """Gated attention MIL: h = sum_i softmax(a)_i x_i over the projected tiles."""
+
+    gated = True
+
+    def __init__(self, in_dim: int, dim: int = 512, dropout: float = 0.25, attention_dim: int = 256):
+        super().__init__(in_dim, dim, dropout)
+        self.attention = GatedAttention(dim, attention_dim, dropout, self.gated)
+
+    def forward(self, x: torch.Tensor) -> MILOutput:
+        tiles = self.project(x)
+        weights = torch.softmax(self.attention(tiles), dim=0)
+        return MILOutput(weights @ tiles, weights, tiles)
+
+
+@register_model("abmil_plain")
+class ABMILPlain(ABMIL):
+    """Attention MIL without the sigmoid gate."""
+
+    gated = False
+
+
+@register_model("mean")
+class MeanPool(MILModel):
+    def forward(self, x: torch.Tensor) -> MILOutput:
+        return MILOutput(self.project(x).mean(0))
+
+
+@register_model("max")
+class MaxPool(MILModel):
+    def forward(self, x: torch.Tensor) -> MILOutput:
+        return MILOutput(self.project(x).max(0).values)
+
+
+class PPEG(nn.Module):
+    """Pyramid position encoding generator: depthwise 7/5/3 convolutions over the square-padded tile grid."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(dim, dim, k, padding=k // 2, groups=dim) for k in (7, 5, 3))
+
+    def forward(self, tokens: torch.Tensor, side: int) -> torch.Tensor:
+        grid = tokens.transpose(0, 1).reshape(1, tokens.shape[1], side, side)
+        grid = grid + sum(conv(grid) for conv in self.convs)
+        return grid.flatten(2).squeeze(0).transpose(0, 1)
+
+
+class TransformerLayer(nn.Module):
+    """Pre-norm multi-head self-attention with torch's scaled_dot_product_attention (memory-efficient kernels)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, dim = x.shape
+        q, k, v = self.qkv(self.norm(x)).reshape(n, 3, self.heads, dim // self.heads).permute(1, 2, 0, 3)
+        attended = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        cls_attention = torch.softmax((q[:, :1] @ k.transpose(-1, -2)) / math.sqrt(dim // self.heads), -1)
+        return x + self.out(attended.transpose(0, 1).reshape(n, dim)), cls_attention.mean(0)[0]
+
+
+@register_model("transmil")
+class TransMIL(MILModel):
+    """Class token + two transformer layers with a PPEG position module between them (Shao et al. 2021)."""
+
+    def __init__(self, in_dim: int, dim: int = 512, dropout: float = 0.25, heads: int = 8):
+        super().__init__(in_dim, dim, dropout)
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        self.cls = nn.Parameter(torch.zeros(1, dim))
+        nn.init.normal_(self.cls, std=1e-6)
+        self.layer1 = TransformerLayer(dim, heads, 0.0)
+        self.ppeg = PPEG(dim)
+        self.layer2 = TransformerLayer(dim, heads, 0.0)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> MILOutput:
+        tiles = self.project(x)
+        n = len(tiles)
+        side = max(1, math.ceil(math.sqrt(n)))
+        padded = tiles[torch.arange(side * side, device=tiles.device) % n]
+        tokens = torch.cat([self.cls, padded])
+        tokens, _ = self.layer1(tokens)
+        tokens = torch.cat([tokens[:1], self.ppeg(tokens[1:], side)])
+        tokens, attention = self.layer2(tokens)
+        tile_attention = attention[1 : n + 1]
+        return MILOutput(self.norm(tokens[0]), tile_attention / tile_attention.sum().clamp_min(1e-12), tiles)
+
+
+@register_model("clam_sb")
+class CLAMSingleBranch(ABMIL):
+    """CLAM-SB: gated attention plus per-class instance classifiers trained on the top-k / bottom-k attended
+    tiles (in-class: top-k positive, bottom-k negative; other classes: top-k negative). The instance loss is
+    weighted against the bag loss by bag_weight."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        dim: int = 512,
+        dropout: float = 0.25,
+        attention_dim: int = 256,
+        n_classes: int = 2,
+        k_sample: int = 8,
+        bag_weight: float = 0.7,
+        instance_loss: str = "svm",
+        subtyping: bool = True,
+    ):
+        super().__init__(in_dim, dim, dropout, attention_dim)
+        if instance_loss not in ("svm", "ce"):
+            raise ValueError(f"instance_loss must be svm or ce, got {instance_loss!r}")
+        self.instance_classifiers = nn.ModuleList(nn.Linear(dim, 2) for _ in range(n_classes))
+        self.k_sample, self.bag_weight, self.instance_loss_name = k_sample, bag_weight, instance_loss
+        self.subtyping = subtyping
+
+    def _instance_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.instance_loss_name == "ce":
+            return F.cross_entropy(logits, targets)
+        margins = torch.ones_like(logits).scatter_(1, targets[:, None], 0.0)
+        true = logits.gather(1, targets[:, None])
+        return torch.logsumexp(margins + logits - true, dim=1).mean()
+
+    def combine_loss(self, bag_loss: torch.Tensor, output: MILOutput, y: torch.Tensor) -> torch.Tensor:
+        """bag_weight * bag loss + (1 - bag_weight) * instance loss (bag loss alone for bags under 2 tiles)."""
+        attention, tiles = output.attention, output.tiles
+        k = min(self.k_sample, len(attention) // 2)
+        if k < 1:
+            return bag_loss
+        label = int(y.reshape(-1)[0])
+        top = torch.topk(attention, k).indices
+        bottom = torch.topk(-attention, k).indices
+        losses = []
+        for c, classifier in enumerate(self.instance_classifiers):
+            if c == label:
+                chosen = torch.cat([tiles[top], tiles[bottom]])
+                targets = torch.cat([torch.ones(k), torch.zeros(k)]).long().to(tiles.device)
+            elif self.subtyping:
+                chosen = tiles[top]
+                targets = torch.zeros(k, dtype=torch.long, device=tiles.device)
+            else:
+                continue
+            losses.append(self._instance_loss(classifier(chosen), targets))
+        return self.bag_weight * bag_loss + (1 - self.bag_weight) * torch.stack(losses).mean()

@@ -1,0 +1,436 @@
+"""Training a MIL aggregator with any registered loss: one bag per step, AdamW, warm-up then cosine decay.
+
+The alternating algorithm of NCMI falls out of the epoch structure: a closed-form Q-step (a no-grad pass over
+the training bags, model in eval mode) runs before the first epoch and after every epoch, so the centroids a
+checkpoint carries are those of its own weights, and each epoch's gradient steps see fixed centroids.
+Every epoch writes history.csv, last.pt (everything needed to resume exactly) and, when validation macro-F1
+improves (ties: AUC), model.pt.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.evaluation.metrics import core_metrics
+from wsi_ncmi.mil.data import BagSet, class_weights, epoch_order, subsample
+from wsi_ncmi.mil.heads import Head, build_head
+from wsi_ncmi.mil.models import MILModel, build_model
+
+CHECKPOINT_VERSION = 1
+HISTORY_COLUMNS = [
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_macro_f1",
+    "val_accuracy",
+    "val_auc",
+    "val_ncmi",
+    "lr",
+    "seconds",
+]
+
+
+class RunError(Exception):
+    """A run folder or checkpoint that cannot be used; the message says what to do."""
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of a training run (configs/camelyon17_ncmi.yaml documents each key)."""
+
+    model: str = "abmil"
+    model_args: dict[str, Any] = field(default_factory=dict)
+    loss: str = "ncmi"
+    loss_args: dict[str, Any] = field(default_factory=dict)
+    classes: list[str] | None = None
+    epochs: int = 50
+    warmup_epochs: int = 5
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    grad_clip: float | None = 1.0
+    seed: int = 1
+    device: str = "auto"
+    max_tiles: int | None = None
+    balanced_sampling: bool = False
+    class_weights: str = "none"
+    patience: int | None = None
+    cache_gb: float = 8.0
+    skip_missing: bool = False
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.epochs < 1:
+            problems.append(f"epochs must be >= 1, got {self.epochs}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            problems.append(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
+        if not self.lr > 0:
+            problems.append(f"lr must be positive, got {self.lr}")
+        if self.class_weights not in ("none", "balanced"):
+            problems.append(f"class_weights must be none or balanced, got {self.class_weights!r}")
+        if self.max_tiles is not None and self.max_tiles < 1:
+            problems.append(f"max_tiles must be >= 1, got {self.max_tiles}")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        return cls(**values)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
+    return torch.device(device)
+
+
+@dataclass
+class Trained:
+    """A model, its head and what is needed to use them (class names, prior, encoder attributes)."""
+
+    model: MILModel
+    head: Head
+    classes: list[str]
+    prior: np.ndarray
+    checkpoint: dict[str, Any]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def build(checkpoint: dict[str, Any]) -> tuple[MILModel, Head]:
+    """Model and head from a checkpoint's names and settings (weights not loaded)."""
+    model = build_model(checkpoint["model"], checkpoint["in_dim"], **checkpoint["model_args"])
+    head = build_head(checkpoint["loss"], model.dim, len(checkpoint["classes"]), **checkpoint["loss_args"])
+    return model, head
+
+
+def load_trained(path: Path, device: str = "cpu") -> Trained:
+    """Load model.pt (or last.pt) with torch.load(weights_only=True): a checkpoint is data, never code."""
+    path = Path(path)
+    if not path.exists():
+        raise RunError(f"{path}: no checkpoint; train the run first (wsi-ncmi train)")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise RunError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {exc})") from exc
+    checkpoint = data.get("checkpoint", data)
+    if checkpoint.get("format_version") != CHECKPOINT_VERSION:
+        raise RunError(
+            f"{path}: checkpoint format {checkpoint.get('format_version')!r}, this version reads {CHECKPOINT_VERSION}"
+        )
+    model, head = build(checkpoint)
+    model.load_state_dict(checkpoint["state_dict"])
+    head.load_state_dict(checkpoint["head_state"])
+    target = resolve_device(device)
+    return Trained(
+        model.to(target).eval(),
+        head.to(target).eval(),
+        list(checkpoint["classes"]),
+        np.asarray(checkpoint["prior"], dtype=np.float64),
+        checkpoint,
+    )
+
+
+@torch.no_grad()
+def embed_bags(model: MILModel, bags: BagSet, device: torch.device) -> tuple[torch.Tensor, np.ndarray]:
+    """Slide embeddings (n, m) of every non-empty bag, model in eval mode; and the mask of non-empty bags."""
+    model.eval()
+    rows, keep = [], np.ones(len(bags), dtype=bool)
+    for i in range(len(bags)):
+        features = bags.features(i)
+        if len(features) == 0:
+            keep[i] = False
+            continue
+        with _autocast(device):
+            rows.append(model(torch.from_numpy(features).to(device)).h.float())
+    h = torch.stack(rows) if rows else torch.zeros(0, model.dim, device=device)
+    return h, keep
+
+
+def _autocast(device: torch.device) -> Any:
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+@torch.no_grad()
+def outputs(head: Head, prior: np.ndarray, h: torch.Tensor, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (n, C) and predictions (n,) from embeddings of the non-empty bags; empty ones get the prior."""
+    probs = np.tile(prior, (len(keep), 1))
+    preds = np.full(len(keep), int(np.argmax(prior)))
+    if keep.any():
+        probs[keep] = head.probabilities(h).double().cpu().numpy()
+        preds[keep] = head.predict(h).cpu().numpy()
+    return probs, preds
+
+
+def predict(trained: Trained, bags: BagSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class probabilities (n, C), predictions (n,) and a no-tiles flag (n,); empty bags get the training prior."""
+    h, keep = embed_bags(trained.model, bags, trained.device)
+    probs, preds = outputs(trained.head, trained.prior, h, keep)
+    return probs, preds, ~keep
+
+
+def _lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+@dataclass
+class TrainResult:
+    history: pd.DataFrame
+    best_epoch: int
+    best_metrics: dict[str, float]
+    stopped_early: bool
+
+
+def _checkpoint(
+    model: MILModel, head: Head, config: TrainConfig, classes: list[str], prior: np.ndarray, extra: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "format_version": CHECKPOINT_VERSION,
+        "model": config.model,
+        "model_args": dict(config.model_args),
+        "in_dim": model.in_dim,
+        "loss": config.loss,
+        "loss_args": dict(config.loss_args),
+        "classes": list(classes),
+        "prior": [float(p) for p in prior],
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "head_state": {k: v.detach().cpu().clone() for k, v in head.state_dict().items()},
+        **extra,
+    }
+
+
+def _save(obj: dict[str, Any], path: Path) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _write_history(rows: list[dict[str, Any]], path: Path) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6g")
+    return frame
+
+
+def train(
+    train_bags: BagSet,
+    val_bags: BagSet,
+    classes: list[str],
+    config: TrainConfig,
+    run: Path,
+    resume: bool = False,
+    extra: dict[str, Any] | None = None,
+    progress: bool = True,
+    on_epoch_end: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train on `train_bags`, select on `val_bags`, write RUN/model.pt, RUN/last.pt and RUN/history.csv."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(highlight=False, quiet=not progress)
+    device = resolve_device(config.device)
+    n_classes = len(classes)
+    config = copy.deepcopy(config)
+    if config.model == "clam_sb":
+        config.model_args.setdefault("n_classes", n_classes)
+    if config.class_weights == "balanced":
+        config.loss_args["class_weights"] = class_weights(train_bags.labels, n_classes)
+    keep = np.asarray([s not in train_bags.empty for s in train_bags.slide_ids])
+    if not keep.all():
+        skipped = [s for s, k in zip(train_bags.slide_ids, keep, strict=True) if not k]
+        warnings.warn(f"skipping {len(skipped)} empty training bag(s): {', '.join(skipped[:10])}", stacklevel=2)
+    train_index = np.flatnonzero(keep)
+    labels = train_bags.labels[train_index]
+    prior = np.bincount(labels, minlength=n_classes) / max(len(labels), 1)
+
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, train_bags.dim, **config.model_args).to(device)
+    head = build_head(config.loss, model.dim, n_classes, **config.loss_args).to(device)
+    parameters = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    steps = len(train_index)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(config.warmup_epochs * steps, config.epochs * steps)
+    )
+    console.print(
+        f"{config.model}: {sum(p.numel() for p in model.parameters()):,} parameters; {config.loss} head: "
+        f"{sum(p.numel() for p in head.parameters()):,}; {len(train_index)} training and {len(val_bags)} "
+        f"validation bags; device {device}"
+    )
+    history: list[dict[str, Any]] = []
+    best = {"epoch": -1, "macro_f1": -math.inf, "auc": -math.inf}
+    start_epoch, stale = 0, 0
+    extra = dict(extra or {})
+    if resume:
+        state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state["checkpoint"]["state_dict"])
+        head.load_state_dict(state["checkpoint"]["head_state"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        history, best, stale = list(state["history"]), dict(state["best"]), int(state["stale"])
+        start_epoch = int(state["epoch"]) + 1
+        if state.get("finished"):
+            console.print(f"{run}: training already finished at epoch {start_epoch}; nothing to resume")
+            return TrainResult(
+                pd.DataFrame(history, columns=HISTORY_COLUMNS),
+                int(best["epoch"]),
+                dict(best),
+                bool(state.get("stopped_early")),
+            )
+        console.print(f"resuming {run} at epoch {start_epoch + 1}/{config.epochs}")
+    elif head.needs_epoch_pass:
+        head.epoch_pass(_train_embeddings(model, train_bags, train_index, device), torch.from_numpy(labels).to(device))
+
+    stopped_early = False
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+    )
+    for epoch in range(start_epoch, config.epochs):
+        started = time.perf_counter()
+        model.train()
+        order = train_index[epoch_order(labels, config.seed, epoch, config.balanced_sampling)]
+        rng = np.random.default_rng([config.seed, epoch, 1])
+        losses = []
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(order), loss="")
+            for i in order:
+                x = torch.from_numpy(subsample(train_bags.features(i), config.max_tiles, rng)).to(device)
+                y = torch.tensor([int(train_bags.labels[i])], device=device)
+                with _autocast(device):
+                    output = model(x)
+                loss = model.combine_loss(head.loss(output.h.float()[None], y), output, y)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite loss on slide {train_bags.slide_ids[i]}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                head.after_step(output.h.detach().float()[None], y)
+                losses.append(float(loss.detach()))
+                bar.update(task, advance=1, loss=f"loss {np.mean(losses):.4f}")
+        if head.needs_epoch_pass:
+            head.epoch_pass(
+                _train_embeddings(model, train_bags, train_index, device), torch.from_numpy(labels).to(device)
+            )
+        metrics, val_loss = _validate(model, head, val_bags, prior, n_classes, device)
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": float(np.mean(losses)) if losses else math.nan,
+            "val_loss": val_loss,
+            "val_macro_f1": metrics["macro_f1"],
+            "val_accuracy": metrics["accuracy"],
+            "val_auc": metrics["auc"],
+            "val_ncmi": metrics["ncmi"],
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(row)
+        f1 = metrics["macro_f1"] if math.isfinite(metrics["macro_f1"]) else -1.0
+        auc = metrics["auc"] if math.isfinite(metrics["auc"]) else -1.0
+        improved = f1 > best["macro_f1"] or (f1 == best["macro_f1"] and auc > best["auc"])
+        checkpoint = _checkpoint(
+            model,
+            head,
+            config,
+            classes,
+            prior,
+            {**extra, "epoch": epoch + 1, "val_metrics": {k: float(v) for k, v in metrics.items()}},
+        )
+        if improved:
+            best, stale = {"epoch": epoch + 1, "macro_f1": f1, "auc": auc}, 0
+            _save(checkpoint, run / "model.pt")
+        else:
+            stale += 1
+        stopped_early = config.patience is not None and stale >= config.patience
+        finished = stopped_early or epoch + 1 == config.epochs
+        _write_history(history, run / "history.csv")
+        _save(
+            {
+                "checkpoint": checkpoint,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "epoch": epoch,
+                "history": history,
+                "best": best,
+                "stale": stale,
+                "finished": finished,
+                "stopped_early": stopped_early,
+            },
+            run / "last.pt",
+        )
+        console.print(
+            f"epoch {epoch + 1:>3}: train loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
+            f"macro-F1 {metrics['macro_f1']:.3f}  acc {metrics['accuracy']:.3f}  AUC {metrics['auc']:.3f}  "
+            f"NCMI {metrics['ncmi']:.3f}{'  *' if improved else ''}"
+        )
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1)
+        if stopped_early:
+            console.print(f"early stop: no macro-F1 gain in {config.patience} epochs")
+            break
+    return TrainResult(pd.DataFrame(history, columns=HISTORY_COLUMNS), int(best["epoch"]), dict(best), stopped_early)
+
+
+def _train_embeddings(model: MILModel, bags: BagSet, index: np.ndarray, device: torch.device) -> torch.Tensor:
+    h, _ = embed_bags(model, _subset(bags, index), device)
+    return h
+
+
+def _subset(bags: BagSet, index: np.ndarray) -> BagSet:
+    return BagSet(
+        [bags.slide_ids[i] for i in index],
+        bags.labels[index],
+        [bags.paths[i] for i in index],
+        bags.dim,
+        bags.cache,
+        bags.empty,
+    )
+
+
+@torch.no_grad()
+def _validate(
+    model: MILModel, head: Head, bags: BagSet, prior: np.ndarray, n_classes: int, device: torch.device
+) -> tuple[dict[str, float], float]:
+    """Calibrate the head on the validation bags, then their core metrics and mean loss."""
+    h, keep = embed_bags(model, bags, device)
+    val_loss = math.nan
+    if keep.any():
+        y = torch.from_numpy(bags.labels[keep]).to(device)
+        head.calibrate(h, y)
+        val_loss = float(head.loss(h, y))
+    probs, preds = outputs(head, prior, h, keep)
+    return core_metrics(bags.labels, preds, probs, n_classes), val_loss

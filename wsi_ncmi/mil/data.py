@@ -60,11 +60,13 @@ def load_bagset(
     skip_missing: bool = False,
     cache_bytes: float = 8e9,
     what: str = "training",
+    check_encoders: bool = True,
 ) -> BagSet:
     """Resolve, check and (within `cache_bytes`) load the bags of `slide_ids`.
 
     Errors list every slide without a bag (unless skip_missing, which drops them with a warning), every bag whose
-    feature size differs from the first, and every bag with NaN or inf values (with the count of bad tiles).
+    feature size differs from the first, every bag with NaN or inf values (with the count of bad tiles), and
+    (check_encoders) bags made by different encoders or weights.
     """
     paths, missing = {}, []
     for slide_id in slide_ids:
@@ -107,7 +109,7 @@ def load_bagset(
                 f"feature size differs from {reference} for: {', '.join(odd[:20])}; all bags must come "
                 "from the same encoder"
             )
-    if len(encoders) > 1:
+    if check_encoders and len(encoders) > 1:
         listed = "; ".join(
             f"{e or 'unknown'} ({w or 'unknown weights'}): {', '.join(ids[:3])}" for (e, w), ids in encoders.items()
         )

@@ -1,0 +1,93 @@
+"""Comparing runs: mean +- std over seeds/folds per (model, loss), and paired differences against a baseline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.mil.train import RunError
+
+METRICS = ("macro_f1", "accuracy", "balanced_accuracy", "auc", "ncmi")
+
+
+def collect(runs: list[Path], split: str = "test") -> pd.DataFrame:
+    """One row per run: run, model, loss, seed, split file, and the split's metrics from metrics_{split}.json."""
+    from wsi_ncmi.evaluation.evaluate import run_config
+
+    rows = []
+    for run in runs:
+        config = run_config(run)
+        path = Path(run) / f"metrics_{split}.json"
+        if not path.exists():
+            raise RunError(f"{path}: missing; run `wsi-ncmi evaluate --run {run} --split {split}` first")
+        metrics = json.loads(path.read_text())
+        training = config["training"]
+        rows.append(
+            {
+                "run": str(run),
+                "model": training["model"],
+                "loss": training["loss"],
+                "seed": training["seed"],
+                "split_file": config["inputs"]["split"],
+                **{m: np.nan if metrics.get(m) is None else float(metrics[m]) for m in METRICS},
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+    """mean and std (ddof 1; 0 for a single run) of every metric per (model, loss), with the number of runs."""
+    out = []
+    for (model, loss), group in frame.groupby(["model", "loss"], sort=True):
+        row = {"model": model, "loss": loss, "runs": len(group)}
+        for metric in METRICS:
+            values = group[metric].dropna()
+            row[f"{metric}_mean"] = float(values.mean()) if len(values) else np.nan
+            row[f"{metric}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def paired(frame: pd.DataFrame, baseline: str = "ce") -> pd.DataFrame:
+    """Per (model, seed, split file): each loss's metrics minus the baseline loss's, on the same data."""
+    out = []
+    keys = ["model", "seed", "split_file"]
+    for key, group in frame.groupby(keys, sort=True):
+        base = group[group["loss"] == baseline]
+        if base.empty:
+            continue
+        for _, row in group[group["loss"] != baseline].iterrows():
+            out.append(
+                {
+                    **dict(zip(keys, key, strict=True)),
+                    "loss": row["loss"],
+                    "baseline": baseline,
+                    **{f"delta_{m}": row[m] - float(base[m].iloc[0]) for m in METRICS},
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    """A markdown table with 'mean +- std' cells."""
+    header = ["model", "loss", "runs", *METRICS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for _, row in table.iterrows():
+        cells = [row["model"], row["loss"], str(row["runs"])]
+        cells += [f"{row[f'{m}_mean']:.3f} ± {row[f'{m}_std']:.3f}" for m in METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.6f")
+
+
+def write_text(text: str, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text)

@@ -119,7 +119,7 @@ def test_evaluate_writes_consistent_stable_files(trained_run: Path) -> None:
         *[f"p_{c}" for c in classes],
         "flag",
     ]
-    np.testing.assert_allclose(table[[f"p_{c}" for c in classes]].sum(1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(table[[f"p_{c}" for c in classes]].sum(axis=1), 1.0, atol=1e-6)
     f1 = f1_score(table["y_true"], table["y_pred"], labels=classes, average="macro", zero_division=0)
     saved = json.loads((trained_run / "metrics_test.json").read_text())
     assert saved["macro_f1"] == pytest.approx(f1) == pytest.approx(results["test"]["macro_f1"])

@@ -594,16 +594,62 @@ def compare(
 
 
 @app.command()
+def run(
+    config: Annotated[Path, typer.Option("--config", help="Pipeline YAML (configs/pipeline_camelyon17.yaml).")],
+) -> None:
+    """Run tile -> embed -> splits -> train (losses x seeds) -> evaluate -> compare from one YAML file; resumes."""
+    from wsi_ncmi.cohort.manifest import ManifestError
+    from wsi_ncmi.cohort.splits import SplitError
+    from wsi_ncmi.config import ConfigError
+    from wsi_ncmi.encoders.weights import WeightsError
+    from wsi_ncmi.jobdir import JobDirError
+    from wsi_ncmi.mil.data import BagDataError
+    from wsi_ncmi.mil.train import RunError
+    from wsi_ncmi.pipeline import PipelineConfig, PipelineError, run_pipeline
+
+    try:
+        result = run_pipeline(PipelineConfig.from_yaml(config))
+    except (
+        PipelineError,
+        ConfigError,
+        ManifestError,
+        SplitError,
+        BagDataError,
+        RunError,
+        WeightsError,
+        JobDirError,
+        ValueError,
+        TypeError,
+    ) as exc:
+        raise _fail(str(exc)) from exc
+    typer.echo(result["markdown"].read_text())
+    typer.echo(f"wrote {result['comparison']}")
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Folder for the demo's cohort, job and runs.")] = Path("demo_out"),
     workers: Annotated[int, typer.Option("--workers", min=1, help="Processes for per-slide stages.")] = 2,
+    weights: Annotated[
+        str,
+        typer.Option(
+            "--weights",
+            help="Encoder weights: random (default; nothing to download), imagenet (local cache) or a PATH.",
+        ),
+    ] = "random",
+    encoder: Annotated[str, typer.Option("--encoder", help="Tile encoder.")] = "resnet18",
 ) -> None:
-    """Run the pipeline end to end on a built-in synthetic CAMELYON-style cohort (no downloads)."""
+    """Run the whole pipeline on a built-in synthetic CAMELYON-style cohort: NCMI against CE, no downloads."""
     from wsi_ncmi.demo import DemoSettings, run_demo
+    from wsi_ncmi.encoders.weights import WeightsError
 
     if not out.parent.is_dir():
         raise _fail(f"{out}: parent folder {out.parent} does not exist; create it first")
-    raise typer.Exit(run_demo(out, DemoSettings(workers=workers)))
+    try:
+        code = run_demo(out, DemoSettings(workers=workers, weights=weights, encoder=encoder))
+    except WeightsError as exc:
+        raise _fail(str(exc)) from exc
+    raise typer.Exit(code)
 
 
 def main() -> None:

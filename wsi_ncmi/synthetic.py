@@ -355,8 +355,10 @@ def cohort_specs(cohort: CohortSpec) -> list[SlideSpec]:
     per_center = [cohort.slides // cohort.centers + (c < cohort.slides % cohort.centers) for c in range(cohort.centers)]
     specs: list[SlideSpec] = []
     patient = 0
+    offset = 0
     for center, n in enumerate(per_center):
-        labels = [cohort.labels[i % len(cohort.labels)] for i in range(n)]
+        labels = [cohort.labels[(offset + i) % len(cohort.labels)] for i in range(n)]
+        offset += n
         rng.shuffle(labels)
         for i, label in enumerate(labels):
             if i % cohort.nodes_per_case == 0 and i:

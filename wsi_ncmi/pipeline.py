@@ -1,0 +1,153 @@
+"""The whole pipeline from one YAML file: tile -> embed -> splits -> train (losses x seeds) -> evaluate -> compare.
+
+Every stage resumes: finished tiles, bags and runs are kept, an interrupted run continues from its last epoch,
+and a re-run after an interruption picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+
+class PipelineError(Exception):
+    """A pipeline configuration or stage that cannot go on; the message names the stage."""
+
+
+@dataclass
+class PipelineConfig:
+    """What `wsi-ncmi run --config pipeline.yaml` reads (configs/pipeline_camelyon17.yaml is a full example)."""
+
+    manifest: Path
+    job: Path
+    runs: Path
+    tiling: dict[str, Any] = field(default_factory=dict)
+    embedding: dict[str, Any] = field(default_factory=dict)
+    splits: dict[str, Any] = field(
+        default_factory=lambda: {"scheme": "holdout-center", "test_centers": ["3", "4"], "val_frac": 0.1, "seed": 1}
+    )
+    training: dict[str, Any] = field(default_factory=dict)
+    losses: list[str] = field(default_factory=lambda: ["ncmi", "ce"])
+    loss_args: dict[str, dict[str, Any]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
+    evaluate: dict[str, Any] = field(default_factory=lambda: {"split": "test", "bootstrap": 1000})
+    workers: int = 1
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> PipelineConfig:
+        from wsi_ncmi.config import load_yaml
+
+        data = load_yaml(path)
+        base = Path(path).resolve().parent
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise PipelineError(f"{path}: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        missing = [k for k in ("manifest", "job", "runs") if k not in data]
+        if missing:
+            raise PipelineError(f"{path}: missing required key(s) {', '.join(missing)}")
+        for key in ("manifest", "job", "runs"):
+            data[key] = (base / data[key]).resolve()
+        training = data.get("training") or {}
+        clash = sorted({"loss", "loss_args", "seed"} & set(training))
+        if clash:
+            raise PipelineError(
+                f"{path}: training must not set {', '.join(clash)}; use the top-level losses, loss_args and seeds keys"
+            )
+        return cls(**data)
+
+
+def _stage(console: Console, number: int, total: int, text: str) -> None:
+    console.print(f"\n[bold]{number}/{total} {text}[/]", markup=True)
+
+
+def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict[str, Any]:
+    """Run every stage; returns paths of what was written. Failed slides are reported and left out downstream."""
+    from wsi_ncmi.cohort.manifest import read_manifest
+    from wsi_ncmi.cohort.splits import make_splits, write_splits
+    from wsi_ncmi.encoders.embed import EmbedSettings, bag_path, embed_slides
+    from wsi_ncmi.evaluation.compare import collect, summarise, to_markdown, write_table, write_text
+    from wsi_ncmi.evaluation.evaluate import evaluate_run
+    from wsi_ncmi.mil.run import train_run
+    from wsi_ncmi.mil.train import TrainConfig
+    from wsi_ncmi.status import status_path, write_status
+    from wsi_ncmi.tiling import TilingParams, tile_slides
+
+    console = console or Console(highlight=False)
+    total = 6
+    table = read_manifest(config.manifest, require=["path", "label"])
+    _stage(console, 1, total, f"tiling {len(table)} slides -> {config.job}")
+    rows = tile_slides(table, config.job, TilingParams.from_dict(config.tiling), config.workers)
+    failed = {r.slide_id for r in rows if r.failed}
+    _stage(console, 2, total, "embedding tiles into feature bags")
+    settings = EmbedSettings(**config.embedding)
+    targets = [(s, p) for s, p in zip(table["slide_id"], table["path"], strict=True) if s not in failed]
+    embed_rows = embed_slides(targets, config.job, settings)
+    write_status(status_path(config.job, "embed"), embed_rows)
+    failed |= {r.slide_id for r in embed_rows if r.failed}
+    if failed:
+        console.print(
+            f"[yellow]left out {len(failed)} failed slide(s)[/]: {', '.join(sorted(failed)[:10])} "
+            f"(see {config.job / 'status'})",
+            markup=True,
+        )
+    usable = table[~table["slide_id"].isin(failed)].reset_index(drop=True)
+    _stage(console, 3, total, f"splitting ({config.splits.get('scheme', 'holdout-center')})")
+    split_args = dict(config.splits)
+    scheme = split_args.pop("scheme", "holdout-center")
+    split_args["test_centers"] = [str(c) for c in split_args.get("test_centers", [])]
+    folds = make_splits(usable, scheme, **split_args)
+    split_dir = config.runs / "splits"
+    split_files = write_splits(usable, folds, split_dir, f"pipeline scheme={scheme} {split_args}")
+    for fold in folds:
+        for warning in fold.warnings:
+            console.print(f"[yellow]warning[/]: {warning}", markup=True)
+    features = bag_path(config.job, settings.encoder, "x").parent
+    _stage(
+        console,
+        4,
+        total,
+        f"training {len(config.losses)} loss(es) x {len(config.seeds)} seed(s) x {len(split_files)} fold(s)",
+    )
+    runs = []
+    for k, split_file in enumerate(split_files):
+        for loss in config.losses:
+            for seed in config.seeds:
+                run = config.runs / f"{config.training.get('model', 'abmil')}_{loss}_seed{seed}_fold{k}"
+                runs.append(run)
+                if (run / "last.pt").exists() and _finished(run):
+                    console.print(f"{run.name}: finished earlier, kept")
+                    continue
+                resume = (run / "last.pt").exists()
+                train_config = TrainConfig.from_dict(
+                    {**config.training, "loss": loss, "seed": seed, "loss_args": config.loss_args.get(loss, {})}
+                )
+                console.print(f"{run.name}: {'resuming' if resume else 'training'}")
+                train_run(config.manifest, features, split_file, run, train_config, resume=resume, overwrite=not resume)
+    _stage(console, 5, total, "evaluating")
+    split_name = config.evaluate.get("split", "test")
+    for run in runs:
+        evaluate_run(run, split_name, bootstrap=int(config.evaluate.get("bootstrap", 1000)))
+    _stage(console, 6, total, "comparing")
+    summary = summarise(collect(runs, split_name))
+    write_table(summary, config.runs / "comparison.csv")
+    write_text(to_markdown(summary), config.runs / "comparison.md")
+    return {
+        "runs": runs,
+        "comparison": config.runs / "comparison.csv",
+        "markdown": config.runs / "comparison.md",
+        "summary": summary,
+        "splits": split_files,
+    }
+
+
+def _finished(run: Path) -> bool:
+    import torch
+
+    try:
+        return bool(torch.load(run / "last.pt", map_location="cpu", weights_only=True).get("finished"))
+    except Exception:
+        return False

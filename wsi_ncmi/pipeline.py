@@ -79,6 +79,8 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
     console = console or Console(highlight=False)
     total = 6
     table = read_manifest(config.manifest, require=["path", "label"])
+    config.job.parent.mkdir(parents=True, exist_ok=True)
+    config.runs.mkdir(parents=True, exist_ok=True)
     _stage(console, 1, total, f"tiling {len(table)} slides -> {config.job}")
     rows = tile_slides(table, config.job, TilingParams.from_dict(config.tiling), config.workers)
     failed = {r.slide_id for r in rows if r.failed}

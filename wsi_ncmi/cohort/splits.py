@@ -39,10 +39,14 @@ def _grouped_holdout(frame: pd.DataFrame, fraction: float, seed: int, what: str)
     if fraction <= 0 or len(frame) == 0:
         return np.zeros(len(frame), dtype=bool), []
     cases = frame["case_id"].nunique()
-    n_splits = max(2, min(round(1 / fraction), cases))
-    if cases < 2:
-        raise SplitError(f"cannot draw a {what} split from a single case")
+    largest = int(frame.groupby("label")["case_id"].nunique().max())
+    if cases < 2 or largest < 2:
+        raise SplitError(f"cannot draw a {what} split: every class has a single case")
+    wanted = round(1 / fraction)
+    n_splits = max(2, min(wanted, cases, largest))
     warnings = _small_class_warnings(frame, n_splits, what)
+    if n_splits < wanted:
+        warnings.append(f"too few cases for a {fraction:.0%} {what} split; holding out about 1/{n_splits} instead")
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     _, held = _folds(splitter, frame)[0]
     mask = np.zeros(len(frame), dtype=bool)

@@ -24,6 +24,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/tiling.py
+	$(BIN)/python benchmarks/embedding.py
+	$(BIN)/python benchmarks/training.py
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

@@ -46,8 +46,9 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         assert (run / "metrics_test.json").exists() and (run / "curves.png").exists()
 
 
-def test_interrupted_pipeline_resumes_to_the_same_outputs(tiny_cohort: Path, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_pipeline_resumes_to_the_same_outputs(
+    tiny_cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     reference = run_pipeline(_config(tmp_path / "reference", tiny_cohort))
     from wsi_ncmi.encoders import embed
 

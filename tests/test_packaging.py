@@ -1,0 +1,89 @@
+"""What can be checked here of the packaging: the Dockerfile's promises and a wheel that works on its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+import tomllib
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _constraint(name: str) -> str:
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.lower().startswith(f"{name}=="):
+            return line.split("==", 1)[1].strip()
+    raise AssertionError(f"{name} not pinned in constraints.txt")
+
+
+def test_dockerfile_installs_this_package_with_its_constraints() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    base = re.search(r"^FROM\s+(\S+)", text, re.MULTILINE).group(1)
+    assert base.startswith("pytorch/pytorch:") and ":latest" not in base
+    assert base.split(":")[1].startswith(_constraint("torch") + "-") and "runtime" in base
+    install = re.search(r"pip install ([^\n\\]+)", text).group(1)
+    assert "-c constraints.txt" in install and install.rstrip().endswith(" .") and "-e" not in install.split()
+    assert json.loads(re.search(r"^ENTRYPOINT\s+(\[.*\])", text, re.MULTILINE).group(1)) == ["wsi-ncmi"]
+    user = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
+    assert user and user[-1] not in ("root", "0")
+    assert "TORCH_HOME=/weights" in text and "HF_HOME=/weights" in text and "HF_HUB_OFFLINE=1" in text
+    for folder in ("/data", "/work", "/weights"):
+        assert folder in text
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"wsi-ncmi": "wsi_ncmi.cli:app"}
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", ".git", "demo_out"} <= set(ignored)
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the source checkout")
+def test_wheel_works_in_a_fresh_venv(tmp_path: Path) -> None:
+    """Build a wheel, install it alone into a new venv, and run the CLI from it (dependencies from this env)."""
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
+        check=True,
+    )
+    wheel = next((tmp_path / "dist").glob("wsi_ncmi-*.whl"))
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")], check=True)
+    python = tmp_path / "venv" / "bin" / "python"
+    site = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", site, str(wheel)], check=True
+    )
+    env = {**os.environ, "PYTHONPATH": sysconfig.get_paths()["purelib"]}
+    script = (
+        "import importlib, pkgutil, wsi_ncmi; "
+        "[importlib.import_module(m.name) for m in pkgutil.walk_packages(wsi_ncmi.__path__, 'wsi_ncmi.') "
+        "if not m.name.endswith('__main__')]; "
+        "print(wsi_ncmi.__file__)"
+    )
+    located = subprocess.run(
+        [python, "-c", script], check=True, capture_output=True, text=True, env=env, cwd=tmp_path
+    ).stdout.strip()
+    assert located.startswith(site)
+    result = subprocess.run([python, "-m", "wsi_ncmi", "--help"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for command in ("tile", "embed", "train", "evaluate", "predict", "heatmap", "compare", "run", "demo"):
+        assert command in result.stdout

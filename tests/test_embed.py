@@ -310,3 +310,8 @@ def test_interop_readers(tmp_path: Path) -> None:
     assert b.metadata["coords_attrs"]["patch_size_level0"] == 512
     for bag in (a, b):
         assert np.array_equal(bag.features, features) and np.array_equal(bag.coords, coords) and bag.dim == 16
+
+
+def test_unknown_timm_model_fails_clearly_offline() -> None:
+    with pytest.raises(ValueError, match="cannot build the model offline"):
+        get_encoder("timm:hf-hub:nobody/no-such-model")

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -253,3 +254,26 @@ def test_shipped_tiling_config_equals_the_defaults() -> None:
 
     shipped = TilingParams.from_dict(load_yaml(Path(__file__).parents[1] / "configs" / "tiling.yaml"))
     assert shipped == TilingParams()
+
+
+def test_shards_cover_every_slide_once_and_merge_like_one_run(slide_dir: Path, tmp_path: Path) -> None:
+    from wsi_ncmi.shards import parse_shard, shard_of
+
+    ids = [f"slide_{i}" for i in range(200)]
+    owners = [[i for i in range(4) if shard_of(s, 4) == i] for s in ids]
+    assert all(len(o) == 1 for o in owners) and {o[0] for o in owners} == {0, 1, 2, 3}
+    with pytest.raises(ValueError, match="0 <= I < N"):
+        parse_shard("4/4")
+    single = runner.invoke(app, ["tile", "--slides", str(slide_dir), "--out", str(tmp_path / "single")])
+    assert single.exit_code == 0
+    sharded = tmp_path / "sharded"
+    for i in range(3):
+        result = runner.invoke(app, ["tile", "--slides", str(slide_dir), "--out", str(sharded), "--shard", f"{i}/3"])
+        assert result.exit_code == 0, result.output
+        assert (sharded / "status" / f"tile.shard-{i}-of-3.csv").exists()
+    merged = runner.invoke(app, ["status", str(sharded)])
+    assert merged.exit_code == 0, merged.output
+    columns = ["slide_id", "status", "n_tiles", "mpp_level0", "mpp_source"]
+    a = pd.read_csv(tmp_path / "single" / "status" / "tile.csv")[columns]
+    b = pd.read_csv(sharded / "status" / "tile.csv")[columns]
+    pd.testing.assert_frame_equal(a, b)

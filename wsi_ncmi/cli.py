@@ -27,7 +27,18 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _summary(rows: list, stage: str, job: Path) -> int:
+def _shard(text: str | None) -> tuple[int, int] | None:
+    from wsi_ncmi.shards import parse_shard
+
+    if text is None:
+        return None
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
+
+
+def _summary(rows: list, stage: str, status_csv: Path) -> int:
     """Print a per-status summary and the failures; return the exit code (1 when any slide failed)."""
     from collections import Counter
 
@@ -52,7 +63,7 @@ def _summary(rows: list, stage: str, job: Path) -> int:
     warned = [row for row in rows if row.warning and not row.failed]
     for row in warned[:10]:
         console.print(f"[yellow]warning[/] {row.slide_id}: {row.warning}", markup=True, soft_wrap=True)
-    console.print(f"status table: {job / 'status' / f'{stage}.csv'}")
+    console.print(f"status table: {status_csv}")
     return 1 if failed else 0
 
 
@@ -117,10 +128,14 @@ def tile(
         Path | None,
         typer.Option("--config", help="YAML settings (configs/tiling.yaml); flags override it."),
     ] = None,
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="Only shard I of N (I/N, 0-based) for array jobs.")
+    ] = None,
 ) -> None:
     """Find tissue and tile each slide at a physical resolution; write JOB/tiles/*.h5 and JOB/thumbnails/*.png."""
     from wsi_ncmi.config import ConfigError, load_yaml, override
     from wsi_ncmi.jobdir import JobDirError
+    from wsi_ncmi.shards import status_file
     from wsi_ncmi.tiling import TilingParams, tile_slides
 
     try:
@@ -139,11 +154,12 @@ def tile(
     table = _slide_table(manifest, slides)
     if table.empty:
         raise _fail("no slides to tile (empty manifest or no slide files in the folder)")
+    part = _shard(shard)
     try:
-        rows = tile_slides(table, out, params, workers=workers, overwrite=overwrite)
+        rows = tile_slides(table, out, params, workers=workers, overwrite=overwrite, shard=part)
     except JobDirError as exc:
         raise _fail(str(exc)) from exc
-    raise typer.Exit(_summary(rows, "tile", out))
+    raise typer.Exit(_summary(rows, "tile", status_file(out, "tile", part)))
 
 
 @app.command()
@@ -173,10 +189,14 @@ def embed(
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed for --weights random.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo slides whose bags exist.")] = False,
+    shard: Annotated[
+        str | None, typer.Option("--shard", help="Only shard I of N (I/N, 0-based) for array jobs.")
+    ] = None,
 ) -> None:
     """Embed every tile of every tiled slide into JOB/features/ENCODER/{slide_id}.h5 (features N x D + coords)."""
     from wsi_ncmi.encoders.weights import WeightsError
-    from wsi_ncmi.status import status_path, write_status
+    from wsi_ncmi.shards import shard_of, status_file
+    from wsi_ncmi.status import write_status
 
     try:
         from wsi_ncmi.encoders.embed import EmbedSettings, embed_slides
@@ -203,6 +223,9 @@ def embed(
         targets = [(str(r.slide_id), str(r.path) or None) for r in table.itertuples(index=False)]
     else:
         targets = [(p.stem, None) for p in sorted((job / "tiles").glob("*.h5"))]
+    part = _shard(shard)
+    if part is not None:
+        targets = [t for t in targets if shard_of(t[0], part[1]) == part[0]]
     if not targets:
         raise _fail(f"{job}: no slides to embed")
     if weights == "random":
@@ -216,8 +239,49 @@ def embed(
         rows = embed_slides(targets, job, settings)
     except (WeightsError, KeyError, ValueError) as exc:
         raise _fail(str(exc).strip('"')) from exc
-    write_status(status_path(job, "embed"), rows)
-    raise typer.Exit(_summary(rows, "embed", job))
+    write_status(status_file(job, "embed", part), rows)
+    raise typer.Exit(_summary(rows, "embed", status_file(job, "embed", part)))
+
+
+@app.command()
+def status(
+    job: Annotated[Path, typer.Argument(help="Job folder.")],
+    manifest: Annotated[
+        Path | None, typer.Option("--manifest", help="List the manifest's slides not done yet.")
+    ] = None,
+) -> None:
+    """Merge the status files of every stage (and shard) of JOB, write them as {stage}.csv, print what is left."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from wsi_ncmi.shards import merged_status, status_file
+    from wsi_ncmi.status import write_status
+
+    console = Console(highlight=False)
+    table = Table(title=f"{job}")
+    for column in ("stage", "ok", "skipped", "no_tissue", "failed", "tiles"):
+        table.add_column(column, justify="right" if column != "stage" else "left")
+    done: dict[str, set[str]] = {}
+    failed = 0
+    for stage in ("tile", "embed"):
+        rows = merged_status(job, stage)
+        if not rows:
+            continue
+        write_status(status_file(job, stage, None), rows)
+        counts = {k: sum(r.status == k for r in rows) for k in ("ok", "skipped", "no_tissue", "failed")}
+        failed += counts["failed"]
+        done[stage] = {r.slide_id for r in rows if not r.failed}
+        table.add_row(stage, *map(str, counts.values()), str(sum(r.n_tiles for r in rows if not r.failed)))
+    if not done:
+        raise _fail(f"{job}: no status files; nothing has run here yet")
+    console.print(table)
+    if manifest is not None:
+        wanted = set(_slide_table(manifest, None)["slide_id"])
+        for stage in ("tile", "embed"):
+            left = sorted(wanted - done.get(stage, set()))
+            console.print(f"{stage}: {len(left)} slide(s) left" + (f": {', '.join(left[:20])}" if left else ""))
+            failed += len(left)
+    raise typer.Exit(1 if failed else 0)
 
 
 manifest_app = typer.Typer(help="Check manifests and build the CAMELYON-17 one.", no_args_is_help=True)

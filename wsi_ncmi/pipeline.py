@@ -73,7 +73,8 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
     from wsi_ncmi.evaluation.evaluate import evaluate_run
     from wsi_ncmi.mil.run import train_run
     from wsi_ncmi.mil.train import TrainConfig
-    from wsi_ncmi.status import status_path, write_status
+    from wsi_ncmi.shards import status_file
+    from wsi_ncmi.status import write_status
     from wsi_ncmi.tiling import TilingParams, tile_slides
 
     console = console or Console(highlight=False)
@@ -88,7 +89,7 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
     settings = EmbedSettings(**config.embedding)
     targets = [(s, p) for s, p in zip(table["slide_id"], table["path"], strict=True) if s not in failed]
     embed_rows = embed_slides(targets, config.job, settings)
-    write_status(status_path(config.job, "embed"), embed_rows)
+    write_status(status_file(config.job, "embed", None), embed_rows)
     failed |= {r.slide_id for r in embed_rows if r.failed}
     if failed:
         console.print(

@@ -33,10 +33,6 @@ class StatusRow:
 COLUMNS = [f.name for f in fields(StatusRow)]
 
 
-def status_path(job: Path, stage: str) -> Path:
-    return Path(job) / "status" / f"{stage}.csv"
-
-
 def read_status(path: Path) -> list[StatusRow]:
     """Rows of a status CSV; empty when the file does not exist."""
     if not Path(path).exists():

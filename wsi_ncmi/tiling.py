@@ -261,13 +261,18 @@ def tile_slides(
     workers: int = 1,
     overwrite: bool = False,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> list[StatusRow]:
-    """Tile every slide of a validated manifest table into JOB; write JOB/status/tile.csv; return the rows."""
+    """Tile every slide of a validated manifest table (or of one shard of it) into JOB; write the status CSV
+    (JOB/status/tile.csv, or tile.shard-I-of-N.csv); return the rows."""
     from wsi_ncmi.jobdir import prepare_job
     from wsi_ncmi.runner import run_slides
-    from wsi_ncmi.status import status_path, write_status
+    from wsi_ncmi.shards import shard_of, status_file
+    from wsi_ncmi.status import write_status
 
     job = prepare_job(job, ("tiles", "thumbnails", "status"))
+    if shard is not None:
+        slides = slides[[shard_of(s, shard[1]) == shard[0] for s in slides["slide_id"]]]
     tasks = [
         TileTask(
             str(r.slide_id),
@@ -280,5 +285,5 @@ def tile_slides(
         for r in slides.itertuples(index=False)
     ]
     rows = run_slides(tile_slide, tasks, [t.slide_id for t in tasks], workers, "tiling", progress)
-    write_status(status_path(job, "tile"), rows)
+    write_status(status_file(job, "tile", shard), rows)
     return rows

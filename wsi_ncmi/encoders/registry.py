@@ -166,7 +166,20 @@ def _timm_spec(model_name: str) -> EncoderSpec:
     def build(pretrained: bool) -> Any:
         return timm.create_model(model_name, pretrained=pretrained, num_classes=0, **kwargs)
 
-    probe = build(False)
+    import os
+
+    previous = os.environ.get("HF_HUB_OFFLINE")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        probe = build(False)
+    except Exception as exc:
+        raise ValueError(
+            f"timm:{model_name}: cannot build the model offline ({type(exc).__name__}: {exc}); check "
+            "the name (timm.list_models) or put its Hugging Face files under HF_HOME"
+        ) from exc
+    finally:
+        if previous is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
     config = timm.data.resolve_data_config({}, model=probe)
     size = int(config["input_size"][-1])
     return EncoderSpec(

@@ -1,0 +1,218 @@
+"""Side by side with peers: tiling against hs2p, ABMIL training against torchmil; writes results/peers.json.
+
+Both peers are installed into a throw-away venv under benchmarks/results/tmp/ (never project dependencies); it
+reuses this environment's torch through a .pth file so nothing large is downloaded. If a peer cannot be
+installed or run, the results file says exactly why.
+
+Tiling: the same synthetic slides at 0.5 um/px and 256 px, interleaved runs (ours, hs2p, ours, hs2p, ...), each in
+a fresh process timing only the tiling call; time ratio ours/hs2p per slide (goal <= 0.5), and agreement: the
+fraction of our tiles within half a tile of one of theirs, and the reverse (goal >= 95%).
+Training: binary bags, ABMIL from torchmil against ours (abmil + CE), same optimiser, learning rate and steps;
+median step time ratio (goal <= 1.0) and validation accuracy of each.
+
+    python benchmarks/peers.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import numpy as np
+from common import RESULTS, summary, write_result
+
+RUNNER = Path(__file__).parent / "peer_runner.py"
+VENV = RESULTS / "tmp" / "peers-venv"
+
+
+def peer_python() -> Path:
+    """The throw-away venv's python, created and filled on first use; raises RuntimeError saying why it failed."""
+    python = VENV / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+        purelib = subprocess.run(
+            [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        Path(purelib, "reuse_project_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    installed = subprocess.run(
+        [python, "-m", "pip", "install", "-q", "hs2p[openslide]", "torchmil"], capture_output=True, text=True
+    )
+    if installed.returncode:
+        raise RuntimeError(f"pip install hs2p[openslide] torchmil failed: {installed.stderr.strip()[-800:]}")
+    return python
+
+
+def ours_tile(slide: str) -> dict:
+    from wsi_ncmi.tiling import TileTask, TilingParams, tile_geometry
+
+    start = time.perf_counter()
+    result = tile_geometry(TileTask("bench", slide, tempfile.gettempdir(), TilingParams()))
+    return {
+        "seconds": time.perf_counter() - start,
+        "coords": result.coords.tolist(),
+        "tile_size_lv0": result.geometry.size_level0,
+    }
+
+
+def run_json(command: list[str]) -> dict:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(map(str, command[:3]))} failed: {done.stderr.strip()[-800:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def agreement(a: np.ndarray, b: np.ndarray, half: float) -> float:
+    """Fraction of tiles of `a` whose top-left is within half a tile of some tile of `b` (both axes)."""
+    if len(a) == 0:
+        return float("nan")
+    if len(b) == 0:
+        return 0.0
+    from scipy.spatial import cKDTree
+
+    distance, _ = cKDTree(b).query(a, p=np.inf)
+    return float(np.mean(distance <= half))
+
+
+def tiling(python: Path, slides: list[Path], repeats: int) -> dict:
+    ours_cmd = [
+        sys.executable,
+        "-c",
+        "import json,sys; sys.path.insert(0, sys.argv[1]); from peers import ours_tile; "
+        "print(json.dumps(ours_tile(sys.argv[2])))",
+        str(Path(__file__).parent),
+    ]
+    out = {}
+    for slide in slides:
+        ours_times, peer_times = [], []
+        ours = peer = None
+        for _ in range(repeats):
+            ours = run_json([*ours_cmd, str(slide)])
+            ours_times.append(ours["seconds"])
+            peer = run_json([str(python), str(RUNNER), "hs2p", str(slide), "0.5", "256", "0.1"])
+            peer_times.append(peer["seconds"])
+        a, b = np.asarray(ours["coords"]), np.asarray(peer["coords"])
+        half = ours["tile_size_lv0"] / 2
+        out[slide.name] = {
+            "ours_seconds": summary(ours_times),
+            "hs2p_seconds": summary(peer_times),
+            "time_ratio_ours_over_hs2p": summary(ours_times)["median"] / summary(peer_times)["median"],
+            "tiles": {"ours": len(a), "hs2p": len(b)},
+            "agreement_ours_in_hs2p": agreement(a, b, half),
+            "agreement_hs2p_in_ours": agreement(b, a, half),
+            "hs2p_version": peer.get("version"),
+            "hs2p_min_tissue_fraction": peer.get("min_tissue_fraction"),
+        }
+        row = out[slide.name]
+        print(
+            f"peers tiling {slide.name}: ours/hs2p time {row['time_ratio_ours_over_hs2p']:.2f}, "
+            f"agreement {row['agreement_ours_in_hs2p']:.3f} / {row['agreement_hs2p_in_ours']:.3f}"
+        )
+    return out
+
+
+def training(python: Path, steps: int) -> dict:
+    import torch
+
+    from wsi_ncmi.mil.heads import build_head
+    from wsi_ncmi.mil.models import build_model
+
+    rng = np.random.default_rng(0)
+    dim, n_train, n_val = 256, 80, 40
+    direction = rng.normal(size=dim) / np.sqrt(dim) * 3
+    bags, labels = [], []
+    for i in range(n_train + n_val):
+        x = rng.normal(size=(int(rng.integers(200, 400)), dim)).astype(np.float32)
+        label = i % 2
+        if label:
+            x[rng.choice(len(x), 20, replace=False)] += direction.astype(np.float32)
+        bags.append(x)
+        labels.append(label)
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "bags.npz"
+        np.savez(data, y=np.asarray(labels), n_train=n_train, **{f"x{i}": b for i, b in enumerate(bags)})
+        peer = run_json([str(python), str(RUNNER), "torchmil", str(data), str(steps), "1e-3"])
+    torch.manual_seed(0)
+    model = build_model("abmil", dim, dim=dim, dropout=0.0, attention_dim=128)
+    head = build_head("ce", dim, 2)
+    optimizer = torch.optim.AdamW(list(model.parameters()) + list(head.parameters()), lr=1e-3)
+    times = []
+    for step in range(steps):
+        i = step % n_train
+        start = time.perf_counter()
+        x = torch.from_numpy(bags[i])
+        loss = head.loss(model(x).h[None], torch.tensor([labels[i]]))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    model.eval()
+    with torch.no_grad():
+        correct = sum(
+            int(head.predict(model(torch.from_numpy(bags[i])).h[None])[0]) == labels[i]
+            for i in range(n_train, n_train + n_val)
+        )
+    ours = {
+        "step_seconds": float(np.median(times)),
+        "val_accuracy": correct / n_val,
+        "parameters": sum(p.numel() for p in [*model.parameters(), *head.parameters()]),
+    }
+    result = {
+        "ours": ours,
+        "torchmil": peer,
+        "step_time_ratio_ours_over_torchmil": ours["step_seconds"] / peer["step_seconds"],
+        "steps": steps,
+        "feature_dim": dim,
+    }
+    print(
+        f"peers training: step time ours/torchmil {result['step_time_ratio_ours_over_torchmil']:.2f}, val "
+        f"accuracy {ours['val_accuracy']:.3f} vs {peer['val_accuracy']:.3f}"
+    )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=400)
+    args = parser.parse_args()
+    from wsi_ncmi.synthetic import Lesion, SlideSpec, write_slide
+
+    payload: dict = {"benchmark": "peers"}
+    try:
+        python = peer_python()
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        payload["error"] = f"peers could not be installed: {exc}"
+        print(payload["error"])
+        print(f"wrote {write_result('peers', payload)}")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        slides = []
+        for i, (w, h) in enumerate([(10_000, 8_000), (20_000, 15_000)]):
+            path = Path(tmp) / f"slide{i}.tif"
+            write_slide(SlideSpec(f"slide{i}", w, h, 0.25, seed=5 + i, lesions=(Lesion(2000, 2000, 900),)), path)
+            slides.append(path)
+        for name, part in (
+            ("tiling", lambda: tiling(python, slides, args.repeats)),
+            ("training", lambda: training(python, args.steps)),
+        ):
+            try:
+                payload[name] = part()
+            except RuntimeError as exc:
+                payload[name] = {"error": str(exc)}
+                print(f"peers {name}: {exc}")
+    print(f"wrote {write_result('peers', payload)}")
+
+
+if __name__ == "__main__":
+    main()

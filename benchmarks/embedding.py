@@ -25,13 +25,13 @@ from common import in_child, summary, write_result
 from torch.utils.data import DataLoader
 
 from wsi_ncmi.bags import read_coords
+from wsi_ncmi.devices import resolve_device
 from wsi_ncmi.encoders.embed import (
     Embedder,
     EmbedSettings,
     SlideWork,
     TileDataset,
     embed_slides,
-    resolve_device,
     resolve_precision,
     slide_batches,
 )

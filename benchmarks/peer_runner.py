@@ -43,8 +43,8 @@ def torchmil_train(data: str, steps: int, lr: float) -> dict:
         x = torch.from_numpy(bundle[f"x{i}"])[None]
         y = torch.tensor([float(bundle["y"][i])])
         start = time.perf_counter()
-        loss, _ = model.compute_loss(y, x)
-        total = sum(loss.values())
+        _, losses = model.compute_loss(y, x)
+        total = sum(losses.values())
         optimizer.zero_grad()
         total.backward()
         optimizer.step()

@@ -315,3 +315,83 @@ def test_interop_readers(tmp_path: Path) -> None:
 def test_unknown_timm_model_fails_clearly_offline() -> None:
     with pytest.raises(ValueError, match="cannot build the model offline"):
         get_encoder("timm:hf-hub:nobody/no-such-model")
+
+
+def test_dask_executor_matches_local(small_slide: Path, tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    other = tmp_path / "other.tif"
+    write_slide(SlideSpec("other", 3072, 2048, 0.25, seed=22, tissue_fraction=0.5), other)
+    slides = {"small": small_slide, "other": other}
+    local = _tile(slides, tmp_path / "local")
+    embed_slides([(s, None) for s in slides], local, FAST, progress=False)
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    for name, path in slides.items():
+        (folder / f"{name}.tif").symlink_to(path)
+    job = tmp_path / "dask"
+    tiled = runner.invoke(
+        app,
+        [
+            "tile",
+            "--slides",
+            str(folder),
+            "--out",
+            str(job),
+            "--mpp",
+            "2.0",
+            "--tile-size",
+            "128",
+            "--executor",
+            "dask",
+            "--workers",
+            "2",
+        ],
+    )
+    assert tiled.exit_code == 0, tiled.output
+    embedded = runner.invoke(
+        app,
+        [
+            "embed",
+            "--job",
+            str(job),
+            "--encoder",
+            "resnet18",
+            "--weights",
+            "random",
+            "--batch-size",
+            "8",
+            "--executor",
+            "dask",
+            "--dask-workers",
+            "2",
+        ],
+    )
+    assert embedded.exit_code == 0, embedded.output
+    for name in slides:
+        assert np.array_equal(
+            read_coords(job / "tiles" / f"{name}.h5").coords, read_coords(local / "tiles" / f"{name}.h5").coords
+        )
+        assert np.array_equal(
+            read_bag(bag_path(job, "resnet18", name)).features, read_bag(bag_path(local, "resnet18", name)).features
+        )
+    assert not list((job / "features" / "resnet18").glob("*.lock"))
+
+
+def test_locks_keep_two_workers_apart(tmp_path: Path) -> None:
+    import json
+    import os
+    import socket
+
+    from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
+
+    output = tmp_path / "bag.h5"
+    lock = acquire_lock(output)
+    with pytest.raises(LockedError, match="being written by another worker"):
+        acquire_lock(output)
+    release_lock(lock)
+    Path(f"{output}.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": 2**22 + 12345, "time": 0}))
+    with pytest.warns(UserWarning, match="stale lock"):
+        release_lock(acquire_lock(output))
+    Path(f"{output}.lock").write_text(json.dumps({"host": "elsewhere", "pid": os.getpid(), "time": 1.0}))
+    with pytest.warns(UserWarning, match="h old"):
+        release_lock(acquire_lock(output))

@@ -131,6 +131,10 @@ def tile(
     shard: Annotated[
         str | None, typer.Option("--shard", help="Only shard I of N (I/N, 0-based) for array jobs.")
     ] = None,
+    executor: Annotated[str, typer.Option("--executor", help="local or dask (a task per slide).")] = "local",
+    dask_scheduler: Annotated[
+        str | None, typer.Option("--dask-scheduler", help="tcp://HOST:8786 of a running cluster [a LocalCluster].")
+    ] = None,
 ) -> None:
     """Find tissue and tile each slide at a physical resolution; write JOB/tiles/*.h5 and JOB/thumbnails/*.png."""
     from wsi_ncmi.config import ConfigError, load_yaml, override
@@ -156,8 +160,10 @@ def tile(
         raise _fail("no slides to tile (empty manifest or no slide files in the folder)")
     part = _shard(shard)
     try:
-        rows = tile_slides(table, out, params, workers=workers, overwrite=overwrite, shard=part)
-    except JobDirError as exc:
+        rows = tile_slides(
+            table, out, params, workers, overwrite, shard=part, executor=executor, scheduler=dask_scheduler
+        )
+    except (JobDirError, RuntimeError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     raise typer.Exit(_summary(rows, "tile", status_file(out, "tile", part)))
 
@@ -192,8 +198,17 @@ def embed(
     shard: Annotated[
         str | None, typer.Option("--shard", help="Only shard I of N (I/N, 0-based) for array jobs.")
     ] = None,
+    executor: Annotated[str, typer.Option("--executor", help="local or dask (a task per slide).")] = "local",
+    dask_scheduler: Annotated[
+        str | None, typer.Option("--dask-scheduler", help="tcp://HOST:8786 of a running cluster [a LocalCluster].")
+    ] = None,
+    dask_workers: Annotated[int, typer.Option("--dask-workers", min=1, help="LocalCluster processes.")] = 2,
 ) -> None:
-    """Embed every tile of every tiled slide into JOB/features/ENCODER/{slide_id}.h5 (features N x D + coords)."""
+    """Embed every tile of every tiled slide into JOB/features/ENCODER/{slide_id}.h5 (features N x D + coords).
+
+    With --executor dask and a scheduler address, each slide's task asks its worker for the resource GPU=1 unless
+    --device cpu: start GPU workers with `dask worker ... --resources GPU=1`, one CUDA_VISIBLE_DEVICES each.
+    """
     from wsi_ncmi.encoders.weights import WeightsError
     from wsi_ncmi.shards import shard_of, status_file
     from wsi_ncmi.status import write_status
@@ -236,8 +251,13 @@ def embed(
             err=True,
         )
     try:
-        rows = embed_slides(targets, job, settings)
-    except (WeightsError, KeyError, ValueError) as exc:
+        if executor == "dask":
+            from wsi_ncmi.encoders.embed import embed_on_dask
+
+            rows = embed_on_dask(targets, job, settings, dask_workers, dask_scheduler)
+        else:
+            rows = embed_slides(targets, job, settings)
+    except (WeightsError, KeyError, ValueError, RuntimeError) as exc:
         raise _fail(str(exc).strip('"')) from exc
     write_status(status_file(job, "embed", part), rows)
     raise typer.Exit(_summary(rows, "embed", status_file(job, "embed", part)))

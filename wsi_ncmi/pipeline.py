@@ -35,6 +35,8 @@ class PipelineConfig:
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     evaluate: dict[str, Any] = field(default_factory=lambda: {"split": "test", "bootstrap": 1000})
     workers: int = 1
+    executor: str = "local"
+    dask_scheduler: str | None = None
 
     @classmethod
     def from_yaml(cls, path: Path) -> PipelineConfig:
@@ -83,12 +85,24 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
     config.job.parent.mkdir(parents=True, exist_ok=True)
     config.runs.mkdir(parents=True, exist_ok=True)
     _stage(console, 1, total, f"tiling {len(table)} slides -> {config.job}")
-    rows = tile_slides(table, config.job, TilingParams.from_dict(config.tiling), config.workers)
+    rows = tile_slides(
+        table,
+        config.job,
+        TilingParams.from_dict(config.tiling),
+        config.workers,
+        executor=config.executor,
+        scheduler=config.dask_scheduler,
+    )
     failed = {r.slide_id for r in rows if r.failed}
     _stage(console, 2, total, "embedding tiles into feature bags")
     settings = EmbedSettings(**config.embedding)
     targets = [(s, p) for s, p in zip(table["slide_id"], table["path"], strict=True) if s not in failed]
-    embed_rows = embed_slides(targets, config.job, settings)
+    if config.executor == "dask":
+        from wsi_ncmi.encoders.embed import embed_on_dask
+
+        embed_rows = embed_on_dask(targets, config.job, settings, config.workers, config.dask_scheduler)
+    else:
+        embed_rows = embed_slides(targets, config.job, settings)
     write_status(status_file(config.job, "embed", None), embed_rows)
     failed |= {r.slide_id for r in embed_rows if r.failed}
     if failed:

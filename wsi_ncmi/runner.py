@@ -1,7 +1,9 @@
-"""Run a per-slide function over many slides: in-process or in a process pool, with a progress bar.
+"""Run a per-slide function over many slides: in-process, in a process pool, or on a Dask cluster.
 
 The per-slide function must never raise for a bad slide: it returns a failed StatusRow instead, so one bad
 slide never stops a batch. Anything that does escape (a crashed worker) becomes that slide's failed row here.
+With Dask, each slide is one task running the same function; a task whose worker dies is retried once on another
+worker, and the rows come back to this process, which writes the status file and draws the progress bar.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TypeVar
 from wsi_ncmi.status import FAILED, StatusRow
 
 T = TypeVar("T")
+EXECUTORS = ("local", "dask")
 
 
 def _crash_row(slide_id: str, exc: BaseException) -> StatusRow:
@@ -27,8 +30,18 @@ def run_slides(
     workers: int = 1,
     description: str = "slides",
     show_progress: bool = True,
+    executor: str = "local",
+    scheduler: str | None = None,
+    resources: dict[str, float] | None = None,
 ) -> list[StatusRow]:
-    """Apply `func` to every item (one per slide) and return the rows in the items' order."""
+    """Apply `func` to every item (one per slide) and return the rows in the items' order.
+
+    executor 'local': in this process (workers 1) or a spawn process pool. 'dask': on the dask.distributed
+    scheduler at `scheduler` (tcp://host:8786), or on a LocalCluster of `workers` processes when none is given;
+    `resources` (e.g. {"GPU": 1}) is requested per task.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     rows: dict[int, StatusRow] = {}
@@ -46,7 +59,10 @@ def run_slides(
             rows[index] = row
             progress.update(task, advance=1, last=f"{row.slide_id}: {row.status}")
 
-        if workers <= 1 or len(items) <= 1:
+        if executor == "dask":
+            for index, row in _run_dask(func, items, slide_ids, workers, description, scheduler, resources):
+                record(index, row)
+        elif workers <= 1 or len(items) <= 1:
             for index, item in enumerate(items):
                 try:
                     row = func(item)
@@ -65,3 +81,40 @@ def run_slides(
                         row = _crash_row(slide_ids[index], exc)
                     record(index, row)
     return [rows[i] for i in range(len(items))]
+
+
+def _run_dask(
+    func: Callable[[T], StatusRow],
+    items: Sequence[T],
+    slide_ids: Sequence[str],
+    workers: int,
+    description: str,
+    scheduler: str | None,
+    resources: dict[str, float] | None,
+):
+    try:
+        from distributed import Client, LocalCluster, as_completed
+    except ImportError as exc:
+        raise RuntimeError("--executor dask needs dask.distributed: pip install 'wsi-ncmi[dask]'") from exc
+    cluster = (
+        None
+        if scheduler
+        else LocalCluster(n_workers=max(1, workers), threads_per_worker=1, processes=True, dashboard_address=None)
+    )
+    client = Client(scheduler or cluster)
+    try:
+        futures = client.map(
+            func, list(items), key=[f"{description}-{s}" for s in slide_ids], pure=False, retries=1, resources=resources
+        )
+        index = {future.key: i for i, future in enumerate(futures)}
+        for future in as_completed(futures):
+            i = index[future.key]
+            try:
+                row = future.result()
+            except Exception as exc:
+                row = _crash_row(slide_ids[i], exc)
+            yield i, row
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from wsi_ncmi.bags import BagFormatError, read_coords_attrs, write_coords
+from wsi_ncmi.locks import LockedError, slide_lock
 from wsi_ncmi.slides.backend import BACKENDS, SlideError, open_slide
 from wsi_ncmi.slides.grid import TileGeometry, grid_coords, tissue_fractions
 from wsi_ncmi.slides.lowres import read_lowres
@@ -155,8 +156,13 @@ def tile_slide(task: TileTask) -> StatusRow:
     """Tile one slide and write its coords file and thumbnail; never raises for a bad slide, returns its row."""
     start = time.perf_counter()
     try:
-        row = _existing(task) or _tile(task)
-    except (SlideError, MppError) as exc:
+        row = _existing(task)
+        if row is None:
+            for folder in ("tiles", "thumbnails"):
+                (Path(task.job) / folder).mkdir(exist_ok=True)
+            with slide_lock(coords_path(Path(task.job), task.slide_id)):
+                row = _tile(task)
+    except (SlideError, MppError, LockedError) as exc:
         row = StatusRow(task.slide_id, FAILED, error=str(exc).replace("\n", " "))
     except Exception as exc:
         row = StatusRow(task.slide_id, FAILED, error=f"{task.path}: {type(exc).__name__}: {exc}".replace("\n", " "))
@@ -218,8 +224,6 @@ def tile_geometry(task: TileTask) -> TilingResult:
 def _tile(task: TileTask) -> StatusRow:
     result = tile_geometry(task)
     job = Path(task.job)
-    for folder in ("tiles", "thumbnails"):
-        (job / folder).mkdir(exist_ok=True)
     write_coords(coords_path(job, task.slide_id), result.coords, result.tissue_fraction, result.attrs)
     overlay = draw_overlay(
         result.lowres_image,
@@ -262,6 +266,8 @@ def tile_slides(
     overwrite: bool = False,
     progress: bool = True,
     shard: tuple[int, int] | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
 ) -> list[StatusRow]:
     """Tile every slide of a validated manifest table (or of one shard of it) into JOB; write the status CSV
     (JOB/status/tile.csv, or tile.shard-I-of-N.csv); return the rows."""
@@ -284,6 +290,6 @@ def tile_slides(
         )
         for r in slides.itertuples(index=False)
     ]
-    rows = run_slides(tile_slide, tasks, [t.slide_id for t in tasks], workers, "tiling", progress)
+    rows = run_slides(tile_slide, tasks, [t.slide_id for t in tasks], workers, "tiling", progress, executor, scheduler)
     write_status(status_file(job, "tile", shard), rows)
     return rows

@@ -27,8 +27,10 @@ from wsi_ncmi.bags import (
     read_bag_attrs,
     read_coords,
 )
+from wsi_ncmi.devices import resolve_device
 from wsi_ncmi.encoders.registry import EncoderSpec, encoder_folder, get_encoder
 from wsi_ncmi.encoders.weights import load_encoder, sha256_file
+from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
 from wsi_ncmi.slides.backend import Slide, SlideError, open_slide
 from wsi_ncmi.status import FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
 
@@ -63,14 +65,6 @@ class EmbedSettings:
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.batch_size < 1 or self.workers < 0:
             raise ValueError("batch size must be >= 1 and workers >= 0")
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available on this machine; use --device cpu or auto")
-    return torch.device(device)
 
 
 def resolve_precision(precision: str, device: torch.device, spec: EncoderSpec) -> str:
@@ -290,9 +284,10 @@ def plan_slide(
 def embed_slides(
     slides: list[tuple[str, str | None]], job: Path, settings: EmbedSettings, progress: bool = True
 ) -> list[StatusRow]:
-    """Embed every (slide_id, slide path or None to use the coords file's) into JOB/features/{encoder}/."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Embed every (slide_id, slide path or None to use the coords file's) into JOB/features/{encoder}/.
 
+    Each slide's bag is locked while it is written, so concurrent workers never write the same bag.
+    """
     spec = get_encoder(settings.encoder)
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device, spec)
@@ -308,23 +303,49 @@ def embed_slides(
             rows[slide_id] = planned
         else:
             work.append(planned)
-    if work:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model, loaded_label = load_encoder(spec, settings.weights, settings.seed, settings.allow_download)
-        expected["weights"] = loaded_label
-        embedder = Embedder(model, spec, device, precision)
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn(),
-        )
-        with Progress(*columns, disable=not progress) as bar:
-            task = bar.add_task("embedding", total=sum(len(w.coords.coords) for w in work), rate="")
-            rows.update(_run(work, spec, settings, embedder, expected, bar, task))
+    locks = []
+    for item in list(work):
+        try:
+            locks.append(acquire_lock(item.out_path))
+        except LockedError as exc:
+            work.remove(item)
+            rows[item.slide_id] = _row(item, FAILED, 0.0, error=str(exc))
+    try:
+        if work:
+            rows.update(_embed_work(work, spec, settings, device, precision, expected, progress))
+    finally:
+        for lock in locks:
+            release_lock(lock)
     return [rows[slide_id] for slide_id, _ in slides]
+
+
+def _embed_work(
+    work: list[SlideWork],
+    spec: EncoderSpec,
+    settings: EmbedSettings,
+    device: torch.device,
+    precision: str,
+    expected: dict[str, Any],
+    progress: bool,
+) -> dict[str, StatusRow]:
+    """Load the encoder once and embed every planned slide."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, loaded_label = load_encoder(spec, settings.weights, settings.seed, settings.allow_download)
+    expected["weights"] = loaded_label
+    embedder = Embedder(model, spec, device, precision)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, disable=not progress) as bar:
+        task = bar.add_task("embedding", total=sum(len(w.coords.coords) for w in work), rate="")
+        return _run(work, spec, settings, embedder, expected, bar, task)
 
 
 def _run(
@@ -440,3 +461,40 @@ def _finish(
         _pt_path(item, settings),
     )
     return _row(item, OK, time.perf_counter() - start, warning="; ".join(notes))
+
+
+@dataclass(frozen=True)
+class EmbedTask:
+    """One slide to embed on its own (a Dask task): everything a remote worker needs."""
+
+    slide_id: str
+    slide_path: str | None
+    job: str
+    settings: EmbedSettings
+
+
+def embed_task(task: EmbedTask) -> StatusRow:
+    """Embed one slide; its DataLoader reads in the worker itself (workers 0), as cluster workers are daemons."""
+    from dataclasses import replace
+
+    return embed_slides(
+        [(task.slide_id, task.slide_path)], Path(task.job), replace(task.settings, workers=0), progress=False
+    )[0]
+
+
+def embed_on_dask(
+    slides: list[tuple[str, str | None]],
+    job: Path,
+    settings: EmbedSettings,
+    workers: int = 2,
+    scheduler: str | None = None,
+    progress: bool = True,
+) -> list[StatusRow]:
+    """One Dask task per slide; with a scheduler address and a non-CPU device each task asks for GPU=1."""
+    from wsi_ncmi.runner import run_slides
+
+    tasks = [EmbedTask(slide_id, path, str(job), settings) for slide_id, path in slides]
+    gpu = {"GPU": 1} if scheduler and settings.device != "cpu" else None
+    return run_slides(
+        embed_task, tasks, [t.slide_id for t in tasks], workers, "embedding", progress, "dask", scheduler, gpu
+    )

@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.devices import resolve_device
 from wsi_ncmi.evaluation.metrics import core_metrics
 from wsi_ncmi.mil.data import BagSet, class_weights, epoch_order, subsample
 from wsi_ncmi.mil.heads import Head, build_head
@@ -91,14 +92,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
         return cls(**values)
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: CUDA is not available here; use --device cpu or auto")
-    return torch.device(device)
 
 
 @dataclass

@@ -60,7 +60,7 @@ def in_child(func: Callable[..., Any], *args: Any) -> tuple[Any, float, float]:
 
 
 def write_result(name: str, payload: dict[str, Any], folder: Path = RESULTS) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     return path

@@ -9,13 +9,16 @@ from pathlib import Path
 
 
 def hs2p_tile(slide: str, spacing: float, size: int, min_tissue: float) -> dict:
-    from hs2p.api import SegmentationConfig, SlideSpec, TilingConfig, tile_slide
+    from dataclasses import replace
+
+    from hs2p.api import DEFAULT_MASK_SAMPLING, SegmentationConfig, SlideSpec, TilingConfig, tile_slide
 
     spec = SlideSpec(sample_id=Path(slide).stem, image_path=Path(slide))
     config = TilingConfig(requested_spacing_um=spacing, requested_tile_size_px=size, tolerance=0.05, overlap=0.0)
     segmentation = SegmentationConfig(method="otsu")
+    masks = replace(DEFAULT_MASK_SAMPLING, min_coverage={"tissue": min_tissue})
     start = time.perf_counter()
-    result = tile_slide(spec, tiling=config, segmentation=segmentation)
+    result = tile_slide(spec, tiling=config, segmentation=segmentation, masks=masks)
     seconds = time.perf_counter() - start
     tiles = result.tiles
     return {

@@ -6,9 +6,12 @@ Heavy libraries are imported inside the commands that need them, so `wsi-ncmi --
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 app = typer.Typer(
     name="wsi-ncmi",
@@ -67,7 +70,7 @@ def _summary(rows: list, stage: str, status_csv: Path) -> int:
     return 1 if failed else 0
 
 
-def _slide_table(manifest: Path | None, slides: Path | None):
+def _slide_table(manifest: Path | None, slides: Path | None) -> pd.DataFrame:
     from wsi_ncmi.cohort.manifest import ManifestError, list_slides, read_manifest
 
     if (manifest is None) == (slides is None):
@@ -680,6 +683,12 @@ def compare(
 @app.command()
 def run(
     config: Annotated[Path, typer.Option("--config", help="Pipeline YAML (configs/pipeline_camelyon17.yaml).")],
+    executor: Annotated[
+        str | None, typer.Option("--executor", help="local or dask for the per-slide stages [the file's].")
+    ] = None,
+    dask_scheduler: Annotated[
+        str | None, typer.Option("--dask-scheduler", help="tcp://HOST:8786 of a running cluster [a LocalCluster].")
+    ] = None,
 ) -> None:
     """Run tile -> embed -> splits -> train (losses x seeds) -> evaluate -> compare from one YAML file; resumes."""
     from wsi_ncmi.cohort.manifest import ManifestError
@@ -692,7 +701,10 @@ def run(
     from wsi_ncmi.pipeline import PipelineConfig, PipelineError, run_pipeline
 
     try:
-        result = run_pipeline(PipelineConfig.from_yaml(config))
+        pipeline = PipelineConfig.from_yaml(config)
+        pipeline.executor = executor or pipeline.executor
+        pipeline.dask_scheduler = dask_scheduler or pipeline.dask_scheduler
+        result = run_pipeline(pipeline)
     except (
         PipelineError,
         ConfigError,

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
 from wsi_ncmi.synthetic import CohortSpec, write_cohort
+
+if TYPE_CHECKING:
+    from wsi_ncmi.pipeline import PipelineConfig
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,7 @@ class DemoSettings:
     losses: tuple[str, ...] = field(default=("ncmi", "ce"))
 
 
-def demo_pipeline(out: Path, settings: DemoSettings, manifest: Path):
+def demo_pipeline(out: Path, settings: DemoSettings, manifest: Path) -> PipelineConfig:
     """The pipeline settings of the demo: the CAMELYON-17 protocol, scaled to a small CPU-only cohort."""
     from wsi_ncmi.pipeline import PipelineConfig
 

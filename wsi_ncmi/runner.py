@@ -9,7 +9,7 @@ worker, and the rows come back to this process, which writes the status file and
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import TypeVar
 
@@ -91,7 +91,8 @@ def _run_dask(
     description: str,
     scheduler: str | None,
     resources: dict[str, float] | None,
-):
+) -> Iterator[tuple[int, StatusRow]]:
+    """Yield (item index, row) as the cluster's tasks finish."""
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError as exc:

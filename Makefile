@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/tiling.py
 	$(BIN)/python benchmarks/embedding.py
 	$(BIN)/python benchmarks/training.py
+	$(BIN)/python benchmarks/scaling.py
 	$(BIN)/python benchmarks/peers.py
 
 clean:

@@ -26,7 +26,8 @@ def readme_commands() -> list[str]:
         i = 0
         while i < len(lines):
             line = lines[i].strip()
-            if line.startswith("wsi-ncmi ") or (line.startswith("docker run") and " wsi-ncmi " in line):
+            shown = line.startswith("wsi-ncmi ") or (line.startswith("torchrun ") and " -m wsi_ncmi " in line)
+            if shown or (line.startswith("docker run") and " wsi-ncmi " in line):
                 while line.endswith("\\") and i + 1 < len(lines):
                     i += 1
                     line = line[:-1] + " " + lines[i].strip()
@@ -67,6 +68,8 @@ def test_the_readme_shows_commands() -> None:
 @pytest.mark.parametrize("line", [c for c in COMMANDS if "..." not in c])
 def test_readme_command_parses(line: str) -> None:
     words = shlex.split(line.replace("<slide_id>", "patient_000_node_0"))
-    if words[0] == "docker":
+    if "wsi_ncmi" in words:
+        words = words[words.index("wsi_ncmi") :]
+    elif words[0] == "docker":
         words = words[words.index("wsi-ncmi") :]
     parse(typer.main.get_command(app), words[1:])

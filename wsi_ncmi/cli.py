@@ -436,7 +436,10 @@ def splits(
     typer.echo(f"wrote {len(paths)} fold(s) to {out}")
 
 
-@app.command(epilog="Multi-GPU training is not built in yet; train one run per GPU (CUDA_VISIBLE_DEVICES).")
+@app.command(
+    epilog="Distributed: torchrun --nproc-per-node G -m wsi_ncmi train ... trains one run on G GPUs (NCCL) or "
+    "processes (gloo on CPU) with DistributedDataParallel; only rank 0 writes."
+)
 def train(
     manifest: Annotated[Path, typer.Option("--manifest", help="Labelled manifest CSV.")],
     features: Annotated[Path, typer.Option("--features", help="Bag folder (ours, CLAM h5_files/ or TRIDENT).")],
@@ -496,7 +499,11 @@ def train(
     except (ConfigError, ValueError, TypeError, KeyError) as exc:
         raise _fail(f"training settings: {exc}") from exc
     try:
-        result = train_run(manifest, features, split, out, train_config, resume=resume, overwrite=overwrite)
+        from wsi_ncmi.mil.distributed import Cluster
+
+        result = train_run(
+            manifest, features, split, out, train_config, resume=resume, overwrite=overwrite, cluster=Cluster.from_env()
+        )
     except (ManifestError, SplitError, BagDataError, RunError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     typer.echo(

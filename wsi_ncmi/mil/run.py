@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from wsi_ncmi.mil.data import BagDataError, bag_encoder_attrs, join_split, load_bagset
-from wsi_ncmi.mil.train import RunError, TrainConfig, TrainResult, train
+from wsi_ncmi.mil.distributed import Cluster
+from wsi_ncmi.mil.train import SINGLE, RunError, TrainConfig, TrainResult, train
 
 
 def prepare_run(run: Path, resume: bool, overwrite: bool) -> None:
@@ -46,14 +47,20 @@ def train_run(
     overwrite: bool = False,
     progress: bool = True,
     on_epoch_end: Any = None,
+    cluster: Cluster = SINGLE,
 ) -> TrainResult:
-    """Validate every input, then train; the resolved settings go to RUN/config.yaml before the first step."""
+    """Validate every input, then train; the resolved settings go to RUN/config.yaml before the first step.
+
+    Under torchrun every rank validates the inputs; rank 0 alone prepares the run folder and writes.
+    """
     import wsi_ncmi
     from wsi_ncmi.cohort.manifest import class_names, read_manifest
     from wsi_ncmi.cohort.splits import read_split
 
     run = Path(run)
-    prepare_run(run, resume, overwrite)
+    if cluster.main:
+        prepare_run(run, resume, overwrite)
+    cluster.barrier()
     table = read_manifest(manifest)
     split = read_split(split_file)
     in_split = table[table["slide_id"].isin(split.index)]
@@ -99,7 +106,7 @@ def train_run(
         "n_slides": {name: len(part) for name, part in parts.items()},
         "training": asdict(config),
     }
-    if not resume:
+    if not resume and cluster.main:
         write_config(run, record)
     extra = {"encoder_attrs": encoder, "inputs": record["inputs"]}
     return train(
@@ -112,4 +119,5 @@ def train_run(
         extra=extra,
         progress=progress,
         on_epoch_end=on_epoch_end,
+        cluster=cluster,
     )

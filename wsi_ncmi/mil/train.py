@@ -26,10 +26,12 @@ from wsi_ncmi.atomic import atomic_path
 from wsi_ncmi.devices import resolve_device
 from wsi_ncmi.evaluation.metrics import core_metrics
 from wsi_ncmi.mil.data import BagSet, class_weights, epoch_order, subsample
+from wsi_ncmi.mil.distributed import Cluster
 from wsi_ncmi.mil.heads import Head, build_head
 from wsi_ncmi.mil.models import MILModel, build_model
 
 CHECKPOINT_VERSION = 1
+SINGLE = Cluster()
 HISTORY_COLUMNS = [
     "epoch",
     "train_loss",
@@ -241,13 +243,18 @@ def train(
     extra: dict[str, Any] | None = None,
     progress: bool = True,
     on_epoch_end: Callable[[int], None] | None = None,
+    cluster: Cluster = SINGLE,
 ) -> TrainResult:
-    """Train on `train_bags`, select on `val_bags`, write RUN/model.pt, RUN/last.pt and RUN/history.csv."""
+    """Train on `train_bags`, select on `val_bags`, write RUN/model.pt, RUN/last.pt and RUN/history.csv.
+
+    With a cluster of several ranks (torchrun), each rank steps through its share of every epoch under
+    DistributedDataParallel and only rank 0 writes.
+    """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    console = Console(highlight=False, quiet=not progress)
-    device = resolve_device(config.device)
+    console = Console(highlight=False, quiet=not (progress and cluster.main))
+    device = cluster.device(resolve_device(config.device))
     n_classes = len(classes)
     config = copy.deepcopy(config)
     if config.model == "clam_sb":
@@ -267,14 +274,21 @@ def train(
     head = build_head(config.loss, model.dim, n_classes, **config.loss_args).to(device)
     parameters = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    steps = len(train_index)
+    step = _Step(model, head, device)
+    if cluster.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step = DistributedDataParallel(
+            step, broadcast_buffers=False, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    steps = len(cluster.share(train_index))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(config.warmup_epochs * steps, config.epochs * steps)
     )
     console.print(
         f"{config.model}: {sum(p.numel() for p in model.parameters()):,} parameters; {config.loss} head: "
         f"{sum(p.numel() for p in head.parameters()):,}; {len(train_index)} training and {len(val_bags)} "
-        f"validation bags; device {device}"
+        f"validation bags; device {device}" + (f"; {cluster.world} processes" if cluster.world > 1 else "")
     )
     history: list[dict[str, Any]] = []
     best = {"epoch": -1, "macro_f1": -math.inf, "auc": -math.inf}
@@ -299,7 +313,7 @@ def train(
             )
         console.print(f"resuming {run} at epoch {start_epoch + 1}/{config.epochs}")
     elif head.needs_epoch_pass:
-        head.epoch_pass(_train_embeddings(model, train_bags, train_index, device), torch.from_numpy(labels).to(device))
+        _epoch_pass(model, head, train_bags, train_index, device, cluster)
 
     stopped_early = False
     columns = (
@@ -312,7 +326,7 @@ def train(
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         model.train()
-        order = train_index[epoch_order(labels, config.seed, epoch, config.balanced_sampling)]
+        order = cluster.share(train_index[epoch_order(labels, config.seed, epoch, config.balanced_sampling)])
         rng = np.random.default_rng([config.seed, epoch, 1])
         losses = []
         with Progress(*columns, console=console, transient=True) as bar:
@@ -320,9 +334,7 @@ def train(
             for i in order:
                 x = torch.from_numpy(subsample(train_bags.features(i), config.max_tiles, rng)).to(device)
                 y = torch.tensor([int(train_bags.labels[i])], device=device)
-                with _autocast(device):
-                    output = model(x)
-                loss = model.combine_loss(head.loss(output.h.float()[None], y), output, y)
+                loss, h = step(x, y)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"non-finite loss on slide {train_bags.slide_ids[i]}")
                 optimizer.zero_grad(set_to_none=True)
@@ -331,14 +343,12 @@ def train(
                     torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
                 optimizer.step()
                 scheduler.step()
-                head.after_step(output.h.detach().float()[None], y)
+                head.after_step(cluster.gather(h[None]), cluster.gather(y))
                 losses.append(float(loss.detach()))
                 bar.update(task, advance=1, loss=f"loss {np.mean(losses):.4f}")
         if head.needs_epoch_pass:
-            head.epoch_pass(
-                _train_embeddings(model, train_bags, train_index, device), torch.from_numpy(labels).to(device)
-            )
-        metrics, val_loss = _validate(model, head, val_bags, prior, n_classes, device)
+            _epoch_pass(model, head, train_bags, train_index, device, cluster)
+        metrics, val_loss = _validate(model, head, val_bags, prior, n_classes, device, cluster)
         row = {
             "epoch": epoch + 1,
             "train_loss": float(np.mean(losses)) if losses else math.nan,
@@ -364,27 +374,30 @@ def train(
         )
         if improved:
             best, stale = {"epoch": epoch + 1, "macro_f1": f1, "auc": auc}, 0
-            _save(checkpoint, run / "model.pt")
+            if cluster.main:
+                _save(checkpoint, run / "model.pt")
         else:
             stale += 1
         stopped_early = config.patience is not None and stale >= config.patience
         finished = stopped_early or epoch + 1 == config.epochs
-        _write_history(history, run / "history.csv")
-        _save(
-            {
-                "checkpoint": checkpoint,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "epoch": epoch,
-                "history": history,
-                "best": best,
-                "stale": stale,
-                "finished": finished,
-                "stopped_early": stopped_early,
-            },
-            run / "last.pt",
-        )
+        if cluster.main:
+            _write_history(history, run / "history.csv")
+            _save(
+                {
+                    "checkpoint": checkpoint,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "torch_rng": torch.get_rng_state(),
+                    "epoch": epoch,
+                    "history": history,
+                    "best": best,
+                    "stale": stale,
+                    "finished": finished,
+                    "stopped_early": stopped_early,
+                },
+                run / "last.pt",
+            )
+        cluster.barrier()
         console.print(
             f"epoch {epoch + 1:>3}: train loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
             f"macro-F1 {metrics['macro_f1']:.3f}  acc {metrics['accuracy']:.3f}  AUC {metrics['auc']:.3f}  "
@@ -398,9 +411,29 @@ def train(
     return TrainResult(pd.DataFrame(history, columns=HISTORY_COLUMNS), int(best["epoch"]), dict(best), stopped_early)
 
 
-def _train_embeddings(model: MILModel, bags: BagSet, index: np.ndarray, device: torch.device) -> torch.Tensor:
-    h, _ = embed_bags(model, _subset(bags, index), device)
-    return h
+class _Step(torch.nn.Module):
+    """Model and head as one module (so DistributedDataParallel reduces both): one bag in, loss and h out."""
+
+    def __init__(self, model: MILModel, head: Head, device: torch.device):
+        super().__init__()
+        self.model, self.head, self.device = model, head, device
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with _autocast(self.device):
+            output = self.model(x)
+        h = output.h.float()
+        loss = self.model.combine_loss(self.head.loss(h[None], y), output, y)
+        return loss, h.detach()
+
+
+def _epoch_pass(
+    model: MILModel, head: Head, bags: BagSet, index: np.ndarray, device: torch.device, cluster: Cluster
+) -> None:
+    """The closed-form Q-step on all training bags: each rank embeds its part, the head sees all of them."""
+    part = cluster.part(index)
+    h, _ = embed_bags(model, _subset(bags, part), device)
+    y = torch.from_numpy(bags.labels[part]).to(device)
+    head.epoch_pass(cluster.gather(h), cluster.gather(y))
 
 
 def _subset(bags: BagSet, index: np.ndarray) -> BagSet:
@@ -416,14 +449,24 @@ def _subset(bags: BagSet, index: np.ndarray) -> BagSet:
 
 @torch.no_grad()
 def _validate(
-    model: MILModel, head: Head, bags: BagSet, prior: np.ndarray, n_classes: int, device: torch.device
+    model: MILModel,
+    head: Head,
+    bags: BagSet,
+    prior: np.ndarray,
+    n_classes: int,
+    device: torch.device,
+    cluster: Cluster = SINGLE,
 ) -> tuple[dict[str, float], float]:
-    """Calibrate the head on the validation bags, then their core metrics and mean loss."""
-    h, keep = embed_bags(model, bags, device)
+    """Calibrate the head on the validation bags, then their core metrics and mean loss (all ranks' bags)."""
+    part = cluster.part(np.arange(len(bags)))
+    h, keep = embed_bags(model, _subset(bags, part), device)
+    h = cluster.gather(h)
+    keep = cluster.gather(torch.from_numpy(keep)).numpy()
+    labels = cluster.gather(torch.from_numpy(bags.labels[part])).numpy()
     val_loss = math.nan
     if keep.any():
-        y = torch.from_numpy(bags.labels[keep]).to(device)
+        y = torch.from_numpy(labels[keep]).to(device)
         head.calibrate(h, y)
         val_loss = float(head.loss(h, y))
     probs, preds = outputs(head, prior, h, keep)
-    return core_metrics(bags.labels, preds, probs, n_classes), val_loss
+    return core_metrics(labels, preds, probs, n_classes), val_loss

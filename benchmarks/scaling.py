@@ -1,0 +1,93 @@
+"""Scaling with slide size: tiling and embedding time and peak memory for four slides, area doubling each time.
+
+Writes results/scaling.json with the fitted exponent b of time ~ area^b for each stage (goal: about 1.0 for
+embedding, below 1 for tiling, which reads only a low-resolution level) and the peak RSS of a fresh process per
+size (goal: flat).
+
+    python benchmarks/scaling.py                  # 5.7k x 4.2k ... 16k x 12k px at 0.25 um/px
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import numpy as np
+import pandas as pd
+from common import in_child, write_result
+
+from wsi_ncmi.encoders.embed import EmbedSettings, embed_slides
+from wsi_ncmi.synthetic import SlideSpec, write_slide
+from wsi_ncmi.tiling import TilingParams, tile_slides
+
+
+def tile(slide: str, job: str) -> int:
+    table = pd.DataFrame({"slide_id": [Path(slide).stem], "path": [slide], "mpp": [float("nan")]})
+    return tile_slides(table, Path(job), TilingParams(), overwrite=True, progress=False)[0].n_tiles
+
+
+def embed(slide_id: str, job: str) -> int:
+    settings = EmbedSettings(
+        encoder="resnet18", weights="random", batch_size=32, workers=1, device="cpu", overwrite=True
+    )
+    return embed_slides([(slide_id, None)], Path(job), settings, progress=False)[0].n_tiles
+
+
+def exponent(areas: list[float], seconds: list[float]) -> float:
+    """Least-squares slope of log(seconds) against log(area)."""
+    return float(np.polyfit(np.log(areas), np.log(seconds), 1)[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", default="5657x4243", help="smallest slide WxH; each next one doubles the area")
+    args = parser.parse_args()
+    width, height = (int(v) for v in args.base.split("x"))
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for k in range(4):
+            scale = math.sqrt(2**k)
+            w, h = round(width * scale), round(height * scale)
+            path = Path(tmp) / f"s{k}.tif"
+            write_slide(SlideSpec(f"s{k}", w, h, 0.25, seed=9, tissue_fraction=0.6), path)
+            job = Path(tmp) / f"job{k}"
+            tiles, tile_s, tile_rss = in_child(tile, str(path), str(job))
+            _, embed_s, embed_rss = in_child(embed, f"s{k}", str(job))
+            rows.append(
+                {
+                    "size": f"{w}x{h}",
+                    "area_px": w * h,
+                    "tiles": tiles,
+                    "tile_seconds": tile_s,
+                    "tile_peak_rss_mib": tile_rss,
+                    "embed_seconds": embed_s,
+                    "embed_peak_rss_mib": embed_rss,
+                }
+            )
+            print(
+                f"scaling {w}x{h}: {tiles} tiles, tile {tile_s:.2f} s ({tile_rss:.0f} MiB), embed {embed_s:.1f} s "
+                f"({embed_rss:.0f} MiB)"
+            )
+    areas = [r["area_px"] for r in rows]
+    figures = {
+        "sizes": rows,
+        "tiling_time_exponent": exponent(areas, [r["tile_seconds"] for r in rows]),
+        "embedding_time_exponent": exponent(areas, [r["embed_seconds"] for r in rows]),
+        "tiling_rss_growth": rows[-1]["tile_peak_rss_mib"] / rows[0]["tile_peak_rss_mib"],
+        "embedding_rss_growth": rows[-1]["embed_peak_rss_mib"] / rows[0]["embed_peak_rss_mib"],
+    }
+    print(
+        f"scaling exponents: tiling {figures['tiling_time_exponent']:.2f}, embedding "
+        f"{figures['embedding_time_exponent']:.2f}; RSS growth x{figures['tiling_rss_growth']:.2f} / "
+        f"x{figures['embedding_rss_growth']:.2f} over an 8x area"
+    )
+    print(f"wrote {write_result('scaling', {'benchmark': 'scaling', **figures})}")
+
+
+if __name__ == "__main__":
+    main()

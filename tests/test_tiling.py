@@ -277,3 +277,34 @@ def test_shards_cover_every_slide_once_and_merge_like_one_run(slide_dir: Path, t
     a = pd.read_csv(tmp_path / "single" / "status" / "tile.csv")[columns]
     b = pd.read_csv(sharded / "status" / "tile.csv")[columns]
     pd.testing.assert_frame_equal(a, b)
+
+
+def _crash_once(task: object) -> object:
+    """A per-slide function whose first call for slide 'tiff_050' kills its worker process outright."""
+    import os
+
+    from wsi_ncmi.tiling import tile_slide as real
+
+    marker = Path(task.job) / "crashed-once"
+    if task.slide_id == "tiff_050" and not marker.exists():
+        marker.write_text("x")
+        os._exit(1)
+    return real(task)
+
+
+def test_dask_worker_killed_mid_task_is_retried(slide_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("distributed")
+    from wsi_ncmi.runner import run_slides
+
+    job = tmp_path / "job"
+    for folder in ("tiles", "thumbnails", "status"):
+        (job / folder).mkdir(parents=True)
+    names = ["tiff_025", "svs_025", "tiff_050"]
+    suffix = {"svs_025": ".svs"}
+    tasks = [TileTask(n, str(slide_dir / f"{n}{suffix.get(n, '.tif')}"), str(job), TilingParams()) for n in names]
+    rows = run_slides(_crash_once, tasks, names, workers=2, show_progress=False, executor="dask")
+    assert (job / "crashed-once").exists()
+    assert all(r.status in ("ok", "skipped") for r in rows), rows
+    for name in names:
+        assert len(read_coords(job / "tiles" / f"{name}.h5").coords) > 0
+    assert not list((job / "tiles").glob(".*tmp*")) and not list((job / "tiles").glob("*.lock"))

@@ -22,6 +22,13 @@ app = typer.Typer(
 )
 
 
+ShardOption = Annotated[str | None, typer.Option("--shard", help="Only shard I of N (I/N, 0-based) for array jobs.")]
+ExecutorOption = Annotated[str, typer.Option("--executor", help="local or dask (a task per slide).")]
+SchedulerOption = Annotated[
+    str | None, typer.Option("--dask-scheduler", help="tcp://HOST:8786 of a running cluster [a LocalCluster].")
+]
+
+
 def _fail(message: str, code: int = 2) -> typer.Exit:
     """Print one clear error line to stderr and return the Exit to raise."""
     from rich.console import Console
@@ -131,13 +138,9 @@ def tile(
         Path | None,
         typer.Option("--config", help="YAML settings (configs/tiling.yaml); flags override it."),
     ] = None,
-    shard: Annotated[
-        str | None, typer.Option("--shard", help="Only shard I of N (I/N, 0-based) for array jobs.")
-    ] = None,
-    executor: Annotated[str, typer.Option("--executor", help="local or dask (a task per slide).")] = "local",
-    dask_scheduler: Annotated[
-        str | None, typer.Option("--dask-scheduler", help="tcp://HOST:8786 of a running cluster [a LocalCluster].")
-    ] = None,
+    shard: ShardOption = None,
+    executor: ExecutorOption = "local",
+    dask_scheduler: SchedulerOption = None,
 ) -> None:
     """Find tissue and tile each slide at a physical resolution; write JOB/tiles/*.h5 and JOB/thumbnails/*.png."""
     from wsi_ncmi.config import ConfigError, load_yaml, override
@@ -198,13 +201,9 @@ def embed(
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed for --weights random.")] = 0,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo slides whose bags exist.")] = False,
-    shard: Annotated[
-        str | None, typer.Option("--shard", help="Only shard I of N (I/N, 0-based) for array jobs.")
-    ] = None,
-    executor: Annotated[str, typer.Option("--executor", help="local or dask (a task per slide).")] = "local",
-    dask_scheduler: Annotated[
-        str | None, typer.Option("--dask-scheduler", help="tcp://HOST:8786 of a running cluster [a LocalCluster].")
-    ] = None,
+    shard: ShardOption = None,
+    executor: ExecutorOption = "local",
+    dask_scheduler: SchedulerOption = None,
     dask_workers: Annotated[int, typer.Option("--dask-workers", min=1, help="LocalCluster processes.")] = 2,
 ) -> None:
     """Embed every tile of every tiled slide into JOB/features/ENCODER/{slide_id}.h5 (features N x D + coords).
@@ -693,9 +692,7 @@ def run(
     executor: Annotated[
         str | None, typer.Option("--executor", help="local or dask for the per-slide stages [the file's].")
     ] = None,
-    dask_scheduler: Annotated[
-        str | None, typer.Option("--dask-scheduler", help="tcp://HOST:8786 of a running cluster [a LocalCluster].")
-    ] = None,
+    dask_scheduler: SchedulerOption = None,
 ) -> None:
     """Run tile -> embed -> splits -> train (losses x seeds) -> evaluate -> compare from one YAML file; resumes."""
     from wsi_ncmi.cohort.manifest import ManifestError

@@ -13,10 +13,12 @@ import torch
 from typer.testing import CliRunner
 
 from wsi_ncmi.cli import app
-from wsi_ncmi.mil.data import BagDataError
+from wsi_ncmi.cohort.manifest import read_manifest
+from wsi_ncmi.cohort.splits import read_split
+from wsi_ncmi.mil.data import BagDataError, join_split, load_bagset
 from wsi_ncmi.mil.models import MODELS, build_model
 from wsi_ncmi.mil.run import train_run
-from wsi_ncmi.mil.train import RunError, TrainConfig, load_trained
+from wsi_ncmi.mil.train import RunError, TrainConfig, load_trained, predict
 from wsi_ncmi.synthetic import write_synthetic_bags
 
 runner = CliRunner()
@@ -264,3 +266,37 @@ def test_train_cli(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
     config.write_text("epochs: 2\nmodell: abmil\n")
     bad = runner.invoke(app, [*args, "--overwrite"])
     assert bad.exit_code == 2 and "modell" in bad.output
+
+
+@pytest.mark.parametrize(
+    ("model", "loss"),
+    [
+        ("abmil", "focal"),
+        ("abmil", "cmic"),
+        ("abmil_plain", "ncmi"),
+        ("clam_sb", "ce"),
+        ("transmil", "ncmi"),
+        ("max", "ce"),
+    ],
+)
+def test_every_model_and_loss_trains_and_predicts(
+    small: tuple[Path, Path, Path], tmp_path: Path, model: str, loss: str
+) -> None:
+    config = replace(
+        FAST,
+        model=model,
+        loss=loss,
+        epochs=2,
+        model_args={"dim": 32, "dropout": 0.0, **({"heads": 4} if model == "transmil" else {})},
+    )
+    result = _train(small, tmp_path / "run", config)
+    assert len(result.history) == 2 and result.history["train_loss"].notna().all()
+    trained = load_trained(tmp_path / "run" / "model.pt")
+
+    manifest, features, split = small
+
+    parts = join_split(read_manifest(manifest), read_split(split), trained.classes)
+    bags = load_bagset(parts["test"]["slide_id"].tolist(), parts["test"]["y"].tolist(), features)
+    probs, preds, no_tiles = predict(trained, bags)
+    assert probs.shape == (len(bags), 4) and np.allclose(probs.sum(1), 1) and not no_tiles.any()
+    assert set(preds.tolist()) <= set(range(4))

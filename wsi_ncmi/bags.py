@@ -162,10 +162,6 @@ class BagWriter:
     def write(self, start: int, block: np.ndarray) -> None:
         self.features[start : start + len(block)] = block
 
-    def zero(self, rows: np.ndarray) -> None:
-        for row in np.asarray(rows, dtype=np.int64):
-            self.features[row] = 0
-
     def finish(
         self, coords: CoordsFile, attrs: dict[str, Any], failed_tiles: np.ndarray, also_pt: Path | None = None
     ) -> None:

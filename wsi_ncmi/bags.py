@@ -8,7 +8,6 @@ tools' readers accept them, plus this project's own (`mpp_target`, `mpp_level0`,
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,10 +56,6 @@ class CoordsFile:
     coords: np.ndarray
     tissue_fraction: np.ndarray
     attrs: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def tissue_params(self) -> dict[str, Any]:
-        return json.loads(self.attrs.get("tissue_params", "{}"))
 
 
 def _plain(value: Any) -> Any:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from wsi_ncmi.bags import BagFormatError, read_coords_attrs, write_coords
+from wsi_ncmi.bags import BagFormatError, read_coords, write_coords
 from wsi_ncmi.locks import LockedError, slide_lock
 from wsi_ncmi.slides.backend import BACKENDS, SlideError, open_slide
 from wsi_ncmi.slides.grid import TileGeometry, grid_coords, tissue_fractions
@@ -123,9 +123,10 @@ def _existing(task: TileTask) -> StatusRow | None:
     if task.overwrite or not path.exists():
         return None
     try:
-        attrs = read_coords_attrs(path)
+        existing = read_coords(path)
     except BagFormatError:
         return None
+    attrs = existing.attrs
     expected = task.params.fingerprint()
     if task.manifest_mpp is not None and not math.isnan(task.manifest_mpp):
         expected["mpp_level0"] = float(task.manifest_mpp)
@@ -139,14 +140,10 @@ def _existing(task: TileTask) -> StatusRow | None:
         )
     if not thumbnail_path(Path(task.job), task.slide_id).exists():
         return None
-    import h5py
-
-    with h5py.File(path, "r") as h5:
-        n_tiles = int(h5["coords"].shape[0])
     return StatusRow(
         task.slide_id,
         SKIPPED,
-        n_tiles=n_tiles,
+        n_tiles=len(existing.coords),
         mpp_level0=float(attrs["mpp_level0"]),
         mpp_source=str(attrs["mpp_source"]),
     )

@@ -72,17 +72,15 @@ def encoder_folder(name: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
 
 
-def _torchvision_resnet(arch: str, last_layer: int) -> Callable[[bool], Any]:
+def _torchvision_resnet(name: str, arch: str, last_layer: int, dim: int) -> EncoderSpec:
+    """A torchvision ImageNet ResNet (IMAGENET1K_V1 weights) cut after `last_layer` and average-pooled."""
+
     def build(pretrained: bool) -> Any:
         from wsi_ncmi.encoders.models import ResNetTrunk
 
         return ResNetTrunk(arch, pretrained, last_layer)
 
-    return build
-
-
-def _torchvision_cache(arch: str) -> Callable[[], list[str]]:
-    def files() -> list[str]:
+    def cache_files() -> list[str]:
         import os
 
         import torch
@@ -91,52 +89,34 @@ def _torchvision_cache(arch: str) -> Callable[[], list[str]]:
         url = torchvision.models.get_model_weights(arch).IMAGENET1K_V1.url
         return [os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(url))]
 
-    return files
+    return EncoderSpec(
+        name,
+        dim,
+        224,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        build,
+        weights_name="imagenet:IMAGENET1K_V1",
+        cache_files=cache_files,
+    )
 
 
 @register("resnet50_trunc")
 def resnet50_trunc() -> EncoderSpec:
     """ImageNet ResNet-50 through layer3 and a global average pool: 1024-d, the CLAM standard."""
-    return EncoderSpec(
-        "resnet50_trunc",
-        1024,
-        224,
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-        _torchvision_resnet("resnet50", last_layer=3),
-        weights_name="imagenet:IMAGENET1K_V1",
-        cache_files=_torchvision_cache("resnet50"),
-    )
+    return _torchvision_resnet("resnet50_trunc", "resnet50", last_layer=3, dim=1024)
 
 
 @register("resnet18")
 def resnet18() -> EncoderSpec:
     """ImageNet ResNet-18 without its classifier: 512-d."""
-    return EncoderSpec(
-        "resnet18",
-        512,
-        224,
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-        _torchvision_resnet("resnet18", last_layer=4),
-        weights_name="imagenet:IMAGENET1K_V1",
-        cache_files=_torchvision_cache("resnet18"),
-    )
+    return _torchvision_resnet("resnet18", "resnet18", last_layer=4, dim=512)
 
 
 @register("resnet50")
 def resnet50() -> EncoderSpec:
     """ImageNet ResNet-50 without its classifier: 2048-d."""
-    return EncoderSpec(
-        "resnet50",
-        2048,
-        224,
-        IMAGENET_MEAN,
-        IMAGENET_STD,
-        _torchvision_resnet("resnet50", last_layer=4),
-        weights_name="imagenet:IMAGENET1K_V1",
-        cache_files=_torchvision_cache("resnet50"),
-    )
+    return _torchvision_resnet("resnet50", "resnet50", last_layer=4, dim=2048)
 
 
 TIMM_KWARGS: dict[str, dict[str, Any]] = {

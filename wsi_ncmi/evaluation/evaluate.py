@@ -113,7 +113,7 @@ def evaluate_split(
             "use `wsi-ncmi predict` for unlabelled slides"
         )
     index = {c: i for i, c in enumerate(classes)}
-    bags = load_bagset(ids, [index[label] for label in rows["label"]], features, skip_missing, 8e9, split_name)
+    bags = load_bagset(ids, [index[label] for label in rows["label"]], features, skip_missing, what=split_name)
     rows = rows.set_index("slide_id").loc[bags.slide_ids].reset_index()
     rows["split"] = split_name
     probs, preds, no_tiles = predict(trained, bags)

@@ -39,6 +39,11 @@ class BagSet:
     def __len__(self) -> int:
         return len(self.slide_ids)
 
+    @property
+    def cached_bytes(self) -> int:
+        """Memory held by the in-memory copy of the features (0 when bags are read per step)."""
+        return sum(f.nbytes for f in self.cache.values()) if self.cache is not None else 0
+
     def features(self, index: int) -> np.ndarray:
         slide_id = self.slide_ids[index]
         if self.cache is not None:

@@ -71,23 +71,14 @@ def train_run(
         )
     classes = class_names(in_split, config.classes)
     parts = join_split(table, split, classes)
-    cache = config.cache_gb * 1e9
-    train_bags = load_bagset(
-        parts["train"]["slide_id"].tolist(),
-        parts["train"]["y"].tolist(),
-        features,
-        config.skip_missing,
-        cache,
-        "training",
-    )
-    val_bags = load_bagset(
-        parts["val"]["slide_id"].tolist(),
-        parts["val"]["y"].tolist(),
-        features,
-        config.skip_missing,
-        cache,
-        "validation",
-    )
+    budget = config.cache_gb * 1e9
+    bagsets = {}
+    for name, what in (("train", "training"), ("val", "validation")):
+        bagsets[name] = load_bagset(
+            parts[name]["slide_id"].tolist(), parts[name]["y"].tolist(), features, config.skip_missing, budget, what
+        )
+        budget -= bagsets[name].cached_bytes
+    train_bags, val_bags = bagsets["train"], bagsets["val"]
     if len(val_bags) == 0:
         raise BagDataError(f"{split_file}: no validation slides; model selection needs a val split")
     if val_bags.dim and val_bags.dim != train_bags.dim:

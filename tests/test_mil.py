@@ -93,12 +93,12 @@ def test_abmil_with_ce_learns_the_count_rule(cohort: tuple[Path, Path, Path], tm
     assert result.best_metrics["macro_f1"] >= 0.9
 
 
-def test_abmil_with_ncmi_trains_to_a_usable_model(cohort: tuple[Path, Path, Path], tmp_path: Path) -> None:
+def test_abmil_with_ncmi_learns_the_count_rule(cohort: tuple[Path, Path, Path], tmp_path: Path) -> None:
     config = replace(FAST, loss="ncmi", epochs=6, model_args={"dim": 64, "dropout": 0.0})
     result = _train(cohort, tmp_path / "ncmi", config)
     history = result.history
     assert history[["train_loss", "val_loss"]].notna().all().all()
-    assert result.best_metrics["macro_f1"] >= 0.6
+    assert result.best_metrics["macro_f1"] >= 0.9
     trained = load_trained(tmp_path / "ncmi" / "model.pt")
     head = trained.head
     assert head.centroids.shape == (4, 64) and float(head.tau) > 0 and head.mu.abs().sum() > 0

@@ -36,7 +36,7 @@ def literal_loss(h: torch.Tensor, mu: torch.Tensor, q: torch.Tensor, y: list[int
 
 def _setup(seed: int = 0, n: int = 6, m: int = 8, c: int = 3) -> tuple[NCMIHead, torch.Tensor, torch.Tensor]:
     torch.manual_seed(seed)
-    head = NCMIHead(m, c, temperature=0.2, class_weights=[1.0, 2.0, 0.5][:c])
+    head = NCMIHead(m, c, temperature=0.2, class_weights=[1.0, 2.0, 0.5][:c], projector="none")
     h = torch.randn(n, m, dtype=torch.float64)
     y = torch.tensor([i % c for i in range(n)])
     head.epoch_pass(torch.randn(20, m), torch.tensor([i % c for i in range(20)]))
@@ -92,12 +92,14 @@ def test_no_gradient_reaches_mu_or_centroids() -> None:
     assert list(head.parameters()) == []
 
 
-def test_q_step_gives_class_means_and_the_training_centre() -> None:
-    head = NCMIHead(8, 3).double()
+@pytest.mark.parametrize("projector", ["none", "mlp"])
+def test_q_step_gives_class_means_and_the_training_centre(projector: str) -> None:
+    head = NCMIHead(8, 3, projector=projector).double()
     h = torch.randn(30, 8, dtype=torch.float64)
     y = torch.arange(30) % 3
     head.epoch_pass(h, y)
-    torch.testing.assert_close(head.mu, h.mean(0))
+    with torch.no_grad():
+        torch.testing.assert_close(head.mu, head.embed(h).mean(0))
     p = head.log_p(h).exp()
     for c in range(3):
         torch.testing.assert_close(head.centroids[c], p[y == c].mean(0))
@@ -139,7 +141,7 @@ def test_no_nan_or_inf_reaches_the_optimiser(case: str) -> None:
 
 
 def test_running_centre_and_ema_centroids() -> None:
-    head = NCMIHead(8, 2, decay=0.9, centroids="ema", ema_alpha=0.5)
+    head = NCMIHead(8, 2, decay=0.9, centroids="ema", ema_alpha=0.5, projector="none")
     h = torch.randn(1, 8)
     q_before = head.centroids.clone()
     head.after_step(h, torch.tensor([1]))
@@ -177,6 +179,38 @@ def test_diagnostic_matches_literal_and_falls_with_accuracy() -> None:
     assert N.ncmi_diagnostic(sharper, y, 3)["ncmi"] < out["ncmi"]
 
 
+def test_projector_feeds_the_same_formula_and_is_trained() -> None:
+    torch.manual_seed(6)
+    head = NCMIHead(8, 3, projector="mlp").double()
+    plain = NCMIHead(8, 3, projector="none").double()
+    h = torch.randn(9, 8, dtype=torch.float64)
+    y = torch.arange(9) % 3
+    head.epoch_pass(h, y)
+    plain.load_state_dict({k: v for k, v in head.state_dict().items() if not k.startswith("projector.")})
+    loss = head.loss(h, y)
+    torch.testing.assert_close(loss, plain.loss(head.embed(h), y))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.projector.parameters())
+    assert head.mu.grad is None and head.centroids.grad is None
+
+
+def test_centred_segment_collapses_to_two_directions_without_a_projector() -> None:
+    """Why the projector exists: pooled embeddings that differ by one mixing weight give two distinct P's."""
+    torch.manual_seed(7)
+    head = NCMIHead(16, 4, projector="none").double()
+    negative, positive = torch.rand(16, dtype=torch.float64), torch.rand(16, dtype=torch.float64)
+    alpha = torch.tensor([0.0, 0.1, 0.4, 0.9], dtype=torch.float64)[:, None]
+    h = (1 - alpha) * negative + alpha * positive
+    y = torch.arange(4)
+    head.epoch_pass(h, y)
+    torch.testing.assert_close(head.centroids[0], head.centroids[1])
+    torch.testing.assert_close(head.centroids[2], head.centroids[3])
+    assert not torch.allclose(head.centroids[1], head.centroids[2])
+    projected = NCMIHead(16, 4, projector="mlp").double()
+    projected.epoch_pass(h, y)
+    assert projected.predict(h).tolist() == [0, 1, 2, 3]
+
+
 def test_unknown_losses_and_bad_settings_are_named() -> None:
     with pytest.raises(ValueError, match="known: ce, cmic, focal, ncmi"):
         build_head("hinge", 8, 2)
@@ -184,3 +218,5 @@ def test_unknown_losses_and_bad_settings_are_named() -> None:
         build_head("ncmi", 8, 2, centroids="median")
     with pytest.raises(ValueError, match="embedding size"):
         build_head("ncmi", 2, 4)
+    with pytest.raises(ValueError, match="projector must be one of"):
+        build_head("ncmi", 8, 2, projector="deep")

@@ -148,11 +148,16 @@ class NCMIHead(Head):
 
     State (buffers, saved with the model): mu (running centre), centroids Q (C, m), tau (probability calibration).
     centroids: 'epoch' (Q-step at every epoch boundary), 'ema' (plus per-step moving averages) or 'anchor'
-    (fixed sigmax(10 e_c) anchors).
+    (fixed sigmax(10 e_c) anchors). projector: 'mlp' (default) passes the pooled embedding through
+    Linear-ReLU-Linear (m -> m) before centring; 'none' uses the pooled embedding itself. Attention and mean pooling
+    return a convex combination of tile features, so bags that differ only in how many tiles of one kind they hold
+    lie on a segment through the centre, and L2-normalising the centred segment leaves two directions: without a
+    non-linear step after pooling, NCMI cannot tell more than two such classes apart.
     """
 
     needs_epoch_pass = True
     CENTROID_MODES = ("epoch", "ema", "anchor")
+    PROJECTORS = ("mlp", "none")
 
     def __init__(
         self,
@@ -163,8 +168,11 @@ class NCMIHead(Head):
         decay: float = 0.999,
         centroids: str = "epoch",
         ema_alpha: float = 0.99,
+        projector: str = "mlp",
     ):
         super().__init__(dim, n_classes, class_weights)
+        if projector not in self.PROJECTORS:
+            raise ValueError(f"projector must be one of {', '.join(self.PROJECTORS)}, got {projector!r}")
         if dim < n_classes:
             raise ValueError(f"the embedding size ({dim}) must be at least the number of classes ({n_classes})")
         if centroids not in self.CENTROID_MODES:
@@ -172,14 +180,21 @@ class NCMIHead(Head):
         if temperature <= 0 or not 0 <= decay < 1 or not 0 <= ema_alpha < 1:
             raise ValueError("need temperature > 0, 0 <= decay < 1 and 0 <= ema_alpha < 1")
         self.temperature, self.decay, self.mode, self.ema_alpha = float(temperature), float(decay), centroids, ema_alpha
+        self.projector = (
+            nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim)) if projector == "mlp" else nn.Identity()
+        )
         self.register_buffer("mu", torch.zeros(dim))
         anchors = torch.zeros(n_classes, dim)
         anchors[torch.arange(n_classes), torch.arange(n_classes)] = 10.0
         self.register_buffer("centroids", N.log_sigmax(anchors).exp())
         self.register_buffer("tau", torch.tensor(1.0))
 
+    def embed(self, h: torch.Tensor) -> torch.Tensor:
+        """The embedding NCMI acts on: the pooled embedding after the projector, in the centre's precision."""
+        return self.projector(h).to(self.mu.dtype)
+
     def log_p(self, h: torch.Tensor) -> torch.Tensor:
-        return N.log_p(h.to(self.mu.dtype), self.mu, self.temperature)
+        return N.log_p(self.embed(h), self.mu, self.temperature)
 
     def loss(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return N.ncmi_loss(self.log_p(h), N.safe_log(self.centroids), y, self.class_weights)
@@ -195,21 +210,22 @@ class NCMIHead(Head):
 
     @torch.no_grad()
     def epoch_pass(self, h: torch.Tensor, y: torch.Tensor) -> None:
-        self.mu.copy_(h.float().mean(0))
+        e = self.embed(h)
+        self.mu.copy_(e.mean(0))
         if self.mode == "anchor":
             return
-        q = N.class_means(self.log_p(h).exp(), y, self.n_classes)
+        q = N.class_means(N.log_p(e, self.mu, self.temperature).exp(), y, self.n_classes)
         self.centroids.copy_(q / q.sum(1, keepdim=True))
 
     @torch.no_grad()
     def after_step(self, h: torch.Tensor, y: torch.Tensor) -> None:
-        h = h.float()
+        e = self.embed(h.float())
         if self.mode == "ema":
-            p = self.log_p(h).exp()
+            p = N.log_p(e, self.mu, self.temperature).exp()
             for row, label in zip(p, y.tolist(), strict=True):
                 self.centroids[label].mul_(self.ema_alpha).add_(row, alpha=1 - self.ema_alpha)
                 self.centroids[label].div_(self.centroids[label].sum())
-        self.mu.mul_(self.decay).add_(h.mean(0), alpha=1 - self.decay)
+        self.mu.mul_(self.decay).add_(e.mean(0), alpha=1 - self.decay)
 
     @torch.no_grad()
     def calibrate(self, h: torch.Tensor, y: torch.Tensor) -> None:

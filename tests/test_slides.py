@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wsi_ncmi.slides.backend import SlideError, open_slide
-from wsi_ncmi.slides.grid import TileGeometry, grid_coords, tissue_fractions
+from wsi_ncmi.slides.grid import TileGeometry, grid_coords, tissue_fractions, tissue_grid_coords
 from wsi_ncmi.slides.lowres import choose_level, read_lowres
 from wsi_ncmi.slides.mpp import MppError, mpp_from_metadata, resolve_mpp
 from wsi_ncmi.slides.tissue import TissueParams, otsu, saturation, tissue_mask
@@ -99,6 +99,37 @@ def test_grid_keeps_only_whole_tiles() -> None:
     assert coords.tolist() == [[0, 0], [512, 0]]
 
 
+def test_edge_tiles_overhang_the_right_and_bottom_edges() -> None:
+    coords = grid_coords(1100, 600, 512, 512, edge_tiles=True)
+    assert coords.tolist() == [[0, 0], [512, 0], [1024, 0], [0, 512], [512, 512], [1024, 512]]
+
+
+def test_tissue_grid_is_anchored_at_each_region() -> None:
+    mask = np.zeros((36, 60), dtype=bool)
+    mask[3:9, 5:20] = True
+    mask[20:35, 41:45] = True
+    mask[35, 45] = True
+    coords = tissue_grid_coords(mask, 10.0, 600, 360, 64, 64)
+    first = [[50, 30], [114, 30], [178, 30]]
+    second = [[410, 200], [410, 264]]
+    assert coords.tolist() == sorted(first + second, key=lambda c: (c[1], c[0]))
+    edge = tissue_grid_coords(mask, 10.0, 600, 360, 64, 64, edge_tiles=True)
+    assert edge.tolist() == [*coords.tolist(), [410, 328]]
+    assert tissue_grid_coords(np.zeros((4, 4), dtype=bool), 10.0, 40, 40, 8, 8).shape == (0, 2)
+
+
+@pytest.mark.parametrize("backend", ["openslide", "tiffslide"])
+def test_reads_beyond_the_slide_are_white(tiff_slide: Path, backend: str) -> None:
+    with open_slide(tiff_slide, backend) as slide:
+        width, height = slide.dimensions
+        inside = slide.read_region((width - 300, height - 200), 0, (300, 200))
+        region = slide.read_region((width - 300, height - 200), 0, (512, 512))
+        before = slide.read_region((-64, -32), 1, (96, 64))
+    assert np.array_equal(region[:200, :300], inside)
+    assert (region[200:] == 255).all() and (region[:, 300:] == 255).all()
+    assert (before[:16] == 255).all() and (before[:, :32] == 255).all()
+
+
 def _overlap(lo: float, hi: float, n: int) -> np.ndarray:
     """Length of [lo, hi) inside each unit cell [k, k+1), k = 0..n-1."""
     cells = np.arange(n)
@@ -131,6 +162,26 @@ def test_strip_reading_equals_one_read(tiff_slide: Path) -> None:
         strips = read_lowres(slide, 0.25, 8.0, max_read_pixels=1024 * 8)
     assert whole.scale == pytest.approx(32.0)
     assert np.array_equal(whole.image, strips.image)
+
+
+@pytest.mark.parametrize("backend", ["openslide", "tiffslide"])
+@pytest.mark.parametrize("name", ["tiff_025.tif", "svs_025.svs"])
+def test_whole_level_read_equals_region_read(slide_dir: Path, name: str, backend: str) -> None:
+    with open_slide(slide_dir / name, backend) as slide:
+        for level in range(1, slide.level_count):
+            whole = slide.read_level(level)
+            assert whole is not None
+            assert np.array_equal(whole, slide.read_region((0, 0), level, slide.level_dimensions[level]))
+
+
+def test_whole_level_read_declines_a_tiff_that_is_not_the_pyramid(tmp_path: Path) -> None:
+    import tifffile
+
+    path = tmp_path / "rgba.tif"
+    tifffile.imwrite(path, np.full((64, 96, 4), 200, dtype=np.uint8), tile=(16, 16), photometric="rgb")
+    with open_slide(path) as slide:
+        assert slide.read_level(0) is None
+        assert read_lowres(slide, 0.5, 1.0).image.shape == (32, 48, 3)
 
 
 def test_lowres_never_coarser_than_asked(tiff_slide: Path) -> None:

@@ -46,15 +46,23 @@ def test_tile_count_matches_tissue_area(slide_dir: Path, tmp_path: Path) -> None
     assert len(result.coords) == pytest.approx(expected, rel=0.05)
 
 
-def test_kept_tiles_are_tissue_by_ground_truth(slide_dir: Path, tmp_path: Path) -> None:
-    _, model = load_truth(slide_dir / "tiff_025.truth.json")
-    params = TilingParams(min_tissue=0.5)
-    result = tile_geometry(TileTask("tiff_025", str(slide_dir / "tiff_025.tif"), str(tmp_path), params))
-    size_um = result.geometry.size_level0 * 0.25
-    kept = {tuple(c) for c in result.coords.tolist()}
-    from wsi_ncmi.slides.grid import grid_coords
+@pytest.mark.parametrize(("grid", "edge_tiles"), [("slide", False), ("slide", True), ("tissue", True)])
+def test_kept_tiles_are_tissue_by_ground_truth(slide_dir: Path, tmp_path: Path, grid: str, edge_tiles: bool) -> None:
+    from wsi_ncmi.slides.grid import grid_coords, tissue_grid_coords
 
-    for x, y in grid_coords(8192, 6144, result.geometry.size_level0, result.geometry.step_level0).tolist():
+    _, model = load_truth(slide_dir / "tiff_025.truth.json")
+    params = TilingParams(min_tissue=0.5, grid=grid, edge_tiles=edge_tiles)
+    result = tile_geometry(TileTask("tiff_025", str(slide_dir / "tiff_025.tif"), str(tmp_path), params))
+    size0, step0 = result.geometry.size_level0, result.geometry.step_level0
+    size_um = size0 * 0.25
+    kept = {tuple(c) for c in result.coords.tolist()}
+    if grid == "slide":
+        candidates = grid_coords(8192, 6144, size0, step0, edge_tiles)
+    else:
+        candidates = tissue_grid_coords(result.mask, result.lowres_scale, 8192, 6144, size0, step0, edge_tiles)
+    assert kept <= {tuple(c) for c in candidates.tolist()} and len(kept) > 50
+    assert (result.attrs["grid"], result.attrs["edge_tiles"]) == (grid, edge_tiles)
+    for x, y in candidates.tolist():
         truth = model.tissue_fraction(x * 0.25, y * 0.25, size_um)
         if (x, y) in kept:
             assert truth >= 0.5 - 0.1, (x, y, truth)
@@ -120,6 +128,11 @@ def test_cli_writes_documented_outputs_and_resumes(slide_dir: Path, tmp_path: Pa
     )
     assert redo.exit_code == 0
     assert read_coords(job / "tiles" / "tiff_025.h5").attrs["min_tissue"] == 0.5
+    regrid = runner.invoke(
+        app, ["tile", "--slides", str(slide_dir), "--out", str(job), "--min-tissue", "0.5", "--grid", "tissue"]
+    )
+    assert regrid.exit_code == 1
+    assert all("grid was 'slide', now 'tissue'" in row["error"] for row in _status(job).values())
 
 
 def test_parallel_workers_match_serial(slide_dir: Path, tmp_path: Path) -> None:

@@ -37,6 +37,8 @@ COORDS_ATTRS: dict[str, type] = {
     "read_level": int,
     "read_downsample": float,
     "min_tissue": float,
+    "grid": str,
+    "edge_tiles": bool,
     "tissue_params": str,
     "slide_path": str,
     "backend": str,

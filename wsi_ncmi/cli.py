@@ -127,6 +127,14 @@ def tile(
         float | None,
         typer.Option("--min-tissue", help="Keep tiles with at least this tissue fraction [0.1]."),
     ] = None,
+    grid: Annotated[
+        str | None,
+        typer.Option("--grid", help="slide (one lattice, no overlaps) or tissue (one per region, as CLAM) [slide]."),
+    ] = None,
+    edge_tiles: Annotated[
+        bool | None,
+        typer.Option("--edge-tiles/--no-edge-tiles", help="Keep tiles overhanging the slide's edge [no]."),
+    ] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="auto, openslide or tiffslide [auto].")] = None,
     assume_mpp: Annotated[
         float | None,
@@ -155,6 +163,8 @@ def tile(
             tile_size=tile_size,
             overlap=overlap,
             min_tissue=min_tissue,
+            grid=grid,
+            edge_tiles=edge_tiles,
             backend=backend,
             assume_mpp=assume_mpp,
         )

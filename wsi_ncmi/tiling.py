@@ -14,7 +14,7 @@ import numpy as np
 from wsi_ncmi.bags import BagFormatError, read_coords, write_coords
 from wsi_ncmi.locks import LockedError, slide_lock
 from wsi_ncmi.slides.backend import BACKENDS, SlideError, open_slide
-from wsi_ncmi.slides.grid import TileGeometry, grid_coords, tissue_fractions
+from wsi_ncmi.slides.grid import GRIDS, TileGeometry, grid_coords, tissue_fractions, tissue_grid_coords
 from wsi_ncmi.slides.lowres import read_lowres
 from wsi_ncmi.slides.mpp import MppError, resolve_mpp
 from wsi_ncmi.slides.overlay import draw_overlay, save_png
@@ -30,6 +30,8 @@ class TilingParams:
     tile_size: int = 256
     overlap: int = 0
     min_tissue: float = 0.1
+    grid: str = "slide"
+    edge_tiles: bool = False
     backend: str = "auto"
     assume_mpp: float | None = None
     thumbnail_px: int = 2048
@@ -45,6 +47,10 @@ class TilingParams:
             problems.append(f"overlap must be in [0, tile_size), got {self.overlap}")
         if not 0.0 <= self.min_tissue <= 1.0:
             problems.append(f"min_tissue must be a fraction in [0, 1], got {self.min_tissue}")
+        if self.grid not in GRIDS:
+            problems.append(f"grid must be one of {', '.join(GRIDS)}, got {self.grid!r}")
+        if not isinstance(self.edge_tiles, bool):
+            problems.append(f"edge_tiles must be true or false, got {self.edge_tiles!r}")
         if self.backend not in BACKENDS:
             problems.append(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.assume_mpp is not None and not self.assume_mpp > 0:
@@ -79,6 +85,8 @@ class TilingParams:
             "tile_size": self.tile_size,
             "overlap": self.overlap,
             "min_tissue": self.min_tissue,
+            "grid": self.grid,
+            "edge_tiles": self.edge_tiles,
             "tissue_params": json.dumps(self.tissue.to_dict(), sort_keys=True),
         }
 
@@ -126,7 +134,7 @@ def _existing(task: TileTask) -> StatusRow | None:
         existing = read_coords(path)
     except BagFormatError:
         return None
-    attrs = existing.attrs
+    attrs = {"grid": "slide", "edge_tiles": False, **existing.attrs}
     expected = task.params.fingerprint()
     if task.manifest_mpp is not None and not math.isnan(task.manifest_mpp):
         expected["mpp_level0"] = float(task.manifest_mpp)
@@ -190,7 +198,11 @@ def tile_geometry(task: TileTask) -> TilingResult:
         width, height = slide.dimensions
         backend = slide.backend
     mask = tissue_mask(lowres.image, mpp.value * lowres.scale, params.tissue)
-    grid = grid_coords(width, height, geometry.size_level0, geometry.step_level0)
+    size0, step0 = geometry.size_level0, geometry.step_level0
+    if params.grid == "tissue":
+        grid = tissue_grid_coords(mask, lowres.scale, width, height, size0, step0, params.edge_tiles)
+    else:
+        grid = grid_coords(width, height, size0, step0, params.edge_tiles)
     fractions = tissue_fractions(mask, lowres.scale, grid, geometry.size_level0)
     keep = (fractions >= params.min_tissue) & (fractions > 0)
     attrs = {
@@ -211,6 +223,8 @@ def tile_geometry(task: TileTask) -> TilingResult:
         "read_level": geometry.read_level,
         "read_downsample": geometry.size_level0 / geometry.read_size,
         "min_tissue": params.min_tissue,
+        "grid": params.grid,
+        "edge_tiles": params.edge_tiles,
         "tissue_params": json.dumps(params.tissue.to_dict(), sort_keys=True),
         "slide_path": str(task.path),
         "backend": backend,

@@ -23,6 +23,8 @@ class Slide:
     path: Path
     backend: str
     handle: Any = field(repr=False)
+    _tiff: Any = field(default=None, init=False, repr=False)
+    _tiff_tried: bool = field(default=False, init=False, repr=False)
 
     @property
     def dimensions(self) -> tuple[int, int]:
@@ -63,13 +65,52 @@ class Slide:
             ) from exc
         if rgba.ndim == 2:
             rgba = np.repeat(rgba[..., None], 3, axis=2)
+        if self.backend == "tiffslide":
+            return self._whiten_outside(np.ascontiguousarray(rgba[..., :3]), x, y, level)
         if rgba.shape[2] == 4:
             rgb = np.ascontiguousarray(rgba[..., :3])
             rgb[rgba[..., 3] == 0] = 255
             return rgb
         return np.ascontiguousarray(rgba[..., :3])
 
+    def _whiten_outside(self, rgb: np.ndarray, x: int, y: int, level: int) -> np.ndarray:
+        """tiffslide pads reads beyond the image with black; make that area white, as OpenSlide's reads are."""
+        level_w, level_h = self.level_dimensions[level]
+        downsample = self.level_downsamples[level]
+        x0, y0 = int(x / downsample), int(y / downsample)
+        h, w = rgb.shape[:2]
+        cols = np.arange(x0, x0 + w)
+        rows = np.arange(y0, y0 + h)
+        rgb[:, (cols < 0) | (cols >= level_w)] = 255
+        rgb[(rows < 0) | (rows >= level_h)] = 255
+        return rgb
+
+    def read_level(self, level: int) -> np.ndarray | None:
+        """The whole of `level` as RGB, decoded straight from the TIFF pyramid (several times faster than a region
+        read of the same pixels); None when the file is not a TIFF whose pyramid matches this slide's levels."""
+        tiff = self._tiff_pyramid()
+        if tiff is None:
+            return None
+        pages = tiff.series[0].levels[level].pages
+        if any(page is None or 0 in tuple(getattr(page, "dataoffsets", (0,))) for page in pages):
+            return None
+        try:
+            image = tiff.series[0].levels[level].asarray()
+        except Exception:
+            return None
+        w, h = self.level_dimensions[level]
+        return image if image.shape == (h, w, 3) and image.dtype == np.uint8 else None
+
+    def _tiff_pyramid(self) -> Any:
+        """tifffile's view of the file when its first series has exactly this slide's levels, else None."""
+        if not self._tiff_tried:
+            self._tiff_tried = True
+            self._tiff = _matching_tiff(self)
+        return self._tiff
+
     def close(self) -> None:
+        if self._tiff is not None and self.backend != "tiffslide":
+            self._tiff.close()
         self.handle.close()
 
     def __enter__(self) -> Slide:
@@ -77,6 +118,28 @@ class Slide:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _matching_tiff(slide: Slide) -> Any:
+    if slide.backend == "tiffslide":
+        tiff = slide.handle.ts_tifffile
+    else:
+        import tifffile
+
+        try:
+            tiff = tifffile.TiffFile(slide.path)
+        except Exception:
+            return None
+    try:
+        levels = tiff.series[0].levels
+        shapes = [tuple(level.shape) for level in levels[: slide.level_count]]
+    except Exception:
+        shapes = []
+    if shapes == [(h, w, 3) for w, h in slide.level_dimensions]:
+        return tiff
+    if slide.backend != "tiffslide":
+        tiff.close()
+    return None
 
 
 def _open_openslide(path: Path) -> Any:

@@ -40,12 +40,41 @@ class TileGeometry:
         return cls(tile_size, target_mpp, mpp0, size0, step0, level, read_size)
 
 
-def grid_coords(width: int, height: int, size0: int, step0: int) -> np.ndarray:
-    """Level-0 top-left corners (int64, (N, 2) as x, y) of every whole tile that fits inside the slide."""
-    xs = np.arange(0, max(width - size0, -1) + 1, step0, dtype=np.int64)
-    ys = np.arange(0, max(height - size0, -1) + 1, step0, dtype=np.int64)
+GRIDS = ("slide", "tissue")
+
+
+def _lattice(x0: int, y0: int, x_stop: int, y_stop: int, step0: int) -> np.ndarray:
+    xs = np.arange(x0, max(x_stop, x0), step0, dtype=np.int64)
+    ys = np.arange(y0, max(y_stop, y0), step0, dtype=np.int64)
     gy, gx = np.meshgrid(ys, xs, indexing="ij")
     return np.stack([gx.ravel(), gy.ravel()], axis=1)
+
+
+def grid_coords(width: int, height: int, size0: int, step0: int, edge_tiles: bool = False) -> np.ndarray:
+    """Level-0 top-left corners (int64, (N, 2) as x, y, row-major) of one lattice from the slide's corner: every
+    whole tile inside the slide, plus (edge_tiles) the tiles that overhang its right and bottom edges."""
+    if edge_tiles:
+        return _lattice(0, 0, width, height, step0)
+    return _lattice(0, 0, width - size0 + 1, height - size0 + 1, step0)
+
+
+def tissue_grid_coords(
+    mask: np.ndarray, scale: float, width: int, height: int, size0: int, step0: int, edge_tiles: bool = False
+) -> np.ndarray:
+    """A lattice per tissue region (8-connected in the mask), anchored at the region's bounding box and covering it,
+    as CLAM and hs2p lay tiles out; tiles of neighbouring regions may overlap. Row-major, duplicates removed."""
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    x_limit = width if edge_tiles else width - size0 + 1
+    y_limit = height if edge_tiles else height - size0 + 1
+    parts = [np.zeros((0, 2), dtype=np.int64)]
+    for rows, cols in filter(None, ndimage.find_objects(labels)):
+        x0, y0 = round(cols.start * scale), round(rows.start * scale)
+        x1, y1 = round(cols.stop * scale), round(rows.stop * scale)
+        parts.append(_lattice(x0, y0, min(x1, x_limit), min(y1, y_limit), step0))
+    coords = np.unique(np.concatenate(parts), axis=0)
+    return coords[np.lexsort((coords[:, 0], coords[:, 1]))]
 
 
 def tissue_fractions(mask: np.ndarray, scale: float, coords: np.ndarray, size0: int) -> np.ndarray:

@@ -47,6 +47,12 @@ def read_lowres(slide: Slide, mpp0: float, target_mpp: float, max_read_pixels: i
     width, height = slide.level_dimensions[level]
     downsample = slide.level_downsamples[level]
     out_w, out_h = max(1, width // factor), max(1, height // factor)
+    whole = slide.read_level(level) if width * height <= max_read_pixels else None
+    if whole is not None:
+        image = whole[: out_h * factor, : out_w * factor]
+        if factor > 1:
+            image = np.asarray(Image.fromarray(image).reduce(factor))
+        return LowRes(np.ascontiguousarray(image), level, factor, downsample)
     rows_per_strip = max(factor, (max_read_pixels // max(width, 1)) // factor * factor)
     out = np.empty((out_h, out_w, 3), dtype=np.uint8)
     for y in range(0, out_h * factor, rows_per_strip):

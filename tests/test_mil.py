@@ -55,6 +55,23 @@ def test_models_give_an_embedding_and_attention(name: str) -> None:
     assert model(torch.randn(1, 24)).h.shape == (32,)
 
 
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_dim_none_keeps_the_tile_features(name: str) -> None:
+    kwargs = {"n_classes": 2, "k_sample": 2} if name == "clam_sb" else {}
+    model = build_model(name, 24, dim=None, dropout=0.0, **kwargs).eval()
+    assert model.dim == 24
+    assert list(model.project.parameters()) == []
+    x = torch.randn(9, 24)
+    out = model(x)
+    assert out.h.shape == (24,)
+    if name == "mean":
+        torch.testing.assert_close(out.h, x.mean(0))
+    elif name == "max":
+        torch.testing.assert_close(out.h, x.max(0).values)
+    elif name == "abmil":
+        torch.testing.assert_close(out.h, out.attention @ x)
+
+
 def test_abmil_is_permutation_invariant() -> None:
     model = build_model("abmil", 8, dim=16).eval()
     x = torch.randn(10, 8)

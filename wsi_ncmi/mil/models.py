@@ -47,14 +47,21 @@ class MILOutput:
 
 
 class MILModel(nn.Module):
-    """Tile projection (Linear + ReLU + dropout to `dim`) followed by a pooling defined by each subclass."""
+    """Tile projection (Linear + ReLU + dropout to `dim`) followed by a pooling defined by each subclass.
+
+    dim=None keeps the tile features as they are (dropout only; the embedding size is the feature size), as
+    torchmil's ABMIL does; it suits strong pathology encoders and halves the parameters.
+    """
 
     name = "mil"
 
-    def __init__(self, in_dim: int, dim: int = 512, dropout: float = 0.25):
+    def __init__(self, in_dim: int, dim: int | None = 512, dropout: float = 0.25):
         super().__init__()
-        self.in_dim, self.dim = in_dim, dim
-        self.project = nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU(), nn.Dropout(dropout))
+        self.in_dim, self.dim = in_dim, in_dim if dim is None else dim
+        if dim is None:
+            self.project: nn.Module = nn.Dropout(dropout)
+        else:
+            self.project = nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU(), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor) -> MILOutput:
         raise NotImplementedError
@@ -86,9 +93,9 @@ class ABMIL(MILModel):
 
     gated = True
 
-    def __init__(self, in_dim: int, dim: int = 512, dropout: float = 0.25, attention_dim: int = 256):
+    def __init__(self, in_dim: int, dim: int | None = 512, dropout: float = 0.25, attention_dim: int = 256):
         super().__init__(in_dim, dim, dropout)
-        self.attention = GatedAttention(dim, attention_dim, dropout, self.gated)
+        self.attention = GatedAttention(self.dim, attention_dim, dropout, self.gated)
 
     def forward(self, x: torch.Tensor) -> MILOutput:
         tiles = self.project(x)
@@ -151,8 +158,9 @@ class TransformerLayer(nn.Module):
 class TransMIL(MILModel):
     """Class token + two transformer layers with a PPEG position module between them (Shao et al. 2021)."""
 
-    def __init__(self, in_dim: int, dim: int = 512, dropout: float = 0.25, heads: int = 8):
+    def __init__(self, in_dim: int, dim: int | None = 512, dropout: float = 0.25, heads: int = 8):
         super().__init__(in_dim, dim, dropout)
+        dim = self.dim
         if dim % heads:
             raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
         self.cls = nn.Parameter(torch.zeros(1, dim))
@@ -184,7 +192,7 @@ class CLAMSingleBranch(ABMIL):
     def __init__(
         self,
         in_dim: int,
-        dim: int = 512,
+        dim: int | None = 512,
         dropout: float = 0.25,
         attention_dim: int = 256,
         n_classes: int = 2,
@@ -196,7 +204,7 @@ class CLAMSingleBranch(ABMIL):
         super().__init__(in_dim, dim, dropout, attention_dim)
         if instance_loss not in ("svm", "ce"):
             raise ValueError(f"instance_loss must be svm or ce, got {instance_loss!r}")
-        self.instance_classifiers = nn.ModuleList(nn.Linear(dim, 2) for _ in range(n_classes))
+        self.instance_classifiers = nn.ModuleList(nn.Linear(self.dim, 2) for _ in range(n_classes))
         self.k_sample, self.bag_weight, self.instance_loss_name = k_sample, bag_weight, instance_loss
         self.subtyping = subtyping
 

@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-gpu clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/training.py
 	$(BIN)/python benchmarks/scaling.py
 	$(BIN)/python benchmarks/peers.py
+
+bench-gpu: $(STAMP)
+	PYTHON=$(BIN)/python benchmarks/gpu.sh
 
 clean:
 	rm -rf $(VENV) demo_out .pytest_cache

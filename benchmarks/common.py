@@ -18,13 +18,19 @@ RESULTS = Path(__file__).parent / "results"
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     import os
+    import sys
 
-    return {
+    figures: dict[str, Any] = {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
     }
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        figures["gpu"] = torch.cuda.get_device_name(0)
+        figures["torch"] = torch.__version__
+    return figures
 
 
 def summary(values: list[float]) -> dict[str, float]:

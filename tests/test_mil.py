@@ -121,6 +121,19 @@ def test_abmil_with_ncmi_learns_the_count_rule(cohort: tuple[Path, Path, Path], 
     assert head.centroids.shape == (4, 64) and float(head.tau) > 0 and head.mu.abs().sum() > 0
 
 
+def test_ncmi_checkpoint_from_before_the_projector_setting_loads(
+    small: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    config = replace(FAST, loss="ncmi", epochs=1, loss_args={"projector": "none"})
+    _train(small, tmp_path / "run", config)
+    data = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    del data["loss_args"]["projector"]
+    torch.save(data, tmp_path / "old.pt")
+    old, new = load_trained(tmp_path / "old.pt"), load_trained(tmp_path / "run" / "model.pt")
+    x = torch.randn(2, 32)
+    torch.testing.assert_close(old.head.probabilities(x), new.head.probabilities(x))
+
+
 def test_checkpoint_is_plain_data(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
     _train(small, tmp_path / "run", replace(FAST, loss="ncmi"))
     data = torch.load(tmp_path / "run" / "model.pt", weights_only=True)

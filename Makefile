@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench bench-gpu clean
+.PHONY: demo test lint bench bench-full bench-gpu clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,11 +23,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check wsi_ncmi tests benchmarks
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/tiling.py
-	$(BIN)/python benchmarks/embedding.py
-	$(BIN)/python benchmarks/training.py
-	$(BIN)/python benchmarks/scaling.py
-	$(BIN)/python benchmarks/peers.py
+	$(BIN)/python benchmarks/tiling.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/embedding.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/training.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/scaling.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/peers.py $(BENCH_ARGS)
+
+bench-full:
+	$(MAKE) bench BENCH_ARGS=--full
 
 bench-gpu: $(STAMP)
 	PYTHON=$(BIN)/python benchmarks/gpu.sh

@@ -93,11 +93,13 @@ def main() -> None:
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--size", default="16384x12288", help="slide size WxH (px at 0.25 um/px)")
+    parser.add_argument("--size", default=None, help="slide size WxH (px at 0.25 um/px) [16384x12288]")
+    parser.add_argument("--full", action="store_true", help="a 32768 x 24576 px slide")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="embedding", help="result name under benchmarks/results/")
     args = parser.parse_args()
-    width, height = (int(v) for v in args.size.split("x"))
+    size = args.size or ("32768x24576" if args.full else "16384x12288")
+    width, height = (int(v) for v in size.split("x"))
     settings = EmbedSettings(
         encoder=args.encoder,
         weights="random",

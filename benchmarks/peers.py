@@ -233,6 +233,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="fresh processes per tool and slide, interleaved")
     parser.add_argument("--warm-runs", type=int, default=5, help="timed calls per process after the first")
     parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--full", action="store_true", help="adds a 40k x 30k px slide; 1,000 training steps")
     args = parser.parse_args()
     from wsi_ncmi.synthetic import Lesion, SlideSpec, write_slide
 
@@ -246,13 +247,14 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         slides = []
-        for i, (w, h) in enumerate([(10_000, 8_000), (20_000, 15_000)]):
+        sizes = [(10_000, 8_000), (20_000, 15_000), *([(40_000, 30_000)] if args.full else [])]
+        for i, (w, h) in enumerate(sizes):
             path = Path(tmp) / f"slide{i}.tif"
             write_slide(SlideSpec(f"slide{i}", w, h, 0.25, seed=5 + i, lesions=(Lesion(2000, 2000, 900),)), path)
             slides.append(path)
         for name, part in (
             ("tiling", lambda: tiling(python, slides, args.repeats, args.warm_runs)),
-            ("training", lambda: training(python, args.steps)),
+            ("training", lambda: training(python, max(args.steps, 1000) if args.full else args.steps)),
         ):
             try:
                 payload[name] = part()

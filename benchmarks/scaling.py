@@ -5,7 +5,8 @@ embedding, below 1 for tiling, which reads only a low-resolution level) and the 
 size (goal: flat). Each embed call has a fixed start-up (reader process, first batches); the intercept of a
 straight line through time against tiles estimates it, and the exponent is also given for the time after it.
 
-    python benchmarks/scaling.py                  # 5.7k x 4.2k ... 16k x 12k px at 0.25 um/px
+    python benchmarks/scaling.py                  # 5.7k x 4.2k ... 16k x 12k px at 0.25 um/px, median of 3
+    python benchmarks/scaling.py --full           # 8k x 6k ... 22.6k x 17k px
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
 import pandas as pd
-from common import in_child, write_result
+from common import in_child, summary, write_result
 
 from wsi_ncmi.synthetic import SlideSpec, write_slide
 from wsi_ncmi.tiling import TilingParams, tile_slides
@@ -56,9 +57,12 @@ def exponent(areas: list[float], seconds: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default="5657x4243", help="smallest slide WxH; each next one doubles the area")
+    parser.add_argument("--base", default=None, help="smallest slide WxH; each next one doubles the area")
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per stage and size")
+    parser.add_argument("--full", action="store_true", help="start from 8k x 6k px (up to 22.6k x 17k)")
     args = parser.parse_args()
-    width, height = (int(v) for v in args.base.split("x"))
+    base = args.base or ("8000x6000" if args.full else "5657x4243")
+    width, height = (int(v) for v in base.split("x"))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for k in range(4):
@@ -67,29 +71,30 @@ def main() -> None:
             path = Path(tmp) / f"s{k}.tif"
             write_slide(SlideSpec(f"s{k}", w, h, 0.25, seed=9, tissue_fraction=0.6), path)
             job = Path(tmp) / f"job{k}"
-            tiles, tile_s, tile_rss = in_child(tile, str(path), str(job))
-            (_, embed_s), _, embed_rss = in_child(embed, f"s{k}", str(job))
-            rows.append(
-                {
-                    "size": f"{w}x{h}",
-                    "area_px": w * h,
-                    "tiles": tiles,
-                    "tile_seconds": tile_s,
-                    "tile_peak_rss_mib": tile_rss,
-                    "embed_seconds": embed_s,
-                    "embed_peak_rss_mib": embed_rss,
-                }
-            )
+            tile_runs = [in_child(tile, str(path), str(job)) for _ in range(args.repeats)]
+            embed_runs = [in_child(embed, f"s{k}", str(job)) for _ in range(args.repeats)]
+            tiles = tile_runs[0][0]
+            row = {
+                "size": f"{w}x{h}",
+                "area_px": w * h,
+                "tiles": tiles,
+                "tile_seconds": summary([run[1] for run in tile_runs]),
+                "tile_peak_rss_mib": max(run[2] for run in tile_runs),
+                "embed_seconds": summary([run[0][1] for run in embed_runs]),
+                "embed_peak_rss_mib": max(run[2] for run in embed_runs),
+            }
+            rows.append(row)
             print(
-                f"scaling {w}x{h}: {tiles} tiles, tile {tile_s:.2f} s ({tile_rss:.0f} MiB), embed {embed_s:.1f} s "
-                f"({embed_rss:.0f} MiB)"
+                f"scaling {w}x{h}: {tiles} tiles, tile {row['tile_seconds']['median']:.2f} s "
+                f"({row['tile_peak_rss_mib']:.0f} MiB), embed {row['embed_seconds']['median']:.1f} s "
+                f"({row['embed_peak_rss_mib']:.0f} MiB), median of {args.repeats}"
             )
     areas = [r["area_px"] for r in rows]
-    embed_seconds = [r["embed_seconds"] for r in rows]
+    embed_seconds = [r["embed_seconds"]["median"] for r in rows]
     per_tile, startup = (float(v) for v in np.polyfit([r["tiles"] for r in rows], embed_seconds, 1))
     figures = {
         "sizes": rows,
-        "tiling_time_exponent": exponent(areas, [r["tile_seconds"] for r in rows]),
+        "tiling_time_exponent": exponent(areas, [r["tile_seconds"]["median"] for r in rows]),
         "embedding_time_exponent": exponent(areas, embed_seconds),
         "embedding_startup_seconds": startup,
         "embedding_seconds_per_tile": per_tile,

@@ -37,7 +37,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return manifest, out / "features", split
 
 
-def _train(cohort: tuple[Path, Path, Path], run: Path, processes: int) -> None:
+def _train(cohort: tuple[Path, Path, Path], run: Path, processes: int) -> str:
     manifest, features, split = cohort
     args = [
         "train",
@@ -79,10 +79,12 @@ def _train(cohort: tuple[Path, Path, Path], run: Path, processes: int) -> None:
         ]
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    return done.stdout
 
 
 def test_two_gloo_processes_train_one_run(cohort: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    _train(cohort, tmp_path / "ddp", 2)
+    output = _train(cohort, tmp_path / "ddp", 2)
+    assert output.count("best epoch") == 1
     _train(cohort, tmp_path / "single", 1)
     history = pd.read_csv(tmp_path / "ddp" / "history.csv")
     assert len(history) == 3 and history["val_macro_f1"].notna().all()

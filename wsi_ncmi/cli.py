@@ -510,15 +510,17 @@ def train(
     try:
         from wsi_ncmi.mil.distributed import Cluster
 
+        cluster = Cluster.from_env()
         result = train_run(
-            manifest, features, split, out, train_config, resume=resume, overwrite=overwrite, cluster=Cluster.from_env()
+            manifest, features, split, out, train_config, resume=resume, overwrite=overwrite, cluster=cluster
         )
     except (ManifestError, SplitError, BagDataError, RunError, ValueError) as exc:
         raise _fail(str(exc)) from exc
-    typer.echo(
-        f"best epoch {result.best_epoch}: validation macro-F1 {result.best_metrics['macro_f1']:.3f}; "
-        f"checkpoint {out / 'model.pt'}"
-    )
+    if cluster.main:
+        typer.echo(
+            f"best epoch {result.best_epoch}: validation macro-F1 {result.best_metrics['macro_f1']:.3f}; "
+            f"checkpoint {out / 'model.pt'}"
+        )
 
 
 def _metrics_table(results: dict) -> None:

@@ -113,10 +113,10 @@ class Trained:
 
 def build(checkpoint: dict[str, Any]) -> tuple[MILModel, Head]:
     """Model and head from a checkpoint's names and settings (weights not loaded). NCMI checkpoints written before
-    the projector setting existed had none."""
+    the projector setting existed have no projector weights and had none."""
     model = build_model(checkpoint["model"], checkpoint["in_dim"], **checkpoint["model_args"])
     loss_args = dict(checkpoint["loss_args"])
-    if checkpoint["loss"] == "ncmi":
+    if checkpoint["loss"] == "ncmi" and not any(key.startswith("projector.") for key in checkpoint["head_state"]):
         loss_args.setdefault("projector", "none")
     head = build_head(checkpoint["loss"], model.dim, len(checkpoint["classes"]), **loss_args)
     return model, head

@@ -317,6 +317,29 @@ def test_unknown_timm_model_fails_clearly_offline() -> None:
         get_encoder("timm:hf-hub:nobody/no-such-model")
 
 
+def test_cluster_tasks_load_the_encoder_once_per_worker(
+    small_slide: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsi_ncmi.encoders import embed
+
+    loads = []
+
+    def counting(*args: object, **kwargs: object) -> object:
+        loads.append(args)
+        return load_encoder(*args, **kwargs)
+
+    monkeypatch.setattr(embed, "load_encoder", counting)
+    settings = replace(FAST, seed=4321)
+    jobs = [_tile({"small": small_slide}, tmp_path / f"job{i}") for i in range(2)]
+    rows = [embed.embed_task(embed.EmbedTask("small", None, str(job), settings)) for job in jobs]
+    assert [row.status for row in rows] == ["ok", "ok"] and len(loads) == 1
+    kept = read_bag(bag_path(jobs[1], "resnet18", "small")).features
+    assert np.array_equal(kept, _features(_tile({"small": small_slide}, tmp_path / "fresh"), settings))
+    assert len(loads) == 2
+    embed.embed_task(embed.EmbedTask("small", None, str(jobs[0]), replace(settings, seed=4322, overwrite=True)))
+    assert len(loads) == 3
+
+
 def test_dask_executor_matches_local(small_slide: Path, tmp_path: Path) -> None:
     pytest.importorskip("distributed")
     other = tmp_path / "other.tif"

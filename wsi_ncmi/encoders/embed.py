@@ -8,6 +8,7 @@ own slide handles. Features stream into the bag in chunks, never held for a whol
 from __future__ import annotations
 
 import math
+import threading
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -282,11 +283,16 @@ def plan_slide(
 
 
 def embed_slides(
-    slides: list[tuple[str, str | None]], job: Path, settings: EmbedSettings, progress: bool = True
+    slides: list[tuple[str, str | None]],
+    job: Path,
+    settings: EmbedSettings,
+    progress: bool = True,
+    keep_model: bool = False,
 ) -> list[StatusRow]:
     """Embed every (slide_id, slide path or None to use the coords file's) into JOB/features/{encoder}/.
 
-    Each slide's bag is locked while it is written, so concurrent workers never write the same bag.
+    Each slide's bag is locked while it is written, so concurrent workers never write the same bag. keep_model
+    keeps the loaded encoder in this process for the next call with the same settings (cluster workers).
     """
     spec = get_encoder(settings.encoder)
     device = resolve_device(settings.device)
@@ -312,11 +318,34 @@ def embed_slides(
             rows[item.slide_id] = _row(item, FAILED, 0.0, error=str(exc))
     try:
         if work:
-            rows.update(_embed_work(work, spec, settings, device, precision, expected, progress))
+            rows.update(_embed_work(work, spec, settings, device, precision, expected, progress, keep_model))
     finally:
         for lock in locks:
             release_lock(lock)
     return [rows[slide_id] for slide_id, _ in slides]
+
+
+_LOADED: dict[tuple[Any, ...], tuple[torch.nn.Module, str]] = {}
+_LOADED_LOCK = threading.Lock()
+
+
+def _load(spec: EncoderSpec, settings: EmbedSettings) -> tuple[torch.nn.Module, str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_encoder(spec, settings.weights, settings.seed, settings.allow_download)
+
+
+def _kept_encoder(spec: EncoderSpec, settings: EmbedSettings) -> tuple[torch.nn.Module, str]:
+    """The encoder and its weights label, kept for the next call in this process: a Dask worker embeds one slide
+    per task and would otherwise load the model again for each. A changed weights file is loaded afresh."""
+    weights = Path(settings.weights)
+    stamp = (weights.stat().st_size, weights.stat().st_mtime_ns) if weights.is_file() else None
+    key = (spec.name, settings.weights, stamp, settings.seed, settings.allow_download)
+    with _LOADED_LOCK:
+        if key not in _LOADED:
+            _LOADED.clear()
+            _LOADED[key] = _load(spec, settings)
+        return _LOADED[key]
 
 
 def _embed_work(
@@ -327,13 +356,12 @@ def _embed_work(
     precision: str,
     expected: dict[str, Any],
     progress: bool,
+    keep_model: bool,
 ) -> dict[str, StatusRow]:
-    """Load the encoder once and embed every planned slide."""
+    """Load the encoder once (or reuse the kept one) and embed every planned slide."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model, loaded_label = load_encoder(spec, settings.weights, settings.seed, settings.allow_download)
+    model, loaded_label = (_kept_encoder if keep_model else _load)(spec, settings)
     expected["weights"] = loaded_label
     embedder = Embedder(model, spec, device, precision)
     columns = (
@@ -474,12 +502,12 @@ class EmbedTask:
 
 
 def embed_task(task: EmbedTask) -> StatusRow:
-    """Embed one slide; its DataLoader reads in the worker itself (workers 0), as cluster workers are daemons."""
+    """Embed one slide; its DataLoader reads in the worker itself (workers 0), as cluster workers are daemons, and
+    the worker keeps the encoder for its next slide."""
     from dataclasses import replace
 
-    return embed_slides(
-        [(task.slide_id, task.slide_path)], Path(task.job), replace(task.settings, workers=0), progress=False
-    )[0]
+    slides = [(task.slide_id, task.slide_path)]
+    return embed_slides(slides, Path(task.job), replace(task.settings, workers=0), progress=False, keep_model=True)[0]
 
 
 def embed_on_dask(

@@ -8,7 +8,6 @@ constraint on the softmax outputs (lambda * CMI - beta * Gamma, class-mean centr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -16,27 +15,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsi_ncmi.mil import ncmi as N
+from wsi_ncmi.registry import Registry
 
-HEADS: dict[str, Callable[..., Head]] = {}
-
-
-def register_head(name: str) -> Callable[[type[Head]], type[Head]]:
-    def wrap(cls: type[Head]) -> type[Head]:
-        HEADS[name] = cls
-        cls.name = name
-        return cls
-
-    return wrap
+HEADS: Registry[type[Head]] = Registry("loss")
+register_head = HEADS.register
 
 
 def build_head(name: str, dim: int, n_classes: int, **kwargs: Any) -> Head:
     """A registered loss/head by name; unknown names and settings are errors naming the known ones."""
-    if name not in HEADS:
-        raise ValueError(f"unknown loss {name!r}; known: {', '.join(sorted(HEADS))}")
-    try:
-        return HEADS[name](dim, n_classes, **kwargs)
-    except TypeError as exc:
-        raise ValueError(f"loss {name!r}: {exc}") from exc
+    return HEADS.build(name, dim, n_classes, **kwargs)
 
 
 class Head(nn.Module):

@@ -7,7 +7,6 @@ Registered by name with their hyperparameters: `abmil` (gated attention, Ilse et
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,26 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-MODELS: dict[str, Callable[..., MILModel]] = {}
+from wsi_ncmi.registry import Registry
 
-
-def register_model(name: str) -> Callable[[type[MILModel]], type[MILModel]]:
-    def wrap(cls: type[MILModel]) -> type[MILModel]:
-        MODELS[name] = cls
-        cls.name = name
-        return cls
-
-    return wrap
+MODELS: Registry[type[MILModel]] = Registry("model")
+register_model = MODELS.register
 
 
 def build_model(name: str, in_dim: int, **kwargs: Any) -> MILModel:
     """A registered aggregator by name; unknown names or settings are errors naming the known ones."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(sorted(MODELS))}")
-    try:
-        return MODELS[name](in_dim, **kwargs)
-    except TypeError as exc:
-        raise ValueError(f"model {name!r}: {exc}") from exc
+    return MODELS.build(name, in_dim, **kwargs)
 
 
 @dataclass

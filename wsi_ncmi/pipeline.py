@@ -162,9 +162,10 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
 
 
 def _finished(run: Path) -> bool:
+    """Whether the run's last.pt says training finished; memory-mapped, so its tensors are not read."""
     import torch
 
     try:
-        return bool(torch.load(run / "last.pt", map_location="cpu", weights_only=True).get("finished"))
+        return bool(torch.load(run / "last.pt", map_location="cpu", weights_only=True, mmap=True).get("finished"))
     except Exception:
         return False

@@ -98,7 +98,7 @@ def test_transmil_handles_long_bags() -> None:
 def test_unknown_model_lists_known() -> None:
     with pytest.raises(ValueError, match="known: abmil"):
         build_model("resnet", 8)
-    with pytest.raises(ValueError, match="model 'abmil': .*unexpected keyword argument 'depth'"):
+    with pytest.raises(ValueError, match=r"model 'abmil': .*unexpected keyword argument 'depth'"):
         build_model("abmil", 8, depth=3)
     with pytest.raises(ValueError, match="model 'mean' is registered twice"):
         MODELS.register("mean")(type("Other", (), {}))

@@ -47,7 +47,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
 
 
 def test_interrupted_pipeline_resumes_to_the_same_outputs(
-    tiny_cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     reference = run_pipeline(_config(tmp_path / "reference", tiny_cohort))
     from wsi_ncmi.encoders import embed
@@ -74,6 +74,12 @@ def test_interrupted_pipeline_resumes_to_the_same_outputs(
     for path in (tmp_path / "reference" / "job" / "features" / "resnet18").glob("*.h5"):
         assert np.array_equal(read_bag(path).features, read_bag(features / path.name).features), path.name
     pd.testing.assert_frame_equal(pd.read_csv(reference["comparison"]), pd.read_csv(resumed["comparison"]))
+    checkpoints = sorted((tmp_path / "reference").glob("runs/*/model.pt"))
+    stamps = [path.stat().st_mtime_ns for path in checkpoints]
+    capsys.readouterr()
+    run_pipeline(_config(tmp_path / "reference", tiny_cohort))
+    assert checkpoints and [path.stat().st_mtime_ns for path in checkpoints] == stamps
+    assert capsys.readouterr().out.count("finished earlier, kept") == len(checkpoints)
 
 
 def test_pipeline_yaml_is_checked(tmp_path: Path) -> None:

@@ -65,16 +65,15 @@ class Slide:
             ) from exc
         if rgba.ndim == 2:
             rgba = np.repeat(rgba[..., None], 3, axis=2)
-        if self.backend == "tiffslide":
-            return self._whiten_outside(np.ascontiguousarray(rgba[..., :3]), x, y, level)
+        rgb = np.ascontiguousarray(rgba[..., :3])
         if rgba.shape[2] == 4:
-            rgb = np.ascontiguousarray(rgba[..., :3])
             rgb[rgba[..., 3] == 0] = 255
-            return rgb
-        return np.ascontiguousarray(rgba[..., :3])
+        if self.backend == "tiffslide":
+            self._whiten_outside(rgb, x, y, level)
+        return rgb
 
-    def _whiten_outside(self, rgb: np.ndarray, x: int, y: int, level: int) -> np.ndarray:
-        """tiffslide pads reads beyond the image with black; make that area white, as OpenSlide's reads are."""
+    def _whiten_outside(self, rgb: np.ndarray, x: int, y: int, level: int) -> None:
+        """tiffslide pads reads beyond the image with black; make that area white (in place), as OpenSlide does."""
         level_w, level_h = self.level_dimensions[level]
         downsample = self.level_downsamples[level]
         x0, y0 = int(x / downsample), int(y / downsample)
@@ -83,7 +82,6 @@ class Slide:
         rows = np.arange(y0, y0 + h)
         rgb[:, (cols < 0) | (cols >= level_w)] = 255
         rgb[(rows < 0) | (rows >= level_h)] = 255
-        return rgb
 
     def read_level(self, level: int) -> np.ndarray | None:
         """The whole of `level` as RGB, decoded straight from the TIFF pyramid (several times faster than a region

@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/embedding.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/training.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/scaling.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/heatmap.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/peers.py $(BENCH_ARGS)
 
 bench-full:

@@ -30,7 +30,7 @@ from wsi_ncmi.bags import (
 )
 from wsi_ncmi.devices import resolve_device
 from wsi_ncmi.encoders.registry import EncoderSpec, encoder_folder, get_encoder
-from wsi_ncmi.encoders.weights import load_encoder, sha256_file
+from wsi_ncmi.encoders.weights import load_encoder, weights_label
 from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
 from wsi_ncmi.slides.backend import Slide, SlideError, open_slide
 from wsi_ncmi.status import FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
@@ -77,16 +77,6 @@ def resolve_precision(precision: str, device: torch.device, spec: EncoderSpec) -
     if spec.precision == "bf16" and torch.cuda.is_bf16_supported():
         return "bf16"
     return "fp16" if spec.precision in ("bf16", "fp16") else "fp32"
-
-
-def weights_label(weights: str, spec: EncoderSpec, seed: int) -> str:
-    """The label `load_encoder` will record, computed without building the model (for resume checks)."""
-    if weights == "random":
-        return f"random:seed={seed}"
-    if weights == "imagenet":
-        return spec.weights_name
-    path = Path(weights)
-    return f"sha256:{sha256_file(path)}:{path.name}" if path.is_file() else weights
 
 
 @dataclass
@@ -325,7 +315,7 @@ def embed_slides(
     return [rows[slide_id] for slide_id, _ in slides]
 
 
-_LOADED: dict[tuple[Any, ...], tuple[torch.nn.Module, str]] = {}
+_LOADED: dict[tuple[str, str], tuple[torch.nn.Module, str]] = {}
 _LOADED_LOCK = threading.Lock()
 
 
@@ -335,12 +325,11 @@ def _load(spec: EncoderSpec, settings: EmbedSettings) -> tuple[torch.nn.Module, 
         return load_encoder(spec, settings.weights, settings.seed, settings.allow_download)
 
 
-def _kept_encoder(spec: EncoderSpec, settings: EmbedSettings) -> tuple[torch.nn.Module, str]:
+def _kept_encoder(spec: EncoderSpec, settings: EmbedSettings, label: str) -> tuple[torch.nn.Module, str]:
     """The encoder and its weights label, kept for the next call in this process: a Dask worker embeds one slide
-    per task and would otherwise load the model again for each. A changed weights file is loaded afresh."""
-    weights = Path(settings.weights)
-    stamp = (weights.stat().st_size, weights.stat().st_mtime_ns) if weights.is_file() else None
-    key = (spec.name, settings.weights, stamp, settings.seed, settings.allow_download)
+    per task and would otherwise load the model again for each. Keyed by the weights label, so a changed weights
+    file (another sha256) is loaded afresh."""
+    key = (spec.name, label)
     with _LOADED_LOCK:
         if key not in _LOADED:
             _LOADED.clear()
@@ -361,7 +350,7 @@ def _embed_work(
     """Load the encoder once (or reuse the kept one) and embed every planned slide."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    model, loaded_label = (_kept_encoder if keep_model else _load)(spec, settings)
+    model, loaded_label = _kept_encoder(spec, settings, expected["weights"]) if keep_model else _load(spec, settings)
     expected["weights"] = loaded_label
     embedder = Embedder(model, spec, device, precision)
     columns = (

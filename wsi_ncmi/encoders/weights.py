@@ -57,10 +57,21 @@ def _read_state(path: Path) -> dict[str, Any]:
     return state
 
 
+def weights_label(weights: str, spec: EncoderSpec, seed: int) -> str:
+    """What a bag records about its weights, known without building the model: the published weights' name,
+    'random:seed=S', or 'sha256:<hex>:<file name>' (an unknown path is returned as given)."""
+    if weights == "random":
+        return f"random:seed={seed}"
+    if weights == "imagenet":
+        return spec.weights_name
+    path = Path(weights)
+    return f"sha256:{sha256_file(path)}:{path.name}" if path.is_file() else weights
+
+
 def load_encoder(spec: EncoderSpec, weights: str, seed: int = 0, allow_download: bool = False) -> tuple[Any, str]:
     """Build the encoder with `weights` ('imagenet', 'random' or a file path); return (model in eval mode, label).
 
-    The label goes into every bag: the published weights' name, 'random:seed=S', or 'sha256:<hex>:<file name>'.
+    The label (`weights_label`) goes into every bag.
     """
     import torch
 
@@ -70,7 +81,7 @@ def load_encoder(spec: EncoderSpec, weights: str, seed: int = 0, allow_download:
             stacklevel=2,
         )
         torch.manual_seed(seed)
-        return spec.build(False).eval(), f"random:seed={seed}"
+        return spec.build(False).eval(), weights_label(weights, spec, seed)
     if weights == "imagenet":
         missing = [f for f in spec.cache_files() if not os.path.exists(f)]
         if missing and not allow_download:
@@ -95,7 +106,7 @@ def load_encoder(spec: EncoderSpec, weights: str, seed: int = 0, allow_download:
                 os.environ.pop("HF_HUB_OFFLINE", None)
             else:
                 os.environ["HF_HUB_OFFLINE"] = previous
-        return model.eval(), spec.weights_name
+        return model.eval(), weights_label(weights, spec, seed)
     path = Path(weights)
     if not path.is_file():
         raise WeightsError(f"--weights {weights!r}: not 'imagenet', 'random' or an existing file")
@@ -112,4 +123,4 @@ def load_encoder(spec: EncoderSpec, weights: str, seed: int = 0, allow_download:
             f"{path}: {len(result.missing_keys)} parameter(s) of {spec.name} missing from the file "
             f"({shown}...); is it the right model's state_dict?"
         )
-    return model.eval(), f"sha256:{sha256_file(path)}:{path.name}"
+    return model.eval(), weights_label(weights, spec, seed)

@@ -206,6 +206,7 @@ def tile_geometry(task: TileTask) -> TilingResult:
     fractions = tissue_fractions(mask, lowres.scale, grid, geometry.size_level0)
     keep = (fractions >= params.min_tissue) & (fractions > 0)
     attrs = {
+        **params.fingerprint(),
         "patch_size": geometry.read_size,
         "patch_level": geometry.read_level,
         "patch_size_level0": geometry.size_level0,
@@ -213,19 +214,12 @@ def tile_geometry(task: TileTask) -> TilingResult:
         "target_magnification": 10.0 / params.mpp,
         "level0_width": width,
         "level0_height": height,
-        "overlap": params.overlap,
         "name": task.slide_id,
-        "tile_size": params.tile_size,
         "step_level0": geometry.step_level0,
-        "mpp_target": params.mpp,
         "mpp_level0": mpp.value,
         "mpp_source": mpp.source,
         "read_level": geometry.read_level,
         "read_downsample": geometry.size_level0 / geometry.read_size,
-        "min_tissue": params.min_tissue,
-        "grid": params.grid,
-        "edge_tiles": params.edge_tiles,
-        "tissue_params": json.dumps(params.tissue.to_dict(), sort_keys=True),
         "slide_path": str(task.path),
         "backend": backend,
     }

@@ -380,7 +380,7 @@ def _run(
             writer = BagWriter(item.out_path, 0, spec.dim, settings.feature_dtype)
             writer.finish(
                 item.coords,
-                {**expected, "coords_sha256": coords_digest(item.coords.coords)},
+                _bag_attrs(item, expected),
                 np.zeros(0, np.int64),
                 _pt_path(item, settings),
             )
@@ -431,6 +431,11 @@ def _run(
     return rows
 
 
+def _bag_attrs(item: SlideWork, expected: dict[str, Any]) -> dict[str, Any]:
+    """The attributes a finished bag records: the encoder settings and the digest of its coordinates."""
+    return {**expected, "coords_sha256": coords_digest(item.coords.coords)}
+
+
 def _pt_path(item: SlideWork, settings: EmbedSettings) -> Path | None:
     return item.out_path.with_suffix(".pt") if settings.also_pt else None
 
@@ -473,7 +478,7 @@ def _finish(
         notes.append(f"{len(failed)} tile(s) unreadable, zero-filled (indices in dataset failed_tiles)")
     writer.finish(
         item.coords,
-        {**expected, "coords_sha256": coords_digest(item.coords.coords)},
+        _bag_attrs(item, expected),
         np.asarray(failed, np.int64),
         _pt_path(item, settings),
     )

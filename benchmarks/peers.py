@@ -95,6 +95,14 @@ def agreement(a: np.ndarray, b: np.ndarray, half: float) -> float:
     return float(np.mean(distance <= half))
 
 
+def cold_and_warm(runs: list[dict]) -> tuple[dict, dict]:
+    """Summaries of the first calls of several processes and of all their later calls."""
+    return (
+        summary([run["cold_seconds"] for run in runs]),
+        summary([t for run in runs for t in run["warm_seconds"]]),
+    )
+
+
 def tiling(python: Path, slides: list[Path], repeats: int, warm_runs: int) -> dict:
     ours_cmd = [
         sys.executable,
@@ -114,8 +122,7 @@ def tiling(python: Path, slides: list[Path], repeats: int, warm_runs: int) -> di
                 run_json([str(python), str(RUNNER), "hs2p", str(slide), "0.5", "256", "0.1", str(warm_runs)])
             )
         peer = peer_runs[-1]
-        peer_cold = summary([run["cold_seconds"] for run in peer_runs])
-        peer_warm = summary([t for run in peer_runs for t in run["warm_seconds"]])
+        peer_cold, peer_warm = cold_and_warm(peer_runs)
         b = np.asarray(peer["coords"])
         row: dict = {
             "hs2p_cold_seconds": peer_cold,
@@ -126,8 +133,7 @@ def tiling(python: Path, slides: list[Path], repeats: int, warm_runs: int) -> di
         }
         for layout in LAYOUTS:
             ours = ours_runs[-1][layout]
-            cold = summary([run[layout]["cold_seconds"] for run in ours_runs])
-            warm = summary([t for run in ours_runs for t in run[layout]["warm_seconds"]])
+            cold, warm = cold_and_warm([run[layout] for run in ours_runs])
             a = np.asarray(ours["coords"])
             half = ours["tile_size_lv0"] / 2
             row[layout] = {

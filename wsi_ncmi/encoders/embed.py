@@ -31,7 +31,7 @@ from wsi_ncmi.bags import (
 from wsi_ncmi.devices import resolve_device
 from wsi_ncmi.encoders.registry import EncoderSpec, encoder_folder, get_encoder
 from wsi_ncmi.encoders.stain import METHODS as STAIN_METHODS
-from wsi_ncmi.encoders.stain import StainNormaliser, stain_normaliser
+from wsi_ncmi.encoders.stain import UNRECORDED, StainNormaliser, stain_normaliser
 from wsi_ncmi.encoders.weights import load_encoder, weights_label
 from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
 from wsi_ncmi.slides.backend import Slide, SlideError, open_slide
@@ -253,6 +253,7 @@ def plan_slide(
         except BagFormatError:
             attrs = None
         if attrs is not None:
+            attrs = {**UNRECORDED, **attrs}
             changed = [f"{k} was {attrs.get(k)!r}, now {v!r}" for k, v in expected.items() if attrs.get(k) != v]
             if attrs.get("coords_sha256") != coords_digest(coords.coords):
                 changed.append("the slide was tiled again since")

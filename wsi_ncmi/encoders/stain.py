@@ -31,6 +31,8 @@ DEFAULT_MACENKO = {
     "max_concentrations": [3.149905, 2.728871],
 }
 DEFAULT_REINHARD = {"lab_mean": [48.888854, 28.167669, -12.125276], "lab_std": [20.172512, 13.10497, 9.980761]}
+UNRECORDED = {"stain_norm": "none"}
+"""What a bag without stain attributes (written before they were recorded) was made with."""
 
 _RGB_TO_XYZ = np.array(
     [[0.412453, 0.357580, 0.180423], [0.212671, 0.715160, 0.072169], [0.019334, 0.119193, 0.950227]]

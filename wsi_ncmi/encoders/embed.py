@@ -139,7 +139,7 @@ class TileDataset(Dataset):
         x, y = work.coords.coords[tile_index]
         region = self._slide(slide_index, fresh).read_region((x, y), work.read_level, (work.read_size,) * 2)
         if work.read_size == work.tile_size:
-            return np.asarray(region)
+            return np.array(region)
         image = Image.fromarray(region).resize((work.tile_size,) * 2, Image.Resampling.BILINEAR)
         return np.array(image)
 

@@ -46,7 +46,7 @@ class Preprocess:
 
         if tile.shape[0] != self.resize or tile.shape[1] != self.resize:
             resample = Image.Resampling.BICUBIC if self.interpolation == "bicubic" else Image.Resampling.BILINEAR
-            tile = np.asarray(Image.fromarray(tile).resize((self.resize, self.resize), resample))
+            tile = np.array(Image.fromarray(tile).resize((self.resize, self.resize), resample))
         if self.resize != self.size:
             top = round((self.resize - self.size) / 2.0)
             tile = tile[top : top + self.size, top : top + self.size]

@@ -287,3 +287,24 @@ def test_two_encoders_read_each_tile_once_and_match_separate_runs(
         alone = replace(settings, encoder=encoder, overwrite=True)
         assert embed_slides([("s", None)], job, alone, progress=False)[0].status == "ok"
         assert np.array_equal(read_bag(bag_path(job, encoder, "s")).features, features)
+
+
+def test_resnet_checkpoints_are_torchvisions_imagenet_weights() -> None:
+    import torchvision
+
+    for name, arch in (("resnet18", "resnet18"), ("resnet50", "resnet50"), ("resnet50_trunc", "resnet50")):
+        checkpoint = get_encoder(name).checkpoint
+        assert checkpoint is not None
+        assert checkpoint.url == torchvision.models.get_model_weights(arch).IMAGENET1K_V1.url
+        assert checkpoint.expected().name == os.path.basename(checkpoint.url)
+
+
+def test_downloads_are_let_through_only_inside_hub_online() -> None:
+    import huggingface_hub.constants as constants
+
+    from wsi_ncmi.encoders.weights import hub_online
+
+    before = (constants.HF_HUB_OFFLINE, os.environ.get("HF_HUB_OFFLINE"))
+    with hub_online():
+        assert not constants.HF_HUB_OFFLINE and os.environ["HF_HUB_OFFLINE"] == "0"
+    assert (constants.HF_HUB_OFFLINE, os.environ.get("HF_HUB_OFFLINE")) == before

@@ -44,7 +44,7 @@ class EmbedSettings:
     """Settings of an embedding run; see `wsi-ncmi embed --help`."""
 
     encoder: str = "resnet50_trunc"
-    weights: str = "imagenet"
+    weights: str = "pretrained"
     batch_size: int = 256
     workers: int = 4
     device: str = "auto"

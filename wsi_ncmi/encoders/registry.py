@@ -225,6 +225,12 @@ def _vit(timm_name: str, **kwargs: Any) -> Callable[..., Any]:
     return lambda **overrides: models.timm_vit(timm_name, **{**kwargs, **overrides})
 
 
+def _published(repo: str, filename: str) -> dict[str, Any]:
+    """The checkpoint arguments of an entry whose weights are `filename` in Hugging Face repo `repo`."""
+    checkpoint = Checkpoint(filename, repo=repo)
+    return {"checkpoint": checkpoint, "weights_name": checkpoint.label()}
+
+
 TINY_VIT = {"embed_dim": 48, "depth": 2, "num_heads": 4}
 """Architecture overrides for tests: the entry's layer types and key names at a size a CI machine can hold."""
 
@@ -245,8 +251,7 @@ def uni() -> EncoderSpec:
         IMAGENET_STD,
         _vit("vit_large_patch16_224", img_size=224, patch_size=16, init_values=1e-5, dynamic_img_size=True),
         precision="fp16",
-        weights_name="hf:MahmoodLab/UNI/pytorch_model.bin",
-        checkpoint=Checkpoint("pytorch_model.bin", repo="MahmoodLab/UNI"),
+        **_published("MahmoodLab/UNI", "pytorch_model.bin"),
         licence="CC-BY-NC-ND-4.0, gated",
         tiny=TINY_VIT,
     )
@@ -282,8 +287,7 @@ def uni2_h() -> EncoderSpec:
             dynamic_img_size=True,
         ),
         precision="bf16",
-        weights_name="hf:MahmoodLab/UNI2-h/pytorch_model.bin",
-        checkpoint=Checkpoint("pytorch_model.bin", repo="MahmoodLab/UNI2-h"),
+        **_published("MahmoodLab/UNI2-h", "pytorch_model.bin"),
         licence="CC-BY-NC-ND-4.0, gated",
         tiny=TINY_VIT,
     )
@@ -308,8 +312,7 @@ def conch_v15() -> EncoderSpec:
         IMAGENET_STD,
         lambda **kw: models.ConchVision(**kw),
         precision="fp16",
-        weights_name="hf:MahmoodLab/conchv1_5/pytorch_model_vision.bin",
-        checkpoint=Checkpoint("pytorch_model_vision.bin", repo="MahmoodLab/conchv1_5"),
+        **_published("MahmoodLab/conchv1_5", "pytorch_model_vision.bin"),
         adapt_state=models.conch_state,
         pooling="attentional pooler + LayerNorm",
         licence="CC-BY-NC-ND-4.0, gated",
@@ -347,8 +350,7 @@ def virchow2() -> EncoderSpec:
         IMAGENET_STD,
         lambda **kw: models.ClassAndMeanPool(vit(**kw)),
         precision="fp16",
-        weights_name="hf:paige-ai/Virchow2/pytorch_model.bin",
-        checkpoint=Checkpoint("pytorch_model.bin", repo="paige-ai/Virchow2"),
+        **_published("paige-ai/Virchow2", "pytorch_model.bin"),
         adapt_state=models.into_trunk,
         pooling="class token ++ mean of patch tokens",
         licence="CC-BY-NC-ND-4.0, gated",
@@ -372,8 +374,7 @@ def _hoptimus(name: str, repo: str, licence: str) -> EncoderSpec:
         BIOPTIMUS_STD,
         _vit("vit_giant_patch14_reg4_dinov2", img_size=224, init_values=1e-5, global_pool="token"),
         precision="fp16",
-        weights_name=f"hf:{repo}/pytorch_model.bin",
-        checkpoint=Checkpoint("pytorch_model.bin", repo=repo),
+        **_published(repo, "pytorch_model.bin"),
         licence=licence,
         tiny=TINY_VIT,
     )
@@ -416,8 +417,7 @@ def gigapath() -> EncoderSpec:
             mlp_ratio=5.33334,
         ),
         precision="fp32",
-        weights_name="hf:prov-gigapath/prov-gigapath/pytorch_model.bin",
-        checkpoint=Checkpoint("pytorch_model.bin", repo="prov-gigapath/prov-gigapath"),
+        **_published("prov-gigapath/prov-gigapath", "pytorch_model.bin"),
         licence="Prov-GigaPath licence (research use), gated",
         tiny=TINY_VIT,
     )
@@ -442,8 +442,7 @@ def phikon_v2() -> EncoderSpec:
         IMAGENET_STD,
         _vit("vit_large_patch16_224", img_size=224, patch_size=16, init_values=1.0),
         precision="fp32",
-        weights_name="hf:owkin/phikon-v2/model.safetensors",
-        checkpoint=Checkpoint("model.safetensors", repo="owkin/phikon-v2"),
+        **_published("owkin/phikon-v2", "model.safetensors"),
         adapt_state=models.dinov2_state,
         licence="Owkin non-commercial licence",
         tiny=TINY_VIT,
@@ -480,8 +479,7 @@ def _hibou(name: str, repo: str, timm_name: str, dim: int, mlp_ratio: float) -> 
             act_layer="silu",
         ),
         precision="fp32",
-        weights_name=f"hf:{repo}/model.safetensors",
-        checkpoint=Checkpoint("model.safetensors", repo=repo),
+        **_published(repo, "model.safetensors"),
         adapt_state=models.dinov2_state,
         licence="Apache-2.0, gated",
         tiny=TINY_VIT,

@@ -236,7 +236,7 @@ def embed(
     --device cpu: start GPU workers with `dask worker ... --resources GPU=1`, one CUDA_VISIBLE_DEVICES each.
     """
     from wsi_ncmi.encoders.registry import encoder_folder
-    from wsi_ncmi.encoders.weights import WeightsError
+    from wsi_ncmi.encoders.weights import PUBLISHED, WeightsError
     from wsi_ncmi.shards import shard_of, status_file
     from wsi_ncmi.status import write_status
 
@@ -244,7 +244,7 @@ def embed(
         from wsi_ncmi.encoders.embed import EmbedSettings
 
         encoders = list(dict.fromkeys(encoder))
-        if len(encoders) > 1 and weights not in ("pretrained", "imagenet", "random"):
+        if len(encoders) > 1 and weights not in (*PUBLISHED, "random"):
             raise ValueError("--weights PATH fits one encoder; with several --encoder use pretrained or random")
         settings = EmbedSettings(
             encoders[0],

@@ -1,4 +1,8 @@
-"""The embedding stage: coords files + slides -> feature bags, one HDF5 file per slide.
+"""The embedding stage: coords files + slides -> feature bags, one HDF5 file per slide and encoder.
+
+Tiles flow: TileDataset.read (the slide region, decoded to uint8 at the tile size, once per tile whatever the
+number of encoders) -> each encoder's Preprocess (resize, crop) -> Embedder (normalise on the device, forward,
+pool) -> `storable` (finite, within the storage dtype) -> BagWriter.
 
 One DataLoader serves every slide, so its worker processes stay warm from slide to slide; batches never span two
 slides, so a slide's features are the same whether it is embedded alone or in a cohort. Each worker opens its

@@ -128,6 +128,15 @@ def test_resume_skips_and_refuses_changed_settings(job: Path) -> None:
     )
 
 
+def test_bags_from_before_the_preprocess_attribute_still_resume(job: Path) -> None:
+    _features(job)
+    path = bag_path(job, "resnet18", "small")
+    with h5py.File(path, "a") as h5:
+        assert h5["features"].attrs["preprocess"] == "resize=224,bilinear,crop=224"
+        del h5["features"].attrs["preprocess"]
+    assert embed_slides([("small", None)], job, FAST, progress=False)[0].status == "skipped"
+
+
 def test_retiling_makes_the_bag_stale(job: Path, small_slide: Path) -> None:
     _features(job)
     import pandas as pd

@@ -233,6 +233,12 @@ def _expected_attrs(settings: EmbedSettings, spec: EncoderSpec, precision: str, 
     }
 
 
+def _legacy_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """What bags written before an attribute existed did: every encoder's input was a bilinear resize to its size."""
+    size = attrs.get("input_size")
+    return {"preprocess": f"resize={size},bilinear,crop={size}"}
+
+
 def plan_slide(
     slide_id: str, slide_path: str | None, job: Path, settings: EmbedSettings, expected: dict[str, Any]
 ) -> SlideWork | StatusRow:
@@ -250,6 +256,7 @@ def plan_slide(
         except BagFormatError:
             attrs = None
         if attrs is not None:
+            attrs = {**_legacy_attrs(attrs), **attrs}
             changed = [f"{k} was {attrs.get(k)!r}, now {v!r}" for k, v in expected.items() if attrs.get(k) != v]
             if attrs.get("coords_sha256") != coords_digest(coords.coords):
                 changed.append("the slide was tiled again since")

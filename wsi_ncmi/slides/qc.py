@@ -1,0 +1,226 @@
+"""Slide quality control on the low-resolution image: pen ink and near-black regions as masks at the tissue mask's
+resolution, and a sharpness score per tile. Plain numpy, so it costs little beside the tissue mask itself."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+PEN_HUES = {"blue": (185.0, 235.0), "green": (70.0, 175.0), "red": (348.0, 15.0)}
+"""Hue bands (degrees, HSV) of marker inks; H&E's pinks and purples lie between 250 and 345 degrees."""
+PEN_COLORS = ("blue", "green", "red", "black")
+RED_MIN_SATURATION = 0.6
+"""Red ink needs more saturation than the other hues: eosin-rich tissue reaches the red band at lower saturation."""
+
+
+@dataclass(frozen=True)
+class QCParams:
+    """Quality-control settings (configs/tiling.yaml, `qc:`); sizes in micrometres, colours in HSV.
+
+    pen_colors: marker inks removed (blue, green, red hues; black = near-black not touching the slide's edge).
+    pen_min_saturation: HSV saturation (0-1) an ink pixel needs. dark_max_value: HSV value (0-255) at or below
+    which a pixel is near-black. min_width_um: ink and dark regions narrower than this are ignored (specks, JPEG).
+    margin_um: removals grow by this much (blended stroke edges). max_artifact: a tile with more of its area in
+    removals is dropped. min_sharpness: tiles whose tissue has a lower RMS Laplacian (grey levels on the
+    mask-resolution image) are dropped as out of focus; 0 keeps them all.
+    """
+
+    enabled: bool = True
+    pen_colors: tuple[str, ...] = PEN_COLORS
+    pen_min_saturation: float = 0.4
+    dark_max_value: int = 60
+    min_width_um: float = 24.0
+    margin_um: float = 16.0
+    max_artifact: float = 0.25
+    min_sharpness: float = 6.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pen_colors", tuple(self.pen_colors))
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings, one message per setting (empty when valid)."""
+        out = []
+        unknown = sorted(set(self.pen_colors) - set(PEN_COLORS))
+        if unknown:
+            out.append(f"qc.pen_colors must be among {', '.join(PEN_COLORS)}, got {', '.join(unknown)}")
+        if not 0.0 <= self.pen_min_saturation <= 1.0:
+            out.append(f"qc.pen_min_saturation must be in [0, 1], got {self.pen_min_saturation}")
+        if not (isinstance(self.dark_max_value, int) and 0 <= self.dark_max_value <= 255):
+            out.append(f"qc.dark_max_value must be an integer 0-255, got {self.dark_max_value!r}")
+        for key in ("min_width_um", "margin_um", "min_sharpness"):
+            if not getattr(self, key) >= 0:
+                out.append(f"qc.{key} must be >= 0, got {getattr(self, key)}")
+        if not 0.0 <= self.max_artifact <= 1.0:
+            out.append(f"qc.max_artifact must be a fraction in [0, 1], got {self.max_artifact}")
+        return out
+
+    def fingerprint(self) -> str:
+        """The settings as one string for the coords attributes and the resume check; 'off' when disabled."""
+        if not self.enabled:
+            return "off"
+        values = asdict(self)
+        values["pen_colors"] = list(self.pen_colors)
+        return json.dumps(values, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class QCResult:
+    """QC masks at the tissue mask's resolution (same shape): `pen` and `dark` as detected, `removed` their union
+    grown by the margin (what is taken out of the tissue)."""
+
+    pen: np.ndarray
+    dark: np.ndarray
+    removed: np.ndarray
+
+
+def hsv(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hue (degrees, float32), saturation (0-1, float32) and value (0-255, uint8) of an RGB uint8 image."""
+    r, g, b = (rgb[..., i].astype(np.float32) for i in range(3))
+    hi = np.maximum(np.maximum(r, g), b)
+    lo = np.minimum(np.minimum(r, g), b)
+    delta = hi - lo
+    safe = np.where(delta > 0, delta, 1.0)
+    hue = np.where(hi == r, (g - b) / safe % 6.0, np.where(hi == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0))
+    sat = np.where(hi > 0, delta / np.where(hi > 0, hi, 1.0), 0.0)
+    return (hue * 60.0).astype(np.float32), sat.astype(np.float32), hi.astype(np.uint8)
+
+
+def _box(mask: np.ndarray, radius: int, grow: bool) -> np.ndarray:
+    """Dilation (grow) or erosion of a boolean mask by a (2r+1)^2 square, separably, beyond-edge pixels neutral."""
+    if radius <= 0:
+        return mask
+    op = np.logical_or if grow else np.logical_and
+    out = mask
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, constant_values=not grow)
+        n = out.shape[axis]
+        window = [slice(None), slice(None)]
+        window[axis] = slice(0, n)
+        acc = padded[tuple(window)].copy()
+        for shift in range(1, 2 * radius + 1):
+            window[axis] = slice(shift, shift + n)
+            op(acc, padded[tuple(window)], out=acc)
+        out = acc
+    return out
+
+
+def _opened(mask: np.ndarray, radius: int) -> np.ndarray:
+    return _box(_box(mask, radius, grow=False), radius, grow=True)
+
+
+def _touching_edge(mask: np.ndarray) -> np.ndarray:
+    """The 8-connected parts of `mask` that touch the image's border."""
+    from scipy import ndimage
+
+    labels, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if count == 0:
+        return mask
+    border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[border] = True
+    keep[0] = False
+    return keep[labels]
+
+
+def detect_artifacts(rgb: np.ndarray, mpp: float, params: QCParams) -> QCResult:
+    """Pen ink and near-black regions of an RGB image whose pixels are `mpp` um wide.
+
+    Ink: a pixel of a listed hue band with enough saturation. Near-black regions that touch the image's edge are
+    `dark` (scanner borders, out-of-tissue black); elsewhere they are black ink when black is listed, else dark.
+    """
+    hue, sat, value = hsv(rgb)
+    pen = np.zeros(value.shape, dtype=bool)
+    for color in params.pen_colors:
+        if color not in PEN_HUES:
+            continue
+        low, high = PEN_HUES[color]
+        band = (hue >= low) & (hue <= high) if low <= high else (hue >= low) | (hue <= high)
+        floor = max(params.pen_min_saturation, RED_MIN_SATURATION) if color == "red" else params.pen_min_saturation
+        pen |= band & (sat >= floor) & (value > params.dark_max_value)
+    radius = round(params.min_width_um / mpp / 2)
+    pen = _opened(pen, radius)
+    near_black = _opened(value <= params.dark_max_value, radius)
+    dark = _touching_edge(near_black) if near_black.any() else near_black
+    if "black" in params.pen_colors:
+        pen |= near_black & ~dark
+    else:
+        dark = near_black
+    removed = _box(pen | dark, round(params.margin_um / mpp), grow=True)
+    return QCResult(pen, dark, removed)
+
+
+def laplacian_energy(rgb: np.ndarray) -> np.ndarray:
+    """Squared 4-neighbour Laplacian of the grey image (float32, edges replicated): local focus energy."""
+    grey = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    padded = np.pad(grey, 1, mode="edge")
+    lap = 4.0 * grey - padded[:-2, 1:-1] - padded[2:, 1:-1] - padded[1:-1, :-2] - padded[1:-1, 2:]
+    return lap * lap
+
+
+def tile_sharpness(rgb: np.ndarray, tissue: np.ndarray, scale: float, coords: np.ndarray, size0: int) -> np.ndarray:
+    """RMS Laplacian over each tile's tissue (float32, grey levels), on an image whose pixels are `scale` level-0
+    px wide and its tissue mask; a tile without tissue scores 0."""
+    from wsi_ncmi.slides.grid import area_means
+
+    energy = area_means(laplacian_energy(rgb) * tissue, scale, coords, size0)
+    area = area_means(tissue, scale, coords, size0)
+    score = np.sqrt(np.divide(energy, area, out=np.zeros_like(energy), where=area > 0))
+    return score.astype(np.float32)
+
+
+@dataclass
+class TileSelection:
+    """The tiles kept on one slide and what quality control took away (areas in mm^2, counts in tiles)."""
+
+    keep: np.ndarray
+    tissue_fraction: np.ndarray
+    sharpness: np.ndarray | None
+    summary: dict[str, float | int]
+
+
+def whiten(rgb: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """The image with removed pixels set to white, so ink and black borders neither count as tissue nor pull the
+    tissue threshold towards themselves."""
+    return np.where(removed[..., None], np.uint8(255), rgb) if removed.any() else rgb
+
+
+def select_tiles(
+    rgb: np.ndarray,
+    tissue: np.ndarray,
+    qc: QCResult | None,
+    params: QCParams,
+    scale: float,
+    mpp: float,
+    grid: np.ndarray,
+    size0: int,
+    min_tissue: float,
+) -> TileSelection:
+    """Keep the grid's tiles with at least `min_tissue` of tissue left after QC, at most `max_artifact` of
+    removals and (when `min_sharpness` > 0) sharp enough; `tissue` must already exclude `qc.removed`.
+    `mpp` is the image's um per pixel."""
+    from wsi_ncmi.slides.grid import area_means
+
+    pixel_mm2 = mpp * mpp / 1e6
+    fractions = np.clip(area_means(tissue, scale, grid, size0), 0.0, 1.0).astype(np.float32)
+    keep = (fractions >= min_tissue) & (fractions > 0)
+    summary: dict[str, float | int] = {"qc_tissue_mm2": float(tissue.sum() * pixel_mm2)}
+    if qc is None:
+        summary.update(qc_pen_mm2=0.0, qc_dark_mm2=0.0, qc_tiles_before=int(keep.sum()), qc_tiles_blurry=0)
+        return TileSelection(keep, fractions, None, summary)
+    before = area_means(tissue | qc.removed, scale, grid, size0)
+    artifact = area_means(qc.removed, scale, grid, size0)
+    keep &= artifact <= params.max_artifact
+    sharpness = np.zeros(len(grid), dtype=np.float32)
+    sharpness[keep] = tile_sharpness(rgb, tissue, scale, grid[keep], size0)
+    blurry = keep & (sharpness < params.min_sharpness)
+    summary.update(
+        qc_pen_mm2=float(qc.pen.sum() * pixel_mm2),
+        qc_dark_mm2=float(qc.dark.sum() * pixel_mm2),
+        qc_tiles_before=int(((before >= min_tissue) & (before > 0)).sum()),
+        qc_tiles_blurry=int(blurry.sum()),
+    )
+    return TileSelection(keep & ~blurry, fractions, sharpness, summary)

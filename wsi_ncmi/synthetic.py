@@ -310,7 +310,8 @@ def render_tile(spec: SlideSpec, model: TissueModel, level_ds: int, x0: int, y0:
         soft = gaussian_filter(small, sigma=(sigma / k, sigma / k, 0), mode="nearest")
         soft = Image.fromarray(np.clip(soft, 0, 255).astype(np.uint8)).resize(wide.shape[1::-1], Image.BILINEAR)
         crop = (slice(m, m + h), slice(m, m + w))
-        image = np.where(blurred[..., None], np.asarray(soft)[crop], wide[crop]).astype(np.float32)
+        image = _render_tissue(spec, model, level_ds, x0, y0, w, h)
+        image = np.where(blurred[..., None], np.asarray(soft)[crop], image).astype(np.float32)
     else:
         image = _render_tissue(spec, model, level_ds, x0, y0, w, h).astype(np.float32)
     for color, inked in pen_truth(spec, xs[None, :], ys[:, None]).items():

@@ -34,7 +34,7 @@ class QCParams:
     min_width_um: float = 24.0
     margin_um: float = 16.0
     max_artifact: float = 0.25
-    min_sharpness: float = 6.0
+    min_sharpness: float = 10.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "pen_colors", tuple(self.pen_colors))
@@ -112,6 +112,10 @@ def _opened(mask: np.ndarray, radius: int) -> np.ndarray:
     return _box(_box(mask, radius, grow=False), radius, grow=True)
 
 
+def _closed(mask: np.ndarray, radius: int) -> np.ndarray:
+    return _box(_box(mask, radius, grow=True), radius, grow=False)
+
+
 def _touching_edge(mask: np.ndarray) -> np.ndarray:
     """The 8-connected parts of `mask` that touch the image's border."""
     from scipy import ndimage
@@ -129,7 +133,8 @@ def _touching_edge(mask: np.ndarray) -> np.ndarray:
 def detect_artifacts(rgb: np.ndarray, mpp: float, params: QCParams) -> QCResult:
     """Pen ink and near-black regions of an RGB image whose pixels are `mpp` um wide.
 
-    Ink: a pixel of a listed hue band with enough saturation. Near-black regions that touch the image's edge are
+    Ink: a pixel of a listed hue band with enough saturation (gaps narrower than `min_width_um` closed, parts
+    narrower than it dropped). Near-black regions that touch the image's edge are
     `dark` (scanner borders, out-of-tissue black); elsewhere they are black ink when black is listed, else dark.
     """
     hue, sat, value = hsv(rgb)
@@ -142,7 +147,7 @@ def detect_artifacts(rgb: np.ndarray, mpp: float, params: QCParams) -> QCResult:
         floor = max(params.pen_min_saturation, RED_MIN_SATURATION) if color == "red" else params.pen_min_saturation
         pen |= band & (sat >= floor) & (value > params.dark_max_value)
     radius = round(params.min_width_um / mpp / 2)
-    pen = _opened(pen, radius)
+    pen = _opened(_closed(pen, radius), radius)
     near_black = _opened(value <= params.dark_max_value, radius)
     dark = _touching_edge(near_black) if near_black.any() else near_black
     if "black" in params.pen_colors:

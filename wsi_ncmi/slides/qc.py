@@ -75,16 +75,35 @@ class QCResult:
     removed: np.ndarray
 
 
-def hsv(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hue (degrees, float32), saturation (0-1, float32) and value (0-255, uint8) of an RGB uint8 image."""
-    r, g, b = (rgb[..., i].astype(np.float32) for i in range(3))
+def _hue(r: np.ndarray, g: np.ndarray, b: np.ndarray, hi: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """HSV hue in degrees (float32) of pixels with delta = max - min > 0."""
+    r, g, b, delta = (v.astype(np.float32) for v in (r, g, b, delta))
+    hue = np.where(hi == r, (g - b) / delta % 6.0, np.where(hi == g, (b - r) / delta + 2.0, (r - g) / delta + 4.0))
+    return hue * np.float32(60.0)
+
+
+def ink_mask(rgb: np.ndarray, params: QCParams) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of a listed ink hue with enough saturation and not near-black, and the HSV value (max channel) of
+    every pixel; hue is computed only where the saturation could qualify, a minority of pixels on H&E."""
+    r, g, b = (rgb[..., i].astype(np.int16) for i in range(3))
     hi = np.maximum(np.maximum(r, g), b)
-    lo = np.minimum(np.minimum(r, g), b)
-    delta = hi - lo
-    safe = np.where(delta > 0, delta, 1.0)
-    hue = np.where(hi == r, (g - b) / safe % 6.0, np.where(hi == g, (b - r) / safe + 2.0, (r - g) / safe + 4.0))
-    sat = np.where(hi > 0, delta / np.where(hi > 0, hi, 1.0), 0.0)
-    return (hue * 60.0).astype(np.float32), sat.astype(np.float32), hi.astype(np.uint8)
+    delta = hi - np.minimum(np.minimum(r, g), b)
+    floor = min(params.pen_min_saturation, RED_MIN_SATURATION)
+    candidates = np.flatnonzero((delta >= np.float32(floor) * hi) & (hi > params.dark_max_value) & (delta > 0))
+    ink = np.zeros(hi.size, dtype=bool)
+    if candidates.size == 0:
+        return ink.reshape(hi.shape), hi
+    pick = [v.ravel()[candidates] for v in (r, g, b, hi, delta)]
+    hue = _hue(*pick)
+    sat = pick[4] / pick[3].astype(np.float32)
+    for color in params.pen_colors:
+        if color not in PEN_HUES:
+            continue
+        low, high = PEN_HUES[color]
+        band = (hue >= low) & (hue <= high) if low <= high else (hue >= low) | (hue <= high)
+        need = max(params.pen_min_saturation, RED_MIN_SATURATION) if color == "red" else params.pen_min_saturation
+        ink[candidates[band & (sat >= need)]] = True
+    return ink.reshape(hi.shape), hi
 
 
 def _box(mask: np.ndarray, radius: int, grow: bool) -> np.ndarray:
@@ -137,15 +156,7 @@ def detect_artifacts(rgb: np.ndarray, mpp: float, params: QCParams) -> QCResult:
     narrower than it dropped). Near-black regions that touch the image's edge are
     `dark` (scanner borders, out-of-tissue black); elsewhere they are black ink when black is listed, else dark.
     """
-    hue, sat, value = hsv(rgb)
-    pen = np.zeros(value.shape, dtype=bool)
-    for color in params.pen_colors:
-        if color not in PEN_HUES:
-            continue
-        low, high = PEN_HUES[color]
-        band = (hue >= low) & (hue <= high) if low <= high else (hue >= low) | (hue <= high)
-        floor = max(params.pen_min_saturation, RED_MIN_SATURATION) if color == "red" else params.pen_min_saturation
-        pen |= band & (sat >= floor) & (value > params.dark_max_value)
+    pen, value = ink_mask(rgb, params)
     radius = round(params.min_width_um / mpp / 2)
     pen = _opened(_closed(pen, radius), radius)
     near_black = _opened(value <= params.dark_max_value, radius)
@@ -159,21 +170,23 @@ def detect_artifacts(rgb: np.ndarray, mpp: float, params: QCParams) -> QCResult:
 
 
 def laplacian_energy(rgb: np.ndarray) -> np.ndarray:
-    """Squared 4-neighbour Laplacian of the grey image (float32, edges replicated): local focus energy."""
-    grey = rgb.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    """Squared 4-neighbour Laplacian of the green channel (float32, edges replicated): local focus energy. Green
+    carries most of H&E's contrast (haematoxylin and eosin both absorb it)."""
+    grey = rgb[..., 1].astype(np.float32)
     padded = np.pad(grey, 1, mode="edge")
     lap = 4.0 * grey - padded[:-2, 1:-1] - padded[2:, 1:-1] - padded[1:-1, :-2] - padded[1:-1, 2:]
     return lap * lap
 
 
-def tile_sharpness(rgb: np.ndarray, tissue: np.ndarray, scale: float, coords: np.ndarray, size0: int) -> np.ndarray:
+def tile_sharpness(
+    rgb: np.ndarray, tissue: np.ndarray, scale: float, coords: np.ndarray, size0: int, fractions: np.ndarray
+) -> np.ndarray:
     """RMS Laplacian over each tile's tissue (float32, grey levels), on an image whose pixels are `scale` level-0
-    px wide and its tissue mask; a tile without tissue scores 0."""
+    px wide, given its tissue mask and the tiles' tissue fractions; a tile without tissue scores 0."""
     from wsi_ncmi.slides.grid import area_means
 
-    energy = area_means(laplacian_energy(rgb) * tissue, scale, coords, size0)
-    area = area_means(tissue, scale, coords, size0)
-    score = np.sqrt(np.divide(energy, area, out=np.zeros_like(energy), where=area > 0))
+    energy = np.maximum(area_means(laplacian_energy(rgb) * tissue, scale, coords, size0), 0.0)
+    score = np.sqrt(np.divide(energy, fractions, out=np.zeros_like(energy), where=fractions > 0))
     return score.astype(np.float32)
 
 
@@ -190,7 +203,11 @@ class TileSelection:
 def whiten(rgb: np.ndarray, removed: np.ndarray) -> np.ndarray:
     """The image with removed pixels set to white, so ink and black borders neither count as tissue nor pull the
     tissue threshold towards themselves."""
-    return np.where(removed[..., None], np.uint8(255), rgb) if removed.any() else rgb
+    if not removed.any():
+        return rgb
+    out = rgb.copy()
+    out[removed] = 255
+    return out
 
 
 def select_tiles(
@@ -216,11 +233,12 @@ def select_tiles(
     if qc is None:
         summary.update(qc_pen_mm2=0.0, qc_dark_mm2=0.0, qc_tiles_before=int(keep.sum()), qc_tiles_blurry=0)
         return TileSelection(keep, fractions, None, summary)
-    before = area_means(tissue | qc.removed, scale, grid, size0)
-    artifact = area_means(qc.removed, scale, grid, size0)
+    artifact = area_means(qc.removed, scale, grid, size0) if qc.removed.any() else np.zeros(len(grid))
+    before = fractions + artifact  # `tissue` excludes the removals, so their areas add up
     keep &= artifact <= params.max_artifact
     sharpness = np.zeros(len(grid), dtype=np.float32)
-    sharpness[keep] = tile_sharpness(rgb, tissue, scale, grid[keep], size0)
+    if keep.any():
+        sharpness[keep] = tile_sharpness(rgb, tissue, scale, grid[keep], size0, fractions[keep])
     blurry = keep & (sharpness < params.min_sharpness)
     summary.update(
         qc_pen_mm2=float(qc.pen.sum() * pixel_mm2),

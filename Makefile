@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/scaling.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/heatmap.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/peers.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/qc.py $(BENCH_ARGS)
 
 bench-full:
 	$(MAKE) bench BENCH_ARGS=--full

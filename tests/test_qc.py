@@ -267,3 +267,17 @@ def test_slide_emptied_by_qc_is_no_tissue_with_the_reason(tmp_path: Path) -> Non
 def test_bad_qc_settings_are_refused(settings: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         TilingParams.from_dict(settings)
+
+
+@pytest.mark.parametrize(("scale", "size0", "step0"), [(16.0, 256, 256), (16.03, 257, 257), (10.0, 300, 150)])
+def test_block_sums_match_sums_over_rounded_tile_boxes(scale: float, size0: int, step0: int) -> None:
+    from wsi_ncmi.slides.grid import grid_coords
+    from wsi_ncmi.slides.qc import block_sums
+
+    values = np.random.default_rng(0).random((97, 131, 2)).astype(np.float32)
+    coords = grid_coords(round(131 * scale), round(97 * scale), size0, step0, edge_tiles=True)
+    sums = block_sums(values, scale, coords, size0)
+    for (x, y), got in zip(coords.tolist(), sums, strict=True):
+        x0, y0 = round(x / scale), round(y / scale)
+        x1, y1 = min(round((x + size0) / scale), 131), min(round((y + size0) / scale), 97)
+        np.testing.assert_allclose(got, values[y0:y1, x0:x1].sum(axis=(0, 1)), rtol=1e-5, atol=1e-4)

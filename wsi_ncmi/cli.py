@@ -140,6 +140,10 @@ def tile(
         float | None,
         typer.Option("--assume-mpp", help="Level-0 um/px for slides whose metadata has none."),
     ] = None,
+    qc: Annotated[
+        str | None,
+        typer.Option("--qc", help="on: remove pen ink, black borders and blurry tiles (qc: in the config); off [on]."),
+    ] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Slides tiled in parallel (processes).")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo slides whose outputs exist.")] = False,
     config: Annotated[
@@ -156,9 +160,12 @@ def tile(
     from wsi_ncmi.shards import status_file
     from wsi_ncmi.tiling import TilingParams, tile_slides
 
+    if qc not in (None, "on", "off"):
+        raise _fail(f"--qc must be on or off, got {qc!r}")
     try:
         settings = override(
             load_yaml(config),
+            **{"qc.enabled": None if qc is None else qc == "on"},
             mpp=mpp,
             tile_size=tile_size,
             overlap=overlap,

@@ -37,7 +37,7 @@ def test_dockerfile_installs_this_package_with_its_constraints() -> None:
     for folder in ("/data", "/work", "/weights"):
         assert folder in text
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"wsi-ncmi": "wsi_ncmi.cli:app"}
+    assert scripts == {"wsi-ncmi": "wsi_ncmi.cli:main"}
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".git", "demo_out"} <= set(ignored)
 

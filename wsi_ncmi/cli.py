@@ -765,7 +765,10 @@ def demo(
 
 
 def main() -> None:
-    app()
+    """The `wsi-ncmi` entry point: faults (bad input, full disk, Ctrl-C, SIGTERM) end in one line and an exit code."""
+    from wsi_ncmi.faults import run_command_line
+
+    run_command_line(app)
 
 
 if __name__ == "__main__":

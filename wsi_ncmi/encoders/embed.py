@@ -378,12 +378,11 @@ def _run(
     for item in work:
         if not len(item.coords.coords):
             writer = BagWriter(item.out_path, 0, spec.dim, settings.feature_dtype)
-            writer.finish(
-                item.coords,
-                _bag_attrs(item, expected),
-                np.zeros(0, np.int64),
-                _pt_path(item, settings),
-            )
+            try:
+                writer.finish(item.coords, _bag_attrs(item, expected), np.zeros(0, np.int64), _pt_path(item, settings))
+            except OSError as exc:
+                rows[item.slide_id] = _row(item, FAILED, 0.0, error=str(exc))
+                continue
             rows[item.slide_id] = _row(item, NO_TISSUE, 0.0, "no tiles in the coords file: empty bag written")
     work = [w for w in work if len(w.coords.coords)]
     if not work:
@@ -476,12 +475,10 @@ def _finish(
         )
     if failed:
         notes.append(f"{len(failed)} tile(s) unreadable, zero-filled (indices in dataset failed_tiles)")
-    writer.finish(
-        item.coords,
-        _bag_attrs(item, expected),
-        np.asarray(failed, np.int64),
-        _pt_path(item, settings),
-    )
+    try:
+        writer.finish(item.coords, _bag_attrs(item, expected), np.asarray(failed, np.int64), _pt_path(item, settings))
+    except OSError as exc:
+        return _row(item, FAILED, time.perf_counter() - start, error=str(exc))
     return _row(item, OK, time.perf_counter() - start, warning="; ".join(notes))
 
 

@@ -13,6 +13,8 @@ import typer
 if TYPE_CHECKING:
     import pandas as pd
 
+    from wsi_ncmi.faults import Interrupted
+
 app = typer.Typer(
     name="wsi-ncmi",
     help="Whole-slide images -> tiles -> feature bags -> MIL aggregators trained with NCMI -> honest metrics.",
@@ -35,6 +37,18 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True)
     return typer.Exit(code)
+
+
+def _interrupted(stop: Interrupted, status_csv: Path) -> typer.Exit:
+    """Say what finished before Ctrl-C/SIGTERM and how to resume; return the Exit (128 + signal) to raise."""
+    import signal
+
+    name = signal.Signals(stop.signum).name
+    return _fail(
+        f"interrupted by {name}: {len(stop.rows)} of {stop.total} slide(s) finished (status: {status_csv}); "
+        "run the same command again to resume (finished slides are skipped)",
+        128 + stop.signum,
+    )
 
 
 def _shard(text: str | None) -> tuple[int, int] | None:
@@ -152,6 +166,7 @@ def tile(
 ) -> None:
     """Find tissue and tile each slide at a physical resolution; write JOB/tiles/*.h5 and JOB/thumbnails/*.png."""
     from wsi_ncmi.config import ConfigError, load_yaml, override
+    from wsi_ncmi.faults import Interrupted
     from wsi_ncmi.jobdir import JobDirError
     from wsi_ncmi.shards import status_file
     from wsi_ncmi.tiling import TilingParams, tile_slides
@@ -179,6 +194,8 @@ def tile(
         rows = tile_slides(
             table, out, params, workers, overwrite, shard=part, executor=executor, scheduler=dask_scheduler
         )
+    except Interrupted as stop:
+        raise _interrupted(stop, status_file(out, "tile", part)) from stop
     except (JobDirError, RuntimeError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     raise typer.Exit(_summary(rows, "tile", status_file(out, "tile", part)))
@@ -287,7 +304,7 @@ def status(
     from rich.table import Table
 
     from wsi_ncmi.shards import merged_status, status_file
-    from wsi_ncmi.status import write_status
+    from wsi_ncmi.status import SUCCESS, write_status
 
     console = Console(highlight=False)
     table = Table(title=f"{job}")
@@ -302,7 +319,7 @@ def status(
         write_status(status_file(job, stage, None), rows)
         counts = {k: sum(r.status == k for r in rows) for k in ("ok", "skipped", "no_tissue", "failed")}
         failed += counts["failed"]
-        done[stage] = {r.slide_id for r in rows if not r.failed}
+        done[stage] = {r.slide_id for r in rows if r.status in SUCCESS}
         table.add_row(stage, *map(str, counts.values()), str(sum(r.n_tiles for r in rows if not r.failed)))
     if not done:
         raise _fail(f"{job}: no status files; nothing has run here yet")

@@ -57,9 +57,12 @@ def describe(exc: BaseException) -> tuple[str, int]:
 
 
 def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
-    """The KeyboardInterrupt (or Terminated) that typer turned into exit code 130, if any."""
+    """The KeyboardInterrupt (or Terminated) that typer turned into exit code 130, if any; None when a command
+    already reported it (Interrupted)."""
     seen: BaseException | None = exc
     while seen is not None:
+        if isinstance(seen, Interrupted):
+            return None
         if isinstance(seen, KeyboardInterrupt):
             return seen
         seen = seen.__cause__ or seen.__context__

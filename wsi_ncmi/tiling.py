@@ -19,7 +19,7 @@ from wsi_ncmi.slides.lowres import read_lowres
 from wsi_ncmi.slides.mpp import MppError, resolve_mpp
 from wsi_ncmi.slides.overlay import draw_overlay, save_png
 from wsi_ncmi.slides.tissue import TissueParams, tissue_mask
-from wsi_ncmi.status import FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
+from wsi_ncmi.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
 
 
 @dataclass(frozen=True)
@@ -167,7 +167,9 @@ def tile_slide(task: TileTask) -> StatusRow:
                 (Path(task.job) / folder).mkdir(exist_ok=True)
             with slide_lock(coords_path(Path(task.job), task.slide_id)):
                 row = _tile(task)
-    except (SlideError, MppError, LockedError) as exc:
+    except LockedError as exc:
+        row = StatusRow(task.slide_id, BUSY, warning=str(exc))
+    except (SlideError, MppError) as exc:
         row = StatusRow(task.slide_id, FAILED, error=str(exc).replace("\n", " "))
     except Exception as exc:
         row = StatusRow(task.slide_id, FAILED, error=f"{task.path}: {type(exc).__name__}: {exc}".replace("\n", " "))
@@ -276,6 +278,7 @@ def tile_slides(
 ) -> list[StatusRow]:
     """Tile every slide of a validated manifest table (or of one shard of it) into JOB; write the status CSV
     (JOB/status/tile.csv, or tile.shard-I-of-N.csv); return the rows."""
+    from wsi_ncmi.faults import Interrupted
     from wsi_ncmi.jobdir import prepare_job
     from wsi_ncmi.runner import run_slides
     from wsi_ncmi.shards import shard_of, status_file
@@ -295,6 +298,11 @@ def tile_slides(
         )
         for r in slides.itertuples(index=False)
     ]
-    rows = run_slides(tile_slide, tasks, [t.slide_id for t in tasks], workers, "tiling", progress, executor, scheduler)
+    ids = [t.slide_id for t in tasks]
+    try:
+        rows = run_slides(tile_slide, tasks, ids, workers, "tiling", progress, executor, scheduler)
+    except Interrupted as stop:
+        write_status(status_file(job, "tile", shard), stop.rows)
+        raise
     write_status(status_file(job, "tile", shard), rows)
     return rows

@@ -33,7 +33,7 @@ from wsi_ncmi.encoders.registry import EncoderSpec, encoder_folder, get_encoder
 from wsi_ncmi.encoders.weights import load_encoder, weights_label
 from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
 from wsi_ncmi.slides.backend import Slide, SlideError, open_slide
-from wsi_ncmi.status import FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
+from wsi_ncmi.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -305,7 +305,7 @@ def embed_slides(
             locks.append(acquire_lock(item.out_path))
         except LockedError as exc:
             work.remove(item)
-            rows[item.slide_id] = _row(item, FAILED, 0.0, error=str(exc))
+            rows[item.slide_id] = _row(item, BUSY, 0.0, warning=str(exc))
     try:
         if work:
             rows.update(_embed_work(work, spec, settings, device, precision, expected, progress, keep_model))

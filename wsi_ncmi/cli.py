@@ -112,8 +112,14 @@ def synth(
     size: Annotated[str, typer.Option("--size", help="Level-0 size WxH in pixels.")] = "8192x6144",
     mpp: Annotated[float, typer.Option("--mpp", min=0.05, help="Level-0 microns per pixel.")] = 0.25,
     fmt: Annotated[str, typer.Option("--format", help="tiff (CAMELYON layout) or svs (Aperio layout).")] = "tiff",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a cohort made with other settings in --out.")
+    ] = False,
 ) -> None:
-    """Write a synthetic CAMELYON-style cohort: pyramidal JPEG TIFFs with tissue and lesions, truth, manifest."""
+    """Write a synthetic CAMELYON-style cohort: pyramidal JPEG TIFFs with tissue and lesions, truth, manifest.
+
+    The same settings into the same --out continue an interrupted run; other settings need --overwrite."""
+    from wsi_ncmi.cohort.synthdir import SynthFolderError, prepare_synth_folder
     from wsi_ncmi.synthetic import CohortSpec, write_cohort
 
     try:
@@ -125,6 +131,10 @@ def synth(
     if not out.parent.is_dir():
         raise _fail(f"{out}: parent folder {out.parent} does not exist; create it first")
     cohort = CohortSpec(slides, centers, nodes_per_case, width, height, mpp, seed, fmt)
+    try:
+        prepare_synth_folder(out, cohort, overwrite)
+    except SynthFolderError as exc:
+        raise _fail(str(exc)) from exc
     manifest = write_cohort(cohort, out, progress=True)
     typer.echo(f"wrote {slides} synthetic slide(s); manifest: {manifest}")
 
@@ -502,6 +512,7 @@ def train(
     from wsi_ncmi.mil.data import BagDataError
     from wsi_ncmi.mil.run import train_run
     from wsi_ncmi.mil.train import RunError, TrainConfig
+    from wsi_ncmi.validation import fit_warmup
 
     try:
         settings = (
@@ -521,9 +532,12 @@ def train(
             cache_gb=cache_gb,
             skip_missing=skip_missing or None,
         )
+        note = fit_warmup(settings, TrainConfig.warmup_epochs) if epochs is not None else None
         train_config = TrainConfig.from_dict(settings)
     except (ConfigError, ValueError, TypeError, KeyError) as exc:
         raise _fail(f"training settings: {exc}") from exc
+    if note:
+        typer.secho(f"note: {note}", fg="yellow", err=True)
     try:
         from wsi_ncmi.mil.distributed import Cluster
 
@@ -650,7 +664,7 @@ def heatmap(
     from wsi_ncmi.bags import BagFormatError, read_coords_attrs
     from wsi_ncmi.encoders.embed import bag_path
     from wsi_ncmi.evaluation.evaluate import run_config
-    from wsi_ncmi.evaluation.heatmap import attention_scores, draw_heatmap
+    from wsi_ncmi.evaluation.heatmap import attention_scores, check_bag_tiles, draw_heatmap
     from wsi_ncmi.mil.train import RunError
     from wsi_ncmi.slides.backend import SlideError
 
@@ -659,6 +673,7 @@ def heatmap(
         encoder = run_config(run)["encoder"].get("encoder", "")
         bag = bag_path(job, encoder, slide)
         attrs = read_coords_attrs(job / "tiles" / f"{slide}.h5")
+        check_bag_tiles(bag, job / "tiles" / f"{slide}.h5")
         attention, coords, predicted = attention_scores(run, bag)
         draw_heatmap(
             str(attrs["slide_path"]),

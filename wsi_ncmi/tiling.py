@@ -20,6 +20,7 @@ from wsi_ncmi.slides.mpp import MppError, resolve_mpp
 from wsi_ncmi.slides.overlay import draw_overlay, save_png
 from wsi_ncmi.slides.tissue import TissueParams, tissue_mask
 from wsi_ncmi.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
+from wsi_ncmi.validation import check_settings
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class TilingParams:
         )
         if unknown:
             raise ValueError(f"unknown tiling setting(s): {', '.join(unknown)}")
+        check_settings(values, cls, "tiling")
+        check_settings(tissue, TissueParams, "tiling.tissue")
         return cls(**values, tissue=TissueParams(**tissue))
 
     def to_dict(self) -> dict[str, Any]:

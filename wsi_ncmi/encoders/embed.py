@@ -33,6 +33,7 @@ from wsi_ncmi.encoders.registry import EncoderSpec, encoder_folder, get_encoder
 from wsi_ncmi.encoders.weights import load_encoder, weights_label
 from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
 from wsi_ncmi.slides.backend import Slide, SlideError, open_slide
+from wsi_ncmi.slides.integrity import check_tile
 from wsi_ncmi.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -134,6 +135,7 @@ class TileDataset(Dataset):
         work = self.work[slide_index]
         x, y = work.coords.coords[tile_index]
         region = self._slide(slide_index, fresh).read_region((x, y), work.read_level, (work.read_size,) * 2)
+        check_tile(region, f"{work.slide_id} tile {tile_index}")
         image = Image.fromarray(region)
         if work.read_size != work.tile_size:
             image = image.resize((work.tile_size,) * 2, Image.Resampling.BILINEAR)

@@ -29,6 +29,7 @@ from wsi_ncmi.mil.data import BagSet, class_weights, epoch_order, subsample
 from wsi_ncmi.mil.distributed import Cluster
 from wsi_ncmi.mil.heads import Head, build_head
 from wsi_ncmi.mil.models import MILModel, build_model
+from wsi_ncmi.validation import check_settings
 
 CHECKPOINT_VERSION = 1
 SINGLE = Cluster()
@@ -93,6 +94,7 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown training setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        check_settings(values, cls, "training")
         return cls(**values)
 
 

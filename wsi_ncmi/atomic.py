@@ -7,6 +7,7 @@ the error is held back, the rest of the file is discarded, and the error is rais
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,8 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     An interrupted writer therefore never leaves a half-written file under the final name.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder; give a file name", str(path))
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp

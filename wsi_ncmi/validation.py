@@ -123,3 +123,15 @@ def bag_encoder_problems(features: Path, slide_ids: list[str], expected: dict[st
             listed = "; ".join(f"{k}: model {a!r}, bag {b!r}" for k, (a, b) in differing.items())
             return f"{path}: bag made differently from the model's training bags ({listed})"
     return None
+
+
+def check_feature_size(bags: Any, trained: Any, features: Path) -> None:
+    """Refuse bags whose feature size is not the model's input size (another encoder), naming the folder."""
+    from wsi_ncmi.mil.data import BagDataError
+
+    expected = int(trained.checkpoint.get("in_dim", 0))
+    if bags.dim and expected and bags.dim != expected:
+        raise BagDataError(
+            f"{features}: bags have {bags.dim} features per tile, the model takes {expected}; "
+            "use bags embedded with the model's encoder"
+        )

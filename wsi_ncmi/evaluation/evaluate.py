@@ -16,7 +16,7 @@ from wsi_ncmi.evaluation.metrics import full_metrics
 from wsi_ncmi.evaluation.predictions import prediction_table, write_predictions
 from wsi_ncmi.mil.data import BagDataError, load_bagset
 from wsi_ncmi.mil.train import RunError, Trained, predict
-from wsi_ncmi.validation import bag_encoder_problems, load_run_model
+from wsi_ncmi.validation import bag_encoder_problems, check_feature_size, load_run_model
 
 SPLIT_CHOICES = ("test", "val", "train", "all")
 _NODE_ID = re.compile(r"^patient_\d+_node_\d+$")
@@ -120,6 +120,7 @@ def evaluate_split(
     bags = load_bagset(ids, [index[label] for label in rows["label"]], features, skip_missing, what=split_name)
     rows = rows.set_index("slide_id").loc[bags.slide_ids].reset_index()
     rows["split"] = split_name
+    check_feature_size(bags, trained, features)
     probs, preds, no_tiles = predict(trained, bags)
     table = prediction_table(rows, classes, probs, preds, no_tiles)
     write_predictions(table, run / f"predictions_{split_name}.csv")
@@ -207,6 +208,7 @@ def predict_slides(
     )
     rows = rows.set_index("slide_id").loc[bags.slide_ids].reset_index()
     rows["split"] = "predict"
+    check_feature_size(bags, trained, features)
     probs, preds, no_tiles = predict(trained, bags)
     table = prediction_table(rows, trained.classes, probs, preds, no_tiles, with_truth=False)
     write_predictions(table, Path(out))

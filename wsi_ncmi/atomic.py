@@ -116,3 +116,16 @@ def raise_write_error(guard: GuardedFile, path: Path | str) -> None:
     if guard.error is not None:
         exc = guard.error
         raise OSError(exc.errno, f"{path}: could not write ({exc.strerror}); free some space and run again") from exc
+
+
+def save_torch(obj: Any, path: Path | str) -> None:
+    """torch.save `obj` to `path` atomically; serialised in memory first, so a full disk is a plain OSError (torch's
+    own writer reports it as an opaque RuntimeError)."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        handle.write(buffer.getbuffer())

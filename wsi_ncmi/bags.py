@@ -15,7 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from wsi_ncmi.atomic import GuardedFile, atomic_path, h5_atomic, raise_write_error
+from wsi_ncmi.atomic import GuardedFile, h5_atomic, raise_write_error, save_torch
 
 FORMAT_VERSION = 1
 
@@ -176,8 +176,7 @@ class BagWriter:
         if also_pt is not None:
             import torch
 
-            with atomic_path(also_pt) as tmp:
-                torch.save(torch.from_numpy(self.features[:].astype(np.float32)), tmp)
+            save_torch(torch.from_numpy(self.features[:].astype(np.float32)), also_pt)
         self.h5.close()
         self.guard.close()
         if self.guard.error is not None:

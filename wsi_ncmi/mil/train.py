@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.atomic import atomic_path, save_torch
 from wsi_ncmi.devices import resolve_device
 from wsi_ncmi.evaluation.metrics import core_metrics
 from wsi_ncmi.mil.data import BagSet, class_weights, epoch_order, subsample
@@ -228,8 +228,7 @@ def _checkpoint(
 
 
 def _save(obj: dict[str, Any], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    save_torch(obj, path)
 
 
 def _write_history(rows: list[dict[str, Any]], path: Path) -> pd.DataFrame:

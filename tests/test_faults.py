@@ -136,6 +136,17 @@ except OSError as exc:
     assert sorted(p.name for p in small_disk.iterdir()) == []
 
 
+def test_full_disk_during_train_is_one_clear_line(
+    bags: tuple[Path, Path, Path], small_disk: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    manifest, features, split = bags
+    (tmp_path / "w.yaml").write_text("warmup_epochs: 0\n")
+    args = ["train", "--manifest", str(manifest), "--features", str(features), "--split", str(split)]
+    args += ["--config", str(tmp_path / "w.yaml"), "--epochs", "1", "--loss", "ce", "--device", "cpu"]
+    _one_clear_line(_main(capfd, *args, "--out", str(small_disk / "run")), "error:", "No space left on device")
+    assert _leftovers(small_disk) == []
+
+
 # --- signals and concurrent processes --------------------------------------------------------------------------
 
 

@@ -10,9 +10,20 @@ from __future__ import annotations
 import errno
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+
+PENDING: set[Path] = set()
+"""Temporary files and lock files this process is writing now; `remove_pending` deletes them when it is stopped."""
+
+
+def remove_pending() -> None:
+    """Delete every temporary and lock file this process holds (a pool worker being stopped calls this, then exits)."""
+    for path in list(PENDING):
+        with suppress(OSError):
+            path.unlink(missing_ok=True)
+    PENDING.clear()
 
 
 @contextmanager
@@ -25,12 +36,15 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a folder; give a file name", str(path))
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    PENDING.add(tmp)
     try:
         yield tmp
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        PENDING.discard(tmp)
 
 
 class GuardedFile:

@@ -15,7 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from wsi_ncmi.atomic import GuardedFile, h5_atomic, raise_write_error, save_torch
+from wsi_ncmi.atomic import PENDING, GuardedFile, h5_atomic, raise_write_error, save_torch
 
 FORMAT_VERSION = 1
 
@@ -152,6 +152,7 @@ class BagWriter:
 
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        PENDING.add(self.tmp)
         self.guard = GuardedFile(self.tmp)
         self.h5 = h5py.File(self.guard, "w")
         chunk = (min(n_tiles, 1024), dim) if n_tiles else None
@@ -183,6 +184,7 @@ class BagWriter:
             self.tmp.unlink(missing_ok=True)
             raise_write_error(self.guard, self.path)
         os.replace(self.tmp, self.path)
+        PENDING.discard(self.tmp)
 
     def abort(self) -> None:
         try:
@@ -190,6 +192,7 @@ class BagWriter:
             self.guard.close()
         finally:
             self.tmp.unlink(missing_ok=True)
+            PENDING.discard(self.tmp)
 
 
 @dataclass

@@ -40,29 +40,17 @@ def _watch_parent(parent: int) -> None:
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
-        os._exit(1)
+        _stop_worker(signal.SIGTERM, None)
 
     threading.Thread(target=watch, daemon=True).start()
 
 
-_RUNNING = threading.Event()
-
-
 def _stop_worker(signum: int, frame: object) -> None:
-    if _RUNNING.is_set():
-        raise KeyboardInterrupt
+    """SIGTERM in a pool worker: remove the temporary and lock files of the slide it is writing, then exit."""
+    from wsi_ncmi.atomic import remove_pending
+
+    remove_pending()
     os._exit(1)
-
-
-def _in_worker(func: Callable[[T], StatusRow], item: T) -> StatusRow:
-    """Run `func` in a pool worker; when stopped, its cleanup (temp files, locks) runs, then the worker exits."""
-    _RUNNING.set()
-    try:
-        return func(item)
-    except KeyboardInterrupt:
-        os._exit(1)
-    finally:
-        _RUNNING.clear()
 
 
 def _stop_pool(pool: ProcessPoolExecutor, grace_s: float = 10.0) -> None:
@@ -149,7 +137,7 @@ def _run_pool(
     )
     try:
         futures: dict[Future[StatusRow], int] = {
-            pool.submit(_in_worker, func, item): i for i, item in enumerate(items)
+            pool.submit(func, item): i for i, item in enumerate(items)
         }
         for future in as_completed(futures):
             index = futures[future]

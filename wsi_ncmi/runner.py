@@ -9,10 +9,15 @@ worker, and the rows come back to this process, which writes the status file and
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import TypeVar
 
+from wsi_ncmi.faults import Interrupted, signal_of
 from wsi_ncmi.status import FAILED, StatusRow
 
 T = TypeVar("T")
@@ -20,7 +25,47 @@ EXECUTORS = ("local", "dask")
 
 
 def _crash_row(slide_id: str, exc: BaseException) -> StatusRow:
+    from concurrent.futures.process import BrokenProcessPool
+
+    if isinstance(exc, BrokenProcessPool):
+        return StatusRow(slide_id, FAILED, error=f"not finished: a worker process died ({exc}); run again to redo it")
     return StatusRow(slide_id, FAILED, error=f"worker crashed: {type(exc).__name__}: {exc}")
+
+
+def _watch_parent(parent: int) -> None:
+    """Pool-worker initializer: leave Ctrl-C to the main process, and exit as soon as the main process is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_worker)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        _stop_worker(signal.SIGTERM, None)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _stop_worker(signum: int, frame: object) -> None:
+    """SIGTERM in a pool worker: remove the temporary and lock files of the slide it is writing, then exit."""
+    from wsi_ncmi.atomic import remove_pending
+
+    remove_pending()
+    os._exit(1)
+
+
+def _stop_pool(pool: ProcessPoolExecutor, grace_s: float = 10.0) -> None:
+    """Cancel what has not started and stop the running workers (SIGTERM, then SIGKILL after `grace_s`)."""
+    processes = list(getattr(pool, "_processes", {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        process.join(max(0.0, deadline - time.monotonic()))
+        if process.is_alive():
+            process.kill()
+            process.join()
 
 
 def run_slides(
@@ -63,24 +108,48 @@ def run_slides(
             for index, row in _run_dask(func, items, slide_ids, workers, description, scheduler, resources):
                 record(index, row)
         elif workers <= 1 or len(items) <= 1:
-            for index, item in enumerate(items):
-                try:
-                    row = func(item)
-                except Exception as exc:
-                    row = _crash_row(slide_ids[index], exc)
-                record(index, row)
-        else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                futures: dict[Future[StatusRow], int] = {pool.submit(func, item): i for i, item in enumerate(items)}
-                for future in as_completed(futures):
-                    index = futures[future]
+            try:
+                for index, item in enumerate(items):
                     try:
-                        row = future.result()
+                        row = func(item)
                     except Exception as exc:
                         row = _crash_row(slide_ids[index], exc)
                     record(index, row)
+            except KeyboardInterrupt as stop:
+                raise Interrupted([rows[i] for i in sorted(rows)], len(items), signal_of(stop)) from stop
+        else:
+            _run_pool(func, items, slide_ids, workers, record, rows)
     return [rows[i] for i in range(len(items))]
+
+
+def _run_pool(
+    func: Callable[[T], StatusRow],
+    items: Sequence[T],
+    slide_ids: Sequence[str],
+    workers: int,
+    record: Callable[[int, StatusRow], None],
+    rows: dict[int, StatusRow],
+) -> None:
+    """Run the items in a spawn process pool; Ctrl-C or SIGTERM stops it promptly and raises Interrupted."""
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_watch_parent, initargs=(os.getpid(),)
+    )
+    try:
+        futures: dict[Future[StatusRow], int] = {
+            pool.submit(func, item): i for i, item in enumerate(items)
+        }
+        for future in as_completed(futures):
+            index = futures[future]
+            try:
+                row = future.result()
+            except Exception as exc:
+                row = _crash_row(slide_ids[index], exc)
+            record(index, row)
+    except KeyboardInterrupt as stop:
+        _stop_pool(pool)
+        raise Interrupted([rows[i] for i in sorted(rows)], len(items), signal_of(stop)) from stop
+    pool.shutdown(wait=True)
 
 
 def _run_dask(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -10,6 +12,8 @@ from wsi_ncmi.atomic import atomic_path
 
 OK, SKIPPED, FAILED, NO_TISSUE = "ok", "skipped", "failed", "no_tissue"
 SUCCESS = (OK, SKIPPED, NO_TISSUE)
+BUSY = "busy"
+"""Another live process holds the slide's lock and is writing it: not done here, but not a failure either."""
 
 
 @dataclass
@@ -27,7 +31,7 @@ class StatusRow:
 
     @property
     def failed(self) -> bool:
-        return self.status not in SUCCESS
+        return self.status not in SUCCESS and self.status != BUSY
 
 
 COLUMNS = [f.name for f in fields(StatusRow)]
@@ -59,8 +63,35 @@ def write_status(path: Path, rows: list[StatusRow]) -> None:
     """Merge `rows` into the status CSV at `path` (a slide's new row replaces its old one), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    merged = {row.slide_id: row for row in read_status(path)}
-    merged.update({row.slide_id: row for row in rows})
+    with status_lock(path):
+        merged = {row.slide_id: row for row in read_status(path)}
+        merged.update({row.slide_id: row for row in rows if row.status != BUSY or row.slide_id not in merged})
+        _write_rows(path, merged)
+
+
+@contextmanager
+def status_lock(path: Path, wait_s: float = 60.0) -> Iterator[None]:
+    """Hold `{path}.lock` while a status file is read, merged and rewritten, so two processes never lose rows."""
+    import time
+
+    from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            lock = acquire_lock(path)
+            break
+        except LockedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        release_lock(lock)
+
+
+def _write_rows(path: Path, merged: dict[str, StatusRow]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)
         writer.writeheader()

@@ -21,7 +21,8 @@ from wsi_ncmi.slides.mpp import MppError, resolve_mpp
 from wsi_ncmi.slides.overlay import draw_overlay, save_png
 from wsi_ncmi.slides.qc import QCParams, QCResult, detect_artifacts, select_tiles, whiten
 from wsi_ncmi.slides.tissue import TissueParams, tissue_mask
-from wsi_ncmi.status import FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
+from wsi_ncmi.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
+from wsi_ncmi.validation import check_settings
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,9 @@ class TilingParams:
         )
         if unknown:
             raise ValueError(f"unknown tiling setting(s): {', '.join(unknown)}")
+        check_settings(values, cls, "tiling")
+        check_settings(tissue, TissueParams, "tiling.tissue")
+        check_settings(qc, QCParams, "tiling.qc")
         return cls(**values, tissue=TissueParams(**tissue), qc=QCParams(**qc))
 
     def to_dict(self) -> dict[str, Any]:
@@ -175,7 +179,9 @@ def tile_slide(task: TileTask) -> StatusRow:
                 (Path(task.job) / folder).mkdir(exist_ok=True)
             with slide_lock(coords_path(Path(task.job), task.slide_id)):
                 row = _tile(task)
-    except (SlideError, MppError, LockedError) as exc:
+    except LockedError as exc:
+        row = StatusRow(task.slide_id, BUSY, warning=str(exc))
+    except (SlideError, MppError) as exc:
         row = StatusRow(task.slide_id, FAILED, error=str(exc).replace("\n", " "))
     except Exception as exc:
         row = StatusRow(task.slide_id, FAILED, error=f"{task.path}: {type(exc).__name__}: {exc}".replace("\n", " "))
@@ -287,6 +293,7 @@ def tile_slides(
 ) -> list[StatusRow]:
     """Tile every slide of a validated manifest table (or of one shard of it) into JOB; write the status CSV
     (JOB/status/tile.csv, or tile.shard-I-of-N.csv) and the QC table (qc.csv likewise); return the rows."""
+    from wsi_ncmi.faults import Interrupted
     from wsi_ncmi.jobdir import prepare_job
     from wsi_ncmi.runner import run_slides
     from wsi_ncmi.shards import shard_of, status_file
@@ -306,7 +313,12 @@ def tile_slides(
         )
         for r in slides.itertuples(index=False)
     ]
-    rows = run_slides(tile_slide, tasks, [t.slide_id for t in tasks], workers, "tiling", progress, executor, scheduler)
+    ids = [t.slide_id for t in tasks]
+    try:
+        rows = run_slides(tile_slide, tasks, ids, workers, "tiling", progress, executor, scheduler)
+    except Interrupted as stop:
+        write_status(status_file(job, "tile", shard), stop.rows)
+        raise
     write_status(status_file(job, "tile", shard), rows)
     write_qc_table(status_file(job, "qc", shard), job, [row.slide_id for row in rows if not row.failed])
     return rows

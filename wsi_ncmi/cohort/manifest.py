@@ -48,6 +48,20 @@ def _row(index: int) -> str:
     return f"row {index + 2}"
 
 
+def label_spelling_problems(labels: pd.Series) -> list[str]:
+    """Labels that differ only in case or spaces ('ITC', 'itc', 'itc '): one mistyped row would add a class."""
+    spellings: dict[str, dict[str, int]] = {}
+    for index, label in labels.items():
+        if label.strip():
+            spellings.setdefault(" ".join(label.split()).casefold(), {}).setdefault(label.strip(), index)
+    return [
+        "labels " + ", ".join(f"{name!r} ({_row(row)})" for name, row in sorted(names.items()))
+        + " differ only in case or spaces; use one spelling"
+        for names in spellings.values()
+        if len(names) > 1
+    ]
+
+
 def validate(frame: pd.DataFrame, path: Path | str, require: Iterable[str] = (), strict: bool = False) -> list[str]:
     """Every problem in a raw manifest table (row numbers as in the file, header = row 1)."""
     require = list(require)
@@ -81,6 +95,8 @@ def validate(frame: pd.DataFrame, path: Path | str, require: Iterable[str] = (),
                 number = float("nan")
             if not (math.isfinite(number) and number > 0):
                 problems.append(f"{_row(index)}: mpp {value!r} is not a positive number of microns per pixel")
+    if "label" in frame.columns:
+        problems += label_spelling_problems(frame["label"])
     if "case_id" in frame.columns and "center" in frame.columns:
         cases = frame[(frame["case_id"] != "") & (frame["center"] != "")]
         for case, group in cases.groupby("case_id", sort=True):
@@ -116,6 +132,7 @@ def _normalise(frame: pd.DataFrame, base: Path) -> pd.DataFrame:
     for column in ("label", "case_id", "center", "path", "mpp"):
         if column not in out.columns:
             out[column] = ""
+    out["label"] = [label.strip() for label in out["label"]]
     out["case_id"] = [c if c else s for c, s in zip(out["case_id"], out["slide_id"], strict=True)]
     out["path"] = [str((base / p).resolve()) if p else "" for p in out["path"]]
     out["mpp"] = [float(v) if v.strip() else math.nan for v in out["mpp"]]

@@ -191,6 +191,10 @@ def read_split(path: Path | str) -> pd.Series:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError as exc:
         raise SplitError(f"{path}: split file not found") from exc
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise SplitError(f"{path}: not a readable split file ({exc}); write it with `wsi-ncmi splits`") from exc
+    except IsADirectoryError as exc:
+        raise SplitError(f"{path}: is a folder; give a split_K.csv file inside it") from exc
     if list(frame.columns[:2]) != ["slide_id", "split"]:
         raise SplitError(f"{path}: expected columns slide_id,split, got {', '.join(frame.columns)}")
     bad = frame.index[~frame["split"].isin(SPLITS)]
@@ -200,4 +204,6 @@ def read_split(path: Path | str) -> pd.Series:
     dupes = frame["slide_id"][frame["slide_id"].duplicated()]
     if len(dupes):
         raise SplitError(f"{path}: slide(s) listed twice: {', '.join(dupes.head(10))}")
+    if frame.empty:
+        raise SplitError(f"{path}: split file lists no slides; write it with `wsi-ncmi splits`")
     return frame.set_index("slide_id")["split"]

@@ -39,7 +39,8 @@ from wsi_ncmi.encoders.stain import UNRECORDED, StainNormaliser, stain_normalise
 from wsi_ncmi.encoders.weights import load_encoder, weights_label
 from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
 from wsi_ncmi.slides.backend import Slide, SlideError, open_slide
-from wsi_ncmi.status import FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
+from wsi_ncmi.slides.integrity import check_tile
+from wsi_ncmi.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -156,6 +157,7 @@ class TileDataset(Dataset):
         work = self.work[slide_index]
         x, y = work.coords.coords[tile_index]
         region = self._slide(slide_index, fresh).read_region((x, y), work.read_level, (work.read_size,) * 2)
+        check_tile(region, f"{work.slide_id} tile {tile_index}")
         region = self.stain(region)
         if work.read_size == work.tile_size:
             return np.array(region)
@@ -367,7 +369,7 @@ def embed_encoders(
                 locks.append(acquire_lock(out))
             except LockedError as exc:
                 del item.outputs[name]
-                rows[name][item.slide_id] = _row(item, FAILED, 0.0, error=str(exc))
+                rows[name][item.slide_id] = _row(item, BUSY, 0.0, warning=str(exc))
     work = [item for item in merged.values() if item.outputs]
     try:
         if work:
@@ -464,12 +466,12 @@ def _run(
         if not len(item.coords.coords):
             for name, out in item.outputs.items():
                 writer = BagWriter(out, 0, runs[name].spec.dim, settings.feature_dtype)
-                writer.finish(
-                    item.coords,
-                    _bag_attrs(item, runs[name].expected),
-                    np.zeros(0, np.int64),
-                    _pt_path(out, settings),
-                )
+                try:
+                    attrs = _bag_attrs(item, runs[name].expected)
+                    writer.finish(item.coords, attrs, np.zeros(0, np.int64), _pt_path(out, settings))
+                except OSError as exc:
+                    rows[name][item.slide_id] = _row(item, FAILED, 0.0, error=str(exc))
+                    continue
                 rows[name][item.slide_id] = _row(item, NO_TISSUE, 0.0, "no tiles in the coords file: empty bag written")
     work = [w for w in work if len(w.coords.coords)]
     if not work:
@@ -588,12 +590,11 @@ def _finish(
         )
     if failed:
         notes.append(f"{len(failed)} tile(s) unreadable, zero-filled (indices in dataset failed_tiles)")
-    writer.finish(
-        item.coords,
-        _bag_attrs(item, expected),
-        np.asarray(failed, np.int64),
-        _pt_path(item.outputs[name], settings),
-    )
+    pt_path = _pt_path(item.outputs[name], settings)
+    try:
+        writer.finish(item.coords, _bag_attrs(item, expected), np.asarray(failed, np.int64), pt_path)
+    except OSError as exc:
+        return _row(item, FAILED, time.perf_counter() - start, error=str(exc))
     return _row(item, OK, time.perf_counter() - start, warning="; ".join(notes))
 
 

@@ -15,7 +15,8 @@ from wsi_ncmi.atomic import atomic_path
 from wsi_ncmi.evaluation.metrics import full_metrics
 from wsi_ncmi.evaluation.predictions import prediction_table, write_predictions
 from wsi_ncmi.mil.data import BagDataError, load_bagset
-from wsi_ncmi.mil.train import RunError, Trained, load_trained, predict
+from wsi_ncmi.mil.train import RunError, Trained, predict
+from wsi_ncmi.validation import bag_encoder_problems, check_feature_size, load_run_model
 
 SPLIT_CHOICES = ("test", "val", "train", "all")
 _NODE_ID = re.compile(r"^patient_\d+_node_\d+$")
@@ -102,6 +103,9 @@ def evaluate_split(
     ids = split.index[split == split_name].tolist()
     if not ids:
         raise BagDataError(f"the split file has no {split_name} slides")
+    mismatch = bag_encoder_problems(features, ids, trained.checkpoint.get("encoder_attrs", {}))
+    if mismatch:
+        raise BagDataError(f"{mismatch}; evaluate bags embedded with the model's encoder and weights")
     rows = manifest.set_index("slide_id").loc[ids].reset_index()
     unknown = sorted(set(rows["label"]) - set(classes) - {""})
     if unknown:
@@ -116,6 +120,7 @@ def evaluate_split(
     bags = load_bagset(ids, [index[label] for label in rows["label"]], features, skip_missing, what=split_name)
     rows = rows.set_index("slide_id").loc[bags.slide_ids].reset_index()
     rows["split"] = split_name
+    check_feature_size(bags, trained, features)
     probs, preds, no_tiles = predict(trained, bags)
     table = prediction_table(rows, classes, probs, preds, no_tiles)
     write_predictions(table, run / f"predictions_{split_name}.csv")
@@ -157,7 +162,7 @@ def evaluate_run(
     if split_name not in SPLIT_CHOICES:
         raise ValueError(f"--split must be one of {', '.join(SPLIT_CHOICES)}")
     config = run_config(run)
-    trained = load_trained(run / "model.pt", device)
+    trained = load_run_model(run, device)
     inputs = config["inputs"]
     table = read_manifest(manifest or inputs["manifest"])
     split = read_split(split_file or inputs["split"])
@@ -185,9 +190,8 @@ def predict_slides(
 ) -> pd.DataFrame:
     """Predict unlabelled slides (all bags in FEATURES, or the manifest's); refuse bags from another encoder."""
     from wsi_ncmi.cohort.manifest import read_manifest
-    from wsi_ncmi.mil.data import bag_encoder_attrs, find_bag
 
-    trained = load_trained(Path(run) / "model.pt", device)
+    trained = load_run_model(Path(run), device)
     if manifest is not None:
         rows = read_manifest(manifest)
     else:
@@ -196,24 +200,15 @@ def predict_slides(
     if rows.empty:
         raise BagDataError(f"no slides to predict in {manifest or features}")
     expected = trained.checkpoint.get("encoder_attrs", {})
-    if not force:
-        for slide_id in rows["slide_id"]:
-            path = find_bag(Path(features), slide_id)
-            if path is None:
-                continue
-            found = bag_encoder_attrs(path)
-            differing = {k: (v, found.get(k)) for k, v in expected.items() if found.get(k) != v}
-            if differing:
-                listed = "; ".join(f"{k}: model {a!r}, bag {b!r}" for k, (a, b) in differing.items())
-                raise BagDataError(
-                    f"{path}: bag made differently from the model's training bags ({listed}); "
-                    "embed with the same encoder and weights, or pass --force"
-                )
+    mismatch = None if force else bag_encoder_problems(Path(features), rows["slide_id"].tolist(), expected)
+    if mismatch:
+        raise BagDataError(f"{mismatch}; embed with the same encoder and weights, or pass --force")
     bags = load_bagset(
         rows["slide_id"].tolist(), [-1] * len(rows), Path(features), what="prediction", check_encoders=not force
     )
     rows = rows.set_index("slide_id").loc[bags.slide_ids].reset_index()
     rows["split"] = "predict"
+    check_feature_size(bags, trained, features)
     probs, preds, no_tiles = predict(trained, bags)
     table = prediction_table(rows, trained.classes, probs, preds, no_tiles, with_truth=False)
     write_predictions(table, Path(out))

@@ -14,9 +14,9 @@ def attention_scores(run: Path, bag_path: Path, device: str = "cpu") -> tuple[np
     import torch
 
     from wsi_ncmi.bags import read_bag
-    from wsi_ncmi.mil.train import load_trained
+    from wsi_ncmi.validation import load_run_model
 
-    trained = load_trained(Path(run) / "model.pt", device)
+    trained = load_run_model(Path(run), device)
     bag = read_bag(bag_path)
     if len(bag) == 0:
         raise ValueError(f"{bag_path}: empty bag (no tissue tiles); nothing to draw")
@@ -29,6 +29,26 @@ def attention_scores(run: Path, bag_path: Path, device: str = "cpu") -> tuple[np
             )
         predicted = trained.classes[int(trained.head.predict(output.h.float()[None])[0])]
     return output.attention.float().cpu().numpy(), bag.coords, predicted
+
+
+def check_bag_tiles(bag_path: Path, coords_path: Path) -> None:
+    """Refuse a bag embedded from other tiles than the slide's current coords file (the slide was tiled again):
+    its attention would be drawn at stale positions. Bags without a coords digest are compared by coordinates."""
+    from wsi_ncmi.bags import BagFormatError, coords_digest, read_bag_attrs, read_coords
+
+    current = read_coords(coords_path).coords
+    digest = read_bag_attrs(bag_path).get("coords_sha256")
+    if digest is None:
+        from wsi_ncmi.bags import read_bag
+
+        same = np.array_equal(read_bag(bag_path).coords, current)
+    else:
+        same = digest == coords_digest(current)
+    if not same:
+        raise BagFormatError(
+            f"{bag_path}: embedded from other tiles than {coords_path} (the slide was tiled again); "
+            "run `wsi-ncmi embed --overwrite` for this slide first"
+        )
 
 
 def draw_heatmap(

@@ -2,30 +2,83 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from wsi_ncmi.config import load_yaml
 from wsi_ncmi.mil.data import BagDataError, bag_encoder_attrs, join_split, load_bagset
 from wsi_ncmi.mil.distributed import Cluster
 from wsi_ncmi.mil.train import SINGLE, RunError, TrainConfig, TrainResult, train
+from wsi_ncmi.runlock import clear_outputs, run_lock
 
 
 def prepare_run(run: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse an existing run folder unless resuming or overwriting; resuming needs RUN/last.pt."""
+    """Refuse an existing run unless resuming or overwriting; resuming needs RUN/last.pt. Deletes nothing: a folder
+    holding only config.yaml (a run that stopped before its first epoch) may be started again as it is."""
     if resume and overwrite:
         raise RunError("--resume and --overwrite contradict each other; choose one")
     if resume:
         if not (run / "last.pt").exists():
             raise RunError(f"{run}: nothing to resume (no last.pt); start the run without --resume")
         return
-    if run.exists() and any(run.iterdir()) and not overwrite:
-        raise RunError(f"{run}: run folder exists; pass --resume to continue it or --overwrite to start again")
     if not run.parent.is_dir():
         raise RunError(f"{run}: parent folder {run.parent} does not exist; create it first")
-    run.mkdir(exist_ok=True)
-    for stale in ("model.pt", "last.pt", "history.csv"):
-        (run / stale).unlink(missing_ok=True)
+    if run.exists() and not run.is_dir():
+        raise RunError(f"{run}: exists and is not a folder; choose another --out")
+    started = [p for p in run.iterdir() if p.name != "config.yaml"] if run.is_dir() else []
+    if started and not overwrite:
+        raise RunError(f"{run}: run folder exists; pass --resume to continue it or --overwrite to start again")
+
+
+def check_trainable(config: TrainConfig, dim: int, classes: list[str]) -> None:
+    """Build the model and head once, so a bad model_args/loss_args setting is refused before the folder is written."""
+    from wsi_ncmi.mil.heads import build_head
+    from wsi_ncmi.mil.models import build_model
+
+    try:
+        model = build_model(config.model, dim or 1, **config.model_args)
+        build_head(config.loss, model.dim, len(classes), **config.loss_args)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise RunError(f"training settings: {exc}") from exc
+
+
+def check_resume(run: Path, record: dict[str, Any]) -> None:
+    """RUN/last.pt must load as data and belong to this run's settings, classes and bags."""
+    import torch
+
+    from wsi_ncmi.validation import checkpoint_problems
+
+    path = run / "last.pt"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = state["checkpoint"]
+        missing = [k for k in ("optimizer", "scheduler", "epoch", "history", "best") if k not in state]
+    except Exception as exc:
+        raise RunError(
+            f"{path}: not a loadable training state ({type(exc).__name__}); start again with --overwrite"
+        ) from exc
+    saved = load_yaml(run / "config.yaml") if (run / "config.yaml").exists() else {}
+    problems = checkpoint_problems(checkpoint, {**record, "run_id": saved.get("run_id")})
+    if missing or problems:
+        listed = "; ".join(problems + ([f"missing {', '.join(missing)}"] if missing else []))
+        raise RunError(f"{path}: does not belong to this run ({listed}); start again with --overwrite")
+
+
+def warn_small_classes(train_rows: Any, explicit: bool, minimum: int = 3) -> None:
+    """Without an explicit class list, say which classes have very few training slides (often a mistyped label)."""
+    if explicit:
+        return
+    from rich.console import Console
+
+    for label, count in train_rows["label"].value_counts().items():
+        if count < minimum:
+            Console(stderr=True, highlight=False).print(
+                f"[yellow]warning:[/] class {label!r} has only {count} training slide(s); if it is a mistyped "
+                "label, fix the manifest, or list the classes in the config (classes: [...])",
+                markup=True,
+            )
 
 
 def write_config(run: Path, record: dict[str, Any]) -> None:
@@ -49,18 +102,50 @@ def train_run(
     on_epoch_end: Any = None,
     cluster: Cluster = SINGLE,
 ) -> TrainResult:
-    """Validate every input, then train; the resolved settings go to RUN/config.yaml before the first step.
+    """Take the run folder's lock, validate every input, then (with --overwrite) clear the old run's outputs and
+    train; the resolved settings go to RUN/config.yaml before the first step.
 
-    Under torchrun every rank validates the inputs; rank 0 alone prepares the run folder and writes.
+    Under torchrun every rank validates the inputs; rank 0 alone locks and prepares the run folder and writes.
     """
+    run = Path(run)
+    with run_lock(run) if cluster.main else nullcontext():
+        if cluster.main:
+            prepare_run(run, resume, overwrite)
+        cluster.barrier()
+        record, train_bags, val_bags, classes = _validated_inputs(manifest, features, split_file, config)
+        if resume:
+            saved = load_yaml(run / "config.yaml") if (run / "config.yaml").exists() else {}
+            record["run_id"] = saved.get("run_id", "")
+            check_resume(run, record)
+        elif cluster.main:
+            clear_outputs(run)
+            run.mkdir(exist_ok=True)
+            write_config(run, record)
+        extra = {"encoder_attrs": record["encoder"], "inputs": record["inputs"], "run_id": record["run_id"]}
+        return train(
+            train_bags,
+            val_bags,
+            classes,
+            config,
+            run,
+            resume=resume,
+            extra=extra,
+            progress=progress,
+            on_epoch_end=on_epoch_end,
+            cluster=cluster,
+        )
+
+
+def _validated_inputs(
+    manifest: Path, features: Path, split_file: Path, config: TrainConfig
+) -> tuple[dict[str, Any], Any, Any, list[str]]:
+    """Read and check manifest, split, labels and bags; the run record for config.yaml, the bag sets, the classes."""
+    import uuid
+
     import wsi_ncmi
     from wsi_ncmi.cohort.manifest import class_names, read_manifest
     from wsi_ncmi.cohort.splits import read_split
 
-    run = Path(run)
-    if cluster.main:
-        prepare_run(run, resume, overwrite)
-    cluster.barrier()
     table = read_manifest(manifest)
     split = read_split(split_file)
     in_split = table[table["slide_id"].isin(split.index)]
@@ -71,6 +156,7 @@ def train_run(
         )
     classes = class_names(in_split, config.classes)
     parts = join_split(table, split, classes)
+    warn_small_classes(parts["train"], config.classes is not None)
     budget = config.cache_gb * 1e9
     bagsets = {}
     for name, what in (("train", "training"), ("val", "validation")):
@@ -83,32 +169,19 @@ def train_run(
         raise BagDataError(f"{split_file}: no validation slides; model selection needs a val split")
     if val_bags.dim and val_bags.dim != train_bags.dim:
         raise BagDataError(f"validation bags have {val_bags.dim} features, training bags {train_bags.dim}")
-    encoder = bag_encoder_attrs(train_bags.paths[0])
+    check_trainable(config, train_bags.dim, classes)
     record = {
         "code_version": wsi_ncmi.__version__,
+        "run_id": uuid.uuid4().hex,
         "inputs": {
             "manifest": str(Path(manifest).resolve()),
             "features": str(Path(features).resolve()),
             "split": str(Path(split_file).resolve()),
         },
         "classes": classes,
-        "encoder": encoder,
+        "encoder": bag_encoder_attrs(train_bags.paths[0]),
         "feature_dim": train_bags.dim,
         "n_slides": {name: len(part) for name, part in parts.items()},
         "training": asdict(config),
     }
-    if not resume and cluster.main:
-        write_config(run, record)
-    extra = {"encoder_attrs": encoder, "inputs": record["inputs"]}
-    return train(
-        train_bags,
-        val_bags,
-        classes,
-        config,
-        run,
-        resume=resume,
-        extra=extra,
-        progress=progress,
-        on_epoch_end=on_epoch_end,
-        cluster=cluster,
-    )
+    return record, train_bags, val_bags, classes

@@ -22,13 +22,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.atomic import atomic_path, save_torch
 from wsi_ncmi.devices import resolve_device
 from wsi_ncmi.evaluation.metrics import core_metrics
 from wsi_ncmi.mil.data import BagSet, class_weights, epoch_order, subsample
 from wsi_ncmi.mil.distributed import Cluster
 from wsi_ncmi.mil.heads import Head, build_head
 from wsi_ncmi.mil.models import MILModel, build_model
+from wsi_ncmi.validation import check_settings
 
 CHECKPOINT_VERSION = 1
 SINGLE = Cluster()
@@ -93,6 +94,7 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown training setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        check_settings(values, cls, "training")
         return cls(**values)
 
 
@@ -226,8 +228,7 @@ def _checkpoint(
 
 
 def _save(obj: dict[str, Any], path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    save_torch(obj, path)
 
 
 def _write_history(rows: list[dict[str, Any]], path: Path) -> pd.DataFrame:

@@ -61,6 +61,16 @@ def otsu(values: np.ndarray) -> int:
     return int(np.argmax(between)) + 1
 
 
+def otsu_with_floor(sat: np.ndarray, floor: int) -> int:
+    """Otsu's threshold, never below `floor`; `floor` itself when the class below Otsu's threshold is as saturated
+    as tissue (mean >= 2 x floor): then the image has no background and Otsu would split the tissue in two."""
+    threshold = otsu(sat)
+    below = sat[sat < threshold]
+    if below.size and float(below.mean()) >= 2 * floor:
+        return floor
+    return max(threshold, floor)
+
+
 def _remove_small(mask: np.ndarray, min_pixels: float) -> np.ndarray:
     labels, count = ndimage.label(mask)
     if count == 0:
@@ -89,7 +99,7 @@ def tissue_mask(rgb: np.ndarray, mpp: float, params: TissueParams) -> np.ndarray
     """
     sat = saturation(rgb)
     if params.threshold == "otsu":
-        threshold = max(otsu(sat), params.min_saturation)
+        threshold = otsu_with_floor(sat, params.min_saturation)
     else:
         threshold = int(params.threshold)
     mask = median_at_least(sat, threshold, _odd(params.median_um / mpp))

@@ -1,0 +1,89 @@
+"""How the command line meets faults: SIGTERM handled like Ctrl-C, and any escaped error shown as one clear line.
+
+Known errors (this package's *Error classes, OSError such as a full or read-only disk) print `error: ...` and exit
+non-zero without a traceback; an unexpected one prints its type and message, and the traceback only when
+WSI_NCMI_DEBUG=1 is set.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+EXIT_ERROR, EXIT_USAGE, EXIT_BUG = 1, 2, 3
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived; raised in the main thread like Ctrl-C's KeyboardInterrupt, so cleanup runs the same way."""
+
+    signum = signal.SIGTERM
+
+
+class Interrupted(Exception):
+    """A batch stopped by Ctrl-C or SIGTERM; `rows` are the slides that finished before it stopped."""
+
+    def __init__(self, rows: list[Any], total: int, signum: int):
+        super().__init__(f"interrupted after {len(rows)} of {total} slide(s)")
+        self.rows, self.total, self.signum = rows, total, signum
+
+
+def signal_of(exc: BaseException) -> int:
+    """The signal behind a KeyboardInterrupt (SIGINT) or Terminated (SIGTERM)."""
+    return int(getattr(exc, "signum", signal.SIGINT))
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def install_sigterm() -> None:
+    """Turn SIGTERM into Terminated in the main thread, so `finally` blocks remove temp files and locks."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def describe(exc: BaseException) -> tuple[str, int]:
+    """One line for an error that escaped a command, and the exit code to go with it."""
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or exc}", EXIT_ERROR
+    if isinstance(exc, OSError):
+        return str(exc), EXIT_ERROR
+    name = type(exc).__name__
+    if type(exc).__module__.startswith("wsi_ncmi") and name.endswith("Error"):
+        return str(exc), EXIT_USAGE
+    return f"unexpected {name}: {exc} (set WSI_NCMI_DEBUG=1 to see the traceback)", EXIT_BUG
+
+
+def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
+    """The KeyboardInterrupt (or Terminated) that typer turned into exit code 130, if any; None when a command
+    already reported it (Interrupted)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, Interrupted):
+            return None
+        if isinstance(seen, KeyboardInterrupt):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def run_command_line(app: Callable[[], Any]) -> None:
+    """Run the typer `app` in this process; faults become one line on stderr and a non-zero exit code."""
+    install_sigterm()
+    try:
+        app()
+    except SystemExit as done:
+        interrupt = _interrupt_behind(done)
+        if interrupt is None:
+            raise
+        signum = signal_of(interrupt)
+        print(f"interrupted by {signal.Signals(signum).name}; run the same command again to resume", file=sys.stderr)
+        sys.exit(128 + signum)
+    except Exception as exc:
+        if os.environ.get("WSI_NCMI_DEBUG"):
+            raise
+        message, code = describe(exc)
+        print(f"error: {' '.join(message.split())}", file=sys.stderr)
+        sys.exit(code)

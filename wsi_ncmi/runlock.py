@@ -1,0 +1,52 @@
+"""The run folder's lock: one `train` at a time writes a run folder, and the lock is taken before anything is."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
+
+RUN_OUTPUTS = ("model.pt", "last.pt", "history.csv", "config.yaml", "curves.png")
+RUN_OUTPUT_PATTERNS = ("metrics_*.json", "predictions_*.csv", "confusion_*.png", "heatmap_*.png")
+
+
+@contextmanager
+def run_lock(run: Path) -> Iterator[None]:
+    """Hold RUN's lock, PARENT/.RUN.lock (beside RUN, so taking it creates nothing inside RUN); a RunError names the
+    live process holding it (a stale one is taken over)."""
+    from wsi_ncmi.mil.train import RunError
+
+    run = Path(run)
+    if not run.parent.is_dir():
+        raise RunError(f"{run}: parent folder {run.parent} does not exist; create it first")
+    if run.exists() and not run.is_dir():
+        raise RunError(f"{run}: exists and is not a folder; choose another --out")
+    try:
+        lock = acquire_lock(run.parent / f".{run.name}")
+    except LockedError as exc:
+        raise RunError(
+            f"{run}: another `wsi-ncmi train` is writing this run folder ({exc}); wait for it or use another --out"
+        ) from exc
+    try:
+        yield
+    finally:
+        release_lock(lock)
+
+
+def run_outputs(run: Path) -> list[Path]:
+    """Files a previous run left in RUN: checkpoints, history, config and every evaluation output."""
+    run = Path(run)
+    if not run.is_dir():
+        return []
+    found = [run / name for name in RUN_OUTPUTS if (run / name).exists()]
+    for pattern in RUN_OUTPUT_PATTERNS:
+        found += sorted(run.glob(pattern))
+    return found
+
+
+def clear_outputs(run: Path) -> None:
+    """Remove a previous run's outputs (for --overwrite, after every input was validated)."""
+    for path in run_outputs(run):
+        path.unlink(missing_ok=True)

@@ -1,0 +1,137 @@
+"""Checks made before anything is written: setting types and ranges (naming the key), and whether a run folder's
+model, checkpoint and bags belong together."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "dict": (dict,),
+    "list": (list,),
+    "None": (type(None),),
+}
+
+NON_NEGATIVE = (
+    "overlap",
+    "min_saturation",
+    "median_um",
+    "closing_um",
+    "min_region_um2",
+    "max_hole_um2",
+    "thumbnail_px",
+    "warmup_epochs",
+    "weight_decay",
+    "patience",
+    "cache_gb",
+    "seed",
+)
+"""Settings (of any section) that are sizes, counts or amounts: a negative value is refused, naming the key."""
+
+
+def _allowed(annotation: str) -> tuple[type, ...]:
+    names = [re.sub(r"\[.*", "", part.strip()) for part in annotation.split("|")]
+    return tuple(t for name in names for t in _TYPES.get(name, (object,)))
+
+
+def setting_problems(values: dict[str, Any], cls: type, section: str) -> list[str]:
+    """Every setting in `values` whose type does not fit dataclass `cls`'s field or that is negative where it may
+    not be: 'tiling.tile_size must be an integer, got 256.7'."""
+    problems = []
+    fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        if key not in fields or dataclasses.is_dataclass(value):
+            continue
+        allowed = _allowed(fields[key])
+        wrong = not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)
+        if wrong:
+            kinds = " or ".join(dict.fromkeys("integer" if t is int else t.__name__ for t in allowed))
+            problems.append(f"{section}.{key} must be {kinds.replace('NoneType', 'null')}, got {value!r}")
+        elif key in NON_NEGATIVE and isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            problems.append(f"{section}.{key} must not be negative, got {value!r}")
+    return problems
+
+
+def check_settings(values: dict[str, Any], cls: type, section: str) -> None:
+    """Raise ValueError listing every bad setting of `values` for dataclass `cls` (see setting_problems)."""
+    problems = setting_problems(values, cls, section)
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
+def fit_warmup(settings: dict[str, Any], default_warmup: int) -> str | None:
+    """Lower warmup_epochs to half the epochs when it exceeds them (a short --epochs run); return the note to show."""
+    epochs, warmup = settings.get("epochs"), settings.get("warmup_epochs", default_warmup)
+    if isinstance(epochs, int) and isinstance(warmup, int) and epochs >= 1 and warmup > epochs:
+        settings["warmup_epochs"] = epochs // 2
+        return f"warmup_epochs {warmup} is more than epochs {epochs}: using {epochs // 2} (set warmup_epochs to choose)"
+    return None
+
+
+def checkpoint_problems(checkpoint: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """Where a loaded checkpoint disagrees with its run folder's config.yaml (a model.pt copied from another run)."""
+    problems = []
+    if config.get("run_id") and checkpoint.get("run_id") != config["run_id"]:
+        problems.append(f"run id {checkpoint.get('run_id')!r} is not this folder's {config['run_id']!r}")
+    if config.get("classes") is not None and list(checkpoint.get("classes", [])) != list(config["classes"]):
+        problems.append(f"classes {checkpoint.get('classes')} are not the folder's {config['classes']}")
+    training = config.get("training", {})
+    for key in ("model", "loss"):
+        if key in training and checkpoint.get(key) != training[key]:
+            problems.append(f"{key} {checkpoint.get(key)!r} is not the folder's {training[key]!r}")
+    if config.get("feature_dim") and checkpoint.get("in_dim") != config["feature_dim"]:
+        problems.append(f"feature size {checkpoint.get('in_dim')} is not the folder's {config['feature_dim']}")
+    return problems
+
+
+def load_run_model(run: Path, device: str = "cpu", name: str = "model.pt") -> Any:
+    """The run's trained model (wsi_ncmi.mil.train.Trained), refused when it was not trained in this folder."""
+    from wsi_ncmi.config import load_yaml
+    from wsi_ncmi.mil.train import RunError, load_trained
+
+    run = Path(run)
+    trained = load_trained(run / name, device)
+    config_path = run / "config.yaml"
+    config = load_yaml(config_path) if config_path.exists() else {}
+    problems = checkpoint_problems(trained.checkpoint, config)
+    if problems:
+        raise RunError(
+            f"{run / name}: not the model of this run folder ({'; '.join(problems)}); "
+            "copy the whole run folder, never model.pt alone"
+        )
+    return trained
+
+
+def bag_encoder_problems(features: Path, slide_ids: list[str], expected: dict[str, Any]) -> str | None:
+    """The first bag in `features` made with other encoder settings than `expected` (the model's training bags),
+    described in one line; None when all agree."""
+    from wsi_ncmi.mil.data import bag_encoder_attrs, find_bag
+
+    for slide_id in slide_ids:
+        path = find_bag(Path(features), slide_id)
+        if path is None:
+            continue
+        found = bag_encoder_attrs(path)
+        differing = {k: (v, found.get(k)) for k, v in expected.items() if found.get(k) != v}
+        if differing:
+            listed = "; ".join(f"{k}: model {a!r}, bag {b!r}" for k, (a, b) in differing.items())
+            return f"{path}: bag made differently from the model's training bags ({listed})"
+    return None
+
+
+def check_feature_size(bags: Any, trained: Any, features: Path) -> None:
+    """Refuse bags whose feature size is not the model's input size (another encoder), naming the folder."""
+    from wsi_ncmi.mil.data import BagDataError
+
+    expected = int(trained.checkpoint.get("in_dim", 0))
+    if bags.dim and expected and bags.dim != expected:
+        raise BagDataError(
+            f"{features}: bags have {bags.dim} features per tile, the model takes {expected}; "
+            "use bags embedded with the model's encoder"
+        )

@@ -117,7 +117,8 @@ def _leftovers(folder: Path) -> list[str]:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_full_disk_during_tile_is_a_clean_failure(cohort: Path, small_disk: Path, tmp_path: Path, workers: int) -> None:
-    manifest = _manifest(cohort, tmp_path / "m.csv", 12)
+    copies = 40  # about 2 MiB of coords files and thumbnails: twice the disk
+    manifest = _manifest(cohort, tmp_path / "m.csv", copies)
     job = small_disk / "job"
     result = _cli("tile", "--manifest", str(manifest), "--out", str(job), "--mpp", "0.25", "--tile-size", "16",
                   "--workers", str(workers))  # fmt: skip
@@ -125,7 +126,7 @@ def test_full_disk_during_tile_is_a_clean_failure(cohort: Path, small_disk: Path
     assert _leftovers(small_disk) == []
     rows = read_status(job / "status" / "tile.csv") if (job / "status" / "tile.csv").exists() else []
     if rows:
-        assert len(rows) == 12 and not [r for r in rows if "worker" in r.error]
+        assert len(rows) == copies and not [r for r in rows if "worker" in r.error]
         assert all(r.status == "ok" or "No space left" in r.error for r in rows)
     else:
         assert "status" in result.stderr
@@ -416,6 +417,7 @@ def test_garbled_jpeg_tiles_are_recorded_as_unreadable(cohort: Path, tmp_path: P
 
     from wsi_ncmi.bags import read_coords
     from wsi_ncmi.encoders.embed import SlideWork, TileDataset
+    from wsi_ncmi.encoders.registry import Preprocess
     from wsi_ncmi.slides.backend import open_slide
 
     damaged = tmp_path / "damaged.tif"
@@ -445,10 +447,12 @@ def test_garbled_jpeg_tiles_are_recorded_as_unreadable(cohort: Path, tmp_path: P
             if np.abs(tile.astype(int) - clean.read_region((int(x), int(y)), 0, (size, size))).mean() > 2:
                 silent.append(i)
     assert len(silent) >= 10, "the byte flips should leave tiles that decode into garbage without an error"
-    dataset = TileDataset([SlideWork("d", str(damaged), tmp_path / "x.h5", coords)], 32, "tiffslide")
+    outputs = {"e": tmp_path / "x.h5"}
+    dataset = TileDataset([SlideWork("d", str(damaged), outputs, coords)], [Preprocess(32, 32)], "tiffslide")
     flagged = [i for i in silent if not dataset[(0, i)][3]]
     assert len(flagged) >= len(silent) // 4, (len(flagged), len(silent))
-    clean_set = TileDataset([SlideWork("d", str(cohort / "s1.tif"), tmp_path / "x.h5", coords)], 32, "tiffslide")
+    clean = [SlideWork("d", str(cohort / "s1.tif"), outputs, coords)]
+    clean_set = TileDataset(clean, [Preprocess(32, 32)], "tiffslide")
     assert all(clean_set[(0, i)][3] for i in range(len(coords.coords)))
 
 

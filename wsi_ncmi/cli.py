@@ -668,7 +668,11 @@ def compare(
     split: Annotated[str, typer.Option("--split", help="Which metrics_{split}.json to read.")] = "test",
     paired_view: Annotated[
         bool,
-        typer.Option("--paired", help="Also write per-seed/fold differences against --baseline (OUT with _paired)."),
+        typer.Option(
+            "--paired",
+            help="Also write per-seed/fold differences against --baseline (OUT with _paired) and their mean, "
+            "bootstrap 95%% CI and Wilcoxon signed-rank p-value (OUT with _paired_stats).",
+        ),
     ] = False,
     baseline: Annotated[str, typer.Option("--baseline", help="Baseline loss for --paired.")] = "ce",
 ) -> None:
@@ -677,7 +681,16 @@ def compare(
     from rich.markdown import Markdown
 
     from wsi_ncmi.config import ConfigError
-    from wsi_ncmi.evaluation.compare import collect, paired, summarise, to_markdown, write_table, write_text
+    from wsi_ncmi.evaluation.compare import (
+        collect,
+        paired,
+        paired_markdown,
+        paired_statistics,
+        summarise,
+        to_markdown,
+        write_table,
+        write_text,
+    )
     from wsi_ncmi.mil.train import RunError
 
     try:
@@ -695,6 +708,17 @@ def compare(
         path = out.with_name(f"{out.stem}_paired{out.suffix}")
         write_table(differences, path)
         typer.echo(f"paired differences against {baseline}: {path} ({len(differences)} pair(s))")
+        if len(differences):
+            stats = paired_statistics(differences)
+            write_table(stats, out.with_name(f"{out.stem}_paired_stats{out.suffix}"))
+            if markdown is not None:
+                write_text(paired_markdown(stats), markdown.with_name(f"{markdown.stem}_paired{markdown.suffix}"))
+            for _, row in stats[stats["pairs"] > 0].iterrows():
+                typer.echo(
+                    f"{row['model']} {row['metric']}: {row['loss']} - {row['baseline']} = "
+                    f"{row['mean_difference']:+.3f} [95% CI {row['ci_low']:+.3f}, {row['ci_high']:+.3f}]; "
+                    f"{row['verdict']}"
+                )
     typer.echo(f"wrote {out}")
 
 

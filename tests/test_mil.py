@@ -419,7 +419,7 @@ def test_train_cli(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "best epoch" in result.output
+    assert "selected epoch" in result.output
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "--overwrite" in again.output
     config.write_text("epochs: 2\nmodell: abmil\n")
@@ -459,3 +459,29 @@ def test_every_model_and_loss_trains_and_predicts(
     probs, preds, no_tiles = predict(trained, bags)
     assert probs.shape == (len(bags), 4) and np.allclose(probs.sum(1), 1) and not no_tiles.any()
     assert set(preds.tolist()) <= set(range(4))
+
+
+def test_evaluate_reports_the_selected_and_the_last_epoch(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    import json
+
+    manifest, features, split = small
+    config = tmp_path / "c.yaml"
+    config.write_text("model_args: {dim: 16, dropout: 0.0}\nloss: ce\nepochs: 3\nwarmup_epochs: 0\nlr: 0.002\n")
+    base = ["--manifest", str(manifest), "--features", str(features), "--split", str(split)]
+    for select in ("last", "best_loss"):
+        run = tmp_path / select
+        trained = runner.invoke(
+            app, ["train", *base, "--out", str(run), "--config", str(config), "--device", "cpu", "--select", select]
+        )
+        assert trained.exit_code == 0, trained.output
+        assert f"select: {select}" in (run / "config.yaml").read_text()
+        evaluated = runner.invoke(app, ["evaluate", "--run", str(run), "--split", "test", "--bootstrap", "0"])
+        assert evaluated.exit_code == 0, evaluated.output
+        assert "last epoch 3" in evaluated.output
+        metrics = json.loads((run / "metrics_test.json").read_text())
+        history = pd.read_csv(run / "history.csv")
+        chosen = 3 if select == "last" else int(history.loc[history["val_loss"].idxmin(), "epoch"])
+        assert metrics["selection"] == {"rule": select, "epoch": chosen}
+        assert metrics["last_epoch"]["epoch"] == 3
+        if select == "last":
+            assert metrics["last_epoch"]["macro_f1"] == metrics["macro_f1"]

@@ -477,8 +477,12 @@ def train(
     ] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue RUN from last.pt exactly.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start RUN again from scratch.")] = False,
+    select: Annotated[
+        str | None,
+        typer.Option("--select", help="Which epoch model.pt keeps: best_f1 (validation), best_loss or last [best_f1]."),
+    ] = None,
 ) -> None:
-    """Train a MIL aggregator on feature bags with NCMI or a baseline loss; select on validation macro-F1."""
+    """Train a MIL aggregator on feature bags with NCMI or a baseline loss; keep the epoch chosen by --select."""
     from wsi_ncmi.cohort.manifest import ManifestError
     from wsi_ncmi.cohort.splits import SplitError
     from wsi_ncmi.config import ConfigError, load_yaml, override
@@ -503,6 +507,7 @@ def train(
             max_tiles=max_tiles,
             cache_gb=cache_gb,
             skip_missing=skip_missing or None,
+            select=select,
         )
         train_config = TrainConfig.from_dict(settings)
     except (ConfigError, ValueError, TypeError, KeyError) as exc:
@@ -518,8 +523,8 @@ def train(
         raise _fail(str(exc)) from exc
     if cluster.main:
         typer.echo(
-            f"best epoch {result.best_epoch}: validation macro-F1 {result.best_metrics['macro_f1']:.3f}; "
-            f"checkpoint {out / 'model.pt'}"
+            f"selected epoch {result.best_epoch} ({train_config.select}): validation macro-F1 "
+            f"{result.best_metrics['macro_f1']:.3f}; checkpoint {out / 'model.pt'}"
         )
 
 
@@ -577,7 +582,8 @@ def evaluate(
     skip_missing: Annotated[bool, typer.Option("--skip-missing", help="Leave out slides without a bag.")] = False,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
 ) -> None:
-    """Predict a split with the run's best model; write predictions_{split}.csv, metrics_{split}.json and plots."""
+    """Predict a split with the run's selected model (and its last epoch's, for comparison); write
+    predictions_{split}.csv, metrics_{split}.json and plots."""
     from wsi_ncmi.cohort.manifest import ManifestError
     from wsi_ncmi.cohort.splits import SplitError
     from wsi_ncmi.config import ConfigError
@@ -592,6 +598,14 @@ def evaluate(
     except (ManifestError, SplitError, BagDataError, RunError, ConfigError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     _metrics_table(results)
+    for name, metrics in results.items():
+        last, chosen = metrics.get("last_epoch"), metrics["selection"]
+        if last is not None:
+            typer.echo(
+                f"{name}: selected epoch {chosen['epoch']} ({chosen['rule']}) macro-F1 {metrics['macro_f1']:.3f}, "
+                f"accuracy {metrics['accuracy']:.3f}; last epoch {last['epoch']} macro-F1 {last['macro_f1']:.3f}, "
+                f"accuracy {last['accuracy']:.3f}"
+            )
     typer.echo(f"wrote {', '.join(f'predictions_{n}.csv, metrics_{n}.json' for n in results)} in {run}")
 
 

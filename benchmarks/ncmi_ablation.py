@@ -262,6 +262,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", nargs="*", help="a subset of the grid's data sets")
     parser.add_argument("--temperatures", nargs="*", type=float, help="NCMI temperatures instead of the grid's")
     parser.add_argument("--necks", nargs="*", help="necks instead of the grid's (none, mlp)")
+    parser.add_argument("--lr", type=float, help="learning rate instead of the grid's (every arm alike)")
+    parser.add_argument("--epochs", type=int, help="epochs instead of the grid's (every arm alike)")
+    parser.add_argument("--seeds", type=int, help="seeds of the synthetic cohort instead of the grid's")
     parser.add_argument("--no-ce", action="store_true", help="leave out the CE arms (a T sweep beside a done run)")
     parser.add_argument("--out", type=Path, default=RESULTS / "ncmi_ablation.json")
     parser.add_argument("--table", action="store_true", help="print the README table of an existing result file")
@@ -276,6 +279,9 @@ def main(argv: list[str] | None = None) -> None:
         grid = replace(grid, temperatures=tuple(args.temperatures))
     if args.necks:
         grid = replace(grid, necks=tuple(args.necks))
+    for key in ("lr", "epochs", "seeds"):
+        if getattr(args, key) is not None:
+            grid = replace(grid, **{key: getattr(args, key)})
     started = time.perf_counter()
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
     for dataset in grid.datasets:

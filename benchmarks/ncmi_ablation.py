@@ -213,6 +213,17 @@ def run_one(fold: Fold, arm: dict[str, Any], grid: Grid, classes: list[str]) -> 
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
 
 
+def run_folds(folds: list[Fold], arm: dict[str, Any], grid: Grid, classes: list[str], workers: int) -> list[Any]:
+    """run_one over every fold, in `workers` single-threaded processes (results in fold order)."""
+    if workers <= 1:
+        return [run_one(fold, arm, grid, classes) for fold in folds]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(run_one, folds, [arm] * len(folds), [grid] * len(folds), [classes] * len(folds)))
+
+
 def summarise(results: dict[str, dict[str, list[dict[str, float]]]]) -> dict[str, Any]:
     """mean, std per arm; paired differences (per fold/seed) of NCMI arms against CE with the same neck."""
     from scipy.stats import wilcoxon
@@ -270,6 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lr", type=float, help="learning rate instead of the grid's (every arm alike)")
     parser.add_argument("--epochs", type=int, help="epochs instead of the grid's (every arm alike)")
     parser.add_argument("--seeds", type=int, help="seeds of the synthetic cohort instead of the grid's")
+    parser.add_argument("--workers", type=int, default=2, help="training processes in parallel (one thread each)")
     parser.add_argument("--no-ce", action="store_true", help="leave out the CE arms (a T sweep beside a done run)")
     parser.add_argument("--out", type=Path, default=RESULTS / "ncmi_ablation.json")
     parser.add_argument(
@@ -300,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
         for arm in arms(grid):
             if args.no_ce and arm["loss"] == "ce":
                 continue
-            runs = [run_one(fold, arm, grid, classes) for fold in folds]
+            runs = run_folds(folds, arm, grid, classes, args.workers)
             results[dataset][arm_name(arm)] = runs
             acc = np.mean([r["accuracy"] for r in runs])
             print(f"{dataset:9s} {arm_name(arm):18s} accuracy {acc:.3f}  ({time.perf_counter() - started:.0f} s)")

@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, help="seeds of the synthetic cohort instead of the grid's")
     parser.add_argument("--workers", type=int, default=2, help="training processes in parallel (one thread each)")
     parser.add_argument("--no-ce", action="store_true", help="leave out the CE arms (a T sweep beside a done run)")
+    parser.add_argument("--ce-only", action="store_true", help="only the CE arms (a baseline check)")
     parser.add_argument("--out", type=Path, default=RESULTS / "ncmi_ablation.json")
     parser.add_argument(
         "--table", nargs="*", type=Path, help="print the README table of existing result files (default: --out)"
@@ -310,7 +311,7 @@ def main(argv: list[str] | None = None) -> None:
             folds, classes = mil_folds(dataset, grid.repeats, grid.folds), ["negative", "positive"]
         results[dataset] = {}
         for arm in arms(grid):
-            if args.no_ce and arm["loss"] == "ce":
+            if (args.no_ce and arm["loss"] == "ce") or (args.ce_only and arm["loss"] != "ce"):
                 continue
             runs = run_folds(folds, arm, grid, classes, args.workers)
             results[dataset][arm_name(arm)] = runs

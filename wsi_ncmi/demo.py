@@ -58,7 +58,7 @@ def demo_pipeline(out: Path, settings: DemoSettings, manifest: Path) -> Pipeline
             "classes": ["negative", "itc", "micro", "macro"],
             "epochs": settings.epochs,
             "warmup_epochs": min(2, settings.epochs),
-            "lr": 2e-4,
+            "lr": 1e-3,
             "device": "auto",
         },
         losses=list(settings.losses),

@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/heatmap.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/peers.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/qc.py $(BENCH_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/ncmi_ablation.py $(BENCH_ARGS)
 
 bench-full:
 	$(MAKE) bench BENCH_ARGS=--full

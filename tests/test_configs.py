@@ -18,7 +18,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 def test_training_configs_build(name: str) -> None:
     config = TrainConfig.from_dict(load_yaml(CONFIGS / name))
     assert config.classes == ["negative", "itc", "micro", "macro"]
-    assert (config.lr, config.epochs, config.warmup_epochs) == (1e-4, 50, 5)
+    assert (config.lr, config.epochs, config.warmup_epochs) == (5e-4, 50, 5)
     model = build_model(config.model, 1024, **config.model_args)
     head = build_head(config.loss, model.dim, 4, **config.loss_args)
     assert head.name == name.split("_")[1].split(".")[0]

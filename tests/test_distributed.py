@@ -84,7 +84,8 @@ def _train(cohort: tuple[Path, Path, Path], run: Path, processes: int) -> str:
 
 def test_two_gloo_processes_train_one_run(cohort: tuple[Path, Path, Path], tmp_path: Path) -> None:
     output = _train(cohort, tmp_path / "ddp", 2)
-    assert output.count("best epoch") == 1
+    assert output.count("selected epoch") == 1
+    assert torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)["rng_states"]["torch"].shape[0] == 2
     _train(cohort, tmp_path / "single", 1)
     history = pd.read_csv(tmp_path / "ddp" / "history.csv")
     assert len(history) == 3 and history["val_macro_f1"].notna().all()

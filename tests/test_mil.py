@@ -115,7 +115,7 @@ def test_abmil_with_ce_learns_the_count_rule(cohort: tuple[Path, Path, Path], tm
 
 
 def test_abmil_with_ncmi_learns_the_count_rule(cohort: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    config = replace(FAST, loss="ncmi", epochs=6, model_args={"dim": 64, "dropout": 0.0})
+    config = replace(FAST, loss="ncmi", epochs=6, model_args={"dim": 64, "dropout": 0.0, "neck": "mlp"})
     result = _train(cohort, tmp_path / "ncmi", config)
     history = result.history
     assert history[["train_loss", "val_loss"]].notna().all().all()
@@ -125,22 +125,126 @@ def test_abmil_with_ncmi_learns_the_count_rule(cohort: tuple[Path, Path, Path], 
     assert head.centroids.shape == (4, 64) and float(head.tau) > 0 and head.mu.abs().sum() > 0
 
 
-def test_ncmi_checkpoint_from_before_the_projector_setting_loads(
+def _old_layout(data: dict, projector: bool) -> dict:
+    """The checkpoint layout earlier versions wrote: no neck setting, an NCMI projector inside the head."""
+    old = {**data, "model_args": {k: v for k, v in data["model_args"].items() if k != "neck"}}
+    old["state_dict"] = {k: v for k, v in data["state_dict"].items() if not k.startswith("neck.")}
+    old["head_state"] = dict(data["head_state"])
+    old["loss_args"] = {k: v for k, v in data["loss_args"].items() if k in ("temperature", "decay", "centroids")}
+    if projector:
+        old["loss_args"]["projector"] = "mlp"
+        neck = {k: v for k, v in data["state_dict"].items() if k.startswith("neck.")}
+        old["head_state"].update({"projector." + k.removeprefix("neck."): v for k, v in neck.items()})
+    return old
+
+
+@pytest.mark.parametrize("projector", [True, False])
+def test_checkpoints_written_before_the_neck_predict_as_trained(
+    small: tuple[Path, Path, Path], tmp_path: Path, projector: bool
+) -> None:
+    """Old NCMI files (projector weights in the head, or no projector at all) give the predictions the old
+    formula gives: pooled embedding -> Linear-ReLU-Linear (when present) -> nearest centroid in KL."""
+    neck = "mlp" if projector else "none"
+    config = replace(FAST, loss="ncmi", epochs=1, model_args={"dim": 32, "dropout": 0.0, "neck": neck})
+    _train(small, tmp_path / "run", config)
+    old = _old_layout(torch.load(tmp_path / "run" / "model.pt", weights_only=True), projector)
+    torch.save(old, tmp_path / "old.pt")
+    manifest, features, split = small
+    parts = join_split(read_manifest(manifest), read_split(split), old["classes"])
+    bags = load_bagset(parts["test"]["slide_id"].tolist(), parts["test"]["y"].tolist(), features)
+    pooler = build_model("abmil", 32, dim=32, dropout=0.0).eval()
+    pooler.load_state_dict(old["state_dict"])
+    head = old["head_state"]
+    expected = []
+    with torch.no_grad():
+        for i in range(len(bags)):
+            h = pooler(torch.from_numpy(bags.features(i))).h
+            if projector:
+                hidden = torch.relu(h @ head["projector.0.weight"].T + head["projector.0.bias"])
+                h = hidden @ head["projector.2.weight"].T + head["projector.2.bias"]
+            z = (h - head["mu"]) / (h - head["mu"]).norm()
+            log_p = torch.nn.functional.logsigmoid(z / 0.2)
+            log_p = log_p - torch.logsumexp(log_p, 0)
+            kl = [float((log_p.exp() * (log_p - q.log())).sum()) for q in head["centroids"]]
+            expected.append(int(np.argmin(kl)))
+    _, preds, _ = predict(load_trained(tmp_path / "old.pt"), bags)
+    assert preds.tolist() == expected
+    assert len(set(expected)) > 1 or len(bags) < 3
+
+
+def test_checkpoints_carry_every_resolved_setting(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    _train(small, tmp_path / "run", replace(FAST, loss="ncmi", epochs=1, loss_args={}))
+    data = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert data["loss_args"] == {
+        "class_weights": None,
+        "temperature": 0.2,
+        "decay": 0.999,
+        "centroids": "epoch",
+        "ema_alpha": 0.99,
+    }
+    assert data["model_args"] == {"dim": 32, "dropout": 0.0, "attention_dim": 256, "neck": "none"}
+    assert data["select"] == "best_f1" and set(data["calibration"]) == {"tau", "at_bound"}
+
+
+def test_a_model_without_parameters_predicts(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    config = replace(FAST, model="mean", loss="ce", epochs=1, model_args={"dim": None})
+    _train(small, tmp_path / "run", config)
+    trained = load_trained(tmp_path / "run" / "model.pt")
+    assert list(trained.model.parameters()) == []
+    manifest, features, split = small
+    parts = join_split(read_manifest(manifest), read_split(split), trained.classes)
+    bags = load_bagset(parts["test"]["slide_id"].tolist(), parts["test"]["y"].tolist(), features)
+    probs, _, _ = predict(trained, bags)
+    assert probs.shape == (len(bags), 4)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        _train(small, tmp_path / "none", replace(config, loss="ncmi"))
+
+
+def test_settings_that_bias_a_comparison_are_refused_or_warned(
     small: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
-    config = replace(FAST, loss="ncmi", epochs=1, loss_args={"projector": "none"})
-    _train(small, tmp_path / "run", config)
-    data = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
-    del data["loss_args"]["projector"]
-    torch.save(data, tmp_path / "old.pt")
-    old, new = load_trained(tmp_path / "old.pt"), load_trained(tmp_path / "run" / "model.pt")
-    x = torch.randn(2, 32)
-    torch.testing.assert_close(old.head.probabilities(x), new.head.probabilities(x))
+    with pytest.raises(ValueError, match="grad_clip must be set for loss ncmi"):
+        TrainConfig(loss="ncmi", grad_clip=None)
+    with pytest.raises(ValueError, match=r"model_args\.neck"):
+        TrainConfig(loss="ncmi", loss_args={"projector": "mlp"})
+    with pytest.raises(ValueError, match="select must be one of"):
+        TrainConfig(select="best_auc")
+    config = replace(FAST, epochs=1, balanced_sampling=True, class_weights="balanced")
+    with pytest.warns(UserWarning, match="correct the class imbalance"):
+        _train(small, tmp_path / "run", config)
+
+
+@pytest.mark.parametrize("select", ["last", "best_loss"])
+def test_selection_rule_is_recorded_and_applied(small: tuple[Path, Path, Path], tmp_path: Path, select: str) -> None:
+    result = _train(small, tmp_path / "run", replace(FAST, select=select))
+    assert f"select: {select}" in (tmp_path / "run" / "config.yaml").read_text()
+    chosen = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["epoch"]
+    history = result.history
+    expected = 3 if select == "last" else int(history.loc[history["val_loss"].idxmin(), "epoch"])
+    assert chosen == expected == result.best_epoch
+
+
+def test_rng_states_are_kept_per_rank() -> None:
+    """Each rank of a multi-process run gets its own generator state back on resume (row `rank` of the file)."""
+    from wsi_ncmi.mil.train import _restore_rng
+
+    class Rank:
+        rank, world = 1, 2
+
+    torch.manual_seed(0)
+    first = torch.get_rng_state()
+    torch.manual_seed(1)
+    second = torch.get_rng_state()
+    _restore_rng({"rng_states": {"torch": torch.stack([first, second])}}, torch.device("cpu"), Rank())
+    assert torch.equal(torch.get_rng_state(), second)
+    _restore_rng({"torch_rng": first}, torch.device("cpu"), Rank())
+    assert torch.equal(torch.get_rng_state(), first)
 
 
 def test_checkpoint_is_plain_data(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
     _train(small, tmp_path / "run", replace(FAST, loss="ncmi"))
     data = torch.load(tmp_path / "run" / "model.pt", weights_only=True)
+    assert torch.load(tmp_path / "run" / "last.pt", weights_only=True)["rng_states"]["torch"].shape[0] == 1
     assert data["classes"] == ["itc", "macro", "micro", "negative"]
     assert {"mu", "centroids", "tau"} <= set(data["head_state"])
     assert data["encoder_attrs"]["encoder"] == "synthetic"
@@ -161,9 +265,16 @@ def test_checkpoint_is_plain_data(small: tuple[Path, Path, Path], tmp_path: Path
     assert len(history) == 3
 
 
-@pytest.mark.parametrize("loss", ["ncmi", "ce"])
-def test_resume_equals_an_uninterrupted_run(small: tuple[Path, Path, Path], tmp_path: Path, loss: str) -> None:
-    config = replace(FAST, loss=loss, epochs=4, model_args={"dim": 32, "dropout": 0.25})
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the CUDA generator state is tested")
+
+
+@pytest.mark.parametrize(
+    ("loss", "device"), [("ncmi", "cpu"), ("ce", "cpu"), pytest.param("ce", "cuda", marks=CUDA)]
+)
+def test_resume_equals_an_uninterrupted_run(
+    small: tuple[Path, Path, Path], tmp_path: Path, loss: str, device: str
+) -> None:
+    config = replace(FAST, loss=loss, epochs=4, device=device, model_args={"dim": 32, "dropout": 0.25})
     _train(small, tmp_path / "whole", config)
 
     class Stop(Exception):
@@ -294,7 +405,7 @@ def test_train_cli(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
     ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "best epoch" in result.output
+    assert "selected epoch" in result.output
     again = runner.invoke(app, args)
     assert again.exit_code == 2 and "--overwrite" in again.output
     config.write_text("epochs: 2\nmodell: abmil\n")
@@ -334,3 +445,29 @@ def test_every_model_and_loss_trains_and_predicts(
     probs, preds, no_tiles = predict(trained, bags)
     assert probs.shape == (len(bags), 4) and np.allclose(probs.sum(1), 1) and not no_tiles.any()
     assert set(preds.tolist()) <= set(range(4))
+
+
+def test_evaluate_reports_the_selected_and_the_last_epoch(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    import json
+
+    manifest, features, split = small
+    config = tmp_path / "c.yaml"
+    config.write_text("model_args: {dim: 16, dropout: 0.0}\nloss: ce\nepochs: 3\nwarmup_epochs: 0\nlr: 0.002\n")
+    base = ["--manifest", str(manifest), "--features", str(features), "--split", str(split)]
+    for select in ("last", "best_loss"):
+        run = tmp_path / select
+        trained = runner.invoke(
+            app, ["train", *base, "--out", str(run), "--config", str(config), "--device", "cpu", "--select", select]
+        )
+        assert trained.exit_code == 0, trained.output
+        assert f"select: {select}" in (run / "config.yaml").read_text()
+        evaluated = runner.invoke(app, ["evaluate", "--run", str(run), "--split", "test", "--bootstrap", "0"])
+        assert evaluated.exit_code == 0, evaluated.output
+        assert "last epoch 3" in evaluated.output
+        metrics = json.loads((run / "metrics_test.json").read_text())
+        history = pd.read_csv(run / "history.csv")
+        chosen = 3 if select == "last" else int(history.loc[history["val_loss"].idxmin(), "epoch"])
+        assert metrics["selection"] == {"rule": select, "epoch": chosen}
+        assert metrics["last_epoch"]["epoch"] == 3
+        if select == "last":
+            assert metrics["last_epoch"]["macro_f1"] == metrics["macro_f1"]

@@ -9,6 +9,7 @@ import torch
 
 from wsi_ncmi.mil import ncmi as N
 from wsi_ncmi.mil.heads import NCMIHead, build_head
+from wsi_ncmi.mil.models import build_model, build_neck
 
 
 def literal_sigmax(u: list[float]) -> list[float]:
@@ -36,7 +37,7 @@ def literal_loss(h: torch.Tensor, mu: torch.Tensor, q: torch.Tensor, y: list[int
 
 def _setup(seed: int = 0, n: int = 6, m: int = 8, c: int = 3) -> tuple[NCMIHead, torch.Tensor, torch.Tensor]:
     torch.manual_seed(seed)
-    head = NCMIHead(m, c, temperature=0.2, class_weights=[1.0, 2.0, 0.5][:c], projector="none")
+    head = NCMIHead(m, c, temperature=0.2, class_weights=[1.0, 2.0, 0.5][:c])
     h = torch.randn(n, m, dtype=torch.float64)
     y = torch.tensor([i % c for i in range(n)])
     head.epoch_pass(torch.randn(20, m), torch.tensor([i % c for i in range(20)]))
@@ -92,9 +93,8 @@ def test_no_gradient_reaches_mu_or_centroids() -> None:
     assert list(head.parameters()) == []
 
 
-@pytest.mark.parametrize("projector", ["none", "mlp"])
-def test_q_step_gives_class_means_and_the_training_centre(projector: str) -> None:
-    head = NCMIHead(8, 3, projector=projector).double()
+def test_q_step_gives_class_means_and_the_training_centre() -> None:
+    head = NCMIHead(8, 3).double()
     h = torch.randn(30, 8, dtype=torch.float64)
     y = torch.arange(30) % 3
     head.epoch_pass(h, y)
@@ -141,7 +141,7 @@ def test_no_nan_or_inf_reaches_the_optimiser(case: str) -> None:
 
 
 def test_running_centre_and_ema_centroids() -> None:
-    head = NCMIHead(8, 2, decay=0.9, centroids="ema", ema_alpha=0.5, projector="none")
+    head = NCMIHead(8, 2, decay=0.9, centroids="ema", ema_alpha=0.5)
     h = torch.randn(1, 8)
     q_before = head.centroids.clone()
     head.after_step(h, torch.tensor([1]))
@@ -150,12 +150,20 @@ def test_running_centre_and_ema_centroids() -> None:
     torch.testing.assert_close(head.centroids.sum(1), torch.ones(2))
 
 
-def test_anchor_centroids_stay_fixed() -> None:
-    head = NCMIHead(8, 3, centroids="anchor")
+def test_anchor_centroids_stay_fixed_in_the_loss_and_prediction_uses_class_means() -> None:
+    torch.manual_seed(3)
+    head = NCMIHead(8, 3, centroids="anchor").double()
     anchors = head.centroids.clone()
     assert int(anchors[1].argmax()) == 1
-    head.epoch_pass(torch.randn(12, 8), torch.arange(12) % 3)
+    h = torch.randn(12, 8, dtype=torch.float64)
+    y = torch.arange(12) % 3
+    head.epoch_pass(h, y)
     assert torch.equal(head.centroids, anchors)
+    p = head.log_p(h).exp()
+    means = torch.stack([p[y == c].mean(0) for c in range(3)])
+    kl = torch.tensor([[literal_kl(p[i].tolist(), means[c].tolist()) for c in range(3)] for i in range(12)])
+    torch.testing.assert_close(head.kl_to_centroids(h), kl.double())
+    assert head.predict(h).tolist() == kl.argmin(1).tolist()
 
 
 def test_calibration_lowers_validation_nll() -> None:
@@ -179,25 +187,25 @@ def test_diagnostic_matches_literal_and_falls_with_accuracy() -> None:
     assert N.ncmi_diagnostic(sharper, y, 3)["ncmi"] < out["ncmi"]
 
 
-def test_projector_feeds_the_same_formula_and_is_trained() -> None:
+def test_neck_feeds_the_same_formula_and_is_trained() -> None:
     torch.manual_seed(6)
-    head = NCMIHead(8, 3, projector="mlp").double()
-    plain = NCMIHead(8, 3, projector="none").double()
-    h = torch.randn(9, 8, dtype=torch.float64)
+    model = build_model("mean", 8, dim=None, dropout=0.0, neck="mlp").double()
+    head = NCMIHead(8, 3).double()
+    bags = [torch.randn(5, 8, dtype=torch.float64) for _ in range(9)]
     y = torch.arange(9) % 3
-    head.epoch_pass(h, y)
-    plain.load_state_dict({k: v for k, v in head.state_dict().items() if not k.startswith("projector.")})
+    h = torch.stack([model(b).h for b in bags])
+    torch.testing.assert_close(h, torch.stack([model.neck(b.mean(0)) for b in bags]))
+    head.epoch_pass(h.detach(), y)
     loss = head.loss(h, y)
-    torch.testing.assert_close(loss, plain.loss(head.embed(h), y))
     loss.backward()
-    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.projector.parameters())
-    assert head.mu.grad is None and head.centroids.grad is None
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.neck.parameters())
+    assert head.mu.grad is None and head.centroids.grad is None and list(head.parameters()) == []
 
 
 def test_centred_segment_collapses_to_two_directions_without_a_projector() -> None:
     """Why the projector exists: pooled embeddings that differ by one mixing weight give two distinct P's."""
     torch.manual_seed(7)
-    head = NCMIHead(16, 4, projector="none").double()
+    head = NCMIHead(16, 4).double()
     negative, positive = torch.rand(16, dtype=torch.float64), torch.rand(16, dtype=torch.float64)
     alpha = torch.tensor([0.0, 0.1, 0.4, 0.9], dtype=torch.float64)[:, None]
     h = (1 - alpha) * negative + alpha * positive
@@ -206,9 +214,11 @@ def test_centred_segment_collapses_to_two_directions_without_a_projector() -> No
     torch.testing.assert_close(head.centroids[0], head.centroids[1])
     torch.testing.assert_close(head.centroids[2], head.centroids[3])
     assert not torch.allclose(head.centroids[1], head.centroids[2])
-    projected = NCMIHead(16, 4, projector="mlp").double()
-    projected.epoch_pass(h, y)
-    assert projected.predict(h).tolist() == [0, 1, 2, 3]
+    neck = build_neck("mlp", 16).double()
+    projected = NCMIHead(16, 4).double()
+    with torch.no_grad():
+        projected.epoch_pass(neck(h), y)
+        assert projected.predict(neck(h)).tolist() == [0, 1, 2, 3]
 
 
 def test_unknown_losses_and_bad_settings_are_named() -> None:
@@ -218,5 +228,67 @@ def test_unknown_losses_and_bad_settings_are_named() -> None:
         build_head("ncmi", 8, 2, centroids="median")
     with pytest.raises(ValueError, match="embedding size"):
         build_head("ncmi", 2, 4)
-    with pytest.raises(ValueError, match="projector must be one of"):
-        build_head("ncmi", 8, 2, projector="deep")
+    with pytest.raises(ValueError, match="neck must be one of"):
+        build_model("abmil", 8, neck="deep")
+    with pytest.raises(ValueError, match="projector"):
+        build_head("ncmi", 8, 2, projector="mlp")
+
+
+def test_kl_is_precise_between_near_identical_distributions() -> None:
+    """KL near a centroid is ~4e-6 while each sum p log p is ~ -6.2: a difference of sums loses it in fp32."""
+    torch.manual_seed(8)
+    u = torch.randn(4, 512, dtype=torch.float64) / 0.2
+    log_p = N.log_sigmax(u)
+    log_q = N.log_sigmax(u + 1e-2 * torch.randn(4, 512, dtype=torch.float64))
+    exact = N.kl_rows_to_centroids(log_p, log_q)
+    exact_back = N.kl_centroids_to_rows(log_p, log_q)
+    assert 0 < float(exact.diagonal().max()) < 1e-5
+    fp32 = N.kl_rows_to_centroids(log_p.float(), log_q.float()).double()
+    fp32_back = N.kl_centroids_to_rows(log_p.float(), log_q.float()).double()
+    assert float((fp32 - exact).diagonal().abs().max()) < 1e-7
+    assert float((fp32_back - exact_back).diagonal().abs().max()) < 1e-7
+
+
+@pytest.mark.parametrize("loss", ["ce", "cmic", "focal", "ncmi"])
+def test_class_weights_scale_a_one_bag_step(loss: str) -> None:
+    """With one bag per step the weighted loss is w_y times the unweighted one, for every loss."""
+    torch.manual_seed(9)
+    plain = build_head(loss, 8, 3)
+    weighted = build_head(loss, 8, 3, class_weights=[0.5, 3.0, 1.0])
+    weighted.load_state_dict({**plain.state_dict(), "class_weights": weighted.class_weights})
+    h = torch.randn(1, 8)
+    for label, w in enumerate([0.5, 3.0, 1.0]):
+        y = torch.tensor([label])
+        if loss == "cmic":
+            ce = torch.nn.functional.cross_entropy(plain.scores(h), y)
+            extra = plain.loss(h, y) - ce
+            torch.testing.assert_close(weighted.loss(h, y), w * ce + extra)
+        else:
+            torch.testing.assert_close(weighted.loss(h, y), w * plain.loss(h, y))
+
+
+def test_tau_at_a_grid_bound_warns_and_is_recorded() -> None:
+    torch.manual_seed(10)
+    head = NCMIHead(8, 2)
+    h = torch.cat([torch.randn(10, 8) + 4 * torch.eye(8)[0], torch.randn(10, 8) - 4 * torch.eye(8)[0]])
+    y = torch.tensor([0] * 10 + [1] * 10)
+    head.epoch_pass(h, y)
+    with pytest.warns(UserWarning, match="tau stopped at the lower bound"):
+        head.calibrate(h, y)
+    assert head.calibration["at_bound"] == "lower" and head.calibration["tau"] == pytest.approx(1e-4)
+    inside, h2, y2 = _setup(5, n=60)
+    inside.calibrate(h2, y2)
+    assert inside.calibration["at_bound"] is None
+
+
+def test_built_heads_record_every_setting_with_its_default() -> None:
+    head = build_head("ncmi", 8, 2)
+    assert head.settings == {
+        "class_weights": None,
+        "temperature": 0.2,
+        "decay": 0.999,
+        "centroids": "epoch",
+        "ema_alpha": 0.99,
+    }
+    assert build_head("ce", 8, 2, label_smoothing=0.1).settings == {"class_weights": None, "label_smoothing": 0.1}
+    assert build_model("abmil", 8).settings == {"dim": 512, "dropout": 0.25, "attention_dim": 256, "neck": "none"}

@@ -620,8 +620,12 @@ def train(
     ] = False,
     resume: Annotated[bool, typer.Option("--resume", help="Continue RUN from last.pt exactly.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start RUN again from scratch.")] = False,
+    select: Annotated[
+        str | None,
+        typer.Option("--select", help="Which epoch model.pt keeps: best_f1 (validation), best_loss or last [best_f1]."),
+    ] = None,
 ) -> None:
-    """Train a MIL aggregator on feature bags with NCMI or a baseline loss; select on validation macro-F1."""
+    """Train a MIL aggregator on feature bags with NCMI or a baseline loss; keep the epoch chosen by --select."""
     from wsi_ncmi.cohort.manifest import ManifestError
     from wsi_ncmi.cohort.splits import SplitError
     from wsi_ncmi.config import ConfigError, load_yaml, override
@@ -647,6 +651,7 @@ def train(
             max_tiles=max_tiles,
             cache_gb=cache_gb,
             skip_missing=skip_missing or None,
+            select=select,
         )
         note = fit_warmup(settings, TrainConfig.warmup_epochs) if epochs is not None else None
         train_config = TrainConfig.from_dict(settings)
@@ -665,8 +670,8 @@ def train(
         raise _fail(str(exc)) from exc
     if cluster.main:
         typer.echo(
-            f"best epoch {result.best_epoch}: validation macro-F1 {result.best_metrics['macro_f1']:.3f}; "
-            f"checkpoint {out / 'model.pt'}"
+            f"selected epoch {result.best_epoch} ({train_config.select}): validation macro-F1 "
+            f"{result.best_metrics['macro_f1']:.3f}; checkpoint {out / 'model.pt'}"
         )
 
 
@@ -724,7 +729,8 @@ def evaluate(
     skip_missing: Annotated[bool, typer.Option("--skip-missing", help="Leave out slides without a bag.")] = False,
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
 ) -> None:
-    """Predict a split with the run's best model; write predictions_{split}.csv, metrics_{split}.json and plots."""
+    """Predict a split with the run's selected model (and its last epoch's, for comparison); write
+    predictions_{split}.csv, metrics_{split}.json and plots."""
     from wsi_ncmi.cohort.manifest import ManifestError
     from wsi_ncmi.cohort.splits import SplitError
     from wsi_ncmi.config import ConfigError
@@ -739,6 +745,14 @@ def evaluate(
     except (ManifestError, SplitError, BagDataError, RunError, ConfigError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     _metrics_table(results)
+    for name, metrics in results.items():
+        last, chosen = metrics.get("last_epoch"), metrics["selection"]
+        if last is not None:
+            typer.echo(
+                f"{name}: selected epoch {chosen['epoch']} ({chosen['rule']}) macro-F1 {metrics['macro_f1']:.3f}, "
+                f"accuracy {metrics['accuracy']:.3f}; last epoch {last['epoch']} macro-F1 {last['macro_f1']:.3f}, "
+                f"accuracy {last['accuracy']:.3f}"
+            )
     typer.echo(f"wrote {', '.join(f'predictions_{n}.csv, metrics_{n}.json' for n in results)} in {run}")
 
 
@@ -816,7 +830,11 @@ def compare(
     split: Annotated[str, typer.Option("--split", help="Which metrics_{split}.json to read.")] = "test",
     paired_view: Annotated[
         bool,
-        typer.Option("--paired", help="Also write per-seed/fold differences against --baseline (OUT with _paired)."),
+        typer.Option(
+            "--paired",
+            help="Also write per-seed/fold differences against --baseline (OUT with _paired) and their mean, "
+            "bootstrap 95%% CI and Wilcoxon signed-rank p-value (OUT with _paired_stats).",
+        ),
     ] = False,
     baseline: Annotated[str, typer.Option("--baseline", help="Baseline loss for --paired.")] = "ce",
 ) -> None:
@@ -825,7 +843,16 @@ def compare(
     from rich.markdown import Markdown
 
     from wsi_ncmi.config import ConfigError
-    from wsi_ncmi.evaluation.compare import collect, paired, summarise, to_markdown, write_table, write_text
+    from wsi_ncmi.evaluation.compare import (
+        collect,
+        paired,
+        paired_markdown,
+        paired_statistics,
+        summarise,
+        to_markdown,
+        write_table,
+        write_text,
+    )
     from wsi_ncmi.mil.train import RunError
 
     try:
@@ -843,6 +870,17 @@ def compare(
         path = out.with_name(f"{out.stem}_paired{out.suffix}")
         write_table(differences, path)
         typer.echo(f"paired differences against {baseline}: {path} ({len(differences)} pair(s))")
+        if len(differences):
+            stats = paired_statistics(differences)
+            write_table(stats, out.with_name(f"{out.stem}_paired_stats{out.suffix}"))
+            if markdown is not None:
+                write_text(paired_markdown(stats), markdown.with_name(f"{markdown.stem}_paired{markdown.suffix}"))
+            for _, row in stats[stats["pairs"] > 0].iterrows():
+                typer.echo(
+                    f"{row['model']} {row['metric']}: {row['loss']} - {row['baseline']} = "
+                    f"{row['mean_difference']:+.3f} [95% CI {row['ci_low']:+.3f}, {row['ci_high']:+.3f}]; "
+                    f"{row['verdict']}"
+                )
     typer.echo(f"wrote {out}")
 
 

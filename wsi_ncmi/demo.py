@@ -54,11 +54,11 @@ def demo_pipeline(out: Path, settings: DemoSettings, manifest: Path) -> Pipeline
         splits={"scheme": "holdout-center", "test_centers": ["3", "4"], "val_frac": 0.2, "seed": 1},
         training={
             "model": "abmil",
-            "model_args": {"dim": 128, "dropout": 0.25},
+            "model_args": {"dim": 128, "dropout": 0.25, "neck": "mlp"},
             "classes": ["negative", "itc", "micro", "macro"],
             "epochs": settings.epochs,
             "warmup_epochs": min(2, settings.epochs),
-            "lr": 2e-4,
+            "lr": 1e-3,
             "device": "auto",
         },
         losses=list(settings.losses),

@@ -1,4 +1,5 @@
-"""Comparing runs: mean +- std over seeds/folds per (model, loss), and paired differences against a baseline."""
+"""Comparing runs: mean +- std over seeds/folds per (model, loss), and paired differences against a baseline with
+a bootstrap CI and a Wilcoxon signed-rank test."""
 
 from __future__ import annotations
 
@@ -70,6 +71,61 @@ def paired(frame: pd.DataFrame, baseline: str = "ce") -> pd.DataFrame:
                 }
             )
     return pd.DataFrame(out)
+
+
+def paired_statistics(
+    differences: pd.DataFrame, resamples: int = 10000, seed: int = 0, alpha: float = 0.05
+) -> pd.DataFrame:
+    """Per (model, loss) and metric: the mean paired difference, its bootstrap 95% CI (resampling pairs) and the
+    two-sided Wilcoxon signed-rank p-value, with a verdict in words ('not significant' when p >= alpha)."""
+    from scipy.stats import wilcoxon
+
+    out = []
+    rng = np.random.default_rng(seed)
+    for (model, loss), group in differences.groupby(["model", "loss"], sort=True):
+        for metric in METRICS:
+            delta = group[f"delta_{metric}"].dropna().to_numpy(dtype=float)
+            row = {"model": model, "loss": loss, "baseline": group["baseline"].iloc[0], "metric": metric}
+            row["pairs"] = len(delta)
+            if len(delta) == 0:
+                out.append(row | {"mean_difference": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan})
+                continue
+            means = delta[rng.integers(0, len(delta), (resamples, len(delta)))].mean(1)
+            p_value = float(wilcoxon(delta).pvalue) if np.any(delta != 0) else 1.0
+            row |= {
+                "mean_difference": float(delta.mean()),
+                "ci_low": float(np.percentile(means, 2.5)),
+                "ci_high": float(np.percentile(means, 97.5)),
+                "p_value": p_value,
+            }
+            out.append(row | {"verdict": verdict(row, alpha)})
+    return pd.DataFrame(out)
+
+
+def verdict(row: dict, alpha: float = 0.05) -> str:
+    """The paired result in words: which way, and whether the Wilcoxon test calls it significant."""
+    if not row["pairs"]:
+        return "no pairs"
+    if not row["p_value"] < alpha:
+        few = " (fewer than 6 pairs cannot reach p < 0.05)" if row["pairs"] < 6 else ""
+        return f"not significant (p = {row['p_value']:.3g}, {row['pairs']} pairs){few}"
+    direction = "higher" if row["mean_difference"] > 0 else "lower"
+    return f"{row['loss']} {direction} than {row['baseline']} (p = {row['p_value']:.3g}, {row['pairs']} pairs)"
+
+
+def paired_markdown(stats: pd.DataFrame) -> str:
+    """A markdown table of paired differences: mean [95% CI], Wilcoxon p and the verdict."""
+    lines = ["| model | loss vs baseline | metric | pairs | mean difference [95% CI] | Wilcoxon p | verdict |"]
+    lines.append("|" + "---|" * 7)
+    for _, row in stats.iterrows():
+        if not row["pairs"]:
+            continue
+        lines.append(
+            f"| {row['model']} | {row['loss']} vs {row['baseline']} | {row['metric']} | {row['pairs']} | "
+            f"{row['mean_difference']:+.3f} [{row['ci_low']:+.3f}, {row['ci_high']:+.3f}] | {row['p_value']:.3g} | "
+            f"{row['verdict']} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def to_markdown(table: pd.DataFrame) -> str:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from wsi_ncmi.atomic import atomic_path
-from wsi_ncmi.evaluation.metrics import full_metrics
+from wsi_ncmi.evaluation.metrics import core_metrics, full_metrics
 from wsi_ncmi.evaluation.predictions import prediction_table, write_predictions
 from wsi_ncmi.mil.data import BagDataError, load_bagset
 from wsi_ncmi.mil.train import RunError, Trained, predict
@@ -95,8 +95,13 @@ def evaluate_split(
     seed: int = 0,
     pn_stage: bool | None = None,
     skip_missing: bool = False,
+    last: Trained | None = None,
 ) -> dict[str, Any]:
-    """Predict one split, write predictions_{split}.csv, metrics_{split}.json, confusion_{split}.png."""
+    """Predict one split, write predictions_{split}.csv, metrics_{split}.json, confusion_{split}.png.
+
+    The metrics are those of the selected model (model.pt); with `last` (the last epoch's model) its core metrics
+    are added under `last_epoch`, so a reader sees how much the choice of epoch moved the figures.
+    """
     from wsi_ncmi.evaluation.plots import confusion_figure
 
     classes = trained.classes
@@ -128,6 +133,15 @@ def evaluate_split(
     y_true = np.asarray([index[label] for label in rows["label"]])
     metrics = full_metrics(y_true, preds, probs, classes, rows["case_id"].to_numpy(), bootstrap, seed)
     metrics["split"] = split_name
+    metrics["selection"] = {
+        "rule": trained.checkpoint.get("select", "best_f1"),
+        "epoch": trained.checkpoint.get("epoch"),
+    }
+    if last is not None:
+        last_probs, last_preds, _ = predict(last, bags)
+        metrics["last_epoch"] = {"epoch": last.checkpoint.get("epoch")} | core_metrics(
+            y_true, last_preds, last_probs, len(classes)
+        )
     metrics["slides_without_tiles"] = [order[i] for i in np.flatnonzero(no_tiles)]
     if pn_stage if pn_stage is not None else is_camelyon17(manifest):
         metrics["pn_stage"] = pn_stage_metrics(manifest, table)
@@ -163,6 +177,7 @@ def evaluate_run(
         raise ValueError(f"--split must be one of {', '.join(SPLIT_CHOICES)}")
     config = run_config(run)
     trained = load_run_model(run, device)
+    last = load_run_model(run, device, "last.pt") if (run / "last.pt").exists() else None
     inputs = config["inputs"]
     table = read_manifest(manifest or inputs["manifest"])
     split = read_split(split_file or inputs["split"])
@@ -173,7 +188,7 @@ def evaluate_run(
         if split_name == "all" and not (split == name).any():
             continue
         results[name] = evaluate_split(
-            trained, table, split, name, features, run, bootstrap, seed, pn_stage, skip_missing
+            trained, table, split, name, features, run, bootstrap, seed, pn_stage, skip_missing, last
         )
     if (run / "history.csv").exists():
         curves_figure(pd.read_csv(run / "history.csv"), run / "curves.png")

@@ -8,6 +8,7 @@ constraint on the softmax outputs (lambda * CMI - beta * Gamma, class-mean centr
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import torch
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from wsi_ncmi.mil import ncmi as N
+from wsi_ncmi.mil.settings import resolved_settings
 from wsi_ncmi.registry import Registry
 
 HEADS: Registry[type[Head]] = Registry("loss")
@@ -23,7 +25,9 @@ register_head = HEADS.register
 
 def build_head(name: str, dim: int, n_classes: int, **kwargs: Any) -> Head:
     """A registered loss/head by name; unknown names and settings are errors naming the known ones."""
-    return HEADS.build(name, dim, n_classes, **kwargs)
+    head = HEADS.build(name, dim, n_classes, **kwargs)
+    head.settings = resolved_settings(type(head), ("dim", "n_classes"), **kwargs)
+    return head
 
 
 class Head(nn.Module):
@@ -37,10 +41,16 @@ class Head(nn.Module):
         if n_classes < 2:
             raise ValueError("at least two classes are needed")
         self.dim, self.n_classes = dim, n_classes
+        self.settings: dict[str, Any] = {}
+        """Every constructor setting with the value it took (defaults included); checkpoints record it."""
         weights = (
             torch.ones(n_classes) if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32)
         )
         self.register_buffer("class_weights", weights)
+
+    def weighted_mean(self, per_sample: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """mean_i w_{y_i} * loss_i: the class weight scales each bag's loss, also with one bag per step."""
+        return (per_sample * self.class_weights[y]).mean()
 
     def loss(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -84,9 +94,8 @@ class CrossEntropyHead(LinearHead):
         self.label_smoothing = float(label_smoothing)
 
     def loss(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(
-            self.scores(h).float(), y, weight=self.class_weights, label_smoothing=self.label_smoothing
-        )
+        per_sample = F.cross_entropy(self.scores(h).float(), y, reduction="none", label_smoothing=self.label_smoothing)
+        return self.weighted_mean(per_sample, y)
 
 
 @register_head("focal")
@@ -100,7 +109,7 @@ class FocalHead(LinearHead):
     def loss(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         log_probs = F.log_softmax(self.scores(h).float(), -1).gather(1, y[:, None]).squeeze(1)
         focal = -((1 - log_probs.exp()) ** self.gamma) * log_probs
-        return (focal * self.class_weights[y]).mean()
+        return self.weighted_mean(focal, y)
 
 
 @register_head("cmic")
@@ -124,7 +133,7 @@ class CMIConstrainedHead(LinearHead):
 
     def loss(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits = self.scores(h).float()
-        ce = F.cross_entropy(logits, y, weight=self.class_weights)
+        ce = self.weighted_mean(F.cross_entropy(logits, y, reduction="none"), y)
         cmi, gamma = N.ncmi_terms(F.log_softmax(logits, -1), N.safe_log(self.centroids), y)
         return ce + self.lam * cmi.mean() - self.beta * gamma.mean()
 
@@ -135,16 +144,14 @@ class NCMIHead(Head):
 
     State (buffers, saved with the model): mu (running centre), centroids Q (C, m), tau (probability calibration).
     centroids: 'epoch' (Q-step at every epoch boundary), 'ema' (plus per-step moving averages) or 'anchor'
-    (fixed sigmax(10 e_c) anchors). projector: 'mlp' (default) passes the pooled embedding through
-    Linear-ReLU-Linear (m -> m) before centring; 'none' uses the pooled embedding itself. Attention and mean pooling
-    return a convex combination of tile features, so bags that differ only in how many tiles of one kind they hold
-    lie on a segment through the centre, and L2-normalising the centred segment leaves two directions: without a
-    non-linear step after pooling, NCMI cannot tell more than two such classes apart.
+    (fixed sigmax(10 e_c) anchors in the loss; prediction uses the class means of the Q-step, kept in
+    `class_centroids`). The head has no parameters: whatever sits between pooling and h (the model's neck) is
+    shared with every other loss.
     """
 
     needs_epoch_pass = True
     CENTROID_MODES = ("epoch", "ema", "anchor")
-    PROJECTORS = ("mlp", "none")
+    TAU_GRID = (1e-4, 1e2)
 
     def __init__(
         self,
@@ -155,11 +162,8 @@ class NCMIHead(Head):
         decay: float = 0.999,
         centroids: str = "epoch",
         ema_alpha: float = 0.99,
-        projector: str = "mlp",
     ):
         super().__init__(dim, n_classes, class_weights)
-        if projector not in self.PROJECTORS:
-            raise ValueError(f"projector must be one of {', '.join(self.PROJECTORS)}, got {projector!r}")
         if dim < n_classes:
             raise ValueError(f"the embedding size ({dim}) must be at least the number of classes ({n_classes})")
         if centroids not in self.CENTROID_MODES:
@@ -167,18 +171,23 @@ class NCMIHead(Head):
         if temperature <= 0 or not 0 <= decay < 1 or not 0 <= ema_alpha < 1:
             raise ValueError("need temperature > 0, 0 <= decay < 1 and 0 <= ema_alpha < 1")
         self.temperature, self.decay, self.mode, self.ema_alpha = float(temperature), float(decay), centroids, ema_alpha
-        self.projector = (
-            nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim)) if projector == "mlp" else nn.Identity()
-        )
         self.register_buffer("mu", torch.zeros(dim))
         anchors = torch.zeros(n_classes, dim)
         anchors[torch.arange(n_classes), torch.arange(n_classes)] = 10.0
         self.register_buffer("centroids", N.log_sigmax(anchors).exp())
+        if centroids == "anchor":
+            self.register_buffer("class_centroids", self.centroids.clone())
         self.register_buffer("tau", torch.tensor(1.0))
+        self.calibration: dict[str, Any] = {}
+        """The last fit of tau: its value and whether it sits at a bound of the search grid."""
 
     def embed(self, h: torch.Tensor) -> torch.Tensor:
-        """The embedding NCMI acts on: the pooled embedding after the projector, in the centre's precision."""
-        return self.projector(h).to(self.mu.dtype)
+        """The embedding NCMI acts on: h in the centre's precision."""
+        return h.to(self.mu.dtype)
+
+    def predict_centroids(self) -> torch.Tensor:
+        """The centroids prediction uses: the class means (also in anchor mode, whose anchors only shape the loss)."""
+        return self.class_centroids if self.mode == "anchor" else self.centroids
 
     def log_p(self, h: torch.Tensor) -> torch.Tensor:
         return N.log_p(self.embed(h), self.mu, self.temperature)
@@ -187,7 +196,7 @@ class NCMIHead(Head):
         return N.ncmi_loss(self.log_p(h), N.safe_log(self.centroids), y, self.class_weights)
 
     def kl_to_centroids(self, h: torch.Tensor) -> torch.Tensor:
-        return N.kl_rows_to_centroids(self.log_p(h), N.safe_log(self.centroids))
+        return N.kl_rows_to_centroids(self.log_p(h), N.safe_log(self.predict_centroids()))
 
     def scores(self, h: torch.Tensor) -> torch.Tensor:
         return -self.kl_to_centroids(h)
@@ -199,10 +208,8 @@ class NCMIHead(Head):
     def epoch_pass(self, h: torch.Tensor, y: torch.Tensor) -> None:
         e = self.embed(h)
         self.mu.copy_(e.mean(0))
-        if self.mode == "anchor":
-            return
         q = N.class_means(N.log_p(e, self.mu, self.temperature).exp(), y, self.n_classes)
-        self.centroids.copy_(q / q.sum(1, keepdim=True))
+        (self.class_centroids if self.mode == "anchor" else self.centroids).copy_(q / q.sum(1, keepdim=True))
 
     @torch.no_grad()
     def after_step(self, h: torch.Tensor, y: torch.Tensor) -> None:
@@ -216,7 +223,11 @@ class NCMIHead(Head):
 
     @torch.no_grad()
     def calibrate(self, h: torch.Tensor, y: torch.Tensor) -> None:
-        """tau = argmin over a log grid (then refined) of the validation NLL of softmax(-KL / tau)."""
+        """tau = argmin over a log grid (then refined) of the validation NLL of softmax(-KL / tau).
+
+        A minimum at a bound of the grid (validation separable, or scores carrying no information) is warned about
+        and recorded in `calibration`: probabilities are then as sharp or as flat as the grid allows, no more.
+        """
         if len(y) == 0:
             return
         scores = self.scores(h)
@@ -224,8 +235,19 @@ class NCMIHead(Head):
         def nll(log_tau: float) -> float:
             return float(F.cross_entropy(scores / math.exp(log_tau), y))
 
-        grid = torch.linspace(math.log(1e-4), math.log(1e2), 121).tolist()
+        low, high = (math.log(b) for b in self.TAU_GRID)
+        grid = torch.linspace(low, high, 121).tolist()
         best = min(grid, key=nll)
         step = grid[1] - grid[0]
-        fine = torch.linspace(best - step, best + step, 41).tolist()
-        self.tau.fill_(math.exp(min(fine, key=nll)))
+        fine = torch.linspace(max(low, best - step), min(high, best + step), 41).tolist()
+        log_tau = min(fine, key=nll)
+        self.tau.fill_(math.exp(log_tau))
+        bound = "lower" if log_tau <= low + 1e-9 else "upper" if log_tau >= high - 1e-9 else None
+        self.calibration = {"tau": math.exp(log_tau), "at_bound": bound}
+        if bound is not None:
+            warnings.warn(
+                f"NCMI probability calibration: tau stopped at the {bound} bound of its search grid "
+                f"({self.TAU_GRID[0]:g}..{self.TAU_GRID[1]:g}); validation probabilities are as "
+                f"{'sharp' if bound == 'lower' else 'flat'} as the grid allows",
+                stacklevel=2,
+            )

@@ -2,6 +2,7 @@
 
 Registered by name with their hyperparameters: `abmil` (gated attention, Ilse et al. 2018), `abmil_plain`,
 `mean`, `max`, `transmil` (Shao et al. 2021) and `clam_sb` (Lu et al. 2021, with its instance-clustering loss).
+Every aggregator ends in the same optional neck (`neck: mlp|none`), so h is the same whatever loss reads it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsi_ncmi.mil.settings import resolved_settings
 from wsi_ncmi.registry import Registry
 
 MODELS: Registry[type[MILModel]] = Registry("model")
@@ -22,7 +24,9 @@ register_model = MODELS.register
 
 def build_model(name: str, in_dim: int, **kwargs: Any) -> MILModel:
     """A registered aggregator by name; unknown names or settings are errors naming the known ones."""
-    return MODELS.build(name, in_dim, **kwargs)
+    model = MODELS.build(name, in_dim, **kwargs)
+    model.settings = resolved_settings(type(model), ("in_dim",), **kwargs)
+    return model
 
 
 @dataclass
@@ -34,25 +38,47 @@ class MILOutput:
     tiles: torch.Tensor | None = None
 
 
+NECKS = ("none", "mlp")
+
+
+def build_neck(neck: str, dim: int) -> nn.Module:
+    """The step between pooling and h: `mlp` (Linear-ReLU-Linear, dim -> dim) or `none` (the pooled embedding)."""
+    if neck not in NECKS:
+        raise ValueError(f"neck must be one of {', '.join(NECKS)}, got {neck!r}")
+    if neck == "mlp":
+        return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+    return nn.Identity()
+
+
 class MILModel(nn.Module):
-    """Tile projection (Linear + ReLU + dropout to `dim`) followed by a pooling defined by each subclass.
+    """Tile projection (Linear + ReLU + dropout to `dim`), a pooling defined by each subclass, then the neck.
 
     dim=None keeps the tile features as they are (dropout only; the embedding size is the feature size), as
-    torchmil's ABMIL does; it suits strong pathology encoders and halves the parameters.
+    torchmil's ABMIL does; it suits strong pathology encoders and halves the parameters. The neck belongs to the
+    model, not to a loss, so a comparison of losses compares losses on one architecture.
     """
 
     name = "mil"
 
-    def __init__(self, in_dim: int, dim: int | None = 512, dropout: float = 0.25):
+    def __init__(self, in_dim: int, dim: int | None = 512, dropout: float = 0.25, neck: str = "none"):
         super().__init__()
         self.in_dim, self.dim = in_dim, in_dim if dim is None else dim
+        self.settings: dict[str, Any] = {}
+        """Every constructor setting with the value it took (defaults included); checkpoints record it."""
         if dim is None:
             self.project: nn.Module = nn.Dropout(dropout)
         else:
             self.project = nn.Sequential(nn.Linear(in_dim, dim), nn.ReLU(), nn.Dropout(dropout))
+        self.neck = build_neck(neck, self.dim)
+
+    def pool(self, x: torch.Tensor) -> MILOutput:
+        """The pooled slide embedding (before the neck) and, where defined, attention and projected tiles."""
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> MILOutput:
-        raise NotImplementedError
+        output = self.pool(x)
+        output.h = self.neck(output.h)
+        return output
 
     def combine_loss(self, bag_loss: torch.Tensor, output: MILOutput, y: torch.Tensor) -> torch.Tensor:
         """The training loss from the head's bag loss; models with auxiliary losses (CLAM) add theirs here."""
@@ -81,11 +107,13 @@ class ABMIL(MILModel):
 
     gated = True
 
-    def __init__(self, in_dim: int, dim: int | None = 512, dropout: float = 0.25, attention_dim: int = 256):
-        super().__init__(in_dim, dim, dropout)
+    def __init__(
+        self, in_dim: int, dim: int | None = 512, dropout: float = 0.25, attention_dim: int = 256, neck: str = "none"
+    ):
+        super().__init__(in_dim, dim, dropout, neck)
         self.attention = GatedAttention(self.dim, attention_dim, dropout, self.gated)
 
-    def forward(self, x: torch.Tensor) -> MILOutput:
+    def pool(self, x: torch.Tensor) -> MILOutput:
         tiles = self.project(x)
         weights = torch.softmax(self.attention(tiles), dim=0)
         return MILOutput(weights @ tiles, weights, tiles)
@@ -100,13 +128,13 @@ class ABMILPlain(ABMIL):
 
 @register_model("mean")
 class MeanPool(MILModel):
-    def forward(self, x: torch.Tensor) -> MILOutput:
+    def pool(self, x: torch.Tensor) -> MILOutput:
         return MILOutput(self.project(x).mean(0))
 
 
 @register_model("max")
 class MaxPool(MILModel):
-    def forward(self, x: torch.Tensor) -> MILOutput:
+    def pool(self, x: torch.Tensor) -> MILOutput:
         return MILOutput(self.project(x).max(0).values)
 
 
@@ -146,8 +174,10 @@ class TransformerLayer(nn.Module):
 class TransMIL(MILModel):
     """Class token + two transformer layers with a PPEG position module between them (Shao et al. 2021)."""
 
-    def __init__(self, in_dim: int, dim: int | None = 512, dropout: float = 0.25, heads: int = 8):
-        super().__init__(in_dim, dim, dropout)
+    def __init__(
+        self, in_dim: int, dim: int | None = 512, dropout: float = 0.25, heads: int = 8, neck: str = "none"
+    ):
+        super().__init__(in_dim, dim, dropout, neck)
         dim = self.dim
         if dim % heads:
             raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
@@ -158,7 +188,7 @@ class TransMIL(MILModel):
         self.layer2 = TransformerLayer(dim, heads, 0.0)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor) -> MILOutput:
+    def pool(self, x: torch.Tensor) -> MILOutput:
         tiles = self.project(x)
         n = len(tiles)
         side = max(1, math.ceil(math.sqrt(n)))
@@ -188,8 +218,9 @@ class CLAMSingleBranch(ABMIL):
         bag_weight: float = 0.7,
         instance_loss: str = "svm",
         subtyping: bool = True,
+        neck: str = "none",
     ):
-        super().__init__(in_dim, dim, dropout, attention_dim)
+        super().__init__(in_dim, dim, dropout, attention_dim, neck)
         if instance_loss not in ("svm", "ce"):
             raise ValueError(f"instance_loss must be svm or ce, got {instance_loss!r}")
         self.instance_classifiers = nn.ModuleList(nn.Linear(self.dim, 2) for _ in range(n_classes))

@@ -39,15 +39,19 @@ def safe_log(q: torch.Tensor) -> torch.Tensor:
 
 
 def kl_rows_to_centroids(log_p_rows: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """D(P_i || Q_c) for every row i and centroid c: (B, C)."""
+    """D(P_i || Q_c) = sum p (log p - log q) for every row i and centroid c: (B, C).
+
+    The log ratio is formed before summing, so near-identical distributions give a small KL with small error
+    (a difference of two sums of about -log m each would lose it to rounding).
+    """
     p = log_p_rows.exp()
-    return (p * log_p_rows).sum(-1, keepdim=True) - p @ log_q.T
+    return (p[:, None, :] * (log_p_rows[:, None, :] - log_q[None, :, :])).sum(-1)
 
 
 def kl_centroids_to_rows(log_p_rows: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
-    """D(Q_c || P_i) for every row i and centroid c: (B, C)."""
+    """D(Q_c || P_i) = sum q (log q - log p) for every row i and centroid c: (B, C)."""
     q = log_q.exp()
-    return (q * log_q).sum(-1)[None, :] - log_p_rows.clamp_min(LOG_FLOOR) @ q.T
+    return (q[None, :, :] * (log_q[None, :, :] - log_p_rows.clamp_min(LOG_FLOOR)[:, None, :])).sum(-1)
 
 
 def ncmi_terms(log_p_rows: torch.Tensor, log_q: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,8 +3,9 @@
 The alternating algorithm of NCMI falls out of the epoch structure: a closed-form Q-step (a no-grad pass over
 the training bags, model in eval mode) runs before the first epoch and after every epoch, so the centroids a
 checkpoint carries are those of its own weights, and each epoch's gradient steps see fixed centroids.
-Every epoch writes history.csv, last.pt (everything needed to resume exactly) and, when validation macro-F1
-improves (ties: AUC), model.pt.
+Every epoch writes history.csv, last.pt (everything needed to resume exactly, every rank's CPU and CUDA generator
+states included) and, when the epoch is selected by `select` (best_f1: validation macro-F1, ties AUC; best_loss;
+last), model.pt.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 
 from wsi_ncmi.atomic import atomic_path, save_torch
 from wsi_ncmi.devices import resolve_device
-from wsi_ncmi.evaluation.metrics import core_metrics
+from wsi_ncmi.metrics_core import core_metrics
 from wsi_ncmi.mil.data import BagSet, class_weights, epoch_order, subsample
 from wsi_ncmi.mil.distributed import Cluster
 from wsi_ncmi.mil.heads import Head, build_head
@@ -33,6 +34,7 @@ from wsi_ncmi.validation import check_settings
 
 CHECKPOINT_VERSION = 1
 SINGLE = Cluster()
+SELECT_RULES = ("best_f1", "best_loss", "last")
 HISTORY_COLUMNS = [
     "epoch",
     "train_loss",
@@ -72,6 +74,7 @@ class TrainConfig:
     patience: int | None = None
     cache_gb: float = 8.0
     skip_missing: bool = False
+    select: str = "best_f1"
 
     def __post_init__(self) -> None:
         problems = []
@@ -85,6 +88,16 @@ class TrainConfig:
             problems.append(f"class_weights must be none or balanced, got {self.class_weights!r}")
         if self.max_tiles is not None and self.max_tiles < 1:
             problems.append(f"max_tiles must be >= 1, got {self.max_tiles}")
+        if self.select not in SELECT_RULES:
+            problems.append(f"select must be one of {', '.join(SELECT_RULES)}, got {self.select!r}")
+        if self.loss == "ncmi" and not self.grad_clip:
+            problems.append(
+                "grad_clip must be set for loss ncmi (e.g. 1.0): its CMI/SEP ratio is heavy-tailed when SEP is small"
+            )
+        if "projector" in self.loss_args:
+            problems.append(
+                "loss_args.projector is now model_args.neck (mlp|none), shared by every loss; move the setting there"
+            )
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -100,27 +113,43 @@ class TrainConfig:
 
 @dataclass
 class Trained:
-    """A model, its head and what is needed to use them (class names, prior, encoder attributes)."""
+    """A model, its head and what is needed to use them (class names, prior, encoder attributes, device)."""
 
     model: MILModel
     head: Head
     classes: list[str]
     prior: np.ndarray
     checkpoint: dict[str, Any]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+
+def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint in today's layout, predicting exactly as it did when written.
+
+    Older NCMI checkpoints kept a Linear-ReLU-Linear projector in the head (`head_state["projector.*"]`, setting
+    `loss_args.projector`); it is the model's neck now, with the same weights. Checkpoints without those weights
+    had no projector; CE-family checkpoints from before the neck existed had none either. Anchor-mode checkpoints
+    without class means predicted with the anchors, so those stand in for the class means.
+    """
+    checkpoint = dict(checkpoint)
+    model_args, loss_args = dict(checkpoint["model_args"]), dict(checkpoint["loss_args"])
+    state, head_state = dict(checkpoint["state_dict"]), dict(checkpoint["head_state"])
+    loss_args.pop("projector", None)
+    if "neck" not in model_args:
+        projector = {k: head_state.pop(k) for k in list(head_state) if k.startswith("projector.")}
+        model_args["neck"] = "mlp" if projector else "none"
+        state.update({"neck." + k.removeprefix("projector."): v for k, v in projector.items()})
+    if loss_args.get("centroids") == "anchor" and "class_centroids" not in head_state:
+        head_state["class_centroids"] = head_state["centroids"].clone()
+    checkpoint.update(model_args=model_args, loss_args=loss_args, state_dict=state, head_state=head_state)
+    return checkpoint
 
 
 def build(checkpoint: dict[str, Any]) -> tuple[MILModel, Head]:
-    """Model and head from a checkpoint's names and settings (weights not loaded). NCMI checkpoints written before
-    the projector setting existed have no projector weights and had none."""
+    """Model and head from a checkpoint's names and settings (weights not loaded); see `upgrade` for old ones."""
+    checkpoint = upgrade(checkpoint)
     model = build_model(checkpoint["model"], checkpoint["in_dim"], **checkpoint["model_args"])
-    loss_args = dict(checkpoint["loss_args"])
-    if checkpoint["loss"] == "ncmi" and not any(key.startswith("projector.") for key in checkpoint["head_state"]):
-        loss_args.setdefault("projector", "none")
-    head = build_head(checkpoint["loss"], model.dim, len(checkpoint["classes"]), **loss_args)
+    head = build_head(checkpoint["loss"], model.dim, len(checkpoint["classes"]), **checkpoint["loss_args"])
     return model, head
 
 
@@ -138,6 +167,7 @@ def load_trained(path: Path, device: str = "cpu") -> Trained:
         raise RunError(
             f"{path}: checkpoint format {checkpoint.get('format_version')!r}, this version reads {CHECKPOINT_VERSION}"
         )
+    checkpoint = upgrade(checkpoint)
     model, head = build(checkpoint)
     model.load_state_dict(checkpoint["state_dict"])
     head.load_state_dict(checkpoint["head_state"])
@@ -148,6 +178,7 @@ def load_trained(path: Path, device: str = "cpu") -> Trained:
         list(checkpoint["classes"]),
         np.asarray(checkpoint["prior"], dtype=np.float64),
         checkpoint,
+        target,
     )
 
 
@@ -212,17 +243,20 @@ class TrainResult:
 def _checkpoint(
     model: MILModel, head: Head, config: TrainConfig, classes: list[str], prior: np.ndarray, extra: dict[str, Any]
 ) -> dict[str, Any]:
+    """Weights, buffers and every resolved model and head setting (defaults included), so a reader sees T etc."""
     return {
         "format_version": CHECKPOINT_VERSION,
         "model": config.model,
-        "model_args": dict(config.model_args),
+        "model_args": dict(model.settings or config.model_args),
         "in_dim": model.in_dim,
         "loss": config.loss,
-        "loss_args": dict(config.loss_args),
+        "loss_args": dict(head.settings or config.loss_args),
         "classes": list(classes),
         "prior": [float(p) for p in prior],
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "head_state": {k: v.detach().cpu().clone() for k, v in head.state_dict().items()},
+        "select": config.select,
+        "calibration": dict(getattr(head, "calibration", {})),
         **extra,
     }
 
@@ -238,6 +272,138 @@ def _write_history(rows: list[dict[str, Any]], path: Path) -> pd.DataFrame:
     return frame
 
 
+def resolve_config(config: TrainConfig, labels: np.ndarray, n_classes: int) -> TrainConfig:
+    """A copy with the settings training derives (CLAM's class count, balanced class weights); warns about a
+    class imbalance corrected twice (balanced sampling and balanced class weights together)."""
+    config = copy.deepcopy(config)
+    if config.model == "clam_sb":
+        config.model_args.setdefault("n_classes", n_classes)
+    if config.class_weights == "balanced":
+        config.loss_args["class_weights"] = class_weights(labels, n_classes)
+        if config.balanced_sampling:
+            warnings.warn(
+                "balanced_sampling and class_weights: balanced both correct the class imbalance, so rare classes "
+                "count twice over; keep one of them",
+                stacklevel=3,
+            )
+    return config
+
+
+def make_optimizer(parameters: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    """The optimiser every loss trains with: AdamW at config.lr and config.weight_decay."""
+    if not parameters:
+        raise ValueError(
+            f"{config.model} with {config.model_args} and loss {config.loss} has no trainable parameters; "
+            "give the model a dim, a neck or a loss with a head"
+        )
+    return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+
+
+@dataclass
+class _Session:
+    """What the epoch loop works on: model, head, the DDP-wrapped step, optimiser and schedule."""
+
+    model: MILModel
+    head: Head
+    step: torch.nn.Module
+    parameters: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    device: torch.device
+
+
+def _setup(config: TrainConfig, in_dim: int, n_classes: int, steps: int, device: torch.device, cluster: Cluster):
+    """Seeded model and head, the optimiser and the warm-up + cosine schedule, per step."""
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, in_dim, **config.model_args).to(device)
+    head = build_head(config.loss, model.dim, n_classes, **config.loss_args).to(device)
+    parameters = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
+    optimizer = make_optimizer(parameters, config)
+    step: torch.nn.Module = _Step(model, head, device)
+    if cluster.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step = DistributedDataParallel(
+            step, broadcast_buffers=False, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(config.warmup_epochs * steps, config.epochs * steps)
+    )
+    return _Session(model, head, step, parameters, optimizer, scheduler, device)
+
+
+def _rng_states(device: torch.device, cluster: Cluster) -> dict[str, torch.Tensor]:
+    """Every rank's torch (and CUDA) generator state, one row per rank (a collective call on every rank)."""
+    states = {"torch": cluster.gather(torch.get_rng_state()[None].to(device)).cpu()}
+    if device.type == "cuda":
+        states["cuda"] = cluster.gather(torch.cuda.get_rng_state(device)[None].to(device)).cpu()
+    return states
+
+
+def _restore_rng(state: dict[str, Any], device: torch.device, cluster: Cluster) -> None:
+    """Put back this rank's generator states from last.pt (older files kept rank 0's CPU state only)."""
+    states = state.get("rng_states")
+    if states is None:
+        torch.set_rng_state(state["torch_rng"])
+        return
+    rank = cluster.rank if len(states["torch"]) == cluster.world else 0
+    torch.set_rng_state(states["torch"][rank].clone())
+    if device.type == "cuda" and "cuda" in states:
+        torch.cuda.set_rng_state(states["cuda"][rank].clone(), device)
+
+
+def improved(rule: str, best: dict[str, float], f1: float, auc: float, val_loss: float) -> bool:
+    """Whether this epoch replaces the selected one: best_f1 (ties: AUC), best_loss (ties: F1) or last."""
+    if rule == "last":
+        return True
+    if rule == "best_loss":
+        best_loss = best.get("val_loss", math.inf)
+        return val_loss < best_loss or (val_loss == best_loss and f1 > best["macro_f1"])
+    return f1 > best["macro_f1"] or (f1 == best["macro_f1"] and auc > best["auc"])
+
+
+def _train_epoch(
+    session: _Session,
+    bags: BagSet,
+    order: np.ndarray,
+    config: TrainConfig,
+    epoch: int,
+    cluster: Cluster,
+    console: Any,
+) -> list[float]:
+    """One pass of gradient steps, one bag each, in `order`; the per-step losses."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+    )
+    session.model.train()
+    rng = np.random.default_rng([config.seed, epoch, 1])
+    losses: list[float] = []
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(order), loss="")
+        for i in order:
+            x = torch.from_numpy(subsample(bags.features(i), config.max_tiles, rng)).to(session.device)
+            y = torch.tensor([int(bags.labels[i])], device=session.device)
+            loss, h = session.step(x, y)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss on slide {bags.slide_ids[i]}")
+            session.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip:
+                torch.nn.utils.clip_grad_norm_(session.parameters, config.grad_clip)
+            session.optimizer.step()
+            session.scheduler.step()
+            session.head.after_step(cluster.gather(h[None]), cluster.gather(y))
+            losses.append(float(loss.detach()))
+            bar.update(task, advance=1, loss=f"loss {np.mean(losses):.4f}")
+    return losses
+
+
 def train(
     train_bags: BagSet,
     val_bags: BagSet,
@@ -250,63 +416,43 @@ def train(
     on_epoch_end: Callable[[int], None] | None = None,
     cluster: Cluster = SINGLE,
 ) -> TrainResult:
-    """Train on `train_bags`, select on `val_bags`, write RUN/model.pt, RUN/last.pt and RUN/history.csv.
+    """Train on `train_bags`, select on `val_bags` by config.select, write RUN/model.pt, last.pt and history.csv.
 
     With a cluster of several ranks (torchrun), each rank steps through its share of every epoch under
     DistributedDataParallel and only rank 0 writes.
     """
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(highlight=False, quiet=not (progress and cluster.main))
     device = cluster.device(resolve_device(config.device))
     n_classes = len(classes)
-    config = copy.deepcopy(config)
-    if config.model == "clam_sb":
-        config.model_args.setdefault("n_classes", n_classes)
-    if config.class_weights == "balanced":
-        config.loss_args["class_weights"] = class_weights(train_bags.labels, n_classes)
     keep = np.asarray([s not in train_bags.empty for s in train_bags.slide_ids])
     if not keep.all():
         skipped = [s for s, k in zip(train_bags.slide_ids, keep, strict=True) if not k]
         warnings.warn(f"skipping {len(skipped)} empty training bag(s): {', '.join(skipped[:10])}", stacklevel=2)
     train_index = np.flatnonzero(keep)
     labels = train_bags.labels[train_index]
+    config = resolve_config(config, train_bags.labels, n_classes)
     prior = np.bincount(labels, minlength=n_classes) / max(len(labels), 1)
-
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, train_bags.dim, **config.model_args).to(device)
-    head = build_head(config.loss, model.dim, n_classes, **config.loss_args).to(device)
-    parameters = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
-    step = _Step(model, head, device)
-    if cluster.world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        step = DistributedDataParallel(
-            step, broadcast_buffers=False, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    steps = len(cluster.share(train_index))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(config.warmup_epochs * steps, config.epochs * steps)
-    )
+    session = _setup(config, train_bags.dim, n_classes, len(cluster.share(train_index)), device, cluster)
+    model, head = session.model, session.head
     console.print(
         f"{config.model}: {sum(p.numel() for p in model.parameters()):,} parameters; {config.loss} head: "
         f"{sum(p.numel() for p in head.parameters()):,}; {len(train_index)} training and {len(val_bags)} "
         f"validation bags; device {device}" + (f"; {cluster.world} processes" if cluster.world > 1 else "")
     )
     history: list[dict[str, Any]] = []
-    best = {"epoch": -1, "macro_f1": -math.inf, "auc": -math.inf}
+    best = {"epoch": -1, "macro_f1": -math.inf, "auc": -math.inf, "val_loss": math.inf}
     start_epoch, stale = 0, 0
     extra = dict(extra or {})
     if resume:
         state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state["checkpoint"]["state_dict"])
         head.load_state_dict(state["checkpoint"]["head_state"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        history, best, stale = list(state["history"]), dict(state["best"]), int(state["stale"])
+        session.optimizer.load_state_dict(state["optimizer"])
+        session.scheduler.load_state_dict(state["scheduler"])
+        _restore_rng(state, device, cluster)
+        history, best, stale = list(state["history"]), {**best, **state["best"]}, int(state["stale"])
         start_epoch = int(state["epoch"]) + 1
         if state.get("finished"):
             console.print(f"{run}: training already finished at epoch {start_epoch}; nothing to resume")
@@ -321,36 +467,10 @@ def train(
         _epoch_pass(model, head, train_bags, train_index, device, cluster)
 
     stopped_early = False
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[loss]}"),
-        TimeElapsedColumn(),
-    )
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
-        model.train()
         order = cluster.share(train_index[epoch_order(labels, config.seed, epoch, config.balanced_sampling)])
-        rng = np.random.default_rng([config.seed, epoch, 1])
-        losses = []
-        with Progress(*columns, console=console, transient=True) as bar:
-            task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(order), loss="")
-            for i in order:
-                x = torch.from_numpy(subsample(train_bags.features(i), config.max_tiles, rng)).to(device)
-                y = torch.tensor([int(train_bags.labels[i])], device=device)
-                loss, h = step(x, y)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite loss on slide {train_bags.slide_ids[i]}")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                if config.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(parameters, config.grad_clip)
-                optimizer.step()
-                scheduler.step()
-                head.after_step(cluster.gather(h[None]), cluster.gather(y))
-                losses.append(float(loss.detach()))
-                bar.update(task, advance=1, loss=f"loss {np.mean(losses):.4f}")
+        losses = _train_epoch(session, train_bags, order, config, epoch, cluster, console)
         if head.needs_epoch_pass:
             _epoch_pass(model, head, train_bags, train_index, device, cluster)
         metrics, val_loss = _validate(model, head, val_bags, prior, n_classes, device, cluster)
@@ -362,13 +482,14 @@ def train(
             "val_accuracy": metrics["accuracy"],
             "val_auc": metrics["auc"],
             "val_ncmi": metrics["ncmi"],
-            "lr": scheduler.get_last_lr()[0],
+            "lr": session.scheduler.get_last_lr()[0],
             "seconds": time.perf_counter() - started,
         }
         history.append(row)
         f1 = metrics["macro_f1"] if math.isfinite(metrics["macro_f1"]) else -1.0
         auc = metrics["auc"] if math.isfinite(metrics["auc"]) else -1.0
-        improved = f1 > best["macro_f1"] or (f1 == best["macro_f1"] and auc > best["auc"])
+        loss_value = val_loss if math.isfinite(val_loss) else math.inf
+        selected = improved(config.select, best, f1, auc, loss_value)
         checkpoint = _checkpoint(
             model,
             head,
@@ -377,22 +498,23 @@ def train(
             prior,
             {**extra, "epoch": epoch + 1, "val_metrics": {k: float(v) for k, v in metrics.items()}},
         )
-        if improved:
-            best, stale = {"epoch": epoch + 1, "macro_f1": f1, "auc": auc}, 0
+        if selected:
+            best, stale = {"epoch": epoch + 1, "macro_f1": f1, "auc": auc, "val_loss": loss_value}, 0
             if cluster.main:
                 _save(checkpoint, run / "model.pt")
         else:
             stale += 1
         stopped_early = config.patience is not None and stale >= config.patience
         finished = stopped_early or epoch + 1 == config.epochs
+        rng_states = _rng_states(device, cluster)
         if cluster.main:
             _write_history(history, run / "history.csv")
             _save(
                 {
                     "checkpoint": checkpoint,
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "torch_rng": torch.get_rng_state(),
+                    "optimizer": session.optimizer.state_dict(),
+                    "scheduler": session.scheduler.state_dict(),
+                    "rng_states": rng_states,
                     "epoch": epoch,
                     "history": history,
                     "best": best,
@@ -406,12 +528,12 @@ def train(
         console.print(
             f"epoch {epoch + 1:>3}: train loss {row['train_loss']:.4f}  val loss {val_loss:.4f}  "
             f"macro-F1 {metrics['macro_f1']:.3f}  acc {metrics['accuracy']:.3f}  AUC {metrics['auc']:.3f}  "
-            f"NCMI {metrics['ncmi']:.3f}{'  *' if improved else ''}"
+            f"NCMI {metrics['ncmi']:.3f}{'  *' if selected else ''}"
         )
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
         if stopped_early:
-            console.print(f"early stop: no macro-F1 gain in {config.patience} epochs")
+            console.print(f"early stop: no improvement by {config.select} in {config.patience} epochs")
             break
     return TrainResult(pd.DataFrame(history, columns=HISTORY_COLUMNS), int(best["epoch"]), dict(best), stopped_early)
 

@@ -46,22 +46,28 @@ def test_tile_count_matches_tissue_area(slide_dir: Path, tmp_path: Path) -> None
     assert len(result.coords) == pytest.approx(expected, rel=0.05)
 
 
-@pytest.mark.parametrize(("grid", "edge_tiles"), [("slide", False), ("slide", True), ("tissue", True)])
-def test_kept_tiles_are_tissue_by_ground_truth(slide_dir: Path, tmp_path: Path, grid: str, edge_tiles: bool) -> None:
+@pytest.mark.parametrize(
+    ("grid", "edges"), [("slide", "none"), ("slide", "inward"), ("slide", "overhang"), ("tissue", "overhang")]
+)
+def test_kept_tiles_are_tissue_by_ground_truth(slide_dir: Path, tmp_path: Path, grid: str, edges: str) -> None:
     from wsi_ncmi.slides.grid import grid_coords, tissue_grid_coords
 
     _, model = load_truth(slide_dir / "tiff_025.truth.json")
-    params = TilingParams(min_tissue=0.5, grid=grid, edge_tiles=edge_tiles)
+    params = TilingParams(min_tissue=0.5, grid=grid, edges=edges)
     result = tile_geometry(TileTask("tiff_025", str(slide_dir / "tiff_025.tif"), str(tmp_path), params))
     size0, step0 = result.geometry.size_level0, result.geometry.step_level0
     size_um = size0 * 0.25
     kept = {tuple(c) for c in result.coords.tolist()}
     if grid == "slide":
-        candidates = grid_coords(8192, 6144, size0, step0, edge_tiles)
+        candidates = grid_coords(8192, 6144, size0, step0, edges)
     else:
-        candidates = tissue_grid_coords(result.mask, result.lowres_scale, 8192, 6144, size0, step0, edge_tiles)
+        candidates = tissue_grid_coords(result.mask, result.lowres_scale, 8192, 6144, size0, step0, edges)
     assert kept <= {tuple(c) for c in candidates.tolist()} and len(kept) > 50
-    assert (result.attrs["grid"], result.attrs["edge_tiles"]) == (grid, edge_tiles)
+    assert (result.attrs["grid"], result.attrs["edges"], result.attrs["edge_tiles"]) == (
+        grid,
+        edges,
+        edges == "overhang",
+    )
     for x, y in candidates.tolist():
         truth = model.tissue_fraction(x * 0.25, y * 0.25, size_um)
         if (x, y) in kept:
@@ -113,7 +119,7 @@ def test_cli_writes_documented_outputs_and_resumes(slide_dir: Path, tmp_path: Pa
                 assert isinstance(value.item() if hasattr(value, "item") else value, kind), (key, type(value))
             assert attrs["format_version"] == FORMAT_VERSION
             assert json.loads(attrs["tissue_params"])["mask_mpp"] == 8.0
-        assert (job / "thumbnails" / f"{slide_id}.png").stat().st_size > 0
+        assert (job / "thumbnails" / f"{slide_id}.jpg").stat().st_size > 0
     before = (job / "tiles" / "tiff_025.h5").stat().st_mtime_ns
     again = runner.invoke(app, ["tile", "--slides", str(slide_dir), "--out", str(job)])
     assert again.exit_code == 0
@@ -199,7 +205,7 @@ def test_bad_inputs_fail_alone_with_clear_rows(bad_cohort: Path, tmp_path: Path)
     assert all("\n" not in row["error"] for row in status.values())
     blank = read_coords(job / "tiles" / "blank.h5")
     assert blank.coords.shape == (0, 2) and "no tissue" in status["blank"]["warning"]
-    assert (job / "thumbnails" / "blank.png").exists()
+    assert (job / "thumbnails" / "blank.jpg").exists()
     assert not (job / "tiles" / "missing.h5").exists()
 
 

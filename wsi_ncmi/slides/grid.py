@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wsi_ncmi.slides.lowres import choose_level
+from wsi_ncmi.slides.morphology import label
 
 READ_LEVEL_TOLERANCE = 0.05
 
@@ -41,38 +42,52 @@ class TileGeometry:
 
 
 GRIDS = ("slide", "tissue")
+EDGES = ("inward", "overhang", "none")
+"""How a lattice meets the slide's right and bottom edges. inward: one more row/column of whole tiles, moved in
+to end exactly at the edge (it overlaps its neighbour); overhang: tiles may cross the edge (the part beyond it
+reads as white and counts as no tissue), as CLAM and hs2p do; none: whole lattice tiles only (tissue in the last
+partial row and column is not covered)."""
 
 
-def _lattice(x0: int, y0: int, x_stop: int, y_stop: int, step0: int) -> np.ndarray:
-    xs = np.arange(x0, max(x_stop, x0), step0, dtype=np.int64)
-    ys = np.arange(y0, max(y_stop, y0), step0, dtype=np.int64)
+def _positions(start: int, stop: int, extent: int, size0: int, step0: int, edges: str) -> np.ndarray:
+    """Tile starts along one axis covering [start, stop) of a slide `extent` px long, per the `edges` rule."""
+    if edges not in EDGES:
+        raise ValueError(f"edges must be one of {', '.join(EDGES)}, got {edges!r}")
+    stop = min(stop, extent)
+    if edges == "overhang":
+        return np.arange(start, max(stop, start), step0, dtype=np.int64)
+    whole = np.arange(start, max(min(stop, extent - size0 + 1), start), step0, dtype=np.int64)
+    covered = whole[-1] + size0 if len(whole) else start
+    if edges == "inward" and covered < stop:
+        return np.append(whole, max(extent - size0, 0))
+    return whole
+
+
+def _lattice(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     gy, gx = np.meshgrid(ys, xs, indexing="ij")
     return np.stack([gx.ravel(), gy.ravel()], axis=1)
 
 
-def grid_coords(width: int, height: int, size0: int, step0: int, edge_tiles: bool = False) -> np.ndarray:
-    """Level-0 top-left corners (int64, (N, 2) as x, y, row-major) of one lattice from the slide's corner: every
-    whole tile inside the slide, plus (edge_tiles) the tiles that overhang its right and bottom edges."""
-    if edge_tiles:
-        return _lattice(0, 0, width, height, step0)
-    return _lattice(0, 0, width - size0 + 1, height - size0 + 1, step0)
+def grid_coords(width: int, height: int, size0: int, step0: int, edges: str = "inward") -> np.ndarray:
+    """Level-0 top-left corners (int64, (N, 2) as x, y, row-major) of one lattice from the slide's corner,
+    meeting the right and bottom edges as `edges` says (EDGES)."""
+    return _lattice(
+        _positions(0, width, width, size0, step0, edges), _positions(0, height, height, size0, step0, edges)
+    )
 
 
 def tissue_grid_coords(
-    mask: np.ndarray, scale: float, width: int, height: int, size0: int, step0: int, edge_tiles: bool = False
+    mask: np.ndarray, scale: float, width: int, height: int, size0: int, step0: int, edges: str = "inward"
 ) -> np.ndarray:
     """A lattice per tissue region (8-connected in the mask), anchored at the region's bounding box and covering it,
     as CLAM and hs2p lay tiles out; tiles of neighbouring regions may overlap. Row-major, duplicates removed."""
-    from scipy import ndimage
-
-    labels, _ = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-    x_limit = width if edge_tiles else width - size0 + 1
-    y_limit = height if edge_tiles else height - size0 + 1
     parts = [np.zeros((0, 2), dtype=np.int64)]
-    for rows, cols in filter(None, ndimage.find_objects(labels)):
-        x0, y0 = round(cols.start * scale), round(rows.start * scale)
-        x1, y1 = round(cols.stop * scale), round(rows.stop * scale)
-        parts.append(_lattice(x0, y0, min(x1, x_limit), min(y1, y_limit), step0))
+    for top, bottom, left, right in label(mask, diagonal=True).boxes():
+        x0, y0 = round(left * scale), round(top * scale)
+        x1, y1 = round(right * scale), round(bottom * scale)
+        xs = _positions(x0, x1, width, size0, step0, edges)
+        ys = _positions(y0, y1, height, size0, step0, edges)
+        parts.append(_lattice(xs, ys))
     coords = np.unique(np.concatenate(parts), axis=0)
     return coords[np.lexsort((coords[:, 0], coords[:, 1]))]
 
@@ -82,8 +97,8 @@ def tissue_fractions(mask: np.ndarray, scale: float, coords: np.ndarray, size0: 
     px wide: a summed-area table sampled bilinearly at the tiles' fractional corners."""
     if len(coords) == 0:
         return np.zeros(0, dtype=np.float32)
-    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.float64)
-    table[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=np.float64), axis=1)
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64 if mask.size >= 2**31 else np.int32)
+    np.cumsum(np.cumsum(mask, axis=0, dtype=table.dtype), axis=1, out=table[1:, 1:])
 
     def area_to(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         x = np.clip(x, 0, mask.shape[1])

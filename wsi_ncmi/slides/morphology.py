@@ -65,9 +65,7 @@ def dilate(mask: np.ndarray, size: int) -> np.ndarray:
 def erode(mask: np.ndarray, size: int) -> np.ndarray:
     """Minimum over a size x size square (odd size), over the part of the window inside the image."""
     padded = np.pad(mask, _odd_size(size) // 2, mode="constant", constant_values=True)
-    return np.ascontiguousarray(
-        _window_reduce(_window_reduce(padded, size, np.logical_and).T, size, np.logical_and).T
-    )
+    return np.ascontiguousarray(_window_reduce(_window_reduce(padded, size, np.logical_and).T, size, np.logical_and).T)
 
 
 def inner_edge(mask: np.ndarray) -> np.ndarray:

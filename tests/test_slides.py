@@ -354,3 +354,51 @@ def test_thumbnail_draws_contour_tiles_removals_and_a_legend() -> None:
     assert {CONTOUR, TILES, REMOVED[0], REMOVED[1]} <= colours
     plain = draw_thumbnail(image, 2.0, mask, 8.0, coords, 32)
     assert REMOVED[0] not in {tuple(c) for c in plain[400:].reshape(-1, 3).tolist()}
+
+
+def test_a_moved_in_tile_is_judged_by_the_strip_it_adds() -> None:
+    from wsi_ncmi.slides.grid import added_starts
+
+    coords = grid_coords(1100, 600, 512, 512)
+    starts = added_starts(coords, 1100, 600, 512, 512)
+    assert starts.tolist() == [[0, 0], [512, 0], [1024, 0], [0, 512], [512, 512], [1024, 512]]
+    mask = np.zeros((60, 110), dtype=bool)
+    mask[:, 60:100] = True
+    whole = tissue_fractions(mask, 10.0, coords, 512)
+    added = tissue_fractions(mask, 10.0, coords, 512, starts)
+    assert whole[2] > 0.5 and added[2] == 0.0
+    assert np.array_equal(added[[0, 1]], whole[[0, 1]])
+    mask[:, 105:] = True
+    assert tissue_fractions(mask, 10.0, coords, 512, starts)[2] == pytest.approx(5 / 7.6, abs=1e-3)
+
+
+def _scipy_tissue_mask(rgb: np.ndarray, mpp: float, params: TissueParams) -> np.ndarray:
+    """The tissue-mask recipe written with scipy.ndimage, as a reference for the numpy implementation."""
+    from scipy import ndimage
+
+    sat = saturation(rgb)
+    threshold = max(otsu(sat), params.min_saturation)
+    size = max(1, round(params.median_um / mpp))
+    size += 1 - size % 2
+    mask = ndimage.median_filter(sat, size=size, mode="reflect") >= threshold
+    radius = round(params.closing_um / mpp / 2)
+    padded = np.pad(mask, radius)
+    closed = ndimage.minimum_filter(ndimage.maximum_filter(padded, size=2 * radius + 1), size=2 * radius + 1)
+    mask = closed[radius:-radius, radius:-radius]
+    labels, _ = ndimage.label(~mask)
+    small = np.bincount(labels.ravel()) < params.max_hole_um2 / mpp**2
+    small[0] = False
+    mask = mask | small[labels]
+    labels, _ = ndimage.label(mask)
+    large = np.bincount(labels.ravel()) >= params.min_region_um2 / mpp**2
+    large[0] = False
+    return large[labels]
+
+
+@pytest.mark.parametrize("mpp", [4.0, 8.0, 16.0])
+def test_tissue_mask_equals_the_scipy_reference(tiff_slide: Path, mpp: float) -> None:
+    with open_slide(tiff_slide) as slide:
+        image = read_lowres(slide, 0.25, 8.0).image
+    mask = tissue_mask(image, mpp, TissueParams())
+    assert 0.2 < mask.mean() < 0.8
+    assert np.array_equal(mask, _scipy_tissue_mask(image, mpp, TissueParams()))

@@ -14,7 +14,15 @@ import numpy as np
 from wsi_ncmi.bags import BagFormatError, read_coords, write_coords
 from wsi_ncmi.locks import LockedError, slide_lock
 from wsi_ncmi.slides.backend import BACKENDS, SlideError, open_slide
-from wsi_ncmi.slides.grid import EDGES, GRIDS, TileGeometry, grid_coords, tissue_fractions, tissue_grid_coords
+from wsi_ncmi.slides.grid import (
+    EDGES,
+    GRIDS,
+    TileGeometry,
+    added_starts,
+    grid_coords,
+    tissue_fractions,
+    tissue_grid_coords,
+)
 from wsi_ncmi.slides.lowres import LowRes, read_lowres, read_mask_and_thumbnail
 from wsi_ncmi.slides.mpp import MppError, resolve_mpp
 from wsi_ncmi.slides.overlay import draw_thumbnail, save_image
@@ -224,6 +232,10 @@ def tile_geometry(task: TileTask) -> TilingResult:
         grid = grid_coords(width, height, size0, step0, params.edges)
     fractions = tissue_fractions(mask, lowres.scale, grid, geometry.size_level0)
     keep = (fractions >= params.min_tissue) & (fractions > 0)
+    if params.grid == "slide" and params.edges == "inward":
+        starts = added_starts(grid, width, height, size0, step0)
+        added = tissue_fractions(mask, lowres.scale, grid, size0, starts)
+        keep &= (added >= params.min_tissue) & (added > 0)
     attrs = {
         **params.fingerprint(),
         "edge_tiles": params.edges == "overhang",

@@ -92,9 +92,12 @@ def tissue_grid_coords(
     return coords[np.lexsort((coords[:, 0], coords[:, 1]))]
 
 
-def tissue_fractions(mask: np.ndarray, scale: float, coords: np.ndarray, size0: int) -> np.ndarray:
+def tissue_fractions(
+    mask: np.ndarray, scale: float, coords: np.ndarray, size0: int, starts: np.ndarray | None = None
+) -> np.ndarray:
     """Fraction of each tile's area inside the mask (float32), exact for a mask whose pixels are `scale` level-0
-    px wide: a summed-area table sampled bilinearly at the tiles' fractional corners."""
+    px wide: a summed-area table sampled bilinearly at the tiles' fractional corners. With `starts` (level-0
+    x, y per tile), the fraction of the part of each tile from there to its bottom-right corner."""
     if len(coords) == 0:
         return np.zeros(0, dtype=np.float32)
     table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64 if mask.size >= 2**31 else np.int32)
@@ -113,9 +116,22 @@ def tissue_fractions(mask: np.ndarray, scale: float, coords: np.ndarray, size0: 
             + table[y0 + 1, x0 + 1] * fx * fy
         )
 
-    x0 = coords[:, 0] / scale
-    y0 = coords[:, 1] / scale
+    corner = coords if starts is None else starts
+    x0 = corner[:, 0] / scale
+    y0 = corner[:, 1] / scale
     x1 = (coords[:, 0] + size0) / scale
     y1 = (coords[:, 1] + size0) / scale
     inside = area_to(x1, y1) - area_to(x0, y1) - area_to(x1, y0) + area_to(x0, y0)
-    return np.clip(inside / ((size0 / scale) ** 2), 0.0, 1.0).astype(np.float32)
+    area = (size0 / scale) ** 2 if starts is None else np.maximum((x1 - x0) * (y1 - y0), 1e-12)
+    return np.clip(inside / area, 0.0, 1.0).astype(np.float32)
+
+
+def added_starts(coords: np.ndarray, width: int, height: int, size0: int, step0: int) -> np.ndarray:
+    """Where the area each tile of a slide grid adds begins: its own corner, or, for a tile moved in to end at the
+    right or bottom edge ('inward'), the end of the lattice tile before it."""
+    starts = np.array(coords, dtype=np.int64).reshape(-1, 2)
+    for axis, extent in ((0, width), (1, height)):
+        last = max(extent - size0, 0) // step0 * step0
+        moved = (starts[:, axis] == extent - size0) & (starts[:, axis] != last)
+        starts[moved, axis] = last + size0
+    return starts

@@ -18,9 +18,9 @@ from wsi_ncmi.slides.grid import (
     EDGES,
     GRIDS,
     TileGeometry,
+    TissueArea,
     added_starts,
     grid_coords,
-    tissue_fractions,
     tissue_grid_coords,
 )
 from wsi_ncmi.slides.lowres import LowRes, read_lowres, read_mask_and_thumbnail
@@ -230,11 +230,11 @@ def tile_geometry(task: TileTask) -> TilingResult:
         grid = tissue_grid_coords(mask, lowres.scale, width, height, size0, step0, params.edges)
     else:
         grid = grid_coords(width, height, size0, step0, params.edges)
-    fractions = tissue_fractions(mask, lowres.scale, grid, geometry.size_level0)
+    area = TissueArea.of(mask, lowres.scale)
+    fractions = area.fractions(grid, geometry.size_level0)
     keep = (fractions >= params.min_tissue) & (fractions > 0)
     if params.grid == "slide" and params.edges == "inward":
-        starts = added_starts(grid, width, height, size0, step0)
-        added = tissue_fractions(mask, lowres.scale, grid, size0, starts)
+        added = area.fractions(grid, size0, added_starts(grid, width, height, size0, step0))
         keep &= (added >= params.min_tissue) & (added > 0)
     attrs = {
         **params.fingerprint(),

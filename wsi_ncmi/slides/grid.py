@@ -92,23 +92,28 @@ def tissue_grid_coords(
     return coords[np.lexsort((coords[:, 0], coords[:, 1]))]
 
 
-def tissue_fractions(
-    mask: np.ndarray, scale: float, coords: np.ndarray, size0: int, starts: np.ndarray | None = None
-) -> np.ndarray:
-    """Fraction of each tile's area inside the mask (float32), exact for a mask whose pixels are `scale` level-0
-    px wide: a summed-area table sampled bilinearly at the tiles' fractional corners. With `starts` (level-0
-    x, y per tile), the fraction of the part of each tile from there to its bottom-right corner."""
-    if len(coords) == 0:
-        return np.zeros(0, dtype=np.float32)
-    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64 if mask.size >= 2**31 else np.int32)
-    np.cumsum(np.cumsum(mask, axis=0, dtype=table.dtype), axis=1, out=table[1:, 1:])
+@dataclass(frozen=True)
+class TissueArea:
+    """A tissue mask's summed-area table: the tissue fraction of any box, exact for a mask whose pixels are `scale`
+    level-0 px wide (the table is sampled bilinearly at the box's fractional corners). Built once per slide."""
 
-    def area_to(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        x = np.clip(x, 0, mask.shape[1])
-        y = np.clip(y, 0, mask.shape[0])
-        x0 = np.minimum(np.floor(x).astype(np.int64), mask.shape[1] - 1)
-        y0 = np.minimum(np.floor(y).astype(np.int64), mask.shape[0] - 1)
+    table: np.ndarray
+    scale: float
+
+    @classmethod
+    def of(cls, mask: np.ndarray, scale: float) -> TissueArea:
+        table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64 if mask.size >= 2**31 else np.int32)
+        np.cumsum(np.cumsum(mask, axis=0, dtype=table.dtype), axis=1, out=table[1:, 1:])
+        return cls(table, scale)
+
+    def _area_to(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        h, w = self.table.shape[0] - 1, self.table.shape[1] - 1
+        x = np.clip(x, 0, w)
+        y = np.clip(y, 0, h)
+        x0 = np.minimum(np.floor(x).astype(np.int64), w - 1)
+        y0 = np.minimum(np.floor(y).astype(np.int64), h - 1)
         fx, fy = x - x0, y - y0
+        table = self.table
         return (
             table[y0, x0] * (1 - fx) * (1 - fy)
             + table[y0, x0 + 1] * fx * (1 - fy)
@@ -116,14 +121,26 @@ def tissue_fractions(
             + table[y0 + 1, x0 + 1] * fx * fy
         )
 
-    corner = coords if starts is None else starts
-    x0 = corner[:, 0] / scale
-    y0 = corner[:, 1] / scale
-    x1 = (coords[:, 0] + size0) / scale
-    y1 = (coords[:, 1] + size0) / scale
-    inside = area_to(x1, y1) - area_to(x0, y1) - area_to(x1, y0) + area_to(x0, y0)
-    area = (size0 / scale) ** 2 if starts is None else np.maximum((x1 - x0) * (y1 - y0), 1e-12)
-    return np.clip(inside / area, 0.0, 1.0).astype(np.float32)
+    def fractions(self, coords: np.ndarray, size0: int, starts: np.ndarray | None = None) -> np.ndarray:
+        """Fraction (float32) of each tile (level-0 top-left `coords`, `size0` px square) inside the mask; with
+        `starts` (level-0 x, y per tile), of the part of each tile from there to its bottom-right corner."""
+        if len(coords) == 0:
+            return np.zeros(0, dtype=np.float32)
+        corner = coords if starts is None else starts
+        x0 = corner[:, 0] / self.scale
+        y0 = corner[:, 1] / self.scale
+        x1 = (coords[:, 0] + size0) / self.scale
+        y1 = (coords[:, 1] + size0) / self.scale
+        inside = self._area_to(x1, y1) - self._area_to(x0, y1) - self._area_to(x1, y0) + self._area_to(x0, y0)
+        area = (size0 / self.scale) ** 2 if starts is None else np.maximum((x1 - x0) * (y1 - y0), 1e-12)
+        return np.clip(inside / area, 0.0, 1.0).astype(np.float32)
+
+
+def tissue_fractions(
+    mask: np.ndarray, scale: float, coords: np.ndarray, size0: int, starts: np.ndarray | None = None
+) -> np.ndarray:
+    """Fraction of each tile's area inside the mask (see TissueArea.fractions)."""
+    return TissueArea.of(mask, scale).fractions(coords, size0, starts)
 
 
 def added_starts(coords: np.ndarray, width: int, height: int, size0: int, step0: int) -> np.ndarray:

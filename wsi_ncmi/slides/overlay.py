@@ -23,7 +23,7 @@ def _resample(mask: np.ndarray, mask_scale: float, shape: tuple[int, int], scale
     padded = np.pad(np.asarray(mask, dtype=bool), ((0, 1), (0, 1)))
     rows = np.minimum(((np.arange(shape[0]) + 0.5) * scale / mask_scale).astype(np.int64), mask.shape[0])
     cols = np.minimum(((np.arange(shape[1]) + 0.5) * scale / mask_scale).astype(np.int64), mask.shape[1])
-    return padded[rows[:, None], cols[None, :]]
+    return padded.take(rows, axis=0).take(cols, axis=1)
 
 
 def _spans(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ import numpy as np
 
 from wsi_ncmi.bags import BagFormatError, read_coords, write_coords
 from wsi_ncmi.locks import LockedError, slide_lock
+from wsi_ncmi.qc_report import no_tiles_reason, write_qc_table
 from wsi_ncmi.slides.backend import BACKENDS, SlideError, open_slide
 from wsi_ncmi.slides.grid import (
     EDGES,
@@ -26,6 +27,7 @@ from wsi_ncmi.slides.grid import (
 from wsi_ncmi.slides.lowres import LowRes, read_lowres, read_mask_and_thumbnail
 from wsi_ncmi.slides.mpp import MppError, resolve_mpp
 from wsi_ncmi.slides.overlay import draw_thumbnail, save_image
+from wsi_ncmi.slides.qc import QCParams, QCResult, detect_artifacts, select_tiles, whiten
 from wsi_ncmi.slides.tissue import TissueParams, tissue_mask
 from wsi_ncmi.status import FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
 
@@ -46,6 +48,7 @@ class TilingParams:
     thumbnail_px: int = 1024
     associated_images: bool = True
     tissue: TissueParams = field(default_factory=TissueParams)
+    qc: QCParams = field(default_factory=QCParams)
 
     def __post_init__(self) -> None:
         problems = []
@@ -74,6 +77,7 @@ class TilingParams:
             problems.append(f"tissue.threshold must be 'otsu' or an integer 0-255, got {threshold!r}")
         if not self.tissue.mask_mpp > 0:
             problems.append(f"tissue.mask_mpp must be positive, got {self.tissue.mask_mpp}")
+        problems += self.qc.problems()
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -82,12 +86,15 @@ class TilingParams:
         """Build from a nested mapping (YAML config); unknown keys are an error naming them."""
         values = dict(values)
         tissue = values.pop("tissue", {}) or {}
+        qc = values.pop("qc", {}) or {}
         unknown = sorted(
-            set(values) - set(cls.__dataclass_fields__) | set(tissue) - set(TissueParams.__dataclass_fields__)
+            set(values) - set(cls.__dataclass_fields__)
+            | set(tissue) - set(TissueParams.__dataclass_fields__)
+            | {f"qc.{key}" for key in set(qc) - set(QCParams.__dataclass_fields__)}
         )
         if unknown:
             raise ValueError(f"unknown tiling setting(s): {', '.join(unknown)}")
-        return cls(**values, tissue=TissueParams(**tissue))
+        return cls(**values, tissue=TissueParams(**tissue), qc=QCParams(**qc))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,6 +109,7 @@ class TilingParams:
             "grid": self.grid,
             "edges": self.edges,
             "tissue_params": json.dumps(self.tissue.to_dict(), sort_keys=True),
+            "qc_params": self.qc.fingerprint(),
         }
 
 
@@ -153,7 +161,7 @@ def _existing(task: TileTask) -> StatusRow | None:
         existing = read_coords(path)
     except BagFormatError:
         return None
-    attrs = {"grid": "slide", **existing.attrs}
+    attrs = {"grid": "slide", "qc_params": "off", **existing.attrs}
     attrs.setdefault("edges", "overhang" if attrs.get("edge_tiles") else "none")
     expected = task.params.fingerprint()
     if task.manifest_mpp is not None and not math.isnan(task.manifest_mpp):
@@ -206,6 +214,8 @@ class TilingResult:
     geometry: TileGeometry
     attrs: dict[str, Any]
     warning: str
+    qc: QCResult | None = None
+    sharpness: np.ndarray | None = None
     thumbnail: LowRes | None = None
     associated: dict[str, np.ndarray] = field(default_factory=dict)
 
@@ -224,18 +234,23 @@ def tile_geometry(task: TileTask) -> TilingResult:
         associated = slide.associated_images() if params.thumbnails and params.associated_images else {}
         width, height = slide.dimensions
         backend = slide.backend
-    mask = tissue_mask(lowres.image, mpp.value * lowres.scale, params.tissue)
+    mask_mpp = mpp.value * lowres.scale
+    qc = detect_artifacts(lowres.image, mask_mpp, params.qc) if params.qc.enabled else None
+    mask = tissue_mask(lowres.image if qc is None else whiten(lowres.image, qc.removed), mask_mpp, params.tissue)
+    if qc is not None:
+        mask &= ~qc.removed
     size0, step0 = geometry.size_level0, geometry.step_level0
     if params.grid == "tissue":
         grid = tissue_grid_coords(mask, lowres.scale, width, height, size0, step0, params.edges)
     else:
         grid = grid_coords(width, height, size0, step0, params.edges)
-    area = TissueArea.of(mask, lowres.scale)
-    fractions = area.fractions(grid, geometry.size_level0)
-    keep = (fractions >= params.min_tissue) & (fractions > 0)
+    chosen = select_tiles(lowres.image, mask, qc, params.qc, lowres.scale, mask_mpp, grid, size0, params.min_tissue)
+    keep = chosen.keep
     if params.grid == "slide" and params.edges == "inward":
-        added = area.fractions(grid, size0, added_starts(grid, width, height, size0, step0))
-        keep &= (added >= params.min_tissue) & (added > 0)
+        added = TissueArea.of(mask, lowres.scale).fractions(
+            grid, size0, added_starts(grid, width, height, size0, step0)
+        )
+        keep = keep & (added >= params.min_tissue) & (added > 0)
     attrs = {
         **params.fingerprint(),
         "edge_tiles": params.edges == "overhang",
@@ -254,16 +269,21 @@ def tile_geometry(task: TileTask) -> TilingResult:
         "read_downsample": geometry.size_level0 / geometry.read_size,
         "slide_path": str(task.path),
         "backend": backend,
+        **chosen.summary,
     }
+    sharpness = None if chosen.sharpness is None else chosen.sharpness[keep]
+    fractions = chosen.tissue_fraction[keep]
     return TilingResult(
         grid[keep],
-        fractions[keep],
+        fractions,
         mask,
         lowres.image,
         lowres.scale,
         geometry,
         attrs,
         mpp.warning,
+        qc,
+        sharpness,
         thumbnail=thumbnail,
         associated=associated,
     )
@@ -292,23 +312,16 @@ def write_thumbnails(
 def _tile(task: TileTask) -> StatusRow:
     result = tile_geometry(task)
     job = Path(task.job)
-    write_coords(coords_path(job, task.slide_id), result.coords, result.tissue_fraction, result.attrs)
+    extra = {} if result.sharpness is None else {"qc_sharpness": result.sharpness}
+    write_coords(coords_path(job, task.slide_id), result.coords, result.tissue_fraction, result.attrs, extra)
     if task.params.thumbnails:
-        write_thumbnails(job, task.slide_id, result)
+        removals = None if result.qc is None else {"pen": result.qc.pen, "dark": result.qc.dark}
+        write_thumbnails(job, task.slide_id, result, removals)
     n = len(result.coords)
     status = OK if n else NO_TISSUE
     warning = result.warning
     if not n:
-        warning = "; ".join(
-            filter(
-                None,
-                [
-                    warning,
-                    "no tissue found: empty coords file written (check the "
-                    "thumbnail; lower --min-tissue or tissue.threshold if tissue was missed)",
-                ],
-            )
-        )
+        warning = "; ".join(filter(None, [warning, no_tiles_reason(result.attrs)]))
     return StatusRow(
         task.slide_id,
         status,
@@ -331,7 +344,7 @@ def tile_slides(
     scheduler: str | None = None,
 ) -> list[StatusRow]:
     """Tile every slide of a validated manifest table (or of one shard of it) into JOB; write the status CSV
-    (JOB/status/tile.csv, or tile.shard-I-of-N.csv); return the rows."""
+    (JOB/status/tile.csv, or tile.shard-I-of-N.csv) and the QC table (qc.csv likewise); return the rows."""
     from wsi_ncmi.jobdir import prepare_job
     from wsi_ncmi.runner import run_slides
     from wsi_ncmi.shards import shard_of, status_file
@@ -353,4 +366,5 @@ def tile_slides(
     ]
     rows = run_slides(tile_slide, tasks, [t.slide_id for t in tasks], workers, "tiling", progress, executor, scheduler)
     write_status(status_file(job, "tile", shard), rows)
+    write_qc_table(status_file(job, "qc", shard), job, [row.slide_id for row in rows if not row.failed])
     return rows

@@ -94,16 +94,21 @@ def tissue_grid_coords(
 
 @dataclass(frozen=True)
 class TissueArea:
-    """A tissue mask's summed-area table: the tissue fraction of any box, exact for a mask whose pixels are `scale`
-    level-0 px wide (the table is sampled bilinearly at the box's fractional corners). Built once per slide."""
+    """A per-pixel image's summed-area table (a tissue mask, or any float or complex image): the mean over any box,
+    exact for pixels `scale` level-0 px wide (the table is sampled bilinearly at the box's fractional corners).
+    Built once per slide and image."""
 
     table: np.ndarray
     scale: float
 
     @classmethod
-    def of(cls, mask: np.ndarray, scale: float) -> TissueArea:
-        table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.int64 if mask.size >= 2**31 else np.int32)
-        np.cumsum(np.cumsum(mask, axis=0, dtype=table.dtype), axis=1, out=table[1:, 1:])
+    def of(cls, image: np.ndarray, scale: float) -> TissueArea:
+        if image.dtype == bool:
+            dtype = np.dtype(np.int64 if image.size >= 2**31 else np.int32)
+        else:
+            dtype = np.result_type(image.dtype, np.float64)
+        table = np.zeros((image.shape[0] + 1, image.shape[1] + 1), dtype=dtype)
+        np.cumsum(np.cumsum(image, axis=0, dtype=dtype), axis=1, out=table[1:, 1:])
         return cls(table, scale)
 
     def _area_to(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -121,11 +126,11 @@ class TissueArea:
             + table[y0 + 1, x0 + 1] * fx * fy
         )
 
-    def fractions(self, coords: np.ndarray, size0: int, starts: np.ndarray | None = None) -> np.ndarray:
-        """Fraction (float32) of each tile (level-0 top-left `coords`, `size0` px square) inside the mask; with
-        `starts` (level-0 x, y per tile), of the part of each tile from there to its bottom-right corner."""
+    def means(self, coords: np.ndarray, size0: int, starts: np.ndarray | None = None) -> np.ndarray:
+        """Mean of the image over each tile (level-0 top-left `coords`, `size0` px square; float64 or complex128);
+        with `starts` (level-0 x, y per tile), over the part of each tile from there to its bottom-right corner."""
         if len(coords) == 0:
-            return np.zeros(0, dtype=np.float32)
+            return np.zeros(0, dtype=np.result_type(self.table.dtype, np.float64))
         corner = coords if starts is None else starts
         x0 = corner[:, 0] / self.scale
         y0 = corner[:, 1] / self.scale
@@ -133,7 +138,11 @@ class TissueArea:
         y1 = (coords[:, 1] + size0) / self.scale
         inside = self._area_to(x1, y1) - self._area_to(x0, y1) - self._area_to(x1, y0) + self._area_to(x0, y0)
         area = (size0 / self.scale) ** 2 if starts is None else np.maximum((x1 - x0) * (y1 - y0), 1e-12)
-        return np.clip(inside / area, 0.0, 1.0).astype(np.float32)
+        return inside / area
+
+    def fractions(self, coords: np.ndarray, size0: int, starts: np.ndarray | None = None) -> np.ndarray:
+        """Tissue fraction (float32, 0-1) of each tile, or of the part of it from `starts` (see `means`)."""
+        return np.clip(self.means(coords, size0, starts), 0.0, 1.0).astype(np.float32)
 
 
 def tissue_fractions(
@@ -141,6 +150,11 @@ def tissue_fractions(
 ) -> np.ndarray:
     """Fraction of each tile's area inside the mask (see TissueArea.fractions)."""
     return TissueArea.of(mask, scale).fractions(coords, size0, starts)
+
+
+def area_means(image: np.ndarray, scale: float, coords: np.ndarray, size0: int) -> np.ndarray:
+    """Mean of a per-pixel image (boolean, float, or complex for two images in one pass) over each tile's area."""
+    return TissueArea.of(image, scale).means(coords, size0)
 
 
 def added_starts(coords: np.ndarray, width: int, height: int, size0: int, step0: int) -> np.ndarray:

@@ -6,12 +6,13 @@ installed or run, the results file says exactly why.
 
 Tiling: whole command-line runs as a user starts them (`wsi-ncmi tile` and `python -m hs2p`), one worker, 0.5
 um/px and 256 px tiles, minimum tissue 0.1, hs2p with Otsu segmentation and no previews, ours with its defaults
-(thumbnails on) and, on the batch, once more with --no-thumbnails. Six 0.25 um/px synthetic slides (four
-20k x 15k, two 40k x 30k px; written once into benchmarks/results/tmp/peer-slides/). Fresh processes, the tools
-alternating, `--repeats` times; CPU time (user + system, waited-for children included) of each whole process.
-Figures: the batch of six (goal: ours <= 0.7x hs2p), and the per-slide work at each size, from the difference
-between runs on one slide and on eight of that size (goal: ours <= hs2p at 40k). Quality of both tile
-sets against the synthetic truth: tissue-area recall and precision, and the share of tiles under 1% tissue.
+(quality control and thumbnails on), with --qc off, and on the batch also with --qc off --no-thumbnails. Six
+0.25 um/px synthetic slides (four 20k x 15k, two 40k x 30k px; written once into
+benchmarks/results/tmp/peer-slides/). Fresh processes, the tools alternating, `--repeats` times; CPU time (user
++ system, waited-for children included) of each whole process. Figures: the batch of six (goal: ours <= 0.7x
+hs2p), and the per-slide work at each size, from the difference between runs on one slide and on eight of that
+size (goal: ours <= hs2p at 40k). Quality of the tile sets against the synthetic truth: tissue-area recall and
+precision, and the share of tiles under 1% tissue.
 Training: binary bags, ABMIL from torchmil against ours (abmil + CE), same optimiser, learning rate and steps;
 median step time ratio (goal <= 1.0) and validation accuracy of each.
 
@@ -128,8 +129,12 @@ def cpu_seconds(command: list[str]) -> tuple[float, float]:
     return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, wall
 
 
-def ours_command(folder: Path, out: Path, thumbnails: bool) -> list[str]:
-    flags = [] if thumbnails else ["--no-thumbnails"]
+OURS = {"ours": [], "ours_qc_off": ["--qc", "off"], "ours_qc_off_no_thumbnails": ["--qc", "off", "--no-thumbnails"]}
+"""Our runs: the defaults (quality control and thumbnails on), without quality control (hs2p does none by
+default), and without thumbnails either (batch only)."""
+
+
+def ours_command(folder: Path, out: Path, flags: list[str]) -> list[str]:
     return [sys.executable, "-m", "wsi_ncmi", "tile", "--slides", str(folder), "--out", str(out), *flags]
 
 
@@ -236,15 +241,15 @@ def _time_runs(python: Path, paths: dict[str, Path], tmp: Path, repeats: int) ->
             work = tmp / f"{run}-{repeat}"
             work.mkdir()
             commands = {
-                "ours": ours_command(tmp / run, work / "ours", True),
-                "hs2p": hs2p_command(python, sorted((tmp / run).iterdir()), work, work / "hs2p"),
+                tool: ours_command(tmp / run, work / tool, flags)
+                for tool, flags in OURS.items()
+                if run == "batch" or "no_thumbnails" not in tool
             }
-            if run == "batch":
-                commands["ours_no_thumbnails"] = ours_command(tmp / run, work / "bare", False)
+            commands["hs2p"] = hs2p_command(python, sorted((tmp / run).iterdir()), work, work / "hs2p")
             for tool in list(commands)[:: 1 if repeat % 2 == 0 else -1]:
                 times.setdefault(tool, {}).setdefault(run, []).append(cpu_seconds(commands[tool]))
             if run == "batch" and repeat == 0:
-                outputs = {"ours": work / "ours", "hs2p": work / "hs2p"}
+                outputs = {tool: work / tool for tool in ("ours", "ours_qc_off", "hs2p")}
             else:
                 shutil.rmtree(work)
     return times, outputs
@@ -252,7 +257,7 @@ def _time_runs(python: Path, paths: dict[str, Path], tmp: Path, repeats: int) ->
 
 def tiling(python: Path, repeats: int) -> dict:
     paths = benchmark_slides(RESULTS / "tmp" / "peer-slides")
-    readers = {"ours": ours_coords, "hs2p": hs2p_coords}
+    readers = {"ours": ours_coords, "ours_qc_off": ours_coords, "hs2p": hs2p_coords}
     with tempfile.TemporaryDirectory() as tmp:
         times, outputs = _time_runs(python, paths, Path(tmp), repeats)
         quality = {tool: {} for tool in readers}
@@ -268,23 +273,30 @@ def tiling(python: Path, repeats: int) -> dict:
         }
         out[tool] = {"runs": cpu, **(_per_slide(cpu) if "20k_x1" in cpu else {})}
     batch = {tool: out[tool]["runs"]["batch"]["cpu_seconds"]["median"] for tool in times}
-    out["batch_cpu_ratio_ours_over_hs2p"] = batch["ours"] / batch["hs2p"]
-    out["batch_cpu_ratio_ours_no_thumbnails_over_hs2p"] = batch["ours_no_thumbnails"] / batch["hs2p"]
-    for size in ("20k", "40k"):
-        key = f"per_slide_cpu_seconds_{size}"
-        out[f"per_slide_cpu_ratio_ours_over_hs2p_{size}"] = out["ours"][key] / out["hs2p"][key]
+    for tool in OURS:
+        out[f"batch_cpu_ratio_{tool}_over_hs2p"] = batch[tool] / batch["hs2p"]
+        for size in ("20k", "40k"):
+            key = f"per_slide_cpu_seconds_{size}"
+            if key in out[tool]:
+                out[f"per_slide_cpu_ratio_{tool}_over_hs2p_{size}"] = out[tool][key] / out["hs2p"][key]
     out["quality"] = {tool: _quality(per_slide) for tool, per_slide in quality.items()}
     out["hs2p_version"] = subprocess.run(
         [str(python), "-c", "import importlib.metadata as m; print(m.version('hs2p'))"], capture_output=True, text=True
     ).stdout.strip()
-    ours, peer = out["ours"], out["hs2p"]
-    print(
-        f"peers tiling: batch of {len(SLIDES)} slides, whole-process CPU ours/hs2p "
-        f"{out['batch_cpu_ratio_ours_over_hs2p']:.2f} ({batch['ours']:.2f} s vs {batch['hs2p']:.2f} s; "
-        f"{out['batch_cpu_ratio_ours_no_thumbnails_over_hs2p']:.2f} without thumbnails); per slide "
-        f"{ours['per_slide_cpu_seconds_20k'] * 1e3:.0f} vs {peer['per_slide_cpu_seconds_20k'] * 1e3:.0f} ms at 20k, "
-        f"{ours['per_slide_cpu_seconds_40k'] * 1e3:.0f} vs {peer['per_slide_cpu_seconds_40k'] * 1e3:.0f} ms at 40k"
-    )
+    peer = out["hs2p"]
+    for tool in OURS:
+        ours = out[tool]
+        per_slide = (
+            f"; per slide {ours['per_slide_cpu_seconds_20k'] * 1e3:.0f} vs "
+            f"{peer['per_slide_cpu_seconds_20k'] * 1e3:.0f} ms at 20k, {ours['per_slide_cpu_seconds_40k'] * 1e3:.0f}"
+            f" vs {peer['per_slide_cpu_seconds_40k'] * 1e3:.0f} ms at 40k"
+            if "per_slide_cpu_seconds_20k" in ours
+            else ""
+        )
+        print(
+            f"peers tiling {tool}: batch of {len(SLIDES)} slides, whole-process CPU / hs2p "
+            f"{out[f'batch_cpu_ratio_{tool}_over_hs2p']:.2f} ({batch[tool]:.2f} s vs {batch['hs2p']:.2f} s){per_slide}"
+        )
     for tool, figures in out["quality"].items():
         print(
             f"peers tiling {tool}: {figures['tiles']} tiles, tissue recall {figures['tissue_recall']:.3f}, precision "

@@ -1,37 +1,12 @@
-"""Runs inside the throw-away peer venv (hs2p, torchmil); prints one JSON object. Not a project module."""
+"""Runs inside the throw-away peer venv (torchmil); prints one JSON object. Not a project module.
+
+hs2p is timed through its own command line (`python -m hs2p`), as users run it."""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-from pathlib import Path
-
-
-def hs2p_tile(slide: str, spacing: float, size: int, min_tissue: float, warm_runs: int) -> dict:
-    """hs2p's tile_slide on one slide: the first call's time (cold) and `warm_runs` more calls in the same process."""
-    from dataclasses import replace
-
-    from hs2p.api import DEFAULT_MASK_SAMPLING, SegmentationConfig, SlideSpec, TilingConfig, tile_slide
-
-    spec = SlideSpec(sample_id=Path(slide).stem, image_path=Path(slide))
-    config = TilingConfig(requested_spacing_um=spacing, requested_tile_size_px=size, tolerance=0.05, overlap=0.0)
-    segmentation = SegmentationConfig(method="otsu")
-    masks = replace(DEFAULT_MASK_SAMPLING, min_coverage={"tissue": min_tissue})
-    seconds = []
-    for _ in range(1 + warm_runs):
-        start = time.perf_counter()
-        result = tile_slide(spec, tiling=config, segmentation=segmentation, masks=masks)
-        seconds.append(time.perf_counter() - start)
-    tiles = result.tiles
-    return {
-        "cold_seconds": seconds[0],
-        "warm_seconds": seconds[1:],
-        "coords": [[int(x), int(y)] for x, y in zip(tiles.x, tiles.y, strict=True)],
-        "tile_size_lv0": int(tiles.tile_size_lv0),
-        "min_tissue_fraction": float(tiles.min_tissue_fraction),
-        "version": __import__("importlib.metadata").metadata.version("hs2p"),
-    }
 
 
 def torchmil_train(data: str, steps: int, lr: float, seed: int) -> dict:
@@ -72,12 +47,4 @@ def torchmil_train(data: str, steps: int, lr: float, seed: int) -> dict:
 
 
 if __name__ == "__main__":
-    task = sys.argv[1]
-    if task == "hs2p":
-        print(
-            json.dumps(
-                hs2p_tile(sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6]))
-            )
-        )
-    else:
-        print(json.dumps(torchmil_train(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))))
+    print(json.dumps(torchmil_train(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]))))

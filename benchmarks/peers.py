@@ -4,27 +4,34 @@ Both peers are installed into a throw-away venv under benchmarks/results/tmp/ (n
 reuses this environment's torch through a .pth file so nothing large is downloaded. If a peer cannot be
 installed or run, the results file says exactly why.
 
-Tiling: the same synthetic slides at 0.5 um/px and 256 px, interleaved fresh processes (ours, hs2p, ours, ...),
-each timing the tiling call once cold (imports and library start-up inside it) and then `--warm-runs` times (the
-cost per slide in a cohort run); time ratio ours/hs2p per slide (goal <= 0.5), and agreement: the fraction of our
-tiles within half a tile of one of theirs, and the reverse (goal >= 95%). Ours is run in both its layouts: the
-default (one slide-wide lattice) and hs2p's own (a lattice per tissue region, edge tiles kept).
+Tiling: whole command-line runs as a user starts them (`wsi-ncmi tile` and `python -m hs2p`), one worker, 0.5
+um/px and 256 px tiles, minimum tissue 0.1, hs2p with Otsu segmentation and no previews, ours with its defaults
+(quality control and thumbnails on), with --qc off, and on the batch also with --qc off --no-thumbnails. Six
+0.25 um/px synthetic slides (four 20k x 15k, two 40k x 30k px; written once into
+benchmarks/results/tmp/peer-slides/). Fresh processes, the tools alternating, `--repeats` times; CPU time (user
++ system, waited-for children included) of each whole process. Figures: the batch of six (goal: ours <= 0.7x
+hs2p), and the per-slide work at each size, from the difference between runs on one slide and on eight of that
+size (goal: ours <= hs2p at 40k). Quality of the tile sets against the synthetic truth: tissue-area recall and
+precision, and the share of tiles under 1% tissue.
 Training: binary bags, ABMIL from torchmil against ours (abmil + CE), same optimiser, learning rate and steps;
 median step time ratio (goal <= 1.0) and validation accuracy of each.
 
-    python benchmarks/peers.py [--repeats 3]
+    python benchmarks/peers.py [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
+import shutil
 import subprocess
 import sys
 import sysconfig
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -33,9 +40,6 @@ from common import RESULTS, summary, write_result
 
 RUNNER = Path(__file__).parent / "peer_runner.py"
 SEEDS = (0, 1, 2)
-LAYOUTS = {"default": {}, "clam_layout": {"grid": "tissue", "edge_tiles": True}}
-"""Our two tile layouts: the default (one slide-wide lattice, whole tiles) and hs2p's (a lattice per tissue
-region, tiles may overhang the edge)."""
 VENV = RESULTS / "tmp" / "peers-venv"
 
 
@@ -59,23 +63,6 @@ def peer_python() -> Path:
     return python
 
 
-def ours_tile(slide: str, layout: str, warm_runs: int) -> dict:
-    """Our tile_geometry on one slide in one layout: the first call's time (cold) and `warm_runs` more calls."""
-    from wsi_ncmi.tiling import TileTask, TilingParams, tile_geometry
-
-    seconds = []
-    for _ in range(1 + warm_runs):
-        start = time.perf_counter()
-        result = tile_geometry(TileTask("bench", slide, tempfile.gettempdir(), TilingParams(**LAYOUTS[layout])))
-        seconds.append(time.perf_counter() - start)
-    return {
-        "cold_seconds": seconds[0],
-        "warm_seconds": seconds[1:],
-        "coords": result.coords.tolist(),
-        "tile_size_lv0": result.geometry.size_level0,
-    }
-
-
 def run_json(command: list[str]) -> dict:
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
@@ -83,76 +70,238 @@ def run_json(command: list[str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def agreement(a: np.ndarray, b: np.ndarray, half: float) -> float:
-    """Fraction of tiles of `a` whose top-left is within half a tile of some tile of `b` (both axes)."""
-    if len(a) == 0:
-        return float("nan")
-    if len(b) == 0:
-        return 0.0
-    from scipy.spatial import cKDTree
+SLIDES = tuple(
+    (f"s{i}_{w // 1000}k", w, h, 5 + i) for i, (w, h) in enumerate([(20_000, 15_000)] * 4 + [(40_000, 30_000)] * 2)
+)
+"""Name, width and height (level-0 px at 0.25 um/px) and seed of each slide of the batch."""
+RUNS = {
+    "20k_x1": ("s0_20k",),
+    "20k_x8": ("s0_20k", "s1_20k", "s2_20k", "s3_20k") * 2,
+    "40k_x1": ("s4_40k",),
+    "40k_x8": ("s4_40k", "s5_40k") * 4,
+    "batch": tuple(name for name, *_ in SLIDES),
+}
+"""The slide sets each tool runs on (a slide named twice is tiled twice, under two names); the per-slide work at
+a size is the CPU-time difference between its x8 and x1 runs over 7, which keeps timing noise small."""
+TRUTH_STEP_UM = 4.0
+HS2P_CONFIG = """csv: {csv}
+output_dir: {out}
+tiling:
+  params: {{requested_spacing_um: 0.5, requested_tile_size_px: 256}}
+  seg_params: {{method: otsu}}
+  preview: {{save_mask_preview: false, save_tiling_preview: false}}
+  masks: {{min_coverage: {{tissue: 0.1}}}}
+speed: {{num_workers: 1}}
+"""
 
-    distance, _ = cKDTree(b).query(a, p=np.inf)
-    return float(np.mean(distance <= half))
+
+def _spec(name: str) -> Any:
+    from wsi_ncmi.synthetic import Lesion, SlideSpec
+
+    _, width, height, seed = next(entry for entry in SLIDES if entry[0] == name)
+    return SlideSpec(name, width, height, 0.25, seed=seed, lesions=(Lesion(2000, 2000, 900),))
 
 
-def cold_and_warm(runs: list[dict]) -> tuple[dict, dict]:
-    """Summaries of the first calls of several processes and of all their later calls."""
-    return (
-        summary([run["cold_seconds"] for run in runs]),
-        summary([t for run in runs for t in run["warm_seconds"]]),
-    )
+def benchmark_slides(folder: Path) -> dict[str, Path]:
+    """The batch's slides, written on first use and reused afterwards."""
+    from wsi_ncmi.synthetic import write_slide
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name, *_, seed in SLIDES:
+        path = folder / f"{name}_seed{seed}.tif"
+        if not path.exists():
+            print(f"writing benchmark slide {path.name} (once)")
+            write_slide(_spec(name), path)
+        paths[name] = path
+    return paths
 
 
-def tiling(python: Path, slides: list[Path], repeats: int, warm_runs: int) -> dict:
-    ours_cmd = [
-        sys.executable,
-        "-c",
-        "import json,sys; sys.path.insert(0, sys.argv[1]); from peers import ours_tile; "
-        "print(json.dumps(ours_tile(sys.argv[2], sys.argv[3], int(sys.argv[4]))))",
-        str(Path(__file__).parent),
-    ]
-    out = {}
-    for slide in slides:
-        ours_runs: list[dict] = [{} for _ in range(repeats)]
-        peer_runs = []
-        for repeat in range(repeats):
-            for layout in LAYOUTS:
-                ours_runs[repeat][layout] = run_json([*ours_cmd, str(slide), layout, str(warm_runs)])
-            peer_runs.append(
-                run_json([str(python), str(RUNNER), "hs2p", str(slide), "0.5", "256", "0.1", str(warm_runs)])
-            )
-        peer = peer_runs[-1]
-        peer_cold, peer_warm = cold_and_warm(peer_runs)
-        b = np.asarray(peer["coords"])
-        row: dict = {
-            "hs2p_cold_seconds": peer_cold,
-            "hs2p_warm_seconds": peer_warm,
-            "hs2p_tiles": len(b),
-            "hs2p_version": peer.get("version"),
-            "hs2p_min_tissue_fraction": peer.get("min_tissue_fraction"),
-        }
-        for layout in LAYOUTS:
-            ours = ours_runs[-1][layout]
-            cold, warm = cold_and_warm([run[layout] for run in ours_runs])
-            a = np.asarray(ours["coords"])
-            half = ours["tile_size_lv0"] / 2
-            row[layout] = {
-                "settings": LAYOUTS[layout],
-                "cold_seconds": cold,
-                "warm_seconds": warm,
-                "time_ratio_ours_over_hs2p_cold": cold["median"] / peer_cold["median"],
-                "time_ratio_ours_over_hs2p_warm": warm["median"] / peer_warm["median"],
-                "tiles": len(a),
-                "agreement_ours_in_hs2p": agreement(a, b, half),
-                "agreement_hs2p_in_ours": agreement(b, a, half),
+def cpu_seconds(command: list[str]) -> tuple[float, float]:
+    """CPU seconds (user + system, its waited-for children included) and wall seconds of one whole process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(map(str, command[:4]))} failed: {(done.stderr or done.stdout).strip()[-800:]}")
+    return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, wall
+
+
+OURS = {"ours": [], "ours_qc_off": ["--qc", "off"], "ours_qc_off_no_thumbnails": ["--qc", "off", "--no-thumbnails"]}
+"""Our runs: the defaults (quality control and thumbnails on), without quality control (hs2p does none by
+default), and without thumbnails either (batch only)."""
+
+
+def ours_command(folder: Path, out: Path, flags: list[str]) -> list[str]:
+    return [sys.executable, "-m", "wsi_ncmi", "tile", "--slides", str(folder), "--out", str(out), *flags]
+
+
+def hs2p_command(python: Path, paths: list[Path], work: Path, out: Path) -> list[str]:
+    """hs2p's command line on `paths`, with its CSV and YAML config written into `work`."""
+    rows = ["sample_id,image_path", *(f"{p.stem},{p}" for p in paths)]
+    (work / "slides.csv").write_text("\n".join(rows) + "\n")
+    config = work / "hs2p.yaml"
+    config.write_text(HS2P_CONFIG.format(csv=work / "slides.csv", out=out))
+    return [str(python), "-m", "hs2p", str(config), "--output-dir", str(out), "--skip-datetime"]
+
+
+def truth_grid(name: str) -> np.ndarray:
+    """Tissue truth of a benchmark slide sampled every TRUTH_STEP_UM (at the centres of that grid's cells)."""
+    from wsi_ncmi.synthetic import TissueModel
+
+    spec = _spec(name)
+    model = TissueModel.from_spec(spec)
+    xs = (np.arange(int(spec.width * spec.mpp / TRUTH_STEP_UM)) + 0.5) * TRUTH_STEP_UM
+    ys = (np.arange(int(spec.height * spec.mpp / TRUTH_STEP_UM)) + 0.5) * TRUTH_STEP_UM
+    return (model.sample_grid(xs, ys) > 0) | model.lesion_mask(xs[None, :], ys[:, None])
+
+
+def tile_quality(truth: np.ndarray, coords: np.ndarray, size0: int, mpp0: float = 0.25) -> dict:
+    """Share of the tissue inside the tiles (recall), share of the tiles' union that is tissue (precision), and
+    share of tiles under 1% tissue, on the truth grid."""
+    step = TRUTH_STEP_UM / mpp0
+    h, w = truth.shape
+    first = np.ceil(coords / step - 0.5).astype(np.int64)
+    stop = np.ceil((coords + size0) / step - 0.5).astype(np.int64)
+    x0, y0 = np.clip(first[:, 0], 0, w), np.clip(first[:, 1], 0, h)
+    x1, y1 = np.clip(stop[:, 0], 0, w), np.clip(stop[:, 1], 0, h)
+    edges = np.zeros((h + 1, w + 1), dtype=np.int64)
+    for rows, cols, sign in ((y0, x0, 1), (y0, x1, -1), (y1, x0, -1), (y1, x1, 1)):
+        np.add.at(edges, (rows, cols), sign)
+    covered = np.cumsum(np.cumsum(edges, axis=0), axis=1)[:h, :w] > 0
+    table = np.zeros((h + 1, w + 1), dtype=np.int64)
+    table[1:, 1:] = np.cumsum(np.cumsum(truth, axis=0), axis=1)
+    inside = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+    points = np.maximum((x1 - x0) * (y1 - y0), 1)
+    return {
+        "tiles": len(coords),
+        "tissue_recall": float((covered & truth).sum() / max(truth.sum(), 1)),
+        "tissue_precision": float((covered & truth).sum() / max(covered.sum(), 1)),
+        "share_of_tiles_under_1pct_tissue": float(np.mean(inside / points < 0.01)) if len(coords) else 0.0,
+    }
+
+
+def _quality(per_slide: dict[str, dict]) -> dict:
+    """The batch's figures (mean recall and precision over slides, tiles summed) and each slide's."""
+    tiles = sum(f["tiles"] for f in per_slide.values())
+    under = sum(f["share_of_tiles_under_1pct_tissue"] * f["tiles"] for f in per_slide.values())
+    return {
+        "tiles": tiles,
+        "tissue_recall": float(np.mean([f["tissue_recall"] for f in per_slide.values()])),
+        "tissue_precision": float(np.mean([f["tissue_precision"] for f in per_slide.values()])),
+        "share_of_tiles_under_1pct_tissue": under / max(tiles, 1),
+        "per_slide": per_slide,
+    }
+
+
+def ours_coords(out: Path, name: str) -> tuple[np.ndarray, int]:
+    from wsi_ncmi.bags import read_coords
+
+    coords = read_coords(out / "tiles" / f"{name}.h5")
+    return coords.coords, int(coords.attrs["patch_size_level0"])
+
+
+def hs2p_coords(out: Path, name: str) -> tuple[np.ndarray, int]:
+    data = np.load(out / "tiles" / f"{name}.coordinates.npz")
+    meta = json.loads((out / "tiles" / f"{name}.coordinates.meta.json").read_text())
+    size0 = next(value for key, value in _leaves(meta) if key == "tile_size_lv0")
+    return np.stack([data["x"], data["y"]], axis=1).astype(np.int64), int(size0)
+
+
+def _leaves(tree: dict) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, value in tree.items():
+        out += _leaves(value) if isinstance(value, dict) else [(key, value)]
+    return out
+
+
+def _per_slide(cpu: dict[str, dict]) -> dict:
+    """Per-slide work from run differences, and the start-up (imports, set-up) paid once per run."""
+    median = {run: figures["cpu_seconds"]["median"] for run, figures in cpu.items()}
+    per_20k = (median["20k_x8"] - median["20k_x1"]) / 7
+    return {
+        "per_slide_cpu_seconds_20k": per_20k,
+        "per_slide_cpu_seconds_40k": (median["40k_x8"] - median["40k_x1"]) / 7,
+        "startup_cpu_seconds": median["20k_x1"] - per_20k,
+    }
+
+
+def _time_runs(python: Path, paths: dict[str, Path], tmp: Path, repeats: int) -> tuple[dict, dict]:
+    """CPU and wall seconds of every tool on every slide set, alternating tools; tile sets of the first batch run."""
+    times: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    outputs: dict[str, Path] = {}
+    for run, names in RUNS.items():
+        (tmp / run).mkdir()
+        for copy, name in enumerate(names):
+            (tmp / run / f"{paths[name].stem}_{copy}.tif").symlink_to(paths[name])
+    for repeat in range(repeats):
+        for run in RUNS:
+            work = tmp / f"{run}-{repeat}"
+            work.mkdir()
+            commands = {
+                tool: ours_command(tmp / run, work / tool, flags)
+                for tool, flags in OURS.items()
+                if run == "batch" or "no_thumbnails" not in tool
             }
-            figures = row[layout]
-            print(
-                f"peers tiling {slide.name} {layout}: ours/hs2p time {figures['time_ratio_ours_over_hs2p_warm']:.2f}"
-                f" per slide in a run ({figures['time_ratio_ours_over_hs2p_cold']:.2f} first call), agreement "
-                f"{figures['agreement_ours_in_hs2p']:.3f} / {figures['agreement_hs2p_in_ours']:.3f}"
-            )
-        out[slide.name] = row
+            commands["hs2p"] = hs2p_command(python, sorted((tmp / run).iterdir()), work, work / "hs2p")
+            for tool in list(commands)[:: 1 if repeat % 2 == 0 else -1]:
+                times.setdefault(tool, {}).setdefault(run, []).append(cpu_seconds(commands[tool]))
+            if run == "batch" and repeat == 0:
+                outputs = {tool: work / tool for tool in ("ours", "ours_qc_off", "hs2p")}
+            else:
+                shutil.rmtree(work)
+    return times, outputs
+
+
+def tiling(python: Path, repeats: int) -> dict:
+    paths = benchmark_slides(RESULTS / "tmp" / "peer-slides")
+    readers = {"ours": ours_coords, "ours_qc_off": ours_coords, "hs2p": hs2p_coords}
+    with tempfile.TemporaryDirectory() as tmp:
+        times, outputs = _time_runs(python, paths, Path(tmp), repeats)
+        quality = {tool: {} for tool in readers}
+        for copy, name in enumerate(RUNS["batch"]):
+            truth = truth_grid(name)
+            for tool, read in readers.items():
+                quality[tool][name] = tile_quality(truth, *read(outputs[tool], f"{paths[name].stem}_{copy}"))
+    out: dict = {"repeats": repeats, "slides": {name: [w, h] for name, w, h, _ in SLIDES}, "runs": dict(RUNS)}
+    for tool, runs in times.items():
+        cpu = {
+            run: {"cpu_seconds": summary([c for c, _ in pairs]), "wall_seconds": summary([w for _, w in pairs])}
+            for run, pairs in runs.items()
+        }
+        out[tool] = {"runs": cpu, **(_per_slide(cpu) if "20k_x1" in cpu else {})}
+    batch = {tool: out[tool]["runs"]["batch"]["cpu_seconds"]["median"] for tool in times}
+    for tool in OURS:
+        out[f"batch_cpu_ratio_{tool}_over_hs2p"] = batch[tool] / batch["hs2p"]
+        for size in ("20k", "40k"):
+            key = f"per_slide_cpu_seconds_{size}"
+            if key in out[tool]:
+                out[f"per_slide_cpu_ratio_{tool}_over_hs2p_{size}"] = out[tool][key] / out["hs2p"][key]
+    out["quality"] = {tool: _quality(per_slide) for tool, per_slide in quality.items()}
+    out["hs2p_version"] = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m; print(m.version('hs2p'))"], capture_output=True, text=True
+    ).stdout.strip()
+    peer = out["hs2p"]
+    for tool in OURS:
+        ours = out[tool]
+        per_slide = (
+            f"; per slide {ours['per_slide_cpu_seconds_20k'] * 1e3:.0f} vs "
+            f"{peer['per_slide_cpu_seconds_20k'] * 1e3:.0f} ms at 20k, {ours['per_slide_cpu_seconds_40k'] * 1e3:.0f}"
+            f" vs {peer['per_slide_cpu_seconds_40k'] * 1e3:.0f} ms at 40k"
+            if "per_slide_cpu_seconds_20k" in ours
+            else ""
+        )
+        print(
+            f"peers tiling {tool}: batch of {len(SLIDES)} slides, whole-process CPU / hs2p "
+            f"{out[f'batch_cpu_ratio_{tool}_over_hs2p']:.2f} ({batch[tool]:.2f} s vs {batch['hs2p']:.2f} s){per_slide}"
+        )
+    for tool, figures in out["quality"].items():
+        print(
+            f"peers tiling {tool}: {figures['tiles']} tiles, tissue recall {figures['tissue_recall']:.3f}, precision "
+            f"{figures['tissue_precision']:.3f}, {figures['share_of_tiles_under_1pct_tissue']:.1%} of tiles under 1%"
+        )
     return out
 
 
@@ -236,14 +385,19 @@ def training(python: Path, steps: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per tool and slide, interleaved")
-    parser.add_argument("--warm-runs", type=int, default=5, help="timed calls per process after the first")
+    parser.add_argument("--repeats", type=int, default=5, help="whole tiling runs per tool and slide set, alternated")
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--full", action="store_true", help="adds a 40k x 30k px slide; 1,000 training steps")
+    parser.add_argument("--full", action="store_true", help="1,000 training steps")
+    parser.add_argument(
+        "--part", choices=["all", "tiling", "training"], default="all", help="run one part; the file keeps the other"
+    )
     args = parser.parse_args()
-    from wsi_ncmi.synthetic import Lesion, SlideSpec, write_slide
 
     payload: dict = {"benchmark": "peers"}
+    previous = RESULTS / "peers.json"
+    if args.part != "all" and previous.exists():
+        kept = {k: v for k, v in json.loads(previous.read_text()).items() if k in ("tiling", "training")}
+        payload.update({k: v for k, v in kept.items() if k != args.part})
     try:
         python = peer_python()
     except (RuntimeError, subprocess.CalledProcessError) as exc:
@@ -251,22 +405,17 @@ def main() -> None:
         print(payload["error"])
         print(f"wrote {write_result('peers', payload)}")
         return
-    with tempfile.TemporaryDirectory() as tmp:
-        slides = []
-        sizes = [(10_000, 8_000), (20_000, 15_000), *([(40_000, 30_000)] if args.full else [])]
-        for i, (w, h) in enumerate(sizes):
-            path = Path(tmp) / f"slide{i}.tif"
-            write_slide(SlideSpec(f"slide{i}", w, h, 0.25, seed=5 + i, lesions=(Lesion(2000, 2000, 900),)), path)
-            slides.append(path)
-        for name, part in (
-            ("tiling", lambda: tiling(python, slides, args.repeats, args.warm_runs)),
-            ("training", lambda: training(python, max(args.steps, 1000) if args.full else args.steps)),
-        ):
-            try:
-                payload[name] = part()
-            except RuntimeError as exc:
-                payload[name] = {"error": str(exc)}
-                print(f"peers {name}: {exc}")
+    for name, part in (
+        ("tiling", lambda: tiling(python, args.repeats)),
+        ("training", lambda: training(python, max(args.steps, 1000) if args.full else args.steps)),
+    ):
+        if args.part not in ("all", name):
+            continue
+        try:
+            payload[name] = part()
+        except RuntimeError as exc:
+            payload[name] = {"error": str(exc)}
+            print(f"peers {name}: {exc}")
     print(f"wrote {write_result('peers', payload)}")
 
 

@@ -94,13 +94,13 @@ def test_overlap_shrinks_the_step() -> None:
 
 
 def test_grid_keeps_only_whole_tiles() -> None:
-    coords = grid_coords(1100, 600, 512, 512)
+    coords = grid_coords(1100, 600, 512, 512, edges="none")
     assert coords.dtype == np.int64
     assert coords.tolist() == [[0, 0], [512, 0]]
 
 
 def test_edge_tiles_overhang_the_right_and_bottom_edges() -> None:
-    coords = grid_coords(1100, 600, 512, 512, edge_tiles=True)
+    coords = grid_coords(1100, 600, 512, 512, edges="overhang")
     assert coords.tolist() == [[0, 0], [512, 0], [1024, 0], [0, 512], [512, 512], [1024, 512]]
 
 
@@ -109,11 +109,11 @@ def test_tissue_grid_is_anchored_at_each_region() -> None:
     mask[3:9, 5:20] = True
     mask[20:35, 41:45] = True
     mask[35, 45] = True
-    coords = tissue_grid_coords(mask, 10.0, 600, 360, 64, 64)
+    coords = tissue_grid_coords(mask, 10.0, 600, 360, 64, 64, edges="none")
     first = [[50, 30], [114, 30], [178, 30]]
     second = [[410, 200], [410, 264]]
     assert coords.tolist() == sorted(first + second, key=lambda c: (c[1], c[0]))
-    edge = tissue_grid_coords(mask, 10.0, 600, 360, 64, 64, edge_tiles=True)
+    edge = tissue_grid_coords(mask, 10.0, 600, 360, 64, 64, edges="overhang")
     assert edge.tolist() == [*coords.tolist(), [410, 328]]
     assert tissue_grid_coords(np.zeros((4, 4), dtype=bool), 10.0, 40, 40, 8, 8).shape == (0, 2)
 
@@ -231,3 +231,174 @@ def test_median_shortcut_equals_median_filter(seed: int, size: int, threshold: i
     values = np.random.default_rng(seed).integers(0, 256, (23, 31)).astype(np.uint8)
     expected = ndimage.median_filter(values, size=size, mode="reflect") >= threshold
     assert np.array_equal(median_at_least(values, threshold, size), expected)
+
+
+def test_inward_edges_add_a_last_whole_tile_ending_at_the_edge() -> None:
+    assert grid_coords(1100, 600, 512, 512).tolist() == [[0, 0], [512, 0], [588, 0], [0, 88], [512, 88], [588, 88]]
+    assert grid_coords(1024, 512, 512, 512).tolist() == [[0, 0], [512, 0]]
+    assert grid_coords(300, 200, 512, 512).tolist() == [[0, 0]]
+
+
+@given(st.integers(1, 3000), st.integers(8, 600), st.floats(0.1, 1.0), st.sampled_from(["inward", "overhang", "none"]))
+def test_lattice_edges_cover_the_slide_as_documented(extent: int, size0: int, step_share: float, edges: str) -> None:
+    step0 = max(1, int(size0 * step_share))
+    xs = grid_coords(extent, size0, size0, step0, edges)[:, 0]
+    covered = np.zeros(extent, dtype=bool)
+    for x in xs:
+        covered[x : x + size0] = True
+    whole_tiles = np.arange(0, max(extent - size0 + 1, 0), step0)
+    if edges == "none":
+        assert xs.tolist() == whole_tiles.tolist()
+        return
+    assert covered.all()
+    assert xs[: len(whole_tiles)].tolist() == whole_tiles.tolist()
+    if edges == "inward":
+        assert (xs + size0 <= extent).all() or xs.tolist() == [0]
+        assert len(xs) <= len(whole_tiles) + 1
+
+
+def test_tissue_grid_inward_covers_regions_at_the_edge_with_whole_tiles() -> None:
+    mask = np.zeros((36, 60), dtype=bool)
+    mask[20:36, 41:60] = True
+    coords = tissue_grid_coords(mask, 10.0, 600, 360, 64, 64)
+    assert (coords + 64 <= [600, 360]).all()
+    assert coords[:, 0].max() == 600 - 64 and coords[:, 1].max() == 360 - 64
+    assert set(coords[:, 0].tolist()) == {410, 474, 536} and set(coords[:, 1].tolist()) == {200, 264, 296}
+
+
+@given(st.integers(1, 30), st.integers(1, 30), st.floats(0.0, 1.0), st.integers(0, 10_000), st.booleans())
+def test_numpy_morphology_equals_scipy(h: int, w: int, density: float, seed: int, fortran: bool) -> None:
+    from scipy import ndimage
+
+    from wsi_ncmi.slides import morphology
+
+    rng = np.random.default_rng(seed)
+    mask = rng.random((h + 4, w + 4)) < density
+    if fortran:
+        mask = np.asfortranarray(mask)
+    mask = mask[2:-2, 1:-3]
+    size = int(rng.integers(0, 6)) * 2 + 1
+    counts = ndimage.uniform_filter(mask.astype(np.float64), size=size, mode="reflect") * size * size
+    assert np.allclose(morphology.window_count(mask, size, "reflect"), counts)
+    padded = np.pad(mask, size // 2)
+    closed = ndimage.minimum_filter(ndimage.maximum_filter(padded, size=size), size=size)
+    assert np.array_equal(morphology.erode(morphology.dilate(padded, size), size), closed)
+    for diagonal in (False, True):
+        labels, count = ndimage.label(mask, structure=np.ones((3, 3)) if diagonal else None)
+        components = morphology.label(mask, diagonal)
+        assert components.count == count
+        boxes = [(s[0].start, s[0].stop, s[1].start, s[1].stop) for s in ndimage.find_objects(labels)]
+        assert components.boxes() == boxes
+        assert components.sizes[1:].tolist() == np.bincount(labels.ravel(), minlength=count + 1)[1:].tolist()
+    limit = int(rng.integers(1, 12))
+    labels, _ = ndimage.label(mask)
+    big = np.bincount(labels.ravel()) >= limit
+    big[0] = False
+    assert np.array_equal(morphology.remove_small(mask, limit), big[labels])
+    labels, _ = ndimage.label(~mask)
+    small = np.bincount(labels.ravel()) < limit
+    small[0] = False
+    assert np.array_equal(morphology.fill_holes(mask, limit), mask | small[labels])
+    eroded = ndimage.binary_erosion(mask, iterations=1, border_value=0)
+    assert np.array_equal(morphology.inner_edge(mask), mask & ~eroded)
+
+
+@pytest.mark.parametrize(("thumbnail_px", "level", "longest"), [(1024, 2, 1024), (2048, 1, 2048), (5000, 0, 4096)])
+def test_thumbnail_comes_from_a_level_large_enough(
+    slide_dir: Path, thumbnail_px: int, level: int, longest: int
+) -> None:
+    from wsi_ncmi.slides.lowres import read_mask_and_thumbnail
+
+    with open_slide(slide_dir / "svs_025.svs") as slide:
+        mask_image, thumbnail = read_mask_and_thumbnail(slide, 0.25, 8.0, thumbnail_px)
+        alone = read_lowres(slide, 0.25, 8.0)
+    assert np.array_equal(mask_image.image, alone.image) and mask_image.scale == alone.scale
+    assert thumbnail.level == level and max(thumbnail.image.shape[:2]) == longest
+
+
+def test_one_read_gives_mask_and_thumbnail_whole_or_in_strips(tiff_slide: Path) -> None:
+    from wsi_ncmi.slides.lowres import read_reduced
+
+    with open_slide(tiff_slide) as slide:
+        level = slide.level_count - 1
+        whole = read_reduced(slide, level, [4, 1, 3])
+        strips = read_reduced(slide, level, [4, 1, 3], max_read_pixels=1024 * 7)
+        region = slide.read_region((0, 0), level, slide.level_dimensions[level])
+    assert [image.shape[:2] for image in whole] == [(192, 256), (768, 1024), (256, 341)]
+    assert np.array_equal(whole[1], region)
+    for one, other in zip(whole, strips, strict=True):
+        assert np.array_equal(one, other)
+
+
+def test_thumbnail_draws_contour_tiles_removals_and_a_legend() -> None:
+    from wsi_ncmi.slides.overlay import CONTOUR, REMOVED, TILES, draw_thumbnail
+
+    image = np.full((400, 600, 3), 240, dtype=np.uint8)
+    mask = np.zeros((100, 150), dtype=bool)
+    mask[20:80, 30:120] = True
+    pen = np.zeros_like(mask)
+    pen[40:50, 40:60] = True
+    dark = np.zeros_like(mask)
+    dark[:, 140:] = True
+    coords = np.array([[128, 96], [160, 96]])
+    out = draw_thumbnail(image, 2.0, mask, 8.0, coords, 32, {"pen": pen, "dark": dark})
+    picture, legend = out[:400], out[400:]
+    assert out.shape[1] == 600 and len(legend) >= 24
+    assert (picture[80, 120:480] == CONTOUR).all(axis=1).mean() > 0.9
+    assert not (picture[49:63, 65:79] == TILES).all(axis=-1).any()
+    assert (picture[48, 64:96] == TILES).all() and (picture[63, 64:96] == TILES).all()
+    shaded = picture[180:190, 180:220]
+    assert (shaded[..., 1] < 120).all() and (shaded[..., 0] > shaded[..., 1]).all()
+    assert (picture[:, 570:] != 240).any(axis=-1).all()
+    colours = {tuple(c) for c in legend.reshape(-1, 3).tolist()}
+    assert {CONTOUR, TILES, REMOVED[0], REMOVED[1]} <= colours
+    plain = draw_thumbnail(image, 2.0, mask, 8.0, coords, 32)
+    assert REMOVED[0] not in {tuple(c) for c in plain[400:].reshape(-1, 3).tolist()}
+
+
+def test_a_moved_in_tile_is_judged_by_the_strip_it_adds() -> None:
+    from wsi_ncmi.slides.grid import added_starts
+
+    coords = grid_coords(1100, 600, 512, 512)
+    starts = added_starts(coords, 1100, 600, 512, 512)
+    assert starts.tolist() == [[0, 0], [512, 0], [1024, 0], [0, 512], [512, 512], [1024, 512]]
+    mask = np.zeros((60, 110), dtype=bool)
+    mask[:, 60:100] = True
+    whole = tissue_fractions(mask, 10.0, coords, 512)
+    added = tissue_fractions(mask, 10.0, coords, 512, starts)
+    assert whole[2] > 0.5 and added[2] == 0.0
+    assert np.array_equal(added[[0, 1]], whole[[0, 1]])
+    mask[:, 105:] = True
+    assert tissue_fractions(mask, 10.0, coords, 512, starts)[2] == pytest.approx(5 / 7.6, abs=1e-3)
+
+
+def _scipy_tissue_mask(rgb: np.ndarray, mpp: float, params: TissueParams) -> np.ndarray:
+    """The tissue-mask recipe written with scipy.ndimage, as a reference for the numpy implementation."""
+    from scipy import ndimage
+
+    sat = saturation(rgb)
+    threshold = max(otsu(sat), params.min_saturation)
+    size = max(1, round(params.median_um / mpp))
+    size += 1 - size % 2
+    mask = ndimage.median_filter(sat, size=size, mode="reflect") >= threshold
+    radius = round(params.closing_um / mpp / 2)
+    padded = np.pad(mask, radius)
+    closed = ndimage.minimum_filter(ndimage.maximum_filter(padded, size=2 * radius + 1), size=2 * radius + 1)
+    mask = closed[radius:-radius, radius:-radius]
+    labels, _ = ndimage.label(~mask)
+    small = np.bincount(labels.ravel()) < params.max_hole_um2 / mpp**2
+    small[0] = False
+    mask = mask | small[labels]
+    labels, _ = ndimage.label(mask)
+    large = np.bincount(labels.ravel()) >= params.min_region_um2 / mpp**2
+    large[0] = False
+    return large[labels]
+
+
+@pytest.mark.parametrize("mpp", [4.0, 8.0, 16.0])
+def test_tissue_mask_equals_the_scipy_reference(tiff_slide: Path, mpp: float) -> None:
+    with open_slide(tiff_slide) as slide:
+        image = read_lowres(slide, 0.25, 8.0).image
+    mask = tissue_mask(image, mpp, TissueParams())
+    assert 0.2 < mask.mean() < 0.8
+    assert np.array_equal(mask, _scipy_tissue_mask(image, mpp, TissueParams()))

@@ -46,22 +46,28 @@ def test_tile_count_matches_tissue_area(slide_dir: Path, tmp_path: Path) -> None
     assert len(result.coords) == pytest.approx(expected, rel=0.05)
 
 
-@pytest.mark.parametrize(("grid", "edge_tiles"), [("slide", False), ("slide", True), ("tissue", True)])
-def test_kept_tiles_are_tissue_by_ground_truth(slide_dir: Path, tmp_path: Path, grid: str, edge_tiles: bool) -> None:
+@pytest.mark.parametrize(
+    ("grid", "edges"), [("slide", "none"), ("slide", "inward"), ("slide", "overhang"), ("tissue", "overhang")]
+)
+def test_kept_tiles_are_tissue_by_ground_truth(slide_dir: Path, tmp_path: Path, grid: str, edges: str) -> None:
     from wsi_ncmi.slides.grid import grid_coords, tissue_grid_coords
 
     _, model = load_truth(slide_dir / "tiff_025.truth.json")
-    params = TilingParams(min_tissue=0.5, grid=grid, edge_tiles=edge_tiles)
+    params = TilingParams(min_tissue=0.5, grid=grid, edges=edges)
     result = tile_geometry(TileTask("tiff_025", str(slide_dir / "tiff_025.tif"), str(tmp_path), params))
     size0, step0 = result.geometry.size_level0, result.geometry.step_level0
     size_um = size0 * 0.25
     kept = {tuple(c) for c in result.coords.tolist()}
     if grid == "slide":
-        candidates = grid_coords(8192, 6144, size0, step0, edge_tiles)
+        candidates = grid_coords(8192, 6144, size0, step0, edges)
     else:
-        candidates = tissue_grid_coords(result.mask, result.lowres_scale, 8192, 6144, size0, step0, edge_tiles)
+        candidates = tissue_grid_coords(result.mask, result.lowres_scale, 8192, 6144, size0, step0, edges)
     assert kept <= {tuple(c) for c in candidates.tolist()} and len(kept) > 50
-    assert (result.attrs["grid"], result.attrs["edge_tiles"]) == (grid, edge_tiles)
+    assert (result.attrs["grid"], result.attrs["edges"], result.attrs["edge_tiles"]) == (
+        grid,
+        edges,
+        edges == "overhang",
+    )
     for x, y in candidates.tolist():
         truth = model.tissue_fraction(x * 0.25, y * 0.25, size_um)
         if (x, y) in kept:
@@ -113,7 +119,7 @@ def test_cli_writes_documented_outputs_and_resumes(slide_dir: Path, tmp_path: Pa
                 assert isinstance(value.item() if hasattr(value, "item") else value, kind), (key, type(value))
             assert attrs["format_version"] == FORMAT_VERSION
             assert json.loads(attrs["tissue_params"])["mask_mpp"] == 8.0
-        assert (job / "thumbnails" / f"{slide_id}.png").stat().st_size > 0
+        assert (job / "thumbnails" / f"{slide_id}.jpg").stat().st_size > 0
     before = (job / "tiles" / "tiff_025.h5").stat().st_mtime_ns
     again = runner.invoke(app, ["tile", "--slides", str(slide_dir), "--out", str(job)])
     assert again.exit_code == 0
@@ -199,7 +205,7 @@ def test_bad_inputs_fail_alone_with_clear_rows(bad_cohort: Path, tmp_path: Path)
     assert all("\n" not in row["error"] for row in status.values())
     blank = read_coords(job / "tiles" / "blank.h5")
     assert blank.coords.shape == (0, 2) and "no tissue" in status["blank"]["warning"]
-    assert (job / "thumbnails" / "blank.png").exists()
+    assert (job / "thumbnails" / "blank.jpg").exists()
     assert not (job / "tiles" / "missing.h5").exists()
 
 
@@ -321,3 +327,127 @@ def test_dask_worker_killed_mid_task_is_retried(slide_dir: Path, tmp_path: Path)
     for name in names:
         assert len(read_coords(job / "tiles" / f"{name}.h5").coords) > 0
     assert not list((job / "tiles").glob(".*tmp*")) and not list((job / "tiles").glob("*.lock"))
+
+
+EDGE_TISSUE = (1700, 1500)
+"""Level-0 x and y beyond which the edge slide is tissue: an L-shaped band along its right and bottom edges."""
+
+
+def _edge_tissue(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    return (x >= EDGE_TISSUE[0]) | (y >= EDGE_TISSUE[1])
+
+
+@pytest.fixture(scope="module")
+def edge_slide(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pyramidal JPEG TIFF (3000 x 2300 px at 0.5 um/px) whose tissue touches its right and bottom edges,
+    neither of which falls on a tile boundary."""
+    import tifffile
+
+    path, width, height, mpp = tmp_path_factory.mktemp("edge") / "edge.tif", 3000, 2300, 0.5
+    rng = np.random.default_rng(0)
+    with tifffile.TiffWriter(path) as tif:
+        for index, ds in enumerate((1, 2, 4, 8, 16)):
+            w, h = -(-width // ds), -(-height // ds)
+            x, y = (np.arange(w) + 0.5) * ds, (np.arange(h) + 0.5) * ds
+            tissue = _edge_tissue(x[None, :], y[:, None])
+            image = np.where(tissue[..., None], np.array([215, 130, 185]), np.array([242, 241, 245]))
+            image = np.clip(image + rng.normal(0, 5, image.shape) * tissue[..., None], 0, 255).astype(np.uint8)
+            tif.write(
+                image,
+                tile=(256, 256),
+                photometric="rgb",
+                compression="jpeg",
+                subfiletype=0 if index == 0 else 1,
+                resolution=(1e4 / (mpp * ds), 1e4 / (mpp * ds)),
+                resolutionunit="CENTIMETER",
+                metadata=None,
+            )
+    return path
+
+
+def _edge_recall(coords: np.ndarray, size0: int, width: int, height: int) -> float:
+    """Share of the edge slide's tissue area (sampled every 4 px) that lies inside some tile."""
+    covered = np.zeros((height // 4, width // 4), dtype=bool)
+    for x, y in coords.tolist():
+        covered[-(-y // 4) : (y + size0) // 4, -(-x // 4) : (x + size0) // 4] = True
+    ys, xs = np.mgrid[0 : height // 4, 0 : width // 4] * 4
+    tissue = _edge_tissue(xs, ys)
+    return float((covered & tissue).sum() / tissue.sum())
+
+
+@pytest.mark.parametrize(("edges", "low", "high"), [("inward", 0.99, 1.0), ("overhang", 0.99, 1.0), ("none", 0.0, 0.8)])
+def test_tissue_touching_the_edges_is_covered_by_default(
+    edge_slide: Path, tmp_path: Path, edges: str, low: float, high: float
+) -> None:
+    path = edge_slide
+    assert TilingParams().edges == "inward"
+    result = tile_geometry(TileTask("edge", str(path), str(tmp_path), TilingParams(edges=edges)))
+    coords, size0 = result.coords, result.geometry.size_level0
+    assert low <= _edge_recall(coords, size0, 3000, 2300) <= high
+    for x, y in coords.tolist():
+        xs, ys = np.meshgrid(np.arange(x, x + size0, 8), np.arange(y, y + size0, 8))
+        inside = (xs < 3000) & (ys < 2300)
+        assert (_edge_tissue(xs, ys) & inside).mean() >= 0.1 - 0.02
+    beyond = (coords + size0 > [3000, 2300]).any(axis=1)
+    assert beyond.any() == (edges == "overhang")
+    if edges == "overhang":
+        from wsi_ncmi.slides.backend import open_slide
+
+        x, y = coords[beyond][-1]
+        with open_slide(path) as slide:
+            tile = slide.read_region((int(x), int(y)), 0, (size0, size0))
+        assert (tile[2300 - y :] == 255).all() and (tile[:, 3000 - x :] == 255).all()
+
+
+def test_thumbnail_is_large_enough_and_associated_images_are_saved(slide_dir: Path, tmp_path: Path) -> None:
+    import tifffile
+    from PIL import Image
+
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    svs = shutil.copy(slide_dir / "svs_025.svs", folder / "labelled.svs")
+    label = np.full((300, 320, 3), 250, dtype=np.uint8)
+    label[100:200, 50:270] = 10
+    macro = np.full((400, 1100, 3), (40, 90, 200), dtype=np.uint8)
+    with tifffile.TiffWriter(svs, append=True) as tif:
+        for name, image, kind in (("label", label, 1), ("macro", macro, 9)):
+            description = f"Aperio Image Library v12.0.15\r\n{name} {image.shape[1]}x{image.shape[0]}"
+            tif.write(
+                image, photometric="rgb", compression="lzw", description=description, metadata=None, subfiletype=kind
+            )
+    shutil.copy(slide_dir / "tiff_050.tif", folder / "plain.tif")
+    job = tmp_path / "job"
+    result = runner.invoke(app, ["tile", "--slides", str(folder), "--out", str(job)])
+    assert result.exit_code == 0, result.output
+    thumbnails = job / "thumbnails"
+    assert sorted(p.name for p in thumbnails.iterdir()) == [
+        "labelled.jpg",
+        "labelled.label.png",
+        "labelled.macro.png",
+        "plain.jpg",
+    ]
+    assert np.array_equal(np.asarray(Image.open(thumbnails / "labelled.label.png")), label)
+    assert np.array_equal(np.asarray(Image.open(thumbnails / "labelled.macro.png")), macro)
+    for name in ("labelled.jpg", "plain.jpg"):
+        with Image.open(thumbnails / name) as image:
+            assert image.format == "JPEG" and image.width == 1024 and image.height > 768
+    bare = tmp_path / "bare"
+    result = runner.invoke(app, ["tile", "--slides", str(folder), "--out", str(bare), "--no-thumbnails"])
+    assert result.exit_code == 0, result.output
+    assert list((bare / "thumbnails").iterdir()) == [] and len(list((bare / "tiles").iterdir())) == 2
+    again = runner.invoke(app, ["tile", "--slides", str(folder), "--out", str(bare), "--no-thumbnails"])
+    assert again.exit_code == 0 and all(row["status"] == "skipped" for row in _status(bare).values())
+
+
+def test_old_outputs_without_edge_handling_are_not_reused(slide_dir: Path, tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    params = TilingParams(edges="none")
+    task = TileTask("tiff_050", str(slide_dir / "tiff_050.tif"), str(job), params)
+    (job / "status").mkdir(parents=True)
+    assert tile_slide(task).status == "ok"
+    path = job / "tiles" / "tiff_050.h5"
+    with h5py.File(path, "a") as h5:
+        del h5["coords"].attrs["edges"]
+    row = tile_slide(TileTask("tiff_050", str(slide_dir / "tiff_050.tif"), str(job), TilingParams()))
+    assert row.status == "failed" and "edges was 'none', now 'inward'" in row.error
+    assert tile_slide(task).status == "skipped"

@@ -155,9 +155,17 @@ def tile(
         str | None,
         typer.Option("--grid", help="slide (one lattice, no overlaps) or tissue (one per region, as CLAM) [slide]."),
     ] = None,
-    edge_tiles: Annotated[
+    edges: Annotated[
+        str | None,
+        typer.Option(
+            "--edges",
+            help="At the right/bottom edge: inward (a last whole tile moved in), overhang (white beyond), "
+            "none [inward].",
+        ),
+    ] = None,
+    thumbnails: Annotated[
         bool | None,
-        typer.Option("--edge-tiles/--no-edge-tiles", help="Keep tiles overhanging the slide's edge [no]."),
+        typer.Option("--thumbnails/--no-thumbnails", help="Write thumbnails and label/macro images [yes]."),
     ] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="auto, openslide or tiffslide [auto].")] = None,
     assume_mpp: Annotated[
@@ -178,7 +186,7 @@ def tile(
     executor: ExecutorOption = "local",
     dask_scheduler: SchedulerOption = None,
 ) -> None:
-    """Find tissue and tile each slide at a physical resolution; write JOB/tiles/*.h5 and JOB/thumbnails/*.png."""
+    """Find tissue and tile each slide at a physical resolution; write JOB/tiles/*.h5 and JOB/thumbnails/*.jpg."""
     from wsi_ncmi.config import ConfigError, load_yaml, override
     from wsi_ncmi.faults import Interrupted
     from wsi_ncmi.jobdir import JobDirError
@@ -196,7 +204,8 @@ def tile(
             overlap=overlap,
             min_tissue=min_tissue,
             grid=grid,
-            edge_tiles=edge_tiles,
+            edges=edges,
+            thumbnails=thumbnails,
             backend=backend,
             assume_mpp=assume_mpp,
         )

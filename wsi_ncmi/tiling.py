@@ -15,10 +15,18 @@ from wsi_ncmi.bags import BagFormatError, read_coords, write_coords
 from wsi_ncmi.locks import LockedError, slide_lock
 from wsi_ncmi.qc_report import no_tiles_reason, write_qc_table
 from wsi_ncmi.slides.backend import BACKENDS, SlideError, open_slide
-from wsi_ncmi.slides.grid import GRIDS, TileGeometry, grid_coords, tissue_grid_coords
-from wsi_ncmi.slides.lowres import read_lowres
+from wsi_ncmi.slides.grid import (
+    EDGES,
+    GRIDS,
+    TileGeometry,
+    TissueArea,
+    added_starts,
+    grid_coords,
+    tissue_grid_coords,
+)
+from wsi_ncmi.slides.lowres import LowRes, read_lowres, read_mask_and_thumbnail
 from wsi_ncmi.slides.mpp import MppError, resolve_mpp
-from wsi_ncmi.slides.overlay import draw_overlay, save_png
+from wsi_ncmi.slides.overlay import draw_thumbnail, save_image
 from wsi_ncmi.slides.qc import QCParams, QCResult, detect_artifacts, select_tiles, whiten
 from wsi_ncmi.slides.tissue import TissueParams, tissue_mask
 from wsi_ncmi.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
@@ -34,10 +42,12 @@ class TilingParams:
     overlap: int = 0
     min_tissue: float = 0.1
     grid: str = "slide"
-    edge_tiles: bool = False
+    edges: str = "inward"
     backend: str = "auto"
     assume_mpp: float | None = None
-    thumbnail_px: int = 2048
+    thumbnails: bool = True
+    thumbnail_px: int = 1024
+    associated_images: bool = True
     tissue: TissueParams = field(default_factory=TissueParams)
     qc: QCParams = field(default_factory=QCParams)
 
@@ -53,10 +63,14 @@ class TilingParams:
             problems.append(f"min_tissue must be a fraction in [0, 1], got {self.min_tissue}")
         if self.grid not in GRIDS:
             problems.append(f"grid must be one of {', '.join(GRIDS)}, got {self.grid!r}")
-        if not isinstance(self.edge_tiles, bool):
-            problems.append(f"edge_tiles must be true or false, got {self.edge_tiles!r}")
+        if self.edges not in EDGES:
+            problems.append(f"edges must be one of {', '.join(EDGES)}, got {self.edges!r}")
         if self.backend not in BACKENDS:
             problems.append(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if not isinstance(self.thumbnails, bool) or not isinstance(self.associated_images, bool):
+            problems.append("thumbnails and associated_images must be true or false")
+        if not (isinstance(self.thumbnail_px, int) and self.thumbnail_px >= 64):
+            problems.append(f"thumbnail_px must be an integer of at least 64, got {self.thumbnail_px!r}")
         if self.assume_mpp is not None and not self.assume_mpp > 0:
             problems.append(f"assume_mpp must be positive, got {self.assume_mpp}")
         threshold = self.tissue.threshold
@@ -97,7 +111,7 @@ class TilingParams:
             "overlap": self.overlap,
             "min_tissue": self.min_tissue,
             "grid": self.grid,
-            "edge_tiles": self.edge_tiles,
+            "edges": self.edges,
             "tissue_params": json.dumps(self.tissue.to_dict(), sort_keys=True),
             "qc_params": self.qc.fingerprint(),
         }
@@ -120,7 +134,12 @@ def coords_path(job: Path, slide_id: str) -> Path:
 
 
 def thumbnail_path(job: Path, slide_id: str) -> Path:
-    return Path(job) / "thumbnails" / f"{slide_id}.png"
+    return Path(job) / "thumbnails" / f"{slide_id}.jpg"
+
+
+def associated_path(job: Path, slide_id: str, name: str) -> Path:
+    """Where a slide's associated image (label, macro) is saved: beside its thumbnail, as PNG."""
+    return Path(job) / "thumbnails" / f"{slide_id}.{name}.png"
 
 
 def _differences(attrs: dict[str, Any], expected: dict[str, Any]) -> list[str]:
@@ -146,7 +165,8 @@ def _existing(task: TileTask) -> StatusRow | None:
         existing = read_coords(path)
     except BagFormatError:
         return None
-    attrs = {"grid": "slide", "edge_tiles": False, "qc_params": "off", **existing.attrs}
+    attrs = {"grid": "slide", "qc_params": "off", **existing.attrs}
+    attrs.setdefault("edges", "overhang" if attrs.get("edge_tiles") else "none")
     expected = task.params.fingerprint()
     if task.manifest_mpp is not None and not math.isnan(task.manifest_mpp):
         expected["mpp_level0"] = float(task.manifest_mpp)
@@ -158,7 +178,7 @@ def _existing(task: TileTask) -> StatusRow | None:
             error=f"outputs exist with other settings ({'; '.join(changed)}); "
             "pass --overwrite to redo this slide or use another --out",
         )
-    if not thumbnail_path(Path(task.job), task.slide_id).exists():
+    if task.params.thumbnails and not thumbnail_path(Path(task.job), task.slide_id).exists():
         return None
     return StatusRow(
         task.slide_id,
@@ -202,6 +222,8 @@ class TilingResult:
     warning: str
     qc: QCResult | None = None
     sharpness: np.ndarray | None = None
+    thumbnail: LowRes | None = None
+    associated: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def tile_geometry(task: TileTask) -> TilingResult:
@@ -210,7 +232,12 @@ def tile_geometry(task: TileTask) -> TilingResult:
     with open_slide(task.path, params.backend) as slide:
         mpp = resolve_mpp(slide.properties, task.manifest_mpp, params.assume_mpp)
         geometry = TileGeometry.build(params.tile_size, params.mpp, params.overlap, mpp.value, slide.level_downsamples)
-        lowres = read_lowres(slide, mpp.value, params.tissue.mask_mpp)
+        thumbnail = None
+        if params.thumbnails:
+            lowres, thumbnail = read_mask_and_thumbnail(slide, mpp.value, params.tissue.mask_mpp, params.thumbnail_px)
+        else:
+            lowres = read_lowres(slide, mpp.value, params.tissue.mask_mpp)
+        associated = slide.associated_images() if params.thumbnails and params.associated_images else {}
         width, height = slide.dimensions
         backend = slide.backend
     mask_mpp = mpp.value * lowres.scale
@@ -220,13 +247,19 @@ def tile_geometry(task: TileTask) -> TilingResult:
         mask &= ~qc.removed
     size0, step0 = geometry.size_level0, geometry.step_level0
     if params.grid == "tissue":
-        grid = tissue_grid_coords(mask, lowres.scale, width, height, size0, step0, params.edge_tiles)
+        grid = tissue_grid_coords(mask, lowres.scale, width, height, size0, step0, params.edges)
     else:
-        grid = grid_coords(width, height, size0, step0, params.edge_tiles)
+        grid = grid_coords(width, height, size0, step0, params.edges)
     chosen = select_tiles(lowres.image, mask, qc, params.qc, lowres.scale, mask_mpp, grid, size0, params.min_tissue)
     keep = chosen.keep
+    if params.grid == "slide" and params.edges == "inward":
+        added = TissueArea.of(mask, lowres.scale).fractions(
+            grid, size0, added_starts(grid, width, height, size0, step0)
+        )
+        keep = keep & (added >= params.min_tissue) & (added > 0)
     attrs = {
         **params.fingerprint(),
+        "edge_tiles": params.edges == "overhang",
         "patch_size": geometry.read_size,
         "patch_level": geometry.read_level,
         "patch_size_level0": geometry.size_level0,
@@ -247,8 +280,39 @@ def tile_geometry(task: TileTask) -> TilingResult:
     sharpness = None if chosen.sharpness is None else chosen.sharpness[keep]
     fractions = chosen.tissue_fraction[keep]
     return TilingResult(
-        grid[keep], fractions, mask, lowres.image, lowres.scale, geometry, attrs, mpp.warning, qc, sharpness
+        grid[keep],
+        fractions,
+        mask,
+        lowres.image,
+        lowres.scale,
+        geometry,
+        attrs,
+        mpp.warning,
+        qc,
+        sharpness,
+        thumbnail=thumbnail,
+        associated=associated,
     )
+
+
+def write_thumbnails(
+    job: Path, slide_id: str, result: TilingResult, removals: dict[str, np.ndarray] | None = None
+) -> None:
+    """Save the slide's thumbnail (tissue contour, tiles, `removals` shaded: name -> mask at the tissue mask's
+    resolution) as JOB/thumbnails/{slide_id}.jpg, and its label and macro images beside it."""
+    if result.thumbnail is not None:
+        pixels = draw_thumbnail(
+            result.thumbnail.image,
+            result.thumbnail.scale,
+            result.mask,
+            result.lowres_scale,
+            result.coords,
+            result.geometry.size_level0,
+            removals,
+        )
+        save_image(pixels, thumbnail_path(job, slide_id))
+    for name, image in result.associated.items():
+        save_image(image, associated_path(job, slide_id, name))
 
 
 def _tile(task: TileTask) -> StatusRow:
@@ -256,15 +320,9 @@ def _tile(task: TileTask) -> StatusRow:
     job = Path(task.job)
     extra = {} if result.sharpness is None else {"qc_sharpness": result.sharpness}
     write_coords(coords_path(job, task.slide_id), result.coords, result.tissue_fraction, result.attrs, extra)
-    overlay = draw_overlay(
-        result.lowres_image,
-        result.mask,
-        result.coords,
-        result.geometry.size_level0,
-        result.lowres_scale,
-        task.params.thumbnail_px,
-    )
-    save_png(overlay, thumbnail_path(job, task.slide_id))
+    if task.params.thumbnails:
+        removals = None if result.qc is None else {"pen": result.qc.pen, "dark": result.qc.dark}
+        write_thumbnails(job, task.slide_id, result, removals)
     n = len(result.coords)
     status = OK if n else NO_TISSUE
     warning = result.warning

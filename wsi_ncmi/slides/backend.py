@@ -10,6 +10,8 @@ import numpy as np
 
 SLIDE_EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
 BACKENDS = ("auto", "openslide", "tiffslide")
+ASSOCIATED_IMAGES = ("label", "macro")
+"""The associated images kept beside thumbnails: the slide label and the macro (overview) photograph."""
 
 
 class SlideError(Exception):
@@ -105,6 +107,21 @@ class Slide:
             self._tiff_tried = True
             self._tiff = _matching_tiff(self)
         return self._tiff
+
+    def associated_images(self) -> dict[str, np.ndarray]:
+        """The slide's label and macro images as RGB arrays, those present (an unreadable one is left out)."""
+        try:
+            available = self.handle.associated_images
+            names = [name for name in ASSOCIATED_IMAGES if name in available]
+        except Exception:
+            return {}
+        images = {}
+        for name in names:
+            try:
+                images[name] = np.asarray(available[name].convert("RGB"))
+            except Exception:
+                continue
+        return images
 
     def close(self) -> None:
         if self._tiff is not None and self.backend != "tiffslide":

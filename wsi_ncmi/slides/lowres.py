@@ -38,27 +38,80 @@ def choose_level(level_mpps: list[float], target_mpp: float, tolerance: float = 
     return best
 
 
+def _reduce(image: np.ndarray, factor: int) -> np.ndarray:
+    """Box-average by a whole factor (PIL's reduce); the image is cropped to a multiple of the factor first."""
+    h, w = image.shape[0] // factor * factor, image.shape[1] // factor * factor
+    image = image[:h, :w]
+    if factor > 1:
+        image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).reduce(factor))
+    return np.ascontiguousarray(image)
+
+
+def read_reduced(
+    slide: Slide, level: int, factors: list[int], max_read_pixels: int = MAX_READ_PIXELS
+) -> list[np.ndarray]:
+    """The whole of `level`, box-reduced by each of `factors`, from one read of the level (whole, or in strips so
+    that memory stays bounded even for a single-level slide)."""
+    width, height = slide.level_dimensions[level]
+    sizes = [(max(1, width // f), max(1, height // f)) for f in factors]
+    whole = slide.read_level(level) if width * height <= max_read_pixels else None
+    if whole is not None:
+        return [_reduce(whole, f) for f in factors]
+    downsample = slide.level_downsamples[level]
+    step = math.lcm(*factors)
+    rows_per_strip = max(step, (max_read_pixels // max(width, 1)) // step * step)
+    read_w = max(w * f for f, (w, _) in zip(factors, sizes, strict=True))
+    read_h = max(h * f for f, (_, h) in zip(factors, sizes, strict=True))
+    outs = [np.empty((h, w, 3), dtype=np.uint8) for w, h in sizes]
+    for y in range(0, read_h, rows_per_strip):
+        strip = slide.read_region((0, round(y * downsample)), level, (read_w, min(rows_per_strip, read_h - y)))
+        for out, f in zip(outs, factors, strict=True):
+            part = strip[: max(0, min(strip.shape[0], out.shape[0] * f - y)), : out.shape[1] * f]
+            if len(part):
+                out[y // f : y // f + part.shape[0] // f] = _reduce(part, f)
+    return outs
+
+
+def mask_level(slide: Slide, mpp0: float, target_mpp: float) -> tuple[int, int]:
+    """The level and whole reduction factor that give about `target_mpp` (never coarser): the nearest finer level."""
+    level_mpps = [mpp0 * ds for ds in slide.level_downsamples]
+    level = choose_level(level_mpps, target_mpp, tolerance=0.0)
+    return level, max(1, math.floor(target_mpp / level_mpps[level] + 1e-6))
+
+
 def read_lowres(slide: Slide, mpp0: float, target_mpp: float, max_read_pixels: int = MAX_READ_PIXELS) -> LowRes:
     """The whole slide at about `target_mpp` (never coarser): the nearest finer pyramid level, reduced by an
     integer factor, read in strips so that memory stays bounded even for a single-level slide."""
-    level_mpps = [mpp0 * ds for ds in slide.level_downsamples]
-    level = choose_level(level_mpps, target_mpp, tolerance=0.0)
-    factor = max(1, math.floor(target_mpp / level_mpps[level] + 1e-6))
-    width, height = slide.level_dimensions[level]
-    downsample = slide.level_downsamples[level]
-    out_w, out_h = max(1, width // factor), max(1, height // factor)
-    whole = slide.read_level(level) if width * height <= max_read_pixels else None
-    if whole is not None:
-        image = whole[: out_h * factor, : out_w * factor]
-        if factor > 1:
-            image = np.asarray(Image.fromarray(image).reduce(factor))
-        return LowRes(np.ascontiguousarray(image), level, factor, downsample)
-    rows_per_strip = max(factor, (max_read_pixels // max(width, 1)) // factor * factor)
-    out = np.empty((out_h, out_w, 3), dtype=np.uint8)
-    for y in range(0, out_h * factor, rows_per_strip):
-        h = min(rows_per_strip, out_h * factor - y)
-        strip = slide.read_region((0, round(y * downsample)), level, (out_w * factor, h))
-        if factor > 1:
-            strip = np.asarray(Image.fromarray(strip).reduce(factor))
-        out[y // factor : y // factor + strip.shape[0]] = strip
-    return LowRes(out, level, factor, downsample)
+    level, factor = mask_level(slide, mpp0, target_mpp)
+    image = read_reduced(slide, level, [factor], max_read_pixels)[0]
+    return LowRes(image, level, factor, slide.level_downsamples[level])
+
+
+def thumbnail_factor(level_size: tuple[int, int], min_side: int) -> int:
+    """The largest whole reduction of a level that keeps its longest side at least `min_side` (1 when none)."""
+    return max(1, max(level_size) // max(1, min_side))
+
+
+def read_mask_and_thumbnail(
+    slide: Slide, mpp0: float, mask_mpp: float, thumbnail_px: int, max_read_pixels: int = MAX_READ_PIXELS
+) -> tuple[LowRes, LowRes]:
+    """The image the tissue mask is computed on (as `read_lowres`) and a thumbnail whose longest side is at least
+    `thumbnail_px` (or the slide's own, if smaller): from the mask's level when that is large enough, so the level
+    is read once; otherwise from the coarsest level that is."""
+    level, factor = mask_level(slide, mpp0, mask_mpp)
+    min_side = min(thumbnail_px, max(slide.dimensions))
+    sizes, downsamples = slide.level_dimensions, slide.level_downsamples
+    thumb_level = level
+    if max(sizes[level]) < min_side:
+        large = [i for i, size in enumerate(sizes) if max(size) >= min_side]
+        thumb_level = max(large, key=lambda i: downsamples[i]) if large else 0
+    thumb_factor = thumbnail_factor(sizes[thumb_level], min_side)
+    if thumb_level == level:
+        mask_image, thumb_image = read_reduced(slide, level, [factor, thumb_factor], max_read_pixels)
+    else:
+        mask_image = read_reduced(slide, level, [factor], max_read_pixels)[0]
+        thumb_image = read_reduced(slide, thumb_level, [thumb_factor], max_read_pixels)[0]
+    return (
+        LowRes(mask_image, level, factor, downsamples[level]),
+        LowRes(thumb_image, thumb_level, thumb_factor, downsamples[thumb_level]),
+    )

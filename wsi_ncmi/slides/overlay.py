@@ -1,40 +1,110 @@
-"""Thumbnails with the tissue contour and the tile grid drawn on them, for checking a tiling by eye."""
+"""Thumbnails for checking a tiling by eye: tissue contour, tiles and removed areas in distinct colours, a legend."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
-from scipy import ndimage
 
 from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.slides.morphology import inner_edge
 
 CONTOUR = (0, 170, 0)
-GRID = (20, 40, 160)
+TILES = (20, 40, 160)
+REMOVED = ((230, 0, 200), (255, 140, 0), (0, 190, 220), (200, 30, 30), (120, 70, 20))
+"""Colours of removal masks, in the order they are given (magenta, orange, cyan, red, brown)."""
+REMOVED_OPACITY = 0.55
 
 
-def draw_overlay(
-    image: np.ndarray, mask: np.ndarray, coords: np.ndarray, size0: int, scale: float, max_side: int = 2048
-) -> Image.Image:
-    """RGB thumbnail of `image` (whose pixels are `scale` level-0 px wide) with the mask's contour and the tiles."""
-    factor = max(1, int(np.ceil(max(image.shape[:2]) / max_side)))
-    thumb = Image.fromarray(image).reduce(factor) if factor > 1 else Image.fromarray(image)
-    small_mask = mask[::factor, ::factor][: thumb.height, : thumb.width]
-    edge = small_mask & ~ndimage.binary_erosion(small_mask, iterations=1, border_value=0)
-    pixels = np.array(thumb)
-    pixels[: edge.shape[0], : edge.shape[1]][edge] = CONTOUR
-    thumb = Image.fromarray(pixels)
-    draw = ImageDraw.Draw(thumb)
-    px = scale * factor
-    side = size0 / px
-    for x, y in coords:
-        left, top = x / px, y / px
-        draw.rectangle((left, top, left + side, top + side), outline=GRID)
-    return thumb
+def _resample(mask: np.ndarray, mask_scale: float, shape: tuple[int, int], scale: float) -> np.ndarray:
+    """A mask whose pixels are `mask_scale` level-0 px wide, sampled at the centres of an image of `shape` whose
+    pixels are `scale` level-0 px wide (false beyond the mask)."""
+    padded = np.pad(np.asarray(mask, dtype=bool), ((0, 1), (0, 1)))
+    rows = np.minimum(((np.arange(shape[0]) + 0.5) * scale / mask_scale).astype(np.int64), mask.shape[0])
+    cols = np.minimum(((np.arange(shape[1]) + 0.5) * scale / mask_scale).astype(np.int64), mask.shape[1])
+    return padded.take(rows, axis=0).take(cols, axis=1)
 
 
-def save_png(image: Image.Image, path: Path) -> None:
-    """Save a PNG atomically (fast compression: thumbnails are written once per slide per run)."""
+def _spans(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index of the span, position) for every position in each inclusive span starts[i]..stops[i]."""
+    lengths = np.maximum(stops - starts + 1, 0)
+    which = np.repeat(np.arange(len(starts)), lengths)
+    offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return which, starts[which] + offsets
+
+
+def _draw_tiles(pixels: np.ndarray, coords: np.ndarray, size0: int, scale: float) -> None:
+    """Outline each tile (level-0 top-left corners, `size0` px square) on `pixels` in place."""
+    if len(coords) == 0:
+        return
+    h, w = pixels.shape[:2]
+    left = np.clip(np.floor(coords[:, 0] / scale).astype(np.int64), 0, w - 1)
+    top = np.clip(np.floor(coords[:, 1] / scale).astype(np.int64), 0, h - 1)
+    right = np.clip(np.ceil((coords[:, 0] + size0) / scale).astype(np.int64) - 1, 0, w - 1)
+    bottom = np.clip(np.ceil((coords[:, 1] + size0) / scale).astype(np.int64) - 1, 0, h - 1)
+    which, cols = _spans(left, right)
+    pixels[top[which], cols] = TILES
+    pixels[bottom[which], cols] = TILES
+    which, rows = _spans(top, bottom)
+    pixels[rows, left[which]] = TILES
+    pixels[rows, right[which]] = TILES
+
+
+def _legend(width: int, entries: list[tuple[tuple[int, int, int], str]]) -> np.ndarray:
+    """A white band, `width` px wide, with a colour swatch and a label for each entry."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    size = max(12, width // 80)
+    try:
+        font = ImageFont.load_default(size=size)
+    except (ImportError, OSError, TypeError):
+        font = ImageFont.load_default()
+    band = Image.new("RGB", (width, size * 2), "white")
+    draw = ImageDraw.Draw(band)
+    x = size // 2
+    for colour, text in entries:
+        draw.rectangle((x, size // 2, x + size - 1, size // 2 + size - 1), fill=colour)
+        x += size + size // 3
+        draw.text((x, size // 2), text, fill=(0, 0, 0), font=font)
+        x += int(draw.textlength(text, font=font)) + size
+    return np.asarray(band)
+
+
+def draw_thumbnail(
+    image: np.ndarray,
+    scale: float,
+    mask: np.ndarray,
+    mask_scale: float,
+    coords: np.ndarray,
+    size0: int,
+    removals: Mapping[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """RGB thumbnail: `image` (pixels `scale` level-0 px wide) with removed areas shaded (`removals`: name ->
+    boolean mask at the tissue mask's resolution), the tissue contour, the tiles, and a legend band below."""
+    pixels = np.array(image, dtype=np.uint8)
+    shape = pixels.shape[:2]
+    entries: list[tuple[tuple[int, int, int], str]] = [(CONTOUR, "tissue"), (TILES, f"tiles ({len(coords)})")]
+    for index, (name, removed) in enumerate((removals or {}).items()):
+        colour = REMOVED[index % len(REMOVED)]
+        area = _resample(removed, mask_scale, shape, scale)
+        shaded = pixels[area] * (1 - REMOVED_OPACITY) + REMOVED_OPACITY * np.asarray(colour, dtype=np.float32)
+        pixels[area] = shaded.astype(np.uint8)
+        pixels[inner_edge(area)] = colour
+        entries.append((colour, f"{name} (removed)"))
+    pixels[inner_edge(_resample(mask, mask_scale, shape, scale))] = CONTOUR
+    _draw_tiles(pixels, np.asarray(coords).reshape(-1, 2), size0, scale)
+    return np.concatenate([pixels, _legend(shape[1], entries)], axis=0)
+
+
+def save_image(pixels: np.ndarray, path: Path) -> None:
+    """Save an RGB array atomically: JPEG for a .jpg path (quality 90, no chroma subsampling, so 1-px lines keep
+    their colour; several times cheaper than PNG), otherwise PNG with fast compression."""
+    from PIL import Image
+
+    image = Image.fromarray(np.ascontiguousarray(pixels))
     with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG", compress_level=1)
+        if Path(path).suffix.lower() in (".jpg", ".jpeg"):
+            image.save(tmp, format="JPEG", quality=90, subsampling=0)
+        else:
+            image.save(tmp, format="PNG", compress_level=1)

@@ -138,24 +138,26 @@ def _closed(mask: np.ndarray, radius: int) -> np.ndarray:
 def _touching_edge(mask: np.ndarray) -> np.ndarray:
     """The 8-connected parts of `mask` that touch the image's border; labelled within the bounding box of `mask`,
     which for borders and strokes is a small part of the image."""
-    from scipy import ndimage
+    from wsi_ncmi.slides.morphology import label
 
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         return mask
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    labels, count = ndimage.label(mask[box], structure=np.ones((3, 3), dtype=bool))
-    sides = [
-        labels[0] if rows[0] == 0 else None,
-        labels[-1] if rows[-1] == mask.shape[0] - 1 else None,
-        labels[:, 0] if cols[0] == 0 else None,
-        labels[:, -1] if cols[-1] == mask.shape[1] - 1 else None,
-    ]
-    keep = np.zeros(count + 1, dtype=bool)
-    keep[np.concatenate([np.zeros(1, dtype=labels.dtype), *(side for side in sides if side is not None)])] = True
-    keep[0] = False
+    parts = label(mask[box], diagonal=True)
+    height, width = parts.shape
+    on_side = (
+        ((parts.rows == 0) & (rows[0] == 0))
+        | ((parts.rows == height - 1) & (rows[-1] == mask.shape[0] - 1))
+        | ((parts.starts == 0) & (cols[0] == 0))
+        | ((parts.ends == width) & (cols[-1] == mask.shape[1] - 1))
+    )
+    keep = np.zeros(parts.count + 1, dtype=bool)
+    keep[parts.run_label[on_side]] = True
+    inside = np.zeros((height, width), dtype=bool)
+    inside.reshape(-1)[parts.pixels(keep)] = True
     out = np.zeros_like(mask)
-    out[box] = keep[labels]
+    out[box] = inside
     return out
 
 

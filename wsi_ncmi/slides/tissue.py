@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import ndimage
+
+from wsi_ncmi.slides.morphology import dilate, erode, fill_holes, remove_small, window_count
 
 
 @dataclass(frozen=True)
@@ -71,24 +72,13 @@ def otsu_with_floor(sat: np.ndarray, floor: int) -> int:
     return max(threshold, floor)
 
 
-def _remove_small(mask: np.ndarray, min_pixels: float) -> np.ndarray:
-    labels, count = ndimage.label(mask)
-    if count == 0:
-        return mask
-    sizes = np.bincount(labels.ravel())
-    keep = sizes >= min_pixels
-    keep[0] = False
-    return keep[labels]
-
-
 def median_at_least(values: np.ndarray, threshold: int, size: int) -> np.ndarray:
     """Where the size x size median of `values` is >= threshold, without computing the median: that holds exactly
     when at least half the window (rounded up) is >= threshold, a box count that costs O(1) per pixel."""
-    above = (values >= threshold).astype(np.float32)
+    above = values >= threshold
     if size <= 1:
-        return above > 0
-    counts = ndimage.uniform_filter(above, size=size, mode="reflect") * (size * size)
-    return counts >= (size * size + 1) / 2 - 0.25
+        return above
+    return window_count(above, size, outside="reflect") >= (size * size + 1) // 2
 
 
 def tissue_mask(rgb: np.ndarray, mpp: float, params: TissueParams) -> np.ndarray:
@@ -106,10 +96,7 @@ def tissue_mask(rgb: np.ndarray, mpp: float, params: TissueParams) -> np.ndarray
     radius = round(params.closing_um / mpp / 2)
     if radius > 0:
         size = 2 * radius + 1
-        padded = np.pad(mask, radius)
-        closed = ndimage.minimum_filter(ndimage.maximum_filter(padded, size=size), size=size)
+        closed = erode(dilate(np.pad(mask, radius), size), size)
         mask = closed[radius:-radius, radius:-radius]
     pixel_area = mpp * mpp
-    holes = ~_remove_small(~mask, params.max_hole_um2 / pixel_area) & ~mask
-    mask = mask | holes
-    return _remove_small(mask, params.min_region_um2 / pixel_area)
+    return remove_small(fill_holes(mask, params.max_hole_um2 / pixel_area), params.min_region_um2 / pixel_area)

@@ -35,10 +35,11 @@ def attention_scores(run: Path, bag_path: Path, device: str = "cpu") -> tuple[np
 @dataclass(frozen=True)
 class TileScores:
     """One bag under a loaded model: tile attention (None for models without), the head's class probabilities of
-    each tile embedding alone (None when the model exposes none), and the slide's predicted class."""
+    each tile embedding alone (None when the model exposes none), the slide's class probabilities and prediction."""
 
     attention: np.ndarray | None
     tile_probabilities: np.ndarray | None
+    probabilities: np.ndarray
     predicted: str
 
 
@@ -48,12 +49,14 @@ def tile_scores(trained: Trained, features: np.ndarray) -> TileScores:
 
     with torch.no_grad():
         output = trained.model(torch.from_numpy(np.asarray(features, dtype=np.float32)).to(trained.device))
-        predicted = trained.classes[int(trained.head.predict(output.h.float()[None])[0])]
+        h = output.h.float()[None]
+        predicted = trained.classes[int(trained.head.predict(h)[0])]
+        probabilities = trained.head.probabilities(h).double().cpu().numpy()[0]
         attention = None if output.attention is None else output.attention.float().cpu().numpy()
         tiles = None
         if output.tiles is not None and output.tiles.shape[-1] == output.h.shape[-1]:
             tiles = trained.head.probabilities(output.tiles.float()).double().cpu().numpy()
-    return TileScores(attention, tiles, predicted)
+    return TileScores(attention, tiles, probabilities, predicted)
 
 
 def draw_heatmap(

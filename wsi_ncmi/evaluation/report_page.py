@@ -1,7 +1,8 @@
 """The HTML shell of the reports: inline CSS and JavaScript, so one file opens offline from a file:// URL.
 
 The script sorts and filters the per-slide table, opens a slide's images on a row click, and reads the same
-actions from the URL hash (`#sort=p_macro:desc&flag=wrong&q=node&slide=ID`), so a link can reopen a view.
+actions from the URL hash (`#sort=p_macro:desc&flag=wrong&q=node&slide=ID`, or `click=KEY` to click a header), so a
+link can reopen a view.
 Script errors are recorded on <body data-errors> and shown in a banner, so a test can read them from the DOM.
 """
 
@@ -144,6 +145,12 @@ SCRIPT = r"""
     if (params.sort) {
       var parts = params.sort.split(':');
       sortBy(parts[0], parts[1] === 'desc' ? -1 : 1);
+    }
+    if (params.click) {
+      params.click.split(',').forEach(function (key) {
+        var th = table.tHead.querySelector('th[data-key="' + key + '"]');
+        if (th) th.click();
+      });
     }
     if (params.q !== undefined) q.value = params.q;
     if (params.flag !== undefined) flag.value = params.flag;

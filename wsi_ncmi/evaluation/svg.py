@@ -61,7 +61,8 @@ def chart(
     xs = [v for s in series for v in _finite(s.x)] or [0.0, 1.0]
     ys = [v for s in series for v in _finite(s.y)] or [0.0, 1.0]
     x0, x1 = xlim or (min(xs), max(xs))
-    y0, y1 = ylim or (min(ys), max(ys))
+    pad = 0.05 * (max(ys) - min(ys))
+    y0, y1 = ylim or (min(ys) - pad, max(ys) + pad)
     if x1 <= x0:
         x0, x1 = x0 - 0.5, x1 + 0.5
     if y1 <= y0:

@@ -7,6 +7,8 @@ foreground pixels meet only at a corner the ring is split there, so the pieces t
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 Ring = list[tuple[float, float]]
@@ -105,7 +107,7 @@ def _inside(point: tuple[float, float], ring: Ring) -> bool:
     """Ray casting; `point` is a pixel centre, never on a ring's (integer) edges."""
     x, y = point
     inside = False
-    for (x0, y0), (x1, y1) in zip(ring[:-1], ring[1:], strict=True):
+    for (x0, y0), (x1, y1) in itertools.pairwise(ring):
         if (y0 > y) != (y1 > y) and x < x0 + (y - y0) * (x1 - x0) / (y1 - y0):
             inside = not inside
     return inside

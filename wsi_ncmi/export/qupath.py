@@ -193,3 +193,63 @@ def predict_slide(trained: Trained, bag_path: Path, coords: np.ndarray, run: Pat
 def write_collection(collection: dict[str, Any], path: Path) -> None:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(collection, separators=(",", ":")) + "\n")
+
+
+@dataclass(frozen=True)
+class Exported:
+    """One slide's outcome: ok, skipped (file exists) or failed, with the file or the error."""
+
+    slide_id: str
+    status: str
+    detail: str
+
+
+def export_job(
+    job: Path,
+    out: Path,
+    run: Path | None = None,
+    slides: list[str] | None = None,
+    overwrite: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+) -> list[Exported]:
+    """Write OUT/{slide_id}.geojson for every tiled slide of JOB (or `slides`); one bad slide never stops the rest."""
+    from rich.progress import Progress
+
+    from wsi_ncmi.bags import BagFormatError, read_coords
+    from wsi_ncmi.encoders.embed import bag_path
+    from wsi_ncmi.evaluation.evaluate import run_config
+    from wsi_ncmi.mil.train import load_trained
+    from wsi_ncmi.tiling import coords_path
+
+    job, out = Path(job), Path(out)
+    if not (job / "tiles").is_dir():
+        raise ExportError(f"{job}: no tiles/ folder; run `wsi-ncmi tile --out {job}` first")
+    ids = slides or sorted(p.stem for p in (job / "tiles").glob("*.h5"))
+    if not ids:
+        raise ExportError(f"{job / 'tiles'}: no coords files to export")
+    trained, encoder = None, ""
+    if run is not None:
+        trained = load_trained(Path(run) / "model.pt", device)
+        encoder = str(run_config(Path(run)).get("encoder", {}).get("encoder", ""))
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    with Progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task("QuPath GeoJSON", total=len(ids))
+        for slide_id in ids:
+            target = out / f"{slide_id}.geojson"
+            try:
+                if target.exists() and not overwrite:
+                    results.append(Exported(slide_id, "skipped", str(target)))
+                    continue
+                prediction = None
+                if trained is not None:
+                    coords = read_coords(coords_path(job, slide_id)).coords
+                    prediction = predict_slide(trained, bag_path(job, encoder, slide_id), coords, Path(run))
+                write_collection(slide_collection(coords_path(job, slide_id), prediction), target)
+                results.append(Exported(slide_id, "ok", str(target)))
+            except (ExportError, BagFormatError, OSError, KeyError, ValueError) as exc:
+                results.append(Exported(slide_id, "failed", str(exc)))
+            finally:
+                bar.advance(task)
+    return results

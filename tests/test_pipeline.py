@@ -44,6 +44,9 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         table = pd.read_csv(run / "predictions_test.csv")
         assert set(table["center"].astype(str)) == {"3", "4"}
         assert (run / "metrics_test.json").exists() and (run / "curves.png").exists()
+        report = (run / "report.html").read_text()
+        assert all(f"data-slide='{s}'" in report and f"{s}.heat.jpg" in report for s in table["slide_id"])
+    assert "report.html" in (runs / "report.html").read_text()
 
 
 def test_interrupted_pipeline_resumes_to_the_same_outputs(

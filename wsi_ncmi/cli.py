@@ -785,7 +785,7 @@ def run(
     ] = None,
     dask_scheduler: SchedulerOption = None,
 ) -> None:
-    """Run tile -> embed -> splits -> train (losses x seeds) -> evaluate -> compare from one YAML file; resumes."""
+    """Run tile -> embed -> splits -> train (losses x seeds) -> evaluate -> compare -> reports from one YAML file."""
     from wsi_ncmi.cohort.manifest import ManifestError
     from wsi_ncmi.cohort.splits import SplitError
     from wsi_ncmi.config import ConfigError
@@ -815,6 +815,9 @@ def run(
         raise _fail(str(exc)) from exc
     typer.echo(result["markdown"].read_text())
     typer.echo(f"wrote {result['comparison']}")
+    for path in result["run_reports"]:
+        typer.echo(f"run report: {path}")
+    typer.echo(f"experiment report: {result['report']}")
 
 
 @app.command()

@@ -576,3 +576,18 @@ def _per_seed_charts(frame: pd.DataFrame) -> str:
         ticks = [(i, f"seed {s}") for i, s in enumerate(seeds)]
         charts.append(chart(series, metric, "seed", metric, (-0.5, len(seeds) - 0.5), None, ticks))
     return f"<div class=charts>{''.join(charts)}</div>"
+
+
+def pipeline_reports(runs: list[Path], job: Path, runs_dir: Path, split: str = "test") -> tuple[Path, list[Path]]:
+    """What `run` and `demo` write: RUN/report.html (with slide images) for the first run of each (model, loss),
+    then RUNS/report.html comparing every run and linking to those; both replaced on every pipeline run."""
+    from wsi_ncmi.evaluation.evaluate import run_config
+
+    firsts: dict[tuple[str, str], Path] = {}
+    for run in runs:
+        training = run_config(run)["training"]
+        firsts.setdefault((str(training["model"]), str(training["loss"])), Path(run))
+    written = [
+        run_report(run, run / "report.html", split, job, overwrite=True, progress=False) for run in firsts.values()
+    ]
+    return experiment_report(runs, Path(runs_dir) / "report.html", split, overwrite=True), written

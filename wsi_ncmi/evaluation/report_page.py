@@ -44,7 +44,7 @@ tr.wrong td.pred{color:var(--bad);font-weight:600}
 .tools input,.tools select{padding:4px 6px;border:1px solid var(--bd);border-radius:4px}
 .split{display:flex;gap:18px;align-items:flex-start}
 .tablebox{max-height:640px;overflow:auto;border:1px solid var(--bd);flex:1 1 auto}
-#detail{flex:0 0 560px;border:1px solid var(--bd);border-radius:6px;padding:10px;min-height:200px;
+#detail{flex:0 0 460px;border:1px solid var(--bd);border-radius:6px;padding:10px;min-height:200px;
 position:sticky;top:8px}
 #detail img{width:100%;display:block;margin:4px 0 10px;border:1px solid var(--bd)}
 #detail h3{margin:0 0 6px;font-size:15px}.legend{height:10px;border-radius:2px;

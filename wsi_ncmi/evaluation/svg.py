@@ -57,7 +57,7 @@ def chart(
     height: int = 270,
 ) -> str:
     """An SVG line/point chart with axes, ticks, a legend and a <title> tooltip per point."""
-    left, right, top, bottom = 52, 12, 26, 40
+    left, right, top, bottom = 60, 12, 26, 40
     xs = [v for s in series for v in _finite(s.x)] or [0.0, 1.0]
     ys = [v for s in series for v in _finite(s.y)] or [0.0, 1.0]
     x0, x1 = xlim or (min(xs), max(xs))

@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/training.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/scaling.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/heatmap.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/report.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/peers.py $(BENCH_ARGS)
 
 bench-full:

@@ -11,7 +11,6 @@ contour recomputed from the slide).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -19,16 +18,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
-from common import summary, timed, write_result
+from common import slide_size_args, summary, timed, write_result
 
 from wsi_ncmi.synthetic import Lesion, SlideSpec, write_slide
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args, width, height = slide_size_args(__doc__)
     import pandas as pd
 
     from wsi_ncmi.bags import BagWriter, read_coords
@@ -40,7 +36,6 @@ def main() -> None:
     from wsi_ncmi.mil.train import Trained
     from wsi_ncmi.tiling import TilingParams, coords_path, tile_slides
 
-    width, height = (32_768, 24_576) if args.full else (16_384, 12_288)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_slide(SlideSpec("slide", width, height, 0.25, seed=3, lesions=(Lesion(6000, 5000, 800),)), root / "s.tif")

@@ -89,3 +89,25 @@ def results_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     train_run(manifest, job / "features" / "synthetic", split, run, config, progress=False)
     evaluate_run(run, "test", bootstrap=20)
     return job, run
+
+
+def write_fake_run(folder: Path, loss: str, seed: int, f1: float) -> Path:
+    """A run folder with only config.yaml and metrics_test.json (known numbers), for comparison tests."""
+    import json
+
+    import yaml
+
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(
+        yaml.safe_dump({"training": {"model": "abmil", "loss": loss, "seed": seed}, "inputs": {"split": "s.csv"}})
+    )
+    (folder / "metrics_test.json").write_text(
+        json.dumps({"macro_f1": f1, "accuracy": f1 + 0.1, "balanced_accuracy": f1, "auc": 0.9, "ncmi": None})
+    )
+    return folder
+
+
+@pytest.fixture
+def fake_run() -> object:
+    """`write_fake_run` for tests that compare runs."""
+    return write_fake_run

@@ -7,12 +7,12 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -176,20 +176,9 @@ def parse_dom(text: str) -> Dom:
     return dom
 
 
-def _fake_run(folder: Path, loss: str, seed: int, f1: float) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(
-        yaml.safe_dump({"training": {"model": "abmil", "loss": loss, "seed": seed}, "inputs": {"split": "s.csv"}})
-    )
-    (folder / "metrics_test.json").write_text(
-        json.dumps({"macro_f1": f1, "accuracy": f1 + 0.1, "balanced_accuracy": f1, "auc": 0.9, "ncmi": None})
-    )
-    return folder
-
-
-def test_experiment_report_pairs_seeds(tmp_path: Path) -> None:
+def test_experiment_report_pairs_seeds(tmp_path: Path, fake_run: Callable) -> None:
     scores = [("ce", 1, 0.5), ("ce", 2, 0.6), ("ce", 3, 0.7), ("ncmi", 1, 0.6), ("ncmi", 2, 0.8), ("ncmi", 3, 0.7)]
-    runs = [_fake_run(tmp_path / f"{loss}{seed}", loss, seed, f1) for loss, seed, f1 in scores]
+    runs = [fake_run(tmp_path / f"{loss}{seed}", loss, seed, f1) for loss, seed, f1 in scores]
     (runs[0] / "report.html").write_text("<html></html>")
     out = tmp_path / "experiment.html"
     result = runner.invoke(app, ["report", "--runs", *map(str, runs), "--out", str(out)])

@@ -211,3 +211,29 @@ def test_paired_summary_of_constant_differences() -> None:
     summary = paired_summary(pd.DataFrame({"delta_auc": [0.05, 0.05, 0.05]}), "auc")
     assert summary["n"] == 3 and summary["mean"] == pytest.approx(0.05)
     assert summary["ci"] == pytest.approx([0.05, 0.05])
+
+
+@pytest.mark.parametrize("model", ["abmil", "abmil_plain", "clam_sb", "transmil", "mean", "max"])
+def test_tile_scores_of_every_aggregator(model: str) -> None:
+    import torch
+
+    from wsi_ncmi.evaluation.heatmap import tile_scores
+    from wsi_ncmi.mil.heads import build_head
+    from wsi_ncmi.mil.models import build_model
+    from wsi_ncmi.mil.train import Trained
+
+    torch.manual_seed(0)
+    net = build_model(model, 24, dim=16).eval()
+    trained = Trained(net, build_head("ce", net.dim, 3).eval(), ["a", "b", "c"], np.full(3, 1 / 3), {"model": model})
+    features = np.random.default_rng(1).normal(size=(37, 24)).astype(np.float32)
+    scores = tile_scores(trained, features)
+    assert scores.probabilities.sum() == pytest.approx(1.0) and scores.predicted == "abc"[scores.probabilities.argmax()]
+    if model in ("mean", "max"):
+        assert scores.attention is None and scores.tile_probabilities is None
+        return
+    assert scores.attention.shape == (37,) and scores.attention.sum() == pytest.approx(1.0, abs=1e-5)
+    if model == "transmil":
+        assert scores.tile_probabilities is None, "transmil's slide embedding is not a mean of its tile embeddings"
+    else:
+        assert scores.tile_probabilities.shape == (37, 3)
+        np.testing.assert_allclose(scores.tile_probabilities.sum(1), 1.0, atol=1e-6)

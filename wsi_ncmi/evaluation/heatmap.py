@@ -35,7 +35,9 @@ def attention_scores(run: Path, bag_path: Path, device: str = "cpu") -> tuple[np
 @dataclass(frozen=True)
 class TileScores:
     """One bag under a loaded model: tile attention (None for models without), the head's class probabilities of
-    each tile embedding alone (None when the model exposes none), the slide's class probabilities and prediction."""
+    each tile embedding alone (only where the slide embedding is the attention-weighted mean of the tile embeddings,
+    as in abmil, abmil_plain and clam_sb, so the head reads both alike), the slide's class probabilities and
+    prediction."""
 
     attention: np.ndarray | None
     tile_probabilities: np.ndarray | None
@@ -54,7 +56,8 @@ def tile_scores(trained: Trained, features: np.ndarray) -> TileScores:
         probabilities = trained.head.probabilities(h).double().cpu().numpy()[0]
         attention = None if output.attention is None else output.attention.float().cpu().numpy()
         tiles = None
-        if output.tiles is not None and output.tiles.shape[-1] == output.h.shape[-1]:
+        pooled = output.attention is not None and output.tiles is not None
+        if pooled and torch.allclose(output.attention @ output.tiles, output.h, rtol=1e-3, atol=1e-4):
             tiles = trained.head.probabilities(output.tiles.float()).double().cpu().numpy()
     return TileScores(attention, tiles, probabilities, predicted)
 

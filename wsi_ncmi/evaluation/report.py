@@ -372,7 +372,10 @@ def slide_view(job: Path, slide_id: str, trained: Trained | None, encoder: str, 
         return SlideView(thumb, note=f"no heatmap: {exc}")
     if len(bag) == 0:
         return SlideView(thumb, note="no tiles: the slide was predicted from the training prior")
-    scores = tile_scores(trained, bag.features)
+    try:
+        scores = tile_scores(trained, bag.features)
+    except RuntimeError as exc:
+        return SlideView(thumb, note=f"no heatmap: the model cannot read this bag ({exc})")
     if scores.attention is None:
         return SlideView(thumb, note=f"no heatmap: model {trained.checkpoint['model']!r} has no attention")
     mpp0 = float(attrs["mpp_level0"])

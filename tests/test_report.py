@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -69,7 +70,7 @@ def test_run_report_is_offline_and_complete(report: Path, results_job: tuple[Pat
     assert not re.search(r"(https?:|ftp:|//[a-z0-9])", text, re.IGNORECASE), "the report must not point outside"
     assert "<link" not in text and "@import" not in text
     for link in page.links:
-        assert not link.startswith(("/", "file:", "data:")) and (report.parent / link).is_file(), link
+        assert not link.startswith(("/", "file:", "data:")) and (report.parent / unquote(link)).is_file(), link
     predictions = read_predictions(run / "predictions_test.csv")
     assert [r["data-slide"] for r in page.rows] == predictions["slide_id"].tolist()
     rows = {r["data-slide"]: r for r in page.rows}
@@ -82,8 +83,8 @@ def test_run_report_is_offline_and_complete(report: Path, results_job: tuple[Pat
         if flag == "no_tiles":
             assert "data-heat" not in rows[slide_id] and "no tiles" in rows[slide_id]["data-note"]
         else:
-            heat = Image.open(report.parent / rows[slide_id]["data-heat"]).convert("RGB")
-            thumb = Image.open(report.parent / rows[slide_id]["data-thumb"]).convert("RGB")
+            heat = Image.open(report.parent / unquote(rows[slide_id]["data-heat"])).convert("RGB")
+            thumb = Image.open(report.parent / unquote(rows[slide_id]["data-thumb"])).convert("RGB")
             assert max(heat.size) <= 640 and max(thumb.size) <= 640
             colour = np.asarray(heat).astype(int)
             assert (np.ptp(colour, axis=2) > 80).mean() > 0.01, "the heatmap shows coloured tiles"
@@ -99,6 +100,9 @@ def test_report_refuses_to_overwrite(report: Path, results_job: tuple[Path, Path
     assert report.read_bytes() == before
     result = runner.invoke(app, ["report", "--run", str(run / "missing"), "--out", str(report.with_name("x.html"))])
     assert result.exit_code == 2 and "config.yaml" in result.output
+    other = report.with_name("y.html")
+    result = runner.invoke(app, ["report", "--run", str(run), "--job", str(report.parent), "--out", str(other)])
+    assert result.exit_code == 2 and "no tiles/ folder" in result.output and not other.exists()
 
 
 def _chromium(args: list[str], url: str, tmp_path: Path) -> subprocess.CompletedProcess:

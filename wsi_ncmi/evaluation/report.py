@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import numpy as np
 
@@ -356,13 +357,14 @@ def slide_view(job: Path, slide_id: str, trained: Trained | None, encoder: str, 
     from wsi_ncmi.slides.lowres import read_lowres
     from wsi_ncmi.tiling import coords_path, thumbnail_path
 
-    rel = folder.name
+    rel = quote(folder.name)
+    name = quote(slide_id)
     thumb = None
     source = thumbnail_path(job, slide_id)
     if source.exists():
         with Image.open(source) as image:
             _save_jpeg(image, folder / f"{slide_id}.thumb.jpg")
-        thumb = f"{rel}/{slide_id}.thumb.jpg"
+        thumb = f"{rel}/{name}.thumb.jpg"
     if trained is None:
         return SlideView(thumb, note="")
     try:
@@ -394,7 +396,7 @@ def slide_view(job: Path, slide_id: str, trained: Trained | None, encoder: str, 
     for k, tile in enumerate(tiles):
         montage.paste(Image.fromarray(tile).resize((TILE_SIDE, TILE_SIDE)), (k * (TILE_SIDE + 4), 0))
     _save_jpeg(montage, folder / f"{slide_id}.tiles.jpg", side=montage.width)
-    return SlideView(thumb, f"{rel}/{slide_id}.heat.jpg", f"{rel}/{slide_id}.tiles.jpg")
+    return SlideView(thumb, f"{rel}/{name}.heat.jpg", f"{rel}/{name}.tiles.jpg")
 
 
 def run_report(
@@ -422,6 +424,8 @@ def run_report(
     trained = load_trained(run / "model.pt", device) if (run / "model.pt").exists() else None
     best_epoch = int(trained.checkpoint["epoch"]) if trained and "epoch" in trained.checkpoint else None
     views: dict[str, SlideView] = {}
+    if job is not None and not (Path(job) / "tiles").is_dir():
+        raise ReportError(f"{job}: no tiles/ folder; give the job folder the run's bags were embedded from")
     if job is not None:
         folder = files_dir(out)
         if folder.exists() and overwrite:

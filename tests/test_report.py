@@ -111,6 +111,7 @@ def _chromium(args: list[str], url: str, tmp_path: Path) -> subprocess.Completed
         "--headless",
         "--no-sandbox",
         "--disable-gpu",
+        "--disable-dev-shm-usage",
         "--no-first-run",
         f"--user-data-dir={tmp_path / 'profile'}",
         "--enable-logging=stderr",

@@ -18,7 +18,7 @@ CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);margin:0;background:#fff}
 header{background:#18324f;color:#fff;padding:14px 24px}
 header h1{margin:0;font-size:20px}header p{margin:4px 0 0;color:#c9d6e3}
-main{padding:8px 24px 40px;max-width:1500px}
+main{padding:8px 24px 40px;max-width:1900px}
 h2{font-size:17px;border-bottom:1px solid var(--bd);padding-bottom:4px;margin-top:28px}
 .cards{display:flex;flex-wrap:wrap;gap:10px}
 .card{border:1px solid var(--bd);border-radius:6px;padding:8px 12px;min-width:150px;background:var(--bg)}
@@ -42,9 +42,9 @@ tr.wrong td.pred{color:var(--bad);font-weight:600}
 .flag.no_tiles{background:#e8e8e8}
 .tools{display:flex;gap:10px;align-items:center;margin:8px 0}
 .tools input,.tools select{padding:4px 6px;border:1px solid var(--bd);border-radius:4px}
-.split{display:flex;gap:18px;align-items:flex-start}
-.tablebox{max-height:640px;overflow:auto;border:1px solid var(--bd);flex:1 1 auto}
-#detail{flex:0 0 460px;border:1px solid var(--bd);border-radius:6px;padding:10px;min-height:200px;
+.split{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
+.tablebox{max-height:640px;overflow:auto;border:1px solid var(--bd);flex:1 1 600px}
+#detail{flex:0 0 420px;border:1px solid var(--bd);border-radius:6px;padding:10px;min-height:200px;
 position:sticky;top:8px}
 #detail img{width:100%;display:block;margin:4px 0 10px;border:1px solid var(--bd)}
 #detail h3{margin:0 0 6px;font-size:15px}.legend{height:10px;border-radius:2px;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import multiprocessing
 import platform
@@ -70,3 +71,13 @@ def write_result(name: str, payload: dict[str, Any], folder: Path = RESULTS) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     return path
+
+
+def slide_size_args(doc: str) -> tuple[argparse.Namespace, int, int]:
+    """Parse --full and --repeats; return them with the slide size they choose (16k x 12k px, 32k x 24k with --full)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--full", action="store_true")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    width, height = (32_768, 24_576) if args.full else (16_384, 12_288)
+    return args, width, height

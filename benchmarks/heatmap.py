@@ -9,7 +9,6 @@ the slide, PNG) with every 32 um tile of the slide scored, and of the abmil forw
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
-from common import summary, timed, write_result
+from common import slide_size_args, summary, timed, write_result
 
 from wsi_ncmi.evaluation.heatmap import draw_heatmap
 from wsi_ncmi.slides.grid import grid_coords
@@ -25,15 +24,11 @@ from wsi_ncmi.synthetic import SlideSpec, write_slide
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", action="store_true")
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args, width, height = slide_size_args(__doc__)
     import torch
 
     from wsi_ncmi.mil.models import build_model
 
-    width, height = (32_768, 24_576) if args.full else (16_384, 12_288)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         slide = Path(tmp) / "slide.tif"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -173,20 +174,9 @@ def test_predict_refuses_other_encoders(trained_run: Path, tmp_path: Path) -> No
     assert forced.exit_code == 0
 
 
-def _fake_run(folder: Path, loss: str, seed: int, f1: float) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "config.yaml").write_text(
-        yaml.safe_dump({"training": {"model": "abmil", "loss": loss, "seed": seed}, "inputs": {"split": "s.csv"}})
-    )
-    (folder / "metrics_test.json").write_text(
-        json.dumps({"macro_f1": f1, "accuracy": f1 + 0.1, "balanced_accuracy": f1, "auc": 0.9, "ncmi": None})
-    )
-    return folder
-
-
-def test_compare_aggregates_known_numbers(tmp_path: Path) -> None:
+def test_compare_aggregates_known_numbers(tmp_path: Path, fake_run: Callable) -> None:
     runs = [
-        _fake_run(tmp_path / f"{loss}{seed}", loss, seed, f1)
+        fake_run(tmp_path / f"{loss}{seed}", loss, seed, f1)
         for loss, seed, f1 in [
             ("ce", 1, 0.5),
             ("ce", 2, 0.6),

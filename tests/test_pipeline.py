@@ -44,6 +44,11 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         table = pd.read_csv(run / "predictions_test.csv")
         assert set(table["center"].astype(str)) == {"3", "4"}
         assert (run / "metrics_test.json").exists() and (run / "curves.png").exists()
+        report = (run / "report.html").read_text()
+        for slide_id, flag in zip(table["slide_id"], table["flag"].fillna(""), strict=True):
+            assert f"data-slide='{slide_id}'" in report
+            assert (f"{slide_id}.heat.jpg" in report) == (flag != "no_tiles"), "a heatmap for every slide with tiles"
+    assert "report.html" in (runs / "report.html").read_text()
 
 
 def test_interrupted_pipeline_resumes_to_the_same_outputs(

@@ -894,6 +894,85 @@ def compare(
 
 
 @app.command()
+def report(
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write (images go to OUT_STEM_files/ beside it).")],
+    run: Annotated[Path | None, typer.Option("--run", help="One run folder: its report on --split.")] = None,
+    compare_runs: Annotated[
+        bool, typer.Option("--runs", help="Compare the run folders given as arguments (seeds, losses, models).")
+    ] = False,
+    folders: Annotated[list[Path] | None, typer.Argument(help="Run folders, with --runs.", show_default=False)] = None,
+    job: Annotated[
+        Path | None, typer.Option("--job", help="Job folder: adds each slide's thumbnail, heatmap and top tiles.")
+    ] = None,
+    split: Annotated[str, typer.Option("--split", help="Which predictions/metrics_{split} to show.")] = "test",
+    baseline: Annotated[str, typer.Option("--baseline", help="Baseline loss of the paired differences (--runs).")] = (
+        "ce"
+    ),
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="Top attended tiles shown per slide.")] = 8,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing report.")] = False,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N (attention for --job).")] = "cpu",
+) -> None:
+    """One self-contained HTML page to look at results offline: a run (--run) or a comparison of runs (--runs)."""
+    from wsi_ncmi.config import ConfigError
+    from wsi_ncmi.evaluation.report import ReportError, experiment_report, run_report
+    from wsi_ncmi.mil.train import RunError
+
+    if (run is None) == (not compare_runs):
+        raise _fail("give either --run RUN, or --runs RUN [RUN ...]")
+    if compare_runs and not folders:
+        raise _fail("--runs needs the run folders as arguments: --runs runs/ncmi_seed1 runs/ce_seed1 ...")
+    if folders and not compare_runs:
+        raise _fail(f"unexpected argument(s) {', '.join(map(str, folders))}; use --runs to compare run folders")
+    try:
+        if run is not None:
+            path = run_report(run, out, split, job, top_k, overwrite, device)
+        else:
+            path = experiment_report(list(folders or []), out, split, baseline, overwrite)
+    except (ReportError, RunError, ConfigError, KeyError) as exc:
+        raise _fail(str(exc).strip('"')) from exc
+    typer.echo(f"wrote {path}")
+
+
+export_app = typer.Typer(help="Export results for other tools (QuPath).", no_args_is_help=True)
+app.add_typer(export_app, name="export")
+
+
+@export_app.command("qupath")
+def export_qupath(
+    job: Annotated[Path, typer.Option("--job", help="Job folder with tiles/ (and features/ with --run).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for one {slide_id}.geojson per slide.")],
+    run: Annotated[
+        Path | None, typer.Option("--run", help="Run folder: adds attention, class probabilities, the prediction.")
+    ] = None,
+    slide: Annotated[list[str] | None, typer.Option("--slide", help="Only these slide_ids (repeatable).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Rewrite files that exist.")] = False,
+    device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+) -> None:
+    """GeoJSON for QuPath (level-0 pixels): tiles as detections with measurements, the tissue as an annotation.
+
+    Open a slide in QuPath and drag the slide's .geojson onto it.
+    """
+    from wsi_ncmi.export.qupath import ExportError, export_job
+    from wsi_ncmi.mil.train import RunError
+
+    try:
+        results = export_job(job, out, run, slide, overwrite, device)
+    except (ExportError, RunError, KeyError) as exc:
+        raise _fail(str(exc)) from exc
+    failed = [r for r in results if r.status == "failed"]
+    written = sum(r.status == "ok" for r in results)
+    skipped = sum(r.status == "skipped" for r in results)
+    for row in failed:
+        typer.secho(f"failed {row.slide_id}: {row.detail}", fg="red", err=True)
+    typer.echo(
+        f"wrote {written} GeoJSON file(s) to {out}"
+        + (f"; kept {skipped} existing (--overwrite rewrites them)" if skipped else "")
+        + (f"; {len(failed)} failed" if failed else "")
+    )
+    raise typer.Exit(1 if failed else 0)
+
+
+@app.command()
 def run(
     config: Annotated[Path, typer.Option("--config", help="Pipeline YAML (configs/pipeline_camelyon17.yaml).")],
     executor: Annotated[
@@ -901,7 +980,7 @@ def run(
     ] = None,
     dask_scheduler: SchedulerOption = None,
 ) -> None:
-    """Run tile -> embed -> splits -> train (losses x seeds) -> evaluate -> compare from one YAML file; resumes."""
+    """Run tile -> embed -> splits -> train (losses x seeds) -> evaluate -> compare -> reports from one YAML file."""
     from wsi_ncmi.cohort.manifest import ManifestError
     from wsi_ncmi.cohort.splits import SplitError
     from wsi_ncmi.config import ConfigError
@@ -931,6 +1010,9 @@ def run(
         raise _fail(str(exc)) from exc
     typer.echo(result["markdown"].read_text())
     typer.echo(f"wrote {result['comparison']}")
+    for path in result["run_reports"]:
+        typer.echo(f"run report: {path}")
+    typer.echo(f"experiment report: {result['report']}")
 
 
 @app.command()

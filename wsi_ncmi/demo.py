@@ -117,4 +117,8 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), console: Consol
         f"  wsi-ncmi heatmap --run {first} --job {out / 'job'} --slide <slide_id>  [dim]attention over a slide[/]",
         markup=True,
     )
+    console.print("\n[bold]Reports (open in a browser; they work offline)[/]", markup=True)
+    console.print(f"  experiment report: {result['report']}", soft_wrap=True)
+    for path in result["run_reports"]:
+        console.print(f"  run report: {path}", soft_wrap=True)
     return 0

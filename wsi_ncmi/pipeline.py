@@ -1,4 +1,5 @@
-"""The whole pipeline from one YAML file: tile -> embed -> splits -> train (losses x seeds) -> evaluate -> compare.
+"""The whole pipeline from one YAML file: tile -> embed -> splits -> train (losses x seeds) -> evaluate -> compare
+-> HTML reports.
 
 Every stage resumes: finished tiles, bags and runs are kept, an interrupted run continues from its last epoch,
 and a re-run after an interruption picks up where it stopped.
@@ -73,6 +74,7 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
     from wsi_ncmi.encoders.embed import EmbedSettings, bag_path, embed_slides
     from wsi_ncmi.evaluation.compare import collect, summarise, to_markdown, write_table, write_text
     from wsi_ncmi.evaluation.evaluate import evaluate_run
+    from wsi_ncmi.evaluation.report import pipeline_reports
     from wsi_ncmi.mil.run import train_run
     from wsi_ncmi.mil.train import TrainConfig
     from wsi_ncmi.shards import status_file
@@ -80,7 +82,7 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
     from wsi_ncmi.tiling import TilingParams, tile_slides
 
     console = console or Console(highlight=False)
-    total = 6
+    total = 7
     table = read_manifest(config.manifest, require=["path", "label"])
     config.job.parent.mkdir(parents=True, exist_ok=True)
     config.runs.mkdir(parents=True, exist_ok=True)
@@ -152,7 +154,11 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
     summary = summarise(collect(runs, split_name))
     write_table(summary, config.runs / "comparison.csv")
     write_text(to_markdown(summary), config.runs / "comparison.md")
+    _stage(console, 7, total, "writing the HTML reports")
+    report, run_reports = pipeline_reports(runs, config.job, config.runs, split_name)
     return {
+        "report": report,
+        "run_reports": run_reports,
         "runs": runs,
         "comparison": config.runs / "comparison.csv",
         "markdown": config.runs / "comparison.md",

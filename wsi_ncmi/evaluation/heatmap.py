@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from wsi_ncmi.atomic import atomic_path
 
+if TYPE_CHECKING:
+    from wsi_ncmi.mil.train import Trained
+
 
 def attention_scores(run: Path, bag_path: Path, device: str = "cpu") -> tuple[np.ndarray, np.ndarray, str]:
     """(attention (N,), coords (N, 2), predicted class) of one bag under the run's model."""
-    import torch
-
     from wsi_ncmi.bags import read_bag
     from wsi_ncmi.validation import load_run_model
 
@@ -20,15 +23,43 @@ def attention_scores(run: Path, bag_path: Path, device: str = "cpu") -> tuple[np
     bag = read_bag(bag_path)
     if len(bag) == 0:
         raise ValueError(f"{bag_path}: empty bag (no tissue tiles); nothing to draw")
+    scores = tile_scores(trained, bag.features)
+    if scores.attention is None:
+        raise ValueError(
+            f"model {trained.checkpoint['model']!r} has no attention; heatmaps need abmil, "
+            "abmil_plain, clam_sb or transmil"
+        )
+    return scores.attention, bag.coords, scores.predicted
+
+
+@dataclass(frozen=True)
+class TileScores:
+    """One bag under a loaded model: tile attention (None for models without), the head's class probabilities of
+    each tile embedding alone (only where the slide embedding is the attention-weighted mean of the tile embeddings,
+    as in abmil, abmil_plain and clam_sb, so the head reads both alike), the slide's class probabilities and
+    prediction."""
+
+    attention: np.ndarray | None
+    tile_probabilities: np.ndarray | None
+    probabilities: np.ndarray
+    predicted: str
+
+
+def tile_scores(trained: Trained, features: np.ndarray) -> TileScores:
+    """Attention and per-tile class probabilities of a non-empty bag; the model is loaded once by the caller."""
+    import torch
+
     with torch.no_grad():
-        output = trained.model(torch.from_numpy(bag.features).to(trained.device))
-        if output.attention is None:
-            raise ValueError(
-                f"model {trained.checkpoint['model']!r} has no attention; heatmaps need abmil, "
-                "abmil_plain, clam_sb or transmil"
-            )
-        predicted = trained.classes[int(trained.head.predict(output.h.float()[None])[0])]
-    return output.attention.float().cpu().numpy(), bag.coords, predicted
+        output = trained.model(torch.from_numpy(np.asarray(features, dtype=np.float32)).to(trained.device))
+        h = output.h.float()[None]
+        predicted = trained.classes[int(trained.head.predict(h)[0])]
+        probabilities = trained.head.probabilities(h).double().cpu().numpy()[0]
+        attention = None if output.attention is None else output.attention.float().cpu().numpy()
+        tiles = None
+        pooled = output.attention is not None and output.tiles is not None
+        if pooled and torch.allclose(output.attention @ output.tiles, output.h, rtol=1e-3, atol=1e-4):
+            tiles = trained.head.probabilities(output.tiles.float()).double().cpu().numpy()
+    return TileScores(attention, tiles, probabilities, predicted)
 
 
 def check_bag_tiles(bag_path: Path, coords_path: Path) -> None:
@@ -75,23 +106,12 @@ def draw_heatmap(
     from wsi_ncmi.slides.backend import open_slide
     from wsi_ncmi.slides.lowres import read_lowres
 
-    ranks = np.argsort(np.argsort(attention)) / max(len(attention) - 1, 1)
     top = np.argsort(-attention)[:top_k]
     with open_slide(slide_path, backend) as slide:
         low = read_lowres(slide, mpp0, thumbnail_mpp)
         tiles = [slide.read_region(tuple(coords[i]), read_level, (read_size, read_size)) for i in top]
-    image = low.image.astype(np.float32) / 255.0
-    overlay = np.full(image.shape[:2], np.nan, dtype=np.float32)
-    side = max(1, round(size0 / low.scale))
-    for (x, y), value in zip(coords, ranks, strict=True):
-        left, upper = int(x / low.scale), int(y / low.scale)
-        region = overlay[upper : upper + side, left : left + side]
-        region[np.isnan(region) | (region < value)] = value
+    blended = attention_overlay(low.image, low.scale, coords, attention, size0)
     cmap = plt.get_cmap("turbo")
-    coloured = cmap(np.nan_to_num(overlay))[..., :3]
-    mask = ~np.isnan(overlay)
-    blended = image.copy()
-    blended[mask] = 0.35 * image[mask] + 0.65 * coloured[mask]
     columns = int(np.ceil(np.sqrt(max(len(tiles), 1))))
     fig = plt.figure(figsize=(14, 6.5))
     grid = fig.add_gridspec(columns, 2 * columns, width_ratios=[*([1.0] * columns), *([0.5] * columns)])
@@ -109,3 +129,24 @@ def draw_heatmap(
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def attention_overlay(
+    image: np.ndarray, scale: float, coords: np.ndarray, attention: np.ndarray, size0: int
+) -> np.ndarray:
+    """RGB float image (0-1): `image` (pixels `scale` level-0 px wide) with each tile coloured by its attention
+    percentile within the slide (turbo colour map, 65% opacity); background left as it is."""
+    from matplotlib import colormaps
+
+    ranks = np.argsort(np.argsort(attention)) / max(len(attention) - 1, 1)
+    base = image.astype(np.float32) / 255.0
+    overlay = np.full(base.shape[:2], np.nan, dtype=np.float32)
+    side = max(1, round(size0 / scale))
+    for (x, y), value in zip(coords, ranks, strict=True):
+        left, upper = int(x / scale), int(y / scale)
+        region = overlay[upper : upper + side, left : left + side]
+        region[np.isnan(region) | (region < value)] = value
+    coloured = colormaps["turbo"](np.nan_to_num(overlay))[..., :3]
+    mask = ~np.isnan(overlay)
+    base[mask] = 0.35 * base[mask] + 0.65 * coloured[mask]
+    return base

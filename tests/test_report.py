@@ -1,0 +1,244 @@
+"""HTML reports: offline files that parse, reference only images they wrote, list every predicted slide, and run
+their script in a real headless browser (Debian's chromium) without errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from wsi_ncmi.cli import app
+from wsi_ncmi.evaluation.predictions import read_predictions
+from wsi_ncmi.evaluation.report import paired_summary, reliability
+
+runner = CliRunner()
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+IMAGE_ATTRS = ("src", "href", "data-thumb", "data-heat", "data-tiles")
+
+
+class Page(HTMLParser):
+    """Collects every tag, the attributes that point at files, and the rows of the per-slide table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.links: list[str] = []
+        self.rows: list[dict[str, str]] = []
+        self._in_slides = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        values = {k: v or "" for k, v in attrs}
+        self.links += [values[k] for k in IMAGE_ATTRS if values.get(k)]
+        if tag == "table":
+            self._in_slides = values.get("id") == "slides"
+        if tag == "tr" and self._in_slides and "data-slide" in values:
+            self.rows.append(values)
+
+
+def parse(path: Path) -> Page:
+    page = Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    page.close()
+    return page
+
+
+@pytest.fixture(scope="module")
+def report(results_job: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    job, run = results_job
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    result = runner.invoke(app, ["report", "--run", str(run), "--job", str(job), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_run_report_is_offline_and_complete(report: Path, results_job: tuple[Path, Path]) -> None:
+    _, run = results_job
+    text = report.read_text(encoding="utf-8")
+    page = parse(report)
+    assert page.tags.count("html") == 1 and "script" in page.tags and "svg" in page.tags
+    assert not re.search(r"(https?:|ftp:|//[a-z0-9])", text, re.IGNORECASE), "the report must not point outside"
+    assert "<link" not in text and "@import" not in text
+    for link in page.links:
+        assert not link.startswith(("/", "file:", "data:")) and (report.parent / unquote(link)).is_file(), link
+    predictions = read_predictions(run / "predictions_test.csv")
+    assert [r["data-slide"] for r in page.rows] == predictions["slide_id"].tolist()
+    rows = {r["data-slide"]: r for r in page.rows}
+    for slide_id, flag, truth, predicted in predictions[["slide_id", "flag", "y_true", "y_pred"]].itertuples(
+        index=False
+    ):
+        flags = rows[slide_id].get("data-flags", "").split()
+        assert ("no_tiles" in flags) == (flag == "no_tiles")
+        assert ("wrong" in flags) == (truth != predicted)
+        if flag == "no_tiles":
+            assert "data-heat" not in rows[slide_id] and "no tiles" in rows[slide_id]["data-note"]
+        else:
+            heat = Image.open(report.parent / unquote(rows[slide_id]["data-heat"])).convert("RGB")
+            thumb = Image.open(report.parent / unquote(rows[slide_id]["data-thumb"])).convert("RGB")
+            assert max(heat.size) <= 640 and max(thumb.size) <= 640
+            colour = np.asarray(heat).astype(int)
+            assert (np.ptp(colour, axis=2) > 80).mean() > 0.01, "the heatmap shows coloured tiles"
+    metrics = json.loads((run / "metrics_test.json").read_text())
+    assert f"{metrics['macro_f1']:.3f}" in text and "95% CI" in text
+
+
+def test_report_refuses_to_overwrite(report: Path, results_job: tuple[Path, Path]) -> None:
+    _, run = results_job
+    before = report.read_bytes()
+    result = runner.invoke(app, ["report", "--run", str(run), "--out", str(report)])
+    assert result.exit_code == 2 and "--overwrite" in result.output
+    assert report.read_bytes() == before
+    result = runner.invoke(app, ["report", "--run", str(run / "missing"), "--out", str(report.with_name("x.html"))])
+    assert result.exit_code == 2 and "config.yaml" in result.output
+    other = report.with_name("y.html")
+    result = runner.invoke(app, ["report", "--run", str(run), "--job", str(report.parent), "--out", str(other)])
+    assert result.exit_code == 2 and "no tiles/ folder" in result.output and not other.exists()
+
+
+def _chromium(args: list[str], url: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    command = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=5000",
+        *args,
+        url,
+    ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+def _console_errors(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it with apt)")
+def test_report_in_a_headless_browser(report: Path, results_job: tuple[Path, Path], tmp_path: Path) -> None:
+    _, run = results_job
+    predictions = read_predictions(run / "predictions_test.csv")
+    # one click on a numeric header sorts descending, a second ascending; then the chosen slide opens
+    url = report.resolve().as_uri() + "#click=p_pos,p_pos&slide=r3"
+    done = _chromium(["--dump-dom"], url, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _console_errors(done.stderr) == []
+    dom = parse_dom(done.stdout)
+    assert dom.body.get("data-ready") == "1" and "data-errors" not in dom.body
+    expected = predictions.sort_values("p_pos", kind="stable")["slide_id"].tolist()
+    assert dom.order == expected
+    assert dom.sorted == ("p_pos", "ascending")
+    assert dom.detail_slide == "r3" and any(src.endswith("r3.heat.jpg") for src in dom.images)
+    shot = tmp_path / "shot.png"
+    done = _chromium(["--hide-scrollbars", "--window-size=1280,1600", f"--screenshot={shot}"], url, tmp_path)
+    assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100, "a blank screenshot"
+    assert _console_errors(done.stderr) == []
+
+
+class Dom(HTMLParser):
+    """What the browser's DOM holds after the script ran: body attributes, row order, sorted header, detail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body: dict[str, str] = {}
+        self.order: list[str] = []
+        self.sorted: tuple[str, str] | None = None
+        self.detail_slide = ""
+        self.images: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if tag == "body":
+            self.body = values
+        elif tag == "tr" and "data-slide" in values:
+            self.order.append(values["data-slide"])
+        elif tag == "th" and "aria-sort" in values:
+            self.sorted = (values["data-key"], values["aria-sort"])
+        elif values.get("id") == "detail":
+            self.detail_slide = values.get("data-slide", "")
+        elif tag == "img":
+            self.images.append(values["src"])
+
+
+def parse_dom(text: str) -> Dom:
+    dom = Dom()
+    dom.feed(text)
+    return dom
+
+
+def test_experiment_report_pairs_seeds(tmp_path: Path, fake_run: Callable) -> None:
+    scores = [("ce", 1, 0.5), ("ce", 2, 0.6), ("ce", 3, 0.7), ("ncmi", 1, 0.6), ("ncmi", 2, 0.8), ("ncmi", 3, 0.7)]
+    runs = [fake_run(tmp_path / f"{loss}{seed}", loss, seed, f1) for loss, seed, f1 in scores]
+    (runs[0] / "report.html").write_text("<html></html>")
+    out = tmp_path / "experiment.html"
+    result = runner.invoke(app, ["report", "--runs", *map(str, runs), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    page = parse(out)
+    assert "0.600 ± 0.100" in text and "0.700 ± 0.100" in text
+    # ncmi - ce per seed: +0.1, +0.2, 0.0 -> mean +0.100; the bootstrap CI lies within the pairs' range
+    ci = re.search(r"\+0\.100 \[([+-]\d\.\d+), ([+-]\d\.\d+)\]", text)
+    assert ci and 0.0 <= float(ci.group(1)) <= 0.1 <= float(ci.group(2)) <= 0.2
+    assert text.count("<circle") == 3 * len(runs), "one point per run in each of the three per-seed plots"
+    assert page.links == ["ce1/report.html"]
+    result = runner.invoke(app, ["report", "--out", str(tmp_path / "x.html")])
+    assert result.exit_code == 2 and "--run RUN" in result.output
+
+
+def test_reliability_bins_by_hand() -> None:
+    probs = np.array([[0.95, 0.05], [0.92, 0.08], [0.28, 0.72], [0.35, 0.65], [0.62, 0.38]])
+    y_true = np.array([0, 1, 1, 0, 0])
+    confidence, accuracy, counts, ece = reliability(y_true, probs, bins=10)
+    assert counts == [2, 1, 2]
+    assert confidence == pytest.approx([0.635, 0.72, 0.935])
+    assert accuracy == pytest.approx([0.5, 1.0, 0.5])
+    assert ece == pytest.approx((2 * 0.135 + 0.28 + 2 * 0.435) / 5)
+
+
+def test_paired_summary_of_constant_differences() -> None:
+    import pandas as pd
+
+    summary = paired_summary(pd.DataFrame({"delta_auc": [0.05, 0.05, 0.05]}), "auc")
+    assert summary["n"] == 3 and summary["mean"] == pytest.approx(0.05)
+    assert summary["ci"] == pytest.approx([0.05, 0.05])
+
+
+@pytest.mark.parametrize("model", ["abmil", "abmil_plain", "clam_sb", "transmil", "mean", "max"])
+def test_tile_scores_of_every_aggregator(model: str) -> None:
+    import torch
+
+    from wsi_ncmi.evaluation.heatmap import tile_scores
+    from wsi_ncmi.mil.heads import build_head
+    from wsi_ncmi.mil.models import build_model
+    from wsi_ncmi.mil.train import Trained
+
+    torch.manual_seed(0)
+    net = build_model(model, 24, dim=16).eval()
+    trained = Trained(net, build_head("ce", net.dim, 3).eval(), ["a", "b", "c"], np.full(3, 1 / 3), {"model": model})
+    features = np.random.default_rng(1).normal(size=(37, 24)).astype(np.float32)
+    scores = tile_scores(trained, features)
+    assert scores.probabilities.sum() == pytest.approx(1.0) and scores.predicted == "abc"[scores.probabilities.argmax()]
+    if model in ("mean", "max"):
+        assert scores.attention is None and scores.tile_probabilities is None
+        return
+    assert scores.attention.shape == (37,) and scores.attention.sum() == pytest.approx(1.0, abs=1e-5)
+    if model == "transmil":
+        assert scores.tile_probabilities is None, "transmil's slide embedding is not a mean of its tile embeddings"
+    else:
+        assert scores.tile_probabilities.shape == (37, 3)
+        np.testing.assert_allclose(scores.tile_probabilities.sum(1), 1.0, atol=1e-6)

@@ -1,0 +1,600 @@
+"""Self-contained HTML reports: one run on one split (`report --run`), and a comparison over seeds (`--runs`).
+
+Everything is read from what `train`/`evaluate` wrote (metrics_{split}.json, predictions_{split}.csv, history.csv,
+config.yaml) and, with a job folder, from the thumbnails, coords files and bags. Plots are inline SVG; slide
+images (scaled-down JPEGs) go to a sibling folder `{report stem}_files/` and load only when a row is opened.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import numpy as np
+
+from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.evaluation.report_page import page, section, table
+from wsi_ncmi.evaluation.svg import Series, chart
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from wsi_ncmi.mil.train import Trained
+
+LOW_CONFIDENCE = 0.5
+"""A slide whose largest class probability is below this is flagged low_confidence."""
+IMAGE_SIDE = 640
+"""Longest side, in pixels, of the heatmap and thumbnail images written beside a report."""
+TILE_SIDE = 112
+"""Side of each tile in the top-k montage."""
+FLAGS = ("wrong", "low_confidence", "no_tiles")
+
+
+class ReportError(Exception):
+    """A report cannot be written; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class SlideView:
+    """Images of one slide, as paths relative to the report (None when not drawn), and why one is missing."""
+
+    thumb: str | None = None
+    heat: str | None = None
+    tiles: str | None = None
+    note: str = ""
+
+
+def files_dir(out: Path) -> Path:
+    """The folder written beside a report for its images."""
+    return out.with_name(f"{out.stem}_files")
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise ReportError(f"{out}: exists; pass --overwrite to replace it, or choose another --out")
+    if not out.parent.is_dir():
+        raise ReportError(f"{out}: folder {out.parent} does not exist; create it first")
+
+
+def _write_html(text: str, out: Path) -> None:
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def _with_ci(metrics: dict[str, Any], key: str) -> tuple[str, str]:
+    ci = (metrics.get("bootstrap") or {}).get(key)
+    return _num(metrics.get(key)), (f"95% CI {ci[0]:.3f}-{ci[1]:.3f}" if ci else "no CI")
+
+
+def read_run_outputs(run: Path, split: str) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
+    """(metrics, predictions, config) of a run's split, through the project's readers; errors say what to run."""
+    from wsi_ncmi.evaluation.evaluate import run_config
+    from wsi_ncmi.evaluation.predictions import read_predictions
+
+    config = run_config(run)
+    metrics_path, table_path = run / f"metrics_{split}.json", run / f"predictions_{split}.csv"
+    for path in (metrics_path, table_path):
+        if not path.exists():
+            raise ReportError(f"{path}: missing; run `wsi-ncmi evaluate --run {run} --split {split}` first")
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ReportError(f"{metrics_path}: not valid JSON ({exc}); evaluate the run again") from exc
+    return metrics, read_predictions(table_path), config
+
+
+def _classes(metrics: dict[str, Any], predictions: pd.DataFrame) -> list[str]:
+    return list(metrics.get("classes") or [c[2:] for c in predictions.columns if c.startswith("p_")])
+
+
+def slide_flags(predictions: pd.DataFrame, classes: list[str]) -> list[list[str]]:
+    """Per slide: wrong (predicted != true), low_confidence (top probability < LOW_CONFIDENCE), no_tiles."""
+    probs = predictions[[f"p_{c}" for c in classes]].to_numpy(dtype=float)
+    out = []
+    for i, row in enumerate(predictions.itertuples(index=False)):
+        flags = []
+        if "y_true" in predictions and row.y_true and row.y_true != row.y_pred:
+            flags.append("wrong")
+        if probs[i].max() < LOW_CONFIDENCE:
+            flags.append("low_confidence")
+        if row.flag == "no_tiles":
+            flags.append("no_tiles")
+        out.append(flags)
+    return out
+
+
+def _headline(metrics: dict[str, Any], config: dict[str, Any]) -> str:
+    cards = []
+    for key, name in (("macro_f1", "macro-F1"), ("accuracy", "accuracy"), ("auc", "AUC (one-vs-rest, macro)")):
+        value, ci = _with_ci(metrics, key)
+        cards.append(f"<div class=card><span>{name}</span><b>{value}</b><span>{ci}</span></div>")
+    for key, name in (("balanced_accuracy", "balanced accuracy"), ("cohen_kappa", "Cohen's kappa")):
+        cards.append(f"<div class=card><span>{name}</span><b>{_num(metrics.get(key))}</b></div>")
+    cards.append(f"<div class=card><span>slides</span><b>{metrics.get('n_slides', 'n/a')}</b></div>")
+    boot = metrics.get("bootstrap") or {}
+    text = (
+        f"<p class=muted>CIs: percentile bootstrap over {boot.get('unit', 'case')}s, {boot.get('resamples', 0)} "
+        f"resamples. Model {escape(str(config['training'].get('model')))}, loss "
+        f"{escape(str(config['training'].get('loss')))}, seed {escape(str(config['training'].get('seed')))}.</p>"
+    )
+    notes = "".join(f"<p class=note>{escape(n)}</p>" for n in metrics.get("notes", []))
+    stage = metrics.get("pn_stage")
+    if stage:
+        notes += (
+            f"<p>Patient pN-stage over {stage['patients']} patients with all nodes in the split: accuracy "
+            f"{_num(stage.get('accuracy'))}, quadratic-weighted kappa {_num(stage.get('kappa_quadratic'))}.</p>"
+        )
+    return f"<div class=cards>{''.join(cards)}</div>{text}{notes}"
+
+
+def _per_class(metrics: dict[str, Any], classes: list[str]) -> str:
+    rows = []
+    for name in classes:
+        c = (metrics.get("per_class") or {}).get(name, {})
+        rows.append(
+            [escape(name), _num(c.get("precision")), _num(c.get("recall")), _num(c.get("f1")), str(c.get("support"))]
+        )
+    return table(["class", "precision", "recall", "F1", "support"], rows)
+
+
+def confusion_html(matrix: np.ndarray, classes: list[str]) -> str:
+    """Counts with row-normalised shading: rows are true classes, columns predicted ones."""
+    rows_sum = matrix.sum(1, keepdims=True)
+    share = np.divide(matrix, rows_sum, out=np.zeros(matrix.shape), where=rows_sum > 0)
+    head = "".join(f"<th>{escape(c)}</th>" for c in classes)
+    body = []
+    for i, name in enumerate(classes):
+        cells = []
+        for j in range(len(classes)):
+            alpha = 0.08 + 0.8 * share[i, j]
+            color = "255,255,255" if share[i, j] > 0.55 else "29,35,42"
+            cells.append(
+                f"<td style='background:rgba(31,95,168,{alpha:.2f});color:rgb({color})' "
+                f"title='{share[i, j]:.0%} of true {escape(name)}'>{int(matrix[i, j])}</td>"
+            )
+        body.append(f"<tr><th>{escape(name)}</th>{''.join(cells)}</tr>")
+    return (
+        "<table class=cm><thead><tr><th>true \\ predicted</th>"
+        f"{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        "<p class=muted>Counts; shading is the share of each true class (row).</p>"
+    )
+
+
+def roc_chart(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> str:
+    """One-vs-rest ROC curve per class present (and not alone) in the split, with its AUC in the legend."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    series = [Series("", [0, 1], [0, 1], dash=True, color="#999")]
+    for c, name in enumerate(classes):
+        positive = y_true == c
+        if not 0 < positive.sum() < len(y_true):
+            continue
+        fpr, tpr, _ = roc_curve(positive.astype(int), probs[:, c])
+        auc = roc_auc_score(positive.astype(int), probs[:, c])
+        series.append(Series(f"{name} (AUC {auc:.3f})", fpr.tolist(), tpr.tolist()))
+    return chart(series, "ROC, one-vs-rest", "false positive rate", "true positive rate", (0, 1), (0, 1))
+
+
+def reliability(
+    y_true: np.ndarray, probs: np.ndarray, bins: int = 10
+) -> tuple[list[float], list[float], list[int], float]:
+    """Per confidence bin (equal width on the top probability): mean confidence, accuracy, count; and the ECE."""
+    confidence = probs.max(1)
+    correct = probs.argmax(1) == y_true
+    edges = np.linspace(0, 1, bins + 1)
+    index = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    conf, acc, counts, ece = [], [], [], 0.0
+    for b in range(bins):
+        members = index == b
+        if not members.any():
+            continue
+        conf.append(float(confidence[members].mean()))
+        acc.append(float(correct[members].mean()))
+        counts.append(int(members.sum()))
+        ece += members.mean() * abs(acc[-1] - conf[-1])
+    return conf, acc, counts, float(ece)
+
+
+def reliability_chart(y_true: np.ndarray, probs: np.ndarray) -> str:
+    conf, acc, counts, ece = reliability(y_true, probs)
+    labels = [f"{n} slides" for n in counts]
+    series = [
+        Series("", [0, 1], [0, 1], dash=True, color="#999"),
+        Series(f"model (ECE {ece:.3f})", conf, acc, style="both", labels=labels),
+    ]
+    return chart(series, "Reliability (top-class confidence)", "mean confidence", "accuracy", (0, 1), (0, 1))
+
+
+def curves_charts(history: pd.DataFrame, best_epoch: int | None) -> str:
+    """Loss, validation macro-F1 and validation NCMI per epoch; the selected epoch is marked."""
+    epochs = history["epoch"].tolist()
+    charts = []
+    panels = (
+        ("loss", [("train", "train_loss"), ("validation", "val_loss")]),
+        ("validation macro-F1 / accuracy", [("macro-F1", "val_macro_f1"), ("accuracy", "val_accuracy")]),
+        ("validation NCMI", [("NCMI", "val_ncmi")]),
+    )
+    for title, columns in panels:
+        series = [Series(name, epochs, history[col].tolist()) for name, col in columns if col in history]
+        if best_epoch is not None and series:
+            values = [v for s in series for v in s.y if v == v]
+            if values:
+                series.append(
+                    Series(f"selected (epoch {best_epoch})", [best_epoch] * 2, [min(values), max(values)], dash=True)
+                )
+        charts.append(chart(series, title, "epoch", title.split(" / ")[0]))
+    return f"<div class=charts>{''.join(charts)}</div>"
+
+
+def ncmi_section(metrics: dict[str, Any]) -> str:
+    return (
+        "<div class=cards>"
+        + "".join(
+            f"<div class=card><span>{name}</span><b>{_num(metrics.get(key), 4)}</b></div>"
+            for key, name in (("ncmi", "NCMI"), ("cmi", "CMI (concentration)"), ("gamma", "Gamma (separation)"))
+        )
+        + "</div><p class=muted>NCMI = CMI / Gamma of the class-probability outputs on this split: CMI measures how "
+        "spread each class's outputs are around their class centroid, Gamma how far apart different classes' outputs "
+        "are. Lower NCMI means tighter, better separated classes.</p>"
+    )
+
+
+def centre_table(predictions: pd.DataFrame, classes: list[str]) -> str:
+    """Slides, accuracy, balanced accuracy and macro-F1 per centre (macro over the classes seen in that centre)."""
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
+
+    rows = []
+    for centre, group in predictions.groupby("center", sort=True):
+        yt, yp = group["y_true"].tolist(), group["y_pred"].tolist()
+        seen = sorted(set(yt) | set(yp), key=classes.index)
+        balanced = balanced_accuracy_score(yt, yp) if len(set(yt)) > 1 else accuracy_score(yt, yp)
+        rows.append(
+            [
+                escape(str(centre) or "(none)"),
+                str(len(group)),
+                _num(accuracy_score(yt, yp)),
+                _num(balanced),
+                _num(f1_score(yt, yp, labels=seen, average="macro", zero_division=0)),
+                escape(", ".join(f"{c}: {yt.count(c)}" for c in classes if yt.count(c))),
+            ]
+        )
+    return table(["centre", "slides", "accuracy", "balanced acc.", "macro-F1", "true classes"], rows)
+
+
+def slide_table(predictions: pd.DataFrame, classes: list[str], views: dict[str, SlideView]) -> str:
+    """The per-slide table: sortable headers, one row per predicted slide carrying its image paths."""
+    flags = slide_flags(predictions, classes)
+    columns = [
+        ("slide", "slide_id", "text"),
+        ("case", "case_id", "text"),
+        ("centre", "center", "text"),
+        ("true", "y_true", "text"),
+        ("predicted", "y_pred", "text"),
+        *[(f"p({c})", f"p_{c}", "num") for c in classes],
+        ("confidence", "confidence", "num"),
+        ("flags", "flags", "text"),
+    ]
+    head = "".join(f"<th data-key='{escape(k)}' data-type='{t}'>{escape(n)}</th>" for n, k, t in columns)
+    probs = predictions[[f"p_{c}" for c in classes]].to_numpy(dtype=float)
+    rows = []
+    for i, row in enumerate(predictions.to_dict("records")):
+        view = views.get(row["slide_id"], SlideView())
+        confidence = float(probs[i].max())
+        truth = row.get("y_true", "")
+        summary = (
+            f"case {row['case_id']}, centre {row['center'] or '-'}: true {truth or '-'}, predicted {row['y_pred']}"
+        )
+        attrs = {
+            "slide": row["slide_id"],
+            "flags": " ".join(flags[i]),
+            "text": f"{row['slide_id']} {row['case_id']} {row['center']} {truth} {row['y_pred']}".lower(),
+            "summary": summary + f" ({confidence:.2f})",
+            "thumb": view.thumb,
+            "heat": view.heat,
+            "tiles": view.tiles,
+            "note": view.note,
+        }
+        data = " ".join(f"data-{k}='{escape(str(v))}'" for k, v in attrs.items() if v)
+        cells = [
+            f"<td class=t>{escape(row['slide_id'])}</td>",
+            f"<td class=t>{escape(str(row['case_id']))}</td>",
+            f"<td class=t>{escape(str(row['center']))}</td>",
+            f"<td class=t>{escape(str(truth))}</td>",
+            f"<td class='t pred'>{escape(row['y_pred'])}</td>",
+            *[f"<td data-v='{p:.6f}'>{p:.3f}</td>" for p in probs[i]],
+            f"<td data-v='{confidence:.6f}'>{confidence:.3f}</td>",
+            "<td class=t>"
+            + "".join(f"<span class='flag {f}'>{f.replace('_', ' ')}</span>" for f in flags[i])
+            + "</td>",
+        ]
+        cls = " class=wrong" if "wrong" in flags[i] else ""
+        rows.append(f"<tr{cls} {data}>{''.join(cells)}</tr>")
+    options = "".join(f"<option value='{f}'>{f.replace('_', ' ')}</option>" for f in FLAGS)
+    tools = (
+        "<div class=tools><input id=q type=search placeholder='filter: slide, case, centre, class' size=34>"
+        f"<select id=flag><option value=''>all slides</option>{options}</select><span id=count class=muted></span>"
+        "<span class=muted>Click a header to sort, a row to see the slide.</span></div>"
+    )
+    return (
+        f"{tools}<div class=split><div class=tablebox><table id=slides><thead><tr>{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div><div id=detail></div></div>"
+    )
+
+
+def _save_jpeg(image: Any, path: Path, side: int = IMAGE_SIDE) -> None:
+    """Scale a PIL image so its longest side is at most `side`, and save it as a JPEG atomically."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    scale = side / max(image.size)
+    if scale < 1:
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.BILINEAR)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="JPEG", quality=82)
+
+
+def slide_view(job: Path, slide_id: str, trained: Trained | None, encoder: str, folder: Path, top_k: int) -> SlideView:
+    """Thumbnail, attention heatmap and top-k tile montage of one slide, written as JPEGs into `folder`."""
+    from PIL import Image
+
+    from wsi_ncmi.bags import BagFormatError, read_bag, read_coords_attrs
+    from wsi_ncmi.encoders.embed import bag_path
+    from wsi_ncmi.evaluation.heatmap import attention_overlay, tile_scores
+    from wsi_ncmi.slides.backend import SlideError, open_slide
+    from wsi_ncmi.slides.lowres import read_lowres
+    from wsi_ncmi.tiling import coords_path, thumbnail_path
+
+    rel = quote(folder.name)
+    name = quote(slide_id)
+    thumb = None
+    source = thumbnail_path(job, slide_id)
+    if source.exists():
+        with Image.open(source) as image:
+            _save_jpeg(image, folder / f"{slide_id}.thumb.jpg")
+        thumb = f"{rel}/{name}.thumb.jpg"
+    if trained is None:
+        return SlideView(thumb, note="")
+    try:
+        bag = read_bag(bag_path(job, encoder, slide_id))
+        attrs = read_coords_attrs(coords_path(job, slide_id))
+    except BagFormatError as exc:
+        return SlideView(thumb, note=f"no heatmap: {exc}")
+    if len(bag) == 0:
+        return SlideView(thumb, note="no tiles: the slide was predicted from the training prior")
+    try:
+        scores = tile_scores(trained, bag.features)
+    except RuntimeError as exc:
+        return SlideView(thumb, note=f"no heatmap: the model cannot read this bag ({exc})")
+    if scores.attention is None:
+        return SlideView(thumb, note=f"no heatmap: model {trained.checkpoint['model']!r} has no attention")
+    mpp0 = float(attrs["mpp_level0"])
+    longest = max(int(attrs["level0_width"]), int(attrs["level0_height"]))
+    top = np.argsort(-scores.attention)[:top_k]
+    size = int(attrs["patch_size"])
+    try:
+        with open_slide(str(attrs["slide_path"]), str(attrs.get("backend", "auto"))) as slide:
+            low = read_lowres(slide, mpp0, max(2.0, longest * mpp0 / IMAGE_SIDE))
+            tiles = [slide.read_region(tuple(bag.coords[i]), int(attrs["patch_level"]), (size, size)) for i in top]
+    except (SlideError, OSError) as exc:
+        return SlideView(thumb, note=f"no heatmap: slide {attrs['slide_path']} not readable ({exc})")
+    blended = attention_overlay(low.image, low.scale, bag.coords, scores.attention, int(attrs["patch_size_level0"]))
+    _save_jpeg(Image.fromarray((blended * 255).round().astype(np.uint8)), folder / f"{slide_id}.heat.jpg")
+    montage = Image.new("RGB", (TILE_SIDE * len(tiles) + 4 * (len(tiles) - 1), TILE_SIDE), "white")
+    for k, tile in enumerate(tiles):
+        montage.paste(Image.fromarray(tile).resize((TILE_SIDE, TILE_SIDE)), (k * (TILE_SIDE + 4), 0))
+    _save_jpeg(montage, folder / f"{slide_id}.tiles.jpg", side=montage.width)
+    return SlideView(thumb, f"{rel}/{name}.heat.jpg", f"{rel}/{name}.tiles.jpg")
+
+
+def run_report(
+    run: Path,
+    out: Path,
+    split: str = "test",
+    job: Path | None = None,
+    top_k: int = 8,
+    overwrite: bool = False,
+    device: str = "cpu",
+    progress: bool = True,
+) -> Path:
+    """Write the HTML report of one run on one split (images of every slide when `job` is given); returns `out`."""
+    import pandas as pd
+
+    from wsi_ncmi.mil.train import load_trained
+
+    run, out = Path(run), Path(out)
+    _check_out(out, overwrite)
+    metrics, predictions, config = read_run_outputs(run, split)
+    classes = _classes(metrics, predictions)
+    index = {c: i for i, c in enumerate(classes)}
+    probs = predictions[[f"p_{c}" for c in classes]].to_numpy(dtype=float)
+    labelled = "y_true" in predictions and bool((predictions["y_true"] != "").all())
+    trained = load_trained(run / "model.pt", device) if (run / "model.pt").exists() else None
+    best_epoch = int(trained.checkpoint["epoch"]) if trained and "epoch" in trained.checkpoint else None
+    views: dict[str, SlideView] = {}
+    if job is not None and not (Path(job) / "tiles").is_dir():
+        raise ReportError(f"{job}: no tiles/ folder; give the job folder the run's bags were embedded from")
+    if job is not None:
+        folder = files_dir(out)
+        if folder.exists() and overwrite:
+            shutil.rmtree(folder)
+        folder.mkdir(exist_ok=True)
+        encoder = str(config.get("encoder", {}).get("encoder", ""))
+        views = _slide_views(job, predictions["slide_id"].tolist(), trained, encoder, folder, top_k, progress)
+    sections = [section("Headline metrics", _headline(metrics, config), "headline")]
+    if labelled:
+        y_true = np.asarray([index[c] for c in predictions["y_true"]])
+        matrix = np.asarray((metrics.get("confusion_matrix") or {}).get("matrix", np.zeros((len(classes),) * 2)))
+        sections += [
+            section("Per class", _per_class(metrics, classes), "per-class"),
+            section("Confusion matrix", confusion_html(matrix, classes), "confusion"),
+            section(
+                "ROC and calibration",
+                f"<div class=charts>{roc_chart(y_true, probs, classes)}{reliability_chart(y_true, probs)}</div>",
+                "roc",
+            ),
+        ]
+    if (run / "history.csv").exists():
+        sections.append(
+            section("Learning curves", curves_charts(pd.read_csv(run / "history.csv"), best_epoch), "curves")
+        )
+    sections.append(section("NCMI diagnostic", ncmi_section(metrics), "ncmi"))
+    if labelled:
+        sections.append(section("Per centre", centre_table(predictions, classes), "centres"))
+    sections.append(section(f"Slides ({len(predictions)})", slide_table(predictions, classes, views), "per-slide"))
+    training = config["training"]
+    title = f"{run.name}: {split} split"
+    subtitle = (
+        f"{training.get('model')} with {training.get('loss')} loss, seed {training.get('seed')}; "
+        f"{len(predictions)} slides; run folder {run}"
+    )
+    _write_html(page(title, subtitle, sections, {"run": str(run), "split": split, "metrics": metrics}), out)
+    return out
+
+
+def _slide_views(
+    job: Path,
+    slide_ids: list[str],
+    trained: Trained | None,
+    encoder: str,
+    folder: Path,
+    top_k: int,
+    progress: bool,
+) -> dict[str, SlideView]:
+    from rich.progress import Progress
+
+    views = {}
+    with Progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task("slide images", total=len(slide_ids))
+        for slide_id in slide_ids:
+            views[slide_id] = slide_view(Path(job), slide_id, trained, encoder, folder, top_k)
+            bar.advance(task)
+    return views
+
+
+def paired_summary(differences: pd.DataFrame, metric: str, resamples: int = 10000, seed: int = 0) -> dict[str, Any]:
+    """Mean paired difference of `metric` and its percentile bootstrap 95% CI over the pairs (seeded)."""
+    values = differences[f"delta_{metric}"].dropna().to_numpy(dtype=float)
+    if len(values) == 0:
+        return {"n": 0, "mean": math.nan, "ci": None}
+    rng = np.random.default_rng(seed)
+    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(1)
+    return {
+        "n": len(values),
+        "mean": float(values.mean()),
+        "ci": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))] if len(values) > 1 else None,
+    }
+
+
+def experiment_report(
+    runs: list[Path],
+    out: Path,
+    split: str = "test",
+    baseline: str = "ce",
+    overwrite: bool = False,
+) -> Path:
+    """Write the comparison of runs (losses/models over seeds): mean ± std, paired differences, a per-seed plot."""
+    from wsi_ncmi.evaluation.compare import METRICS, collect, paired, summarise
+
+    out = Path(out)
+    _check_out(out, overwrite)
+    frame = collect([Path(r) for r in runs], split)
+    summary = summarise(frame)
+    rows = [
+        [escape(f"{r['model']} / {r['loss']}"), str(r["runs"])]
+        + [f"{_num(r[f'{m}_mean'])} ± {_num(r[f'{m}_std'])}" for m in METRICS]
+        for r in summary.to_dict("records")
+    ]
+    sections = [section("Mean ± std over runs", table(["model / loss", "runs", *METRICS], rows), "summary")]
+    differences = paired(frame, baseline)
+    if len(differences):
+        paired_rows = []
+        for (model, loss), group in differences.groupby(["model", "loss"], sort=True):
+            cells = []
+            for metric in METRICS:
+                s = paired_summary(group, metric)
+                ci = f" [{s['ci'][0]:+.3f}, {s['ci'][1]:+.3f}]" if s["ci"] else ""
+                cells.append(f"{s['mean']:+.3f}{ci}" if s["n"] else "n/a")
+            paired_rows.append([escape(f"{model}: {loss} − {baseline}"), str(len(group)), *cells])
+        per_seed = [
+            [escape(f"{r['model']}: {r['loss']} − {baseline}"), escape(str(r["seed"]))]
+            + [f"{r[f'delta_{m}']:+.3f}" if r[f"delta_{m}"] == r[f"delta_{m}"] else "n/a" for m in METRICS]
+            for r in differences.to_dict("records")
+        ]
+        body = (
+            table(["pair", "pairs", *METRICS], paired_rows)
+            + "<p class=muted>Mean difference over runs paired by model, seed and split file, with a percentile "
+            "bootstrap 95% CI over the pairs (10,000 resamples, seeded); a CI that excludes 0 is a consistent "
+            "difference on these seeds, not a guarantee for new data.</p>" + table(["pair", "seed", *METRICS], per_seed)
+        )
+    else:
+        body = (
+            f"<p class=muted>No pairs: each (model, seed, split file) needs a {escape(baseline)} run beside the "
+            "others.</p>"
+        )
+    sections.append(section(f"Paired differences against {baseline}", body, "paired"))
+    sections.append(section("Per seed", _per_seed_charts(frame), "per-seed"))
+    links = []
+    for r in frame.to_dict("records"):
+        report = Path(r["run"]) / "report.html"
+        target = escape(os.path.relpath(report, out.parent)) if report.exists() else ""
+        name = escape(Path(r["run"]).name)
+        link = f"<a href='{target}'>{name}</a>" if target else name
+        links.append(
+            [link, escape(r["model"]), escape(r["loss"]), escape(str(r["seed"]))] + [_num(r[m]) for m in METRICS]
+        )
+    sections.append(section("Runs", table(["run", "model", "loss", "seed", *METRICS], links), "runs"))
+    subtitle = f"{len(frame)} runs on the {split} split; paired differences against {baseline}"
+    records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    data = {"split": split, "baseline": baseline, "runs": json.loads(json.dumps(records, default=str))}
+    _write_html(page("Experiment comparison", subtitle, sections, data), out)
+    return out
+
+
+def _per_seed_charts(frame: pd.DataFrame) -> str:
+    seeds = sorted(frame["seed"].unique().tolist())
+    position = {s: i for i, s in enumerate(seeds)}
+    charts = []
+    for metric in ("macro_f1", "accuracy", "auc"):
+        series = []
+        for (model, loss), group in frame.groupby(["model", "loss"], sort=True):
+            group = group.sort_values("seed")
+            series.append(
+                Series(
+                    f"{model} / {loss}",
+                    [position[s] for s in group["seed"]],
+                    group[metric].tolist(),
+                    style="both",
+                    labels=[f"seed {s}" for s in group["seed"]],
+                )
+            )
+        ticks = [(i, f"seed {s}") for i, s in enumerate(seeds)]
+        charts.append(chart(series, metric, "seed", metric, (-0.5, len(seeds) - 0.5), None, ticks))
+    return f"<div class=charts>{''.join(charts)}</div>"
+
+
+def pipeline_reports(runs: list[Path], job: Path, runs_dir: Path, split: str = "test") -> tuple[Path, list[Path]]:
+    """What `run` and `demo` write: RUN/report.html (with slide images) for the first run of each (model, loss),
+    then RUNS/report.html comparing every run and linking to those; both replaced on every pipeline run."""
+    from wsi_ncmi.evaluation.evaluate import run_config
+
+    firsts: dict[tuple[str, str], Path] = {}
+    for run in runs:
+        training = run_config(run)["training"]
+        firsts.setdefault((str(training["model"]), str(training["loss"])), Path(run))
+    written = [
+        run_report(run, run / "report.html", split, job, overwrite=True, progress=False) for run in firsts.values()
+    ]
+    return experiment_report(runs, Path(runs_dir) / "report.html", split, overwrite=True), written

@@ -1,0 +1,1 @@
+"""Exports of results into other tools' formats (QuPath GeoJSON)."""

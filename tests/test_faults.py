@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from wsi_ncmi.cli import app
 from wsi_ncmi.status import read_status
 from wsi_ncmi.synthetic import SlideSpec, write_slide, write_synthetic_bags
+from wsi_ncmi.tiling import thumbnail_path
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -200,7 +201,7 @@ def test_stopping_tile_with_workers(cohort: Path, tmp_path: Path, how: str) -> N
     assert process.returncode == 128 + signum and stopped_after < 15, (process.returncode, stopped_after, err)
     assert "run the same command again to resume" in err and "Traceback" not in err
     rows = read_status(job / "status" / "tile.csv")
-    thumbnails = {p.stem for p in (job / "thumbnails").glob("*.png")}
+    thumbnails = {p.stem for p in (job / "thumbnails").glob("*.jpg")}
     assert 0 < len(rows) < 300 and {r.slide_id for r in rows} <= thumbnails and all(r.status == "ok" for r in rows)
     assert _leftovers(job) == []
 
@@ -210,7 +211,7 @@ def test_a_slide_another_process_is_tiling_is_busy_not_failed(cohort: Path, tmp_
     job = tmp_path / "job"
     first = runner.invoke(app, ["tile", "--manifest", str(manifest), "--out", str(job)])
     assert first.exit_code == 0, first.output
-    (job / "thumbnails" / "slide_001.png").unlink()
+    thumbnail_path(job, "slide_001").unlink()
     (job / "tiles").joinpath("slide_001.h5.lock").write_text(
         json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "time": time.time()})
     )

@@ -93,7 +93,7 @@ def test_extra_tile_datasets_and_the_tile_union(results_job: tuple[Path, Path], 
     with h5py.File(copy / "tiles" / "r0.h5", "a") as h5:
         n = len(h5["coords"])
         sharpness = np.linspace(0.5, 2.5, n, dtype=np.float32)
-        h5["qc_sharpness"] = sharpness
+        h5["focus_score"] = sharpness
         h5["coords"].attrs["slide_path"] = str(tmp_path / "moved.tif")
         coords, size = h5["coords"][:], int(h5["coords"].attrs["patch_size_level0"])
     out = tmp_path / "out"
@@ -101,7 +101,7 @@ def test_extra_tile_datasets_and_the_tile_union(results_job: tuple[Path, Path], 
     assert result.exit_code == 0, result.output
     collection = json.loads((out / "r0.geojson").read_text())
     tiles = [f for f in collection["features"] if f["properties"]["objectType"] == "detection"]
-    values = [t["properties"]["measurements"]["qc_sharpness"] for t in tiles]
+    values = [t["properties"]["measurements"]["focus_score"] for t in tiles]
     assert values == pytest.approx(sharpness.tolist(), rel=1e-5)
     assert "attention" not in tiles[0]["properties"]["measurements"] and "prediction" not in collection["properties"]
     assert collection["properties"]["tissue_source"] == "tile union"

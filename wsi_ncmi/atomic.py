@@ -30,7 +30,8 @@ def remove_pending() -> None:
 def atomic_path(path: Path | str) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it to `path`, on error remove it.
 
-    An interrupted writer therefore never leaves a half-written file under the final name.
+    An interrupted writer therefore never leaves a half-written file under the final name; an OSError that names
+    no file (a full disk) is raised again naming `path`.
     """
     path = Path(path)
     if path.is_dir():
@@ -40,6 +41,11 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -29,6 +29,7 @@ from wsi_ncmi.mil.data import BagSet, class_weights, epoch_order, subsample
 from wsi_ncmi.mil.distributed import Cluster
 from wsi_ncmi.mil.heads import Head, build_head
 from wsi_ncmi.mil.models import MILModel, build_model
+from wsi_ncmi.mil.speed import EpochLosses, adamw, sized_threads
 
 CHECKPOINT_VERSION = 1
 SINGLE = Cluster()
@@ -65,6 +66,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     seed: int = 1
     device: str = "auto"
+    threads: int | None = None
     max_tiles: int | None = None
     balanced_sampling: bool = False
     class_weights: str = "none"
@@ -82,6 +84,8 @@ class TrainConfig:
             problems.append(f"lr must be positive, got {self.lr}")
         if self.class_weights not in ("none", "balanced"):
             problems.append(f"class_weights must be none or balanced, got {self.class_weights!r}")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"threads must be >= 1 (or null: chosen from the step size), got {self.threads}")
         if self.max_tiles is not None and self.max_tiles < 1:
             problems.append(f"max_tiles must be >= 1, got {self.max_tiles}")
         if problems:
@@ -237,6 +241,7 @@ def _write_history(rows: list[dict[str, Any]], path: Path) -> pd.DataFrame:
     return frame
 
 
+@sized_threads
 def train(
     train_bags: BagSet,
     val_bags: BagSet,
@@ -277,7 +282,7 @@ def train(
     model = build_model(config.model, train_bags.dim, **config.model_args).to(device)
     head = build_head(config.loss, model.dim, n_classes, **config.loss_args).to(device)
     parameters = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = adamw(parameters, config.lr, config.weight_decay, device)
     step = _Step(model, head, device)
     if cluster.world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -286,13 +291,15 @@ def train(
             step, broadcast_buffers=False, device_ids=[device.index] if device.type == "cuda" else None
         )
     steps = len(cluster.share(train_index))
+    targets = torch.as_tensor(train_bags.labels, device=device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(config.warmup_epochs * steps, config.epochs * steps)
     )
     console.print(
         f"{config.model}: {sum(p.numel() for p in model.parameters()):,} parameters; {config.loss} head: "
         f"{sum(p.numel() for p in head.parameters()):,}; {len(train_index)} training and {len(val_bags)} "
-        f"validation bags; device {device}" + (f"; {cluster.world} processes" if cluster.world > 1 else "")
+        f"validation bags; device {device}, {torch.get_num_threads()} thread(s)"
+        + (f"; {cluster.world} processes" if cluster.world > 1 else "")
     )
     history: list[dict[str, Any]] = []
     best = {"epoch": -1, "macro_f1": -math.inf, "auc": -math.inf}
@@ -332,15 +339,13 @@ def train(
         model.train()
         order = cluster.share(train_index[epoch_order(labels, config.seed, epoch, config.balanced_sampling)])
         rng = np.random.default_rng([config.seed, epoch, 1])
-        losses = []
+        losses = EpochLosses([train_bags.slide_ids[i] for i in order], device)
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(order), loss="")
             for i in order:
                 x = torch.from_numpy(subsample(train_bags.features(i), config.max_tiles, rng)).to(device)
-                y = torch.tensor([int(train_bags.labels[i])], device=device)
+                y = targets[i : i + 1]
                 loss, h = step(x, y)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"non-finite loss on slide {train_bags.slide_ids[i]}")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip:
@@ -348,14 +353,14 @@ def train(
                 optimizer.step()
                 scheduler.step()
                 head.after_step(cluster.gather(h[None]), cluster.gather(y))
-                losses.append(float(loss.detach()))
-                bar.update(task, advance=1, loss=f"loss {np.mean(losses):.4f}")
+                losses.add(loss)
+                bar.update(task, advance=1, **losses.shown())
         if head.needs_epoch_pass:
             _epoch_pass(model, head, train_bags, train_index, device, cluster)
         metrics, val_loss = _validate(model, head, val_bags, prior, n_classes, device, cluster)
         row = {
             "epoch": epoch + 1,
-            "train_loss": float(np.mean(losses)) if losses else math.nan,
+            "train_loss": losses.mean(),
             "val_loss": val_loss,
             "val_macro_f1": metrics["macro_f1"],
             "val_accuracy": metrics["accuracy"],

@@ -33,6 +33,7 @@ from wsi_ncmi.encoders.registry import EncoderSpec, encoder_folder, get_encoder
 from wsi_ncmi.encoders.weights import load_encoder, weights_label
 from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
 from wsi_ncmi.slides.backend import Slide, SlideError, open_slide
+from wsi_ncmi.slides.direct import read_direct
 from wsi_ncmi.status import FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -133,7 +134,10 @@ class TileDataset(Dataset):
     def read(self, slide_index: int, tile_index: int, fresh: bool = False) -> np.ndarray:
         work = self.work[slide_index]
         x, y = work.coords.coords[tile_index]
-        region = self._slide(slide_index, fresh).read_region((x, y), work.read_level, (work.read_size,) * 2)
+        slide = self._slide(slide_index, fresh)
+        region = None if fresh else read_direct(slide, (x, y), work.read_level, work.read_size)
+        if region is None:
+            region = slide.read_region((x, y), work.read_level, (work.read_size,) * 2)
         image = Image.fromarray(region)
         if work.read_size != work.tile_size:
             image = image.resize((work.tile_size,) * 2, Image.Resampling.BILINEAR)

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import torch
 
+from wsi_ncmi.cores import cpu_cores
+
 if TYPE_CHECKING:
     from wsi_ncmi.mil.data import BagSet
 
@@ -37,7 +39,7 @@ def step_flops(model: torch.nn.Module, tiles: int) -> float:
 
 def usable_cores() -> int:
     """Cores this process may run on (its CPU affinity) that the 1-minute load average does not show as busy."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cores = cpu_cores()
     try:
         busy = round(os.getloadavg()[0])
     except OSError:

@@ -181,8 +181,13 @@ def read_direct(slide: Slide, location: tuple[int, int], level: int, size: int) 
 
 def decode_on_device(streams: list[bytes], device: torch.device) -> torch.Tensor:
     """Whole JPEG streams of equal-sized tiles decoded together on `device` (nvJPEG on CUDA): uint8 (n, 3, h, w)."""
-    import torch
-    from torchvision.io import ImageReadMode, decode_jpeg
+    import warnings
 
-    data = [torch.frombuffer(bytearray(s), dtype=torch.uint8) for s in streams]
-    return torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        data = [torch.frombuffer(bytearray(s), dtype=torch.uint8) for s in streams]
+        return torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))

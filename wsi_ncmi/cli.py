@@ -217,6 +217,22 @@ def embed(
         bool, typer.Option("--allow-download", help="Let torchvision/timm download missing weights.")
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed for --weights random.")] = 0,
+    stain_norm: Annotated[
+        str,
+        typer.Option(
+            "--stain-norm", help="Stain normalisation of each tile before the encoder: none, macenko or reinhard."
+        ),
+    ] = "none",
+    stain_target: Annotated[
+        Path | None,
+        typer.Option(
+            "--stain-target",
+            exists=True,
+            dir_okay=False,
+            help="H&E image (PNG, JPEG, TIFF) whose stains tiles are mapped to; default: a target fitted from a CC0 "
+            "H&E scan (CMU-1-Small-Region).",
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo slides whose bags exist.")] = False,
     shard: ShardOption = None,
     executor: ExecutorOption = "local",
@@ -248,6 +264,8 @@ def embed(
             overwrite,
             allow_download,
             seed,
+            stain_norm=stain_norm,
+            stain_target=None if stain_target is None else str(stain_target),
         )
     except ValueError as exc:
         raise _fail(str(exc)) from exc

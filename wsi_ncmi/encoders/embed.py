@@ -30,6 +30,8 @@ from wsi_ncmi.bags import (
 )
 from wsi_ncmi.devices import resolve_device
 from wsi_ncmi.encoders.registry import EncoderSpec, encoder_folder, get_encoder
+from wsi_ncmi.encoders.stain import METHODS as STAIN_METHODS
+from wsi_ncmi.encoders.stain import UNRECORDED, StainNormaliser, stain_normaliser
 from wsi_ncmi.encoders.weights import load_encoder, weights_label
 from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
 from wsi_ncmi.slides.backend import Slide, SlideError, open_slide
@@ -57,6 +59,8 @@ class EmbedSettings:
     seed: int = 0
     backend: str = "auto"
     max_failed_fraction: float = 0.05
+    stain_norm: str = "none"
+    stain_target: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -67,6 +71,8 @@ class EmbedSettings:
             raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         if self.batch_size < 1 or self.workers < 0:
             raise ValueError("batch size must be >= 1 and workers >= 0")
+        if self.stain_norm not in STAIN_METHODS:
+            raise ValueError(f"stain normalisation must be one of {', '.join(STAIN_METHODS)}, got {self.stain_norm!r}")
 
 
 def resolve_precision(precision: str, device: torch.device, spec: EncoderSpec) -> str:
@@ -111,8 +117,16 @@ class TileDataset(Dataset):
     on a fresh handle, then returned as zeros with ok=False.
     """
 
-    def __init__(self, work: list[SlideWork], input_size: int, backend: str, max_open: int = 4):
+    def __init__(
+        self,
+        work: list[SlideWork],
+        input_size: int,
+        backend: str,
+        max_open: int = 4,
+        stain: StainNormaliser | None = None,
+    ):
         self.work = work
+        self.stain = stain or StainNormaliser()
         self.input_size = input_size
         self.backend = backend
         self.max_open = max_open
@@ -138,7 +152,7 @@ class TileDataset(Dataset):
         region = None if fresh else read_direct(slide, (x, y), work.read_level, work.read_size)
         if region is None:
             region = slide.read_region((x, y), work.read_level, (work.read_size,) * 2)
-        image = Image.fromarray(region)
+        image = Image.fromarray(self.stain(region))
         if work.read_size != work.tile_size:
             image = image.resize((work.tile_size,) * 2, Image.Resampling.BILINEAR)
         if work.tile_size != self.input_size:
@@ -243,6 +257,7 @@ def plan_slide(
         except BagFormatError:
             attrs = None
         if attrs is not None:
+            attrs = {**UNRECORDED, **attrs}
             changed = [f"{k} was {attrs.get(k)!r}, now {v!r}" for k, v in expected.items() if attrs.get(k) != v]
             if attrs.get("coords_sha256") != coords_digest(coords.coords):
                 changed.append("the slide was tiled again since")
@@ -293,6 +308,7 @@ def embed_slides(
     precision = resolve_precision(settings.precision, device, spec)
     label = weights_label(settings.weights, spec, settings.seed)
     expected = _expected_attrs(settings, spec, precision, label)
+    expected.update(stain_normaliser(settings.stain_norm, settings.stain_target).attrs())
     out_dir = bag_path(job, spec.name, "x").parent
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: dict[str, StatusRow] = {}
@@ -392,7 +408,7 @@ def _run(
     work = [w for w in work if len(w.coords.coords)]
     if not work:
         return rows
-    dataset = TileDataset(work, spec.input_size, settings.backend)
+    dataset = TileDataset(work, spec.input_size, settings.backend, stain=StainNormaliser.from_attrs(expected))
     loader = DataLoader(
         dataset,
         batch_sampler=slide_batches(work, settings.batch_size),

@@ -113,15 +113,18 @@ def main() -> None:
     width, height = (int(v) for v in args.size.split("x"))
     auto = auto_workers(args.device)
     counts = sorted({1, 2, 4, auto})
+    load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         job, slide_id = make_job(Path(tmp), width, height)
         slide_path = Path(tmp) / f"{slide_id}.tif"
         single = single_process(slide_path, args.tiles, args.repeats, args.device)
         loader = readers(job, slide_id, args.repeats, counts)
+    load.append(os.getloadavg()[0])
     figures = {
         "slide_px": [width, height],
         "cpu_cores": cpu_cores(),
         "auto_workers": auto,
+        "load_average_1min_before_after": load,
         "single_process": single,
         "reader_processes": loader,
     }

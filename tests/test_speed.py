@@ -34,6 +34,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 def no_thread_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     monkeypatch.delenv(speed.THREADS_ENV, raising=False)
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     return monkeypatch
 
 
@@ -51,6 +52,10 @@ def test_small_steps_get_one_thread_large_ones_the_idle_cores(no_thread_env: pyt
     assert training_threads("abmil", {"dim": 512}, _bags(2, 10_000, 1024), 100, None)[0] == 1
     no_thread_env.setattr(speed.os, "getloadavg", lambda: (5.4, 0.0, 0.0))
     assert choose_threads(1e12)[0] == 3
+    no_thread_env.setenv("LOCAL_WORLD_SIZE", "2")
+    assert choose_threads(1e12)[0] == 1
+    no_thread_env.setattr(speed.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert choose_threads(1e12)[0] == 4
     no_thread_env.setattr(speed.os, "getloadavg", lambda: (11.0, 0.0, 0.0))
     assert choose_threads(1e12)[0] == 1
 

@@ -38,13 +38,14 @@ def step_flops(model: torch.nn.Module, tiles: int) -> float:
 
 
 def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity) that the 1-minute load average does not show as busy."""
+    """This process's share of the cores it may run on (its CPU affinity, split between the training processes
+    torchrun starts on this machine) that the 1-minute load average does not show as busy."""
     cores = cpu_cores()
     try:
         busy = round(os.getloadavg()[0])
     except OSError:
         busy = 0
-    return max(1, min(cores, cores - busy))
+    return max(1, (cores - busy) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def _positive(value: str, source: str) -> int:

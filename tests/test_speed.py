@@ -47,17 +47,17 @@ def _bags(n: int, tiles: int, dim: int) -> BagSet:
 def test_small_steps_get_one_thread_large_ones_the_idle_cores(no_thread_env: pytest.MonkeyPatch) -> None:
     no_thread_env.setattr(speed, "cpu_cores", lambda: 8)
     no_thread_env.setattr(speed.os, "getloadavg", lambda: (0.2, 0.0, 0.0))
-    assert training_threads("abmil", {"dim": 64}, _bags(3, 180, 32), None, None)[0] == 1
-    assert training_threads("abmil", {"dim": 512}, _bags(2, 10_000, 1024), None, None)[0] == 8
-    assert training_threads("abmil", {"dim": 512}, _bags(2, 10_000, 1024), 100, None)[0] == 1
+    assert training_threads("abmil", {"dim": 64}, _bags(3, 180, 32), None, None) == 1
+    assert training_threads("abmil", {"dim": 512}, _bags(2, 10_000, 1024), None, None) == 8
+    assert training_threads("abmil", {"dim": 512}, _bags(2, 10_000, 1024), 100, None) == 1
     no_thread_env.setattr(speed.os, "getloadavg", lambda: (5.4, 0.0, 0.0))
-    assert choose_threads(1e12)[0] == 3
+    assert choose_threads(1e12) == 3
     no_thread_env.setenv("LOCAL_WORLD_SIZE", "2")
-    assert choose_threads(1e12)[0] == 1
+    assert choose_threads(1e12) == 1
     no_thread_env.setattr(speed.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
-    assert choose_threads(1e12)[0] == 4
+    assert choose_threads(1e12) == 4
     no_thread_env.setattr(speed.os, "getloadavg", lambda: (11.0, 0.0, 0.0))
-    assert choose_threads(1e12)[0] == 1
+    assert choose_threads(1e12) == 1
 
 
 def test_step_work_grows_with_tiles_and_parameters() -> None:
@@ -68,10 +68,10 @@ def test_step_work_grows_with_tiles_and_parameters() -> None:
 
 def test_the_setting_then_the_environment_override_the_choice(no_thread_env: pytest.MonkeyPatch) -> None:
     no_thread_env.setenv("OMP_NUM_THREADS", "3")
-    assert choose_threads(1.0) == (3, "OMP_NUM_THREADS")
+    assert choose_threads(1.0) == 3
     no_thread_env.setenv(speed.THREADS_ENV, "5")
-    assert choose_threads(1.0) == (5, speed.THREADS_ENV)
-    assert choose_threads(1.0, setting=2) == (2, "the threads setting")
+    assert choose_threads(1.0) == 5
+    assert choose_threads(1.0, setting=2) == 2
     no_thread_env.setenv(speed.THREADS_ENV, "zero")
     with pytest.raises(ValueError, match="WSI_NCMI_THREADS='zero': threads must be a whole number >= 1"):
         choose_threads(1.0)

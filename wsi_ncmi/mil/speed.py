@@ -58,16 +58,15 @@ def _positive(value: str, source: str) -> int:
     return number
 
 
-def choose_threads(flops: float, setting: int | None = None) -> tuple[int, str]:
-    """Intra-op threads for training steps of `flops` work, and where the number comes from (for the log)."""
+def choose_threads(flops: float, setting: int | None = None) -> int:
+    """Intra-op threads for training steps of `flops` work: the setting, else WSI_NCMI_THREADS, else
+    OMP_NUM_THREADS, else one below SERIAL_FLOPS and this process's share of the idle cores above."""
     if setting is not None:
-        return _positive(str(setting), "threads"), "the threads setting"
+        return _positive(str(setting), "threads")
     for name in (THREADS_ENV, "OMP_NUM_THREADS"):
         if os.environ.get(name, "").strip():
-            return _positive(os.environ[name].strip(), name), name
-    if flops < SERIAL_FLOPS:
-        return 1, f"small steps (~{flops / 1e6:.0f} MFLOP)"
-    return usable_cores(), f"large steps (~{flops / 1e9:.1f} GFLOP) on the idle cores"
+            return _positive(os.environ[name].strip(), name)
+    return 1 if flops < SERIAL_FLOPS else usable_cores()
 
 
 def typical_tiles(bags: BagSet, max_tiles: int | None, sample: int = 16) -> int:
@@ -79,7 +78,7 @@ def typical_tiles(bags: BagSet, max_tiles: int | None, sample: int = 16) -> int:
 
 def training_threads(
     model_name: str, model_args: dict[str, Any], bags: BagSet, max_tiles: int | None, setting: int | None
-) -> tuple[int, str]:
+) -> int:
     """Threads for training `model_name` on `bags`; the model is built on the meta device to count its parameters."""
     from wsi_ncmi.mil.models import build_model
 
@@ -95,7 +94,7 @@ def sized_threads(train: Callable[..., Result]) -> Callable[..., Result]:
     @functools.wraps(train)
     def wrapper(train_bags: BagSet, *args: Any, **kwargs: Any) -> Result:
         config = kwargs["config"] if "config" in kwargs else args[2]
-        threads, _ = training_threads(
+        threads = training_threads(
             config.model, config.model_args, train_bags, config.max_tiles, getattr(config, "threads", None)
         )
         with intra_op_threads(threads):

@@ -6,10 +6,11 @@ tiles): straight from the JPEG tiles (wsi_ncmi.slides.direct), through OpenSlide
 same aligned places, and through OpenSlide half a tile off the TIFF's grid (what unaligned grids cost). Then
 tiles/s of the embedding's reader (TileDataset in a DataLoader, resized to 224 px, no model) on a tiled job
 (0.5 um/px, 256 px: level 1, aligned) with 1, 2 and 4 reader processes and `--workers auto`, with the direct path
-on and off. Interleaved repeats; medians.
+on and off. Also tiles/s of torchvision.io.decode_jpeg on whole JPEG streams of the same tiles in batches of 256,
+on --device (nvJPEG on CUDA; libjpeg on the CPU), bytes already read. Interleaved repeats; medians.
 
     python benchmarks/decode.py
-    python benchmarks/decode.py --device cuda    # adds nvJPEG decoding of the same tiles on the GPU
+    python benchmarks/decode.py --device cuda    # the whole-stream batch decode on the GPU (nvJPEG)
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import numpy as np
+import torch
 from common import summary, write_result
 from embedding import make_job, read_alone
 
@@ -31,7 +33,7 @@ from wsi_ncmi.bags import read_coords
 from wsi_ncmi.cores import auto_workers, cpu_cores
 from wsi_ncmi.encoders.embed import EmbedSettings
 from wsi_ncmi.slides.backend import open_slide
-from wsi_ncmi.slides.direct import SWITCH, direct_reader, read_direct, reader_for
+from wsi_ncmi.slides.direct import SWITCH, decode_on_device, direct_reader, read_direct, reader_for
 
 
 def single_process(slide_path: Path, tiles: int, repeats: int, device: str) -> dict:
@@ -48,34 +50,28 @@ def single_process(slide_path: Path, tiles: int, repeats: int, device: str) -> d
         "tiffslide": lambda x, y: slides["tiffslide"].read_region((x, y), 0, (256, 256)),
         "openslide_unaligned": lambda x, y: slides["openslide"].read_region((x + 128, y + 128), 0, (256, 256)),
     }
-    if device.startswith("cuda"):
-        import torch
+    reader = reader_for(slides["openslide"], 0, 256)
+    streams = [reader.stream(x, y) for x, y in places]
+    target = torch.device(device)
+    batch_key = f"torchvision_decode_only_{target.type}_batch256"
 
-        from wsi_ncmi.slides.direct import decode_on_device
-
-        reader = reader_for(slides["openslide"], 0, 256)
-        streams = [reader.stream(x, y) for x, y in places]
-        target = torch.device(device)
-
-        def gpu_batch() -> None:
-            for start in range(0, len(streams), 256):
-                decode_on_device(streams[start : start + 256], target)
+    def batch_decode() -> None:
+        for start in range(0, len(streams), 256):
+            decode_on_device(streams[start : start + 256], target)
+        if target.type == "cuda":
             torch.cuda.synchronize()
 
-        gpu_batch()
-    seconds: dict[str, list[float]] = {name: [] for name in ways}
-    if device.startswith("cuda"):
-        seconds["nvjpeg_decode_only_batch256"] = []
+    batch_decode()
+    seconds: dict[str, list[float]] = {name: [] for name in [*ways, batch_key]}
     for _ in range(repeats):
         for name, read in ways.items():
             start = time.perf_counter()
             for x, y in places:
                 read(x, y)
             seconds[name].append(time.perf_counter() - start)
-        if device.startswith("cuda"):
-            start = time.perf_counter()
-            gpu_batch()
-            seconds["nvjpeg_decode_only_batch256"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        batch_decode()
+        seconds[batch_key].append(time.perf_counter() - start)
     for slide in slides.values():
         slide.close()
     rates = {name: len(places) / summary(s)["median"] for name, s in seconds.items()}

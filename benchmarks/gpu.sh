@@ -16,7 +16,7 @@ if [[ "${1:-}" == "--dry-run" ]]; then
     OUT=tmp/gpu-dry
     EMBED=(--encoder resnet18 --precision fp32 --batch-size 16 --size 4096x3072 --repeats 1)
     DECODE=(--size 4096x3072 --tiles 50 --repeats 1)
-    TRAIN=(--repeats 1)
+    TRAIN=(--repeats 1 --sizes 200)
 else
     "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'gpu.sh: torch sees no CUDA device')"
     DEVICE=cuda

@@ -180,7 +180,8 @@ def read_direct(slide: Slide, location: tuple[int, int], level: int, size: int) 
 
 
 def decode_on_device(streams: list[bytes], device: torch.device) -> torch.Tensor:
-    """Whole JPEG streams of equal-sized tiles decoded together on `device` (nvJPEG on CUDA): uint8 (n, 3, h, w)."""
+    """Whole JPEG streams of equal-sized tiles decoded together on `device` (nvJPEG on CUDA): uint8 (n, 3, h, w),
+    channels-last in memory as the decoder writes them (stacking them channels-first would cost a transposing copy)."""
     import warnings
 
     import torch
@@ -190,4 +191,5 @@ def decode_on_device(streams: list[bytes], device: torch.device) -> torch.Tensor
         from torchvision.io import ImageReadMode, decode_jpeg
 
         data = [torch.frombuffer(bytearray(s), dtype=torch.uint8) for s in streams]
-        return torch.stack(decode_jpeg(data, mode=ImageReadMode.RGB, device=device))
+        images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    return torch.stack([image.permute(1, 2, 0) for image in images]).permute(0, 3, 1, 2)

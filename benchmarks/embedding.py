@@ -79,8 +79,8 @@ def model_alone(settings: EmbedSettings, n_tiles: int) -> float:
 
 def read_alone(job: Path, slide_id: str, settings: EmbedSettings) -> float:
     coords = read_coords(job / "tiles" / f"{slide_id}.h5")
-    work = [SlideWork(slide_id, str(coords.attrs["slide_path"]), Path("unused"), coords)]
-    dataset = TileDataset(work, get_encoder(settings.encoder).input_size, settings.backend)
+    work = [SlideWork(slide_id, str(coords.attrs["slide_path"]), {settings.encoder: Path("unused")}, coords)]
+    dataset = TileDataset(work, [get_encoder(settings.encoder).preprocess], settings.backend)
     loader = DataLoader(dataset, batch_sampler=slide_batches(work, settings.batch_size), num_workers=settings.workers)
     start = time.perf_counter()
     for _ in loader:

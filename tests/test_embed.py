@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from wsi_ncmi.bags import FEATURE_ATTRS, read_bag, read_coords
 from wsi_ncmi.cli import app
 from wsi_ncmi.encoders.embed import Embedder, EmbedSettings, TileDataset, bag_path, embed_slides, plan_slide
-from wsi_ncmi.encoders.registry import encoder_folder, get_encoder, list_encoders
+from wsi_ncmi.encoders.registry import Preprocess, encoder_folder, get_encoder, list_encoders
 from wsi_ncmi.encoders.weights import WeightsError, load_encoder
 from wsi_ncmi.slides.backend import open_slide
 from wsi_ncmi.synthetic import SlideSpec, write_slide
@@ -128,6 +128,15 @@ def test_resume_skips_and_refuses_changed_settings(job: Path) -> None:
     )
 
 
+def test_bags_from_before_the_preprocess_attribute_still_resume(job: Path) -> None:
+    _features(job)
+    path = bag_path(job, "resnet18", "small")
+    with h5py.File(path, "a") as h5:
+        assert h5["features"].attrs["preprocess"] == "resize=224,bilinear,crop=224"
+        del h5["features"].attrs["preprocess"]
+    assert embed_slides([("small", None)], job, FAST, progress=False)[0].status == "skipped"
+
+
 def test_retiling_makes_the_bag_stale(job: Path, small_slide: Path) -> None:
     _features(job)
     import pandas as pd
@@ -220,8 +229,8 @@ def test_dataset_zero_fills_after_one_retry(job: Path) -> None:
     from wsi_ncmi.encoders.embed import SlideWork
 
     coords = read_coords(job / "tiles" / "small.h5")
-    work = SlideWork("small", "/nonexistent.tif", Path("x"), coords)
-    tile, _, _, ok = TileDataset([work], 32, "auto")[(0, 0)]
+    work = SlideWork("small", "/nonexistent.tif", {"resnet18": Path("x")}, coords)
+    (tile,), _, _, ok = TileDataset([work], [Preprocess(32, 32)], "auto")[(0, 0)]
     assert not ok and tile.shape == (3, 32, 32) and not tile.any()
 
 
@@ -241,7 +250,7 @@ def test_weights_from_a_file_and_missing_imagenet(tmp_path: Path) -> None:
     torch.save({"fc.weight": torch.zeros(1)}, tmp_path / "partial.pth")
     with pytest.raises(WeightsError, match="missing from the file"):
         load_encoder(spec, str(tmp_path / "partial.pth"))
-    with pytest.raises(WeightsError, match="not 'imagenet', 'random' or an existing file"):
+    with pytest.raises(WeightsError, match="not 'pretrained', 'random' or an existing file"):
         load_encoder(spec, str(tmp_path / "absent.pth"))
 
 
@@ -257,7 +266,7 @@ def test_missing_imagenet_weights_error_says_what_to_do(
 def test_registry_and_timm_entries() -> None:
     assert {"resnet50_trunc", "resnet18", "resnet50"} <= set(list_encoders())
     assert get_encoder("resnet50_trunc").dim == 1024 and get_encoder("resnet50").dim == 2048
-    with pytest.raises(KeyError, match="known: resnet18"):
+    with pytest.raises(KeyError, match=r"known: .*resnet18"):
         get_encoder("nonsense")
     spec = get_encoder("timm:resnet10t")
     model, _ = load_encoder(spec, "random")

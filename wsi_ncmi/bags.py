@@ -75,8 +75,15 @@ def _typed_attrs(attrs: dict[str, Any], path: Path) -> dict[str, Any]:
     return {key: (COORDS_ATTRS[key](value) if key in COORDS_ATTRS else value) for key, value in attrs.items()}
 
 
-def write_coords(path: Path, coords: np.ndarray, tissue_fraction: np.ndarray, attrs: dict[str, Any]) -> None:
-    """Write a coords file atomically; `attrs` must hold every key of COORDS_ATTRS except format_version."""
+def write_coords(
+    path: Path,
+    coords: np.ndarray,
+    tissue_fraction: np.ndarray,
+    attrs: dict[str, Any],
+    extra: dict[str, np.ndarray] | None = None,
+) -> None:
+    """Write a coords file atomically; `attrs` must hold every key of COORDS_ATTRS except format_version; `extra`
+    adds per-tile datasets (one value per tile, such as `qc_sharpness`)."""
     path = Path(path)
     coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
     tissue_fraction = np.asarray(tissue_fraction, dtype=np.float32).reshape(-1)
@@ -88,6 +95,10 @@ def write_coords(path: Path, coords: np.ndarray, tissue_fraction: np.ndarray, at
         for key, value in typed.items():
             dset.attrs[key] = value
         h5.create_dataset("tissue_fraction", data=tissue_fraction)
+        for name, values in (extra or {}).items():
+            if len(values) != len(coords):
+                raise ValueError(f"{len(coords)} coords but {len(values)} values of {name}")
+            h5.create_dataset(name, data=values)
         h5.attrs["format_version"] = FORMAT_VERSION
 
 

@@ -6,7 +6,7 @@ Heavy libraries are imported inside the commands that need them, so `wsi-ncmi --
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -140,6 +140,10 @@ def tile(
         float | None,
         typer.Option("--assume-mpp", help="Level-0 um/px for slides whose metadata has none."),
     ] = None,
+    qc: Annotated[
+        str | None,
+        typer.Option("--qc", help="on: remove pen ink, black borders and blurry tiles (qc: in the config); off [on]."),
+    ] = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Slides tiled in parallel (processes).")] = 1,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo slides whose outputs exist.")] = False,
     config: Annotated[
@@ -156,9 +160,12 @@ def tile(
     from wsi_ncmi.shards import status_file
     from wsi_ncmi.tiling import TilingParams, tile_slides
 
+    if qc not in (None, "on", "off"):
+        raise _fail(f"--qc must be on or off, got {qc!r}")
     try:
         settings = override(
             load_yaml(config),
+            **{"qc.enabled": None if qc is None else qc == "on"},
             mpp=mpp,
             tile_size=tile_size,
             overlap=overlap,
@@ -187,17 +194,24 @@ def tile(
 @app.command()
 def embed(
     job: Annotated[Path, typer.Option("--job", help="Job folder written by `tile`; bags go to JOB/features/ENCODER.")],
-    encoder: Annotated[str, typer.Option("--encoder", help="resnet50_trunc, resnet18, resnet50 or timm:<name>.")] = (
-        "resnet50_trunc"
-    ),
+    encoder: Annotated[
+        list[str],
+        typer.Option(
+            "--encoder",
+            help="An entry of `wsi-ncmi encoders` or timm:<name>; repeat it to embed with several encoders in one "
+            "pass (each tile read once).",
+        ),
+    ] = ["resnet50_trunc"],  # noqa: B006
     manifest: Annotated[Path | None, typer.Option("--manifest", help="Embed these slides (path column).")] = None,
     slides: Annotated[Path | None, typer.Option("--slides", help="Embed the slide files in this folder.")] = None,
     weights: Annotated[
         str,
         typer.Option(
-            "--weights", help="imagenet (local cache), random (seeded; tests), or a state_dict/safetensors PATH."
+            "--weights",
+            help="pretrained (the entry's published weights, from the local cache; 'imagenet' is the same), "
+            "random (seeded; tests), or a state_dict/safetensors PATH.",
         ),
-    ] = "imagenet",
+    ] = "pretrained",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Tiles per forward pass.")] = 256,
     workers: Annotated[
         str,
@@ -211,10 +225,15 @@ def embed(
     precision: Annotated[
         str, typer.Option("--precision", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.")
     ] = "auto",
-    feature_dtype: Annotated[str, typer.Option("--feature-dtype", help="float32 or float16 on disk.")] = "float32",
+    feature_dtype: Annotated[
+        str,
+        typer.Option(
+            "--feature-dtype", help="float32 or float16 on disk (readers upcast; a slide beyond float16 range fails)."
+        ),
+    ] = "float32",
     also_pt: Annotated[bool, typer.Option("--also-pt", help="Also write CLAM-style {slide_id}.pt tensors.")] = False,
     allow_download: Annotated[
-        bool, typer.Option("--allow-download", help="Let torchvision/timm download missing weights.")
+        bool, typer.Option("--allow-download", help="Download missing weights (otherwise nothing is downloaded).")
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed for --weights random.")] = 0,
     stain_norm: Annotated[
@@ -241,19 +260,25 @@ def embed(
 ) -> None:
     """Embed every tile of every tiled slide into JOB/features/ENCODER/{slide_id}.h5 (features N x D + coords).
 
-    With --executor dask and a scheduler address, each slide's task asks its worker for the resource GPU=1 unless
+    With several --encoder, each tile is read and decoded once and fed to every encoder (each with its own resize
+    and normalisation); each encoder resumes on its own and writes its rows to status/embed-ENCODER.csv. With
+    --executor dask and a scheduler address, each slide's task asks its worker for the resource GPU=1 unless
     --device cpu: start GPU workers with `dask worker ... --resources GPU=1`, one CUDA_VISIBLE_DEVICES each.
     """
-    from wsi_ncmi.encoders.weights import WeightsError
+    from wsi_ncmi.encoders.registry import encoder_folder
+    from wsi_ncmi.encoders.weights import PUBLISHED, WeightsError
     from wsi_ncmi.shards import shard_of, status_file
     from wsi_ncmi.status import write_status
 
     try:
         from wsi_ncmi.cores import parse_workers
-        from wsi_ncmi.encoders.embed import EmbedSettings, embed_slides
+        from wsi_ncmi.encoders.embed import EmbedSettings
 
+        encoders = list(dict.fromkeys(encoder))
+        if len(encoders) > 1 and weights not in (*PUBLISHED, "random"):
+            raise ValueError("--weights PATH fits one encoder; with several --encoder use pretrained or random")
         settings = EmbedSettings(
-            encoder,
+            encoders[0],
             weights,
             batch_size,
             parse_workers(workers, device),
@@ -283,22 +308,95 @@ def embed(
         raise _fail(f"{job}: no slides to embed")
     if weights == "random":
         typer.secho(
-            f"warning: {encoder} with random-initialised weights (seed {seed}): features are for tests and "
-            "demos, not for real models",
+            f"warning: {', '.join(encoders)} with random-initialised weights (seed {seed}): features are for tests "
+            "and demos, not for real models",
             fg="yellow",
             err=True,
         )
     try:
-        if executor == "dask":
-            from wsi_ncmi.encoders.embed import embed_on_dask
-
-            rows = embed_on_dask(targets, job, settings, dask_workers, dask_scheduler)
-        else:
-            rows = embed_slides(targets, job, settings)
+        results = _embed_run(targets, job, settings, encoders, executor, dask_workers, dask_scheduler)
     except (WeightsError, KeyError, ValueError, RuntimeError) as exc:
         raise _fail(str(exc).strip('"')) from exc
-    write_status(status_file(job, "embed", part), rows)
-    raise typer.Exit(_summary(rows, "embed", status_file(job, "embed", part)))
+    codes = []
+    for name, rows in results.items():
+        stage = "embed" if len(results) == 1 else f"embed-{encoder_folder(name)}"
+        write_status(status_file(job, stage, part), rows)
+        codes.append(_summary(rows, stage, status_file(job, stage, part)))
+    raise typer.Exit(max(codes))
+
+
+def _embed_run(
+    targets: list[tuple[str, str | None]],
+    job: Path,
+    settings: Any,
+    encoders: list[str],
+    executor: str,
+    dask_workers: int,
+    dask_scheduler: str | None,
+) -> dict[str, list[Any]]:
+    """Rows per encoder: one pass over the tiles locally; on Dask, one pass per encoder (a task is one slide)."""
+    from dataclasses import replace
+
+    from wsi_ncmi.encoders.embed import embed_encoders, embed_on_dask
+
+    if executor != "dask":
+        return embed_encoders(targets, job, settings, encoders)
+    return {
+        name: embed_on_dask(targets, job, replace(settings, encoder=name), dask_workers, dask_scheduler)
+        for name in encoders
+    }
+
+
+@app.command()
+def encoders(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON.")] = False,
+) -> None:
+    """List the registered encoders: output dim, input size, preprocessing, precision, licence, and whether the
+    published weights are in the local cache (and where they are expected)."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from wsi_ncmi.encoders.registry import get_encoder, registered
+    from wsi_ncmi.encoders.weights import weights_present
+
+    rows = []
+    for name in registered():
+        spec = get_encoder(name)
+        found = spec.checkpoint.local() if spec.checkpoint else None
+        rows.append(
+            {
+                "encoder": name,
+                "dim": spec.dim,
+                "input_size": spec.input_size,
+                "preprocess": spec.preprocess.describe(),
+                "mean": list(spec.mean),
+                "std": list(spec.std),
+                "pooling": spec.pooling,
+                "precision": spec.precision,
+                "licence": spec.licence,
+                "weights": spec.weights_name,
+                "present": bool(weights_present(spec)),
+                "path": str(found or (spec.checkpoint.expected() if spec.checkpoint else "")),
+            }
+        )
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    table = Table(title="encoders (also timm:<name>)")
+    for column in ("encoder", "dim", "input", "precision", "licence", "local weights"):
+        table.add_column(column, justify="right" if column in ("dim", "input") else "left")
+    for row in rows:
+        table.add_row(
+            row["encoder"],
+            str(row["dim"]),
+            str(row["input_size"]),
+            row["precision"],
+            row["licence"],
+            "[green]yes[/]" if row["present"] else "[red]no[/]",
+        )
+    Console(highlight=False).print(table)
 
 
 @app.command()

@@ -53,6 +53,36 @@ class Lesion:
     diameter_um: float
 
 
+INK = {
+    "blue": (0.10, 0.55, 0.90),
+    "green": (0.20, 0.70, 0.30),
+    "red": (0.85, 0.18, 0.22),
+    "black": (0.10, 0.10, 0.12),
+}
+"""Marker inks as transmittance per RGB channel: ink multiplies whatever lies under it."""
+DARK = np.array([14.0, 14.0, 17.0])
+"""Colour of a scanner's black border."""
+
+
+@dataclass(frozen=True)
+class PenStroke:
+    """A marker stroke: a polyline through level-0 micrometre points, `width_um` wide, of an INK colour."""
+
+    color: str
+    points: tuple[tuple[float, float], ...]
+    width_um: float = 150.0
+
+
+@dataclass(frozen=True)
+class BlurRegion:
+    """An out-of-focus disc: centre and radius in level-0 micrometres, Gaussian blur of `sigma_um`."""
+
+    x_um: float
+    y_um: float
+    radius_um: float
+    sigma_um: float = 12.0
+
+
 @dataclass(frozen=True)
 class SlideSpec:
     """Everything that determines a synthetic slide's pixels."""
@@ -68,10 +98,20 @@ class SlideSpec:
     stain_shift: tuple[float, float, float] = (0.0, 0.0, 0.0)
     tile_size: int = TILE
     jpeg_quality: int = 85
+    pen_strokes: tuple[PenStroke, ...] = ()
+    blur_regions: tuple[BlurRegion, ...] = ()
+    dark_border_um: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    """Widths of a black border along the left, top, right and bottom edges."""
+    tissue_to_edges: bool = False
+    """Let tissue run into the slide's edges instead of fading out before them."""
 
     @property
     def label(self) -> str:
         return label_for_lesions([lesion.diameter_um for lesion in self.lesions])
+
+    @property
+    def has_artifacts(self) -> bool:
+        return bool(self.pen_strokes or self.blur_regions or any(self.dark_border_um))
 
 
 @dataclass
@@ -98,7 +138,8 @@ class TissueModel:
         border = np.minimum.reduce([yy, xx, shape[0] - 1 - yy, shape[1] - 1 - xx]) / max(margin, 1.0)
         noise = noise - noise.mean()
         noise /= noise.std() + 1e-12
-        noise = noise - 3.0 * np.clip(1.0 - border, 0.0, 1.0)
+        if not spec.tissue_to_edges:
+            noise = noise - 3.0 * np.clip(1.0 - border, 0.0, 1.0)
         threshold = np.quantile(noise, 1.0 - spec.tissue_fraction)
         return cls(field=(noise - threshold).astype(np.float32), field_mpp=FIELD_MPP, lesions=spec.lesions)
 
@@ -148,6 +189,52 @@ class TissueModel:
         return float(self.tissue(xx, yy).mean())
 
 
+def _segment_distance(x: np.ndarray, y: np.ndarray, a: tuple[float, float], b: tuple[float, float]) -> np.ndarray:
+    (ax, ay), (bx, by) = a, b
+    dx, dy = bx - ax, by - ay
+    t = np.clip(((x - ax) * dx + (y - ay) * dy) / max(dx * dx + dy * dy, 1e-12), 0.0, 1.0)
+    return np.hypot(x - (ax + t * dx), y - (ay + t * dy))
+
+
+def pen_truth(spec: SlideSpec, x_um: np.ndarray, y_um: np.ndarray) -> dict[str, np.ndarray]:
+    """Per ink colour, where that ink lies (broadcast arrays of level-0 micrometres)."""
+    shape = np.broadcast_shapes(np.shape(x_um), np.shape(y_um))
+    out: dict[str, np.ndarray] = {}
+    x_lo, x_hi, y_lo, y_hi = np.min(x_um), np.max(x_um), np.min(y_um), np.max(y_um)
+    for stroke in spec.pen_strokes:
+        inked = out.setdefault(stroke.color, np.zeros(shape, dtype=bool))
+        r = stroke.width_um / 2
+        for a, b in zip(stroke.points[:-1], stroke.points[1:], strict=True):
+            box = (min(a[0], b[0]) - r, min(a[1], b[1]) - r, max(a[0], b[0]) + r, max(a[1], b[1]) + r)
+            if _near(box, x_lo, y_lo, x_hi, y_hi):
+                inked |= _segment_distance(x_um, y_um, a, b) <= r
+    return out
+
+
+def dark_truth(spec: SlideSpec, x_um: np.ndarray, y_um: np.ndarray) -> np.ndarray:
+    """Where the black border lies."""
+    left, top, right, bottom = spec.dark_border_um
+    width_um, height_um = spec.width * spec.mpp, spec.height * spec.mpp
+    return (x_um < left) | (y_um < top) | (x_um >= width_um - right) | (y_um >= height_um - bottom)
+
+
+def blur_truth(spec: SlideSpec, x_um: np.ndarray, y_um: np.ndarray) -> np.ndarray:
+    """Where the slide is out of focus."""
+    inside = np.zeros(np.broadcast_shapes(np.shape(x_um), np.shape(y_um)), dtype=bool)
+    for region in spec.blur_regions:
+        inside |= (x_um - region.x_um) ** 2 + (y_um - region.y_um) ** 2 <= region.radius_um**2
+    return inside
+
+
+def artifact_truth(spec: SlideSpec, x_um: np.ndarray, y_um: np.ndarray) -> dict[str, np.ndarray]:
+    """Ground truth of the painted artifacts: 'pen' (any ink), 'dark' (border) and 'blur' masks."""
+    shape = np.broadcast_shapes(np.shape(x_um), np.shape(y_um))
+    pen = np.zeros(shape, dtype=bool)
+    for inked in pen_truth(spec, x_um, y_um).values():
+        pen |= inked
+    return {"pen": pen, "dark": dark_truth(spec, x_um, y_um), "blur": blur_truth(spec, x_um, y_um)}
+
+
 def _stain(spec: SlideSpec) -> tuple[np.ndarray, np.ndarray]:
     shift = np.asarray(spec.stain_shift)
     return np.clip(EOSIN + shift, 0, 255), np.clip(HEMATOXYLIN + 0.5 * shift, 0, 255)
@@ -162,8 +249,81 @@ def _palette(spec: SlideSpec) -> np.ndarray:
     return np.stack([BACKGROUND, eosin, hema, eosin * 0.85, hema * 0.9]).astype(np.int16)
 
 
+def _near(box: tuple[float, float, float, float], x0: float, y0: float, x1: float, y1: float) -> bool:
+    """Whether the axis-aligned box (left, top, right, bottom) meets the rectangle [x0, x1] x [y0, y1]."""
+    return box[0] <= x1 and box[2] >= x0 and box[1] <= y1 and box[3] >= y0
+
+
+def _artifacts_in(spec: SlideSpec, x0: float, y0: float, x1: float, y1: float) -> SlideSpec:
+    """The spec with only the artifacts that can touch the rectangle (micrometres), so clean tiles render fast."""
+    from dataclasses import replace
+
+    strokes = tuple(
+        stroke
+        for stroke in spec.pen_strokes
+        if _near(
+            (
+                min(p[0] for p in stroke.points) - stroke.width_um,
+                min(p[1] for p in stroke.points) - stroke.width_um,
+                max(p[0] for p in stroke.points) + stroke.width_um,
+                max(p[1] for p in stroke.points) + stroke.width_um,
+            ),
+            x0,
+            y0,
+            x1,
+            y1,
+        )
+    )
+    box = (x0, y0, x1, y1)
+    blurs = tuple(
+        b
+        for b in spec.blur_regions
+        if _near((b.x_um - b.radius_um, b.y_um - b.radius_um, b.x_um + b.radius_um, b.y_um + b.radius_um), *box)
+    )
+    left, top, right, bottom = spec.dark_border_um
+    width_um, height_um = spec.width * spec.mpp, spec.height * spec.mpp
+    touches = x0 < left or y0 < top or x1 >= width_um - right or y1 >= height_um - bottom
+    border = spec.dark_border_um if touches else (0.0, 0.0, 0.0, 0.0)
+    return replace(spec, pen_strokes=strokes, blur_regions=blurs, dark_border_um=border)
+
+
 def render_tile(spec: SlideSpec, model: TissueModel, level_ds: int, x0: int, y0: int, w: int, h: int) -> np.ndarray:
-    """RGB uint8 (h, w, 3) for the region whose top-left is (x0, y0) in pixels of the level downsampled by level_ds."""
+    """RGB uint8 (h, w, 3) for the region whose top-left is (x0, y0) in pixels of the level downsampled by level_ds,
+    with the spec's painted artifacts: out-of-focus discs, then marker ink, then the black border."""
+    mpp_level = spec.mpp * level_ds
+    if spec.has_artifacts:
+        spec = _artifacts_in(spec, x0 * mpp_level, y0 * mpp_level, (x0 + w) * mpp_level, (y0 + h) * mpp_level)
+    if not spec.has_artifacts:
+        return _render_tissue(spec, model, level_ds, x0, y0, w, h)
+    xs = (x0 + np.arange(w) + 0.5) * mpp_level
+    ys = (y0 + np.arange(h) + 0.5) * mpp_level
+    blurred = blur_truth(spec, xs[None, :], ys[:, None])
+    if blurred.any():
+        from PIL import Image
+        from scipy.ndimage import gaussian_filter
+
+        sigma = max(region.sigma_um for region in spec.blur_regions) / mpp_level
+        m = int(np.ceil(3 * sigma))
+        wide = _render_tissue(spec, model, level_ds, x0 - m, y0 - m, w + 2 * m, h + 2 * m)
+        k = max(1, int(sigma / 4))
+        small = np.asarray(Image.fromarray(wide).reduce(k)).astype(np.float32)
+        soft = gaussian_filter(small, sigma=(sigma / k, sigma / k, 0), mode="nearest")
+        soft = Image.fromarray(np.clip(soft, 0, 255).astype(np.uint8)).resize(wide.shape[1::-1], Image.BILINEAR)
+        crop = (slice(m, m + h), slice(m, m + w))
+        image = _render_tissue(spec, model, level_ds, x0, y0, w, h)
+        image = np.where(blurred[..., None], np.asarray(soft)[crop], image).astype(np.float32)
+    else:
+        image = _render_tissue(spec, model, level_ds, x0, y0, w, h).astype(np.float32)
+    for color, inked in pen_truth(spec, xs[None, :], ys[:, None]).items():
+        image = np.where(inked[..., None], image * np.asarray(INK[color], dtype=np.float32), image)
+    border = dark_truth(spec, xs[None, :], ys[:, None])
+    if border.any():
+        noise = np.random.default_rng([spec.seed, level_ds, y0, x0, 5]).normal(0.0, 4.0, (h, w, 3))
+        image = np.where(border[..., None], DARK + noise, image)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+def _render_tissue(spec: SlideSpec, model: TissueModel, level_ds: int, x0: int, y0: int, w: int, h: int) -> np.ndarray:
     mpp_level = spec.mpp * level_ds
     xs = (x0 + np.arange(w) + 0.5) * mpp_level
     ys = (y0 + np.arange(h) + 0.5) * mpp_level
@@ -171,7 +331,9 @@ def render_tile(spec: SlideSpec, model: TissueModel, level_ds: int, x0: int, y0:
     tissue = (model.sample_grid(xs, ys) > 0) | lesion
     if not tissue.any():
         return np.broadcast_to(BACKGROUND.astype(np.uint8), (h, w, 3)).copy()
-    rng = np.random.default_rng([spec.seed, level_ds, y0, x0])
+    shifted = [spec.seed, level_ds, 1 << 31, y0 + (1 << 30), x0 + (1 << 30)]
+    seed = [spec.seed, level_ds, y0, x0] if min(x0, y0) >= 0 else shifted
+    rng = np.random.default_rng(seed)
     density = np.where(lesion, 0.55, 0.12)
     cell_px = NUCLEUS_UM / mpp_level
     if cell_px >= 2.0:
@@ -300,6 +462,12 @@ def write_truth(spec: SlideSpec, folder: Path) -> Path:
         "tissue_mask": mask_path.name,
         "tissue_mask_mpp": model.field_mpp,
     }
+    if spec.has_artifacts:
+        truth = artifact_truth(spec, (xx + 0.5) * model.field_mpp, (yy + 0.5) * model.field_mpp)
+        for kind, where in truth.items():
+            with atomic_path(folder / f"{spec.slide_id}.{kind}.png") as tmp:
+                Image.fromarray((where * 255).astype(np.uint8)).save(tmp, format="PNG")
+            record[f"{kind}_mask"] = f"{spec.slide_id}.{kind}.png"
     path = folder / f"{spec.slide_id}.truth.json"
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(record, indent=2))
@@ -429,6 +597,12 @@ def load_truth(path: Path) -> tuple[SlideSpec, TissueModel]:
     fields = {k: v for k, v in record.items() if k in SlideSpec.__dataclass_fields__}
     fields["lesions"] = tuple(Lesion(**lesion) for lesion in record["lesions"])
     fields["stain_shift"] = tuple(record["stain_shift"])
+    fields["pen_strokes"] = tuple(
+        PenStroke(p["color"], tuple(tuple(pt) for pt in p["points"]), p["width_um"])
+        for p in record.get("pen_strokes", ())
+    )
+    fields["blur_regions"] = tuple(BlurRegion(**b) for b in record.get("blur_regions", ()))
+    fields["dark_border_um"] = tuple(record.get("dark_border_um", (0.0, 0.0, 0.0, 0.0)))
     spec = SlideSpec(**fields)
     return spec, TissueModel.from_spec(spec)
 

@@ -13,11 +13,13 @@ import numpy as np
 
 from wsi_ncmi.bags import BagFormatError, read_coords, write_coords
 from wsi_ncmi.locks import LockedError, slide_lock
+from wsi_ncmi.qc_report import no_tiles_reason, write_qc_table
 from wsi_ncmi.slides.backend import BACKENDS, SlideError, open_slide
-from wsi_ncmi.slides.grid import GRIDS, TileGeometry, grid_coords, tissue_fractions, tissue_grid_coords
+from wsi_ncmi.slides.grid import GRIDS, TileGeometry, grid_coords, tissue_grid_coords
 from wsi_ncmi.slides.lowres import read_lowres
 from wsi_ncmi.slides.mpp import MppError, resolve_mpp
 from wsi_ncmi.slides.overlay import draw_overlay, save_png
+from wsi_ncmi.slides.qc import QCParams, QCResult, detect_artifacts, select_tiles, whiten
 from wsi_ncmi.slides.tissue import TissueParams, tissue_mask
 from wsi_ncmi.status import FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
 
@@ -36,6 +38,7 @@ class TilingParams:
     assume_mpp: float | None = None
     thumbnail_px: int = 2048
     tissue: TissueParams = field(default_factory=TissueParams)
+    qc: QCParams = field(default_factory=QCParams)
 
     def __post_init__(self) -> None:
         problems = []
@@ -60,6 +63,7 @@ class TilingParams:
             problems.append(f"tissue.threshold must be 'otsu' or an integer 0-255, got {threshold!r}")
         if not self.tissue.mask_mpp > 0:
             problems.append(f"tissue.mask_mpp must be positive, got {self.tissue.mask_mpp}")
+        problems += self.qc.problems()
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -68,12 +72,15 @@ class TilingParams:
         """Build from a nested mapping (YAML config); unknown keys are an error naming them."""
         values = dict(values)
         tissue = values.pop("tissue", {}) or {}
+        qc = values.pop("qc", {}) or {}
         unknown = sorted(
-            set(values) - set(cls.__dataclass_fields__) | set(tissue) - set(TissueParams.__dataclass_fields__)
+            set(values) - set(cls.__dataclass_fields__)
+            | set(tissue) - set(TissueParams.__dataclass_fields__)
+            | {f"qc.{key}" for key in set(qc) - set(QCParams.__dataclass_fields__)}
         )
         if unknown:
             raise ValueError(f"unknown tiling setting(s): {', '.join(unknown)}")
-        return cls(**values, tissue=TissueParams(**tissue))
+        return cls(**values, tissue=TissueParams(**tissue), qc=QCParams(**qc))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +95,7 @@ class TilingParams:
             "grid": self.grid,
             "edge_tiles": self.edge_tiles,
             "tissue_params": json.dumps(self.tissue.to_dict(), sort_keys=True),
+            "qc_params": self.qc.fingerprint(),
         }
 
 
@@ -134,7 +142,7 @@ def _existing(task: TileTask) -> StatusRow | None:
         existing = read_coords(path)
     except BagFormatError:
         return None
-    attrs = {"grid": "slide", "edge_tiles": False, **existing.attrs}
+    attrs = {"grid": "slide", "edge_tiles": False, "qc_params": "off", **existing.attrs}
     expected = task.params.fingerprint()
     if task.manifest_mpp is not None and not math.isnan(task.manifest_mpp):
         expected["mpp_level0"] = float(task.manifest_mpp)
@@ -186,6 +194,8 @@ class TilingResult:
     geometry: TileGeometry
     attrs: dict[str, Any]
     warning: str
+    qc: QCResult | None = None
+    sharpness: np.ndarray | None = None
 
 
 def tile_geometry(task: TileTask) -> TilingResult:
@@ -197,14 +207,18 @@ def tile_geometry(task: TileTask) -> TilingResult:
         lowres = read_lowres(slide, mpp.value, params.tissue.mask_mpp)
         width, height = slide.dimensions
         backend = slide.backend
-    mask = tissue_mask(lowres.image, mpp.value * lowres.scale, params.tissue)
+    mask_mpp = mpp.value * lowres.scale
+    qc = detect_artifacts(lowres.image, mask_mpp, params.qc) if params.qc.enabled else None
+    mask = tissue_mask(lowres.image if qc is None else whiten(lowres.image, qc.removed), mask_mpp, params.tissue)
+    if qc is not None:
+        mask &= ~qc.removed
     size0, step0 = geometry.size_level0, geometry.step_level0
     if params.grid == "tissue":
         grid = tissue_grid_coords(mask, lowres.scale, width, height, size0, step0, params.edge_tiles)
     else:
         grid = grid_coords(width, height, size0, step0, params.edge_tiles)
-    fractions = tissue_fractions(mask, lowres.scale, grid, geometry.size_level0)
-    keep = (fractions >= params.min_tissue) & (fractions > 0)
+    chosen = select_tiles(lowres.image, mask, qc, params.qc, lowres.scale, mask_mpp, grid, size0, params.min_tissue)
+    keep = chosen.keep
     attrs = {
         **params.fingerprint(),
         "patch_size": geometry.read_size,
@@ -222,14 +236,20 @@ def tile_geometry(task: TileTask) -> TilingResult:
         "read_downsample": geometry.size_level0 / geometry.read_size,
         "slide_path": str(task.path),
         "backend": backend,
+        **chosen.summary,
     }
-    return TilingResult(grid[keep], fractions[keep], mask, lowres.image, lowres.scale, geometry, attrs, mpp.warning)
+    sharpness = None if chosen.sharpness is None else chosen.sharpness[keep]
+    fractions = chosen.tissue_fraction[keep]
+    return TilingResult(
+        grid[keep], fractions, mask, lowres.image, lowres.scale, geometry, attrs, mpp.warning, qc, sharpness
+    )
 
 
 def _tile(task: TileTask) -> StatusRow:
     result = tile_geometry(task)
     job = Path(task.job)
-    write_coords(coords_path(job, task.slide_id), result.coords, result.tissue_fraction, result.attrs)
+    extra = {} if result.sharpness is None else {"qc_sharpness": result.sharpness}
+    write_coords(coords_path(job, task.slide_id), result.coords, result.tissue_fraction, result.attrs, extra)
     overlay = draw_overlay(
         result.lowres_image,
         result.mask,
@@ -243,16 +263,7 @@ def _tile(task: TileTask) -> StatusRow:
     status = OK if n else NO_TISSUE
     warning = result.warning
     if not n:
-        warning = "; ".join(
-            filter(
-                None,
-                [
-                    warning,
-                    "no tissue found: empty coords file written (check the "
-                    "thumbnail; lower --min-tissue or tissue.threshold if tissue was missed)",
-                ],
-            )
-        )
+        warning = "; ".join(filter(None, [warning, no_tiles_reason(result.attrs)]))
     return StatusRow(
         task.slide_id,
         status,
@@ -275,7 +286,7 @@ def tile_slides(
     scheduler: str | None = None,
 ) -> list[StatusRow]:
     """Tile every slide of a validated manifest table (or of one shard of it) into JOB; write the status CSV
-    (JOB/status/tile.csv, or tile.shard-I-of-N.csv); return the rows."""
+    (JOB/status/tile.csv, or tile.shard-I-of-N.csv) and the QC table (qc.csv likewise); return the rows."""
     from wsi_ncmi.jobdir import prepare_job
     from wsi_ncmi.runner import run_slides
     from wsi_ncmi.shards import shard_of, status_file
@@ -297,4 +308,5 @@ def tile_slides(
     ]
     rows = run_slides(tile_slide, tasks, [t.slide_id for t in tasks], workers, "tiling", progress, executor, scheduler)
     write_status(status_file(job, "tile", shard), rows)
+    write_qc_table(status_file(job, "qc", shard), job, [row.slide_id for row in rows if not row.failed])
     return rows

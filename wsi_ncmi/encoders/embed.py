@@ -1,4 +1,8 @@
-"""The embedding stage: coords files + slides -> feature bags, one HDF5 file per slide.
+"""The embedding stage: coords files + slides -> feature bags, one HDF5 file per slide and encoder.
+
+Tiles flow: TileDataset.read (the slide region, decoded to uint8 at the tile size, once per tile whatever the
+number of encoders) -> each encoder's Preprocess (resize, crop) -> Embedder (normalise on the device, forward,
+pool) -> `storable` (finite, within the storage dtype) -> BagWriter.
 
 One DataLoader serves every slide, so its worker processes stay warm from slide to slide; batches never span two
 slides, so a slide's features are the same whether it is embedded alone or in a cohort. Each worker opens its
@@ -29,7 +33,7 @@ from wsi_ncmi.bags import (
     read_coords,
 )
 from wsi_ncmi.devices import resolve_device
-from wsi_ncmi.encoders.registry import EncoderSpec, encoder_folder, get_encoder
+from wsi_ncmi.encoders.registry import EncoderSpec, Preprocess, encoder_folder, get_encoder
 from wsi_ncmi.encoders.stain import METHODS as STAIN_METHODS
 from wsi_ncmi.encoders.stain import UNRECORDED, StainNormaliser, stain_normaliser
 from wsi_ncmi.encoders.weights import load_encoder, weights_label
@@ -47,7 +51,7 @@ class EmbedSettings:
     """Settings of an embedding run; see `wsi-ncmi embed --help`."""
 
     encoder: str = "resnet50_trunc"
-    weights: str = "imagenet"
+    weights: str = "pretrained"
     batch_size: int = 256
     workers: int = 4
     device: str = "auto"
@@ -88,11 +92,11 @@ def resolve_precision(precision: str, device: torch.device, spec: EncoderSpec) -
 
 @dataclass
 class SlideWork:
-    """One slide to embed: where to read, what to write."""
+    """One slide to embed: where to read, and the bag each encoder that still needs it writes."""
 
     slide_id: str
     slide_path: str
-    out_path: Path
+    outputs: dict[str, Path]
     coords: CoordsFile
     warnings: list[str] = field(default_factory=list)
 
@@ -110,26 +114,28 @@ class SlideWork:
 
 
 class TileDataset(Dataset):
-    """Tiles of several slides, addressed by (slide index, tile index); returns uint8 CHW tensors.
+    """Tiles of several slides, addressed by (slide index, tile index); returns one uint8 CHW tensor per encoder.
 
-    Resizing happens here (read size -> tile size -> encoder input size, antialiased); normalisation happens on
-    the device, so only uint8 crosses process and PCIe boundaries. A tile that cannot be read is retried once
-    on a fresh handle, then returned as zeros with ok=False.
+    Each tile is read and decoded once (`read`: the slide region at the tile size, uint8 HWC, shared by every
+    encoder), then each encoder's own resize and crop (`preprocess`) makes its input; normalisation happens on the
+    device, so only uint8 crosses process and PCIe boundaries. A tile that cannot be read is retried once on a
+    fresh handle, then returned as zeros with ok=False.
     """
 
     def __init__(
         self,
         work: list[SlideWork],
-        input_size: int,
+        preprocess: list[Preprocess],
         backend: str,
         max_open: int = 4,
         stain: StainNormaliser | None = None,
     ):
         self.work = work
+        self.preprocess = preprocess
         self.stain = stain or StainNormaliser()
-        self.input_size = input_size
         self.backend = backend
         self.max_open = max_open
+        self.reads = 0
         self._slides: dict[int, Slide] = {}
 
     def __len__(self) -> int:
@@ -146,31 +152,36 @@ class TileDataset(Dataset):
         return self._slides[index]
 
     def read(self, slide_index: int, tile_index: int, fresh: bool = False) -> np.ndarray:
+        """The decoded tile at the tiling's tile size (uint8 HWC): the one read shared by every encoder."""
+        self.reads += 1
         work = self.work[slide_index]
         x, y = work.coords.coords[tile_index]
         slide = self._slide(slide_index, fresh)
         region = None if fresh else read_direct(slide, (x, y), work.read_level, work.read_size)
         if region is None:
             region = slide.read_region((x, y), work.read_level, (work.read_size,) * 2)
-        image = Image.fromarray(self.stain(region))
-        if work.read_size != work.tile_size:
-            image = image.resize((work.tile_size,) * 2, Image.Resampling.BILINEAR)
-        if work.tile_size != self.input_size:
-            image = image.resize((self.input_size,) * 2, Image.Resampling.BILINEAR)
+        region = self.stain(region)
+        if work.read_size == work.tile_size:
+            return np.array(region)
+        image = Image.fromarray(region).resize((work.tile_size,) * 2, Image.Resampling.BILINEAR)
         return np.array(image)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, int, int, bool]:
-        slide_index, tile_index = key
-        ok = True
+    def decoded(self, slide_index: int, tile_index: int) -> tuple[np.ndarray, bool]:
+        """The decoded tile and whether it could be read (zeros at the tile size after one retry otherwise)."""
         try:
-            tile = self.read(slide_index, tile_index)
+            return self.read(slide_index, tile_index), True
         except Exception:
             try:
-                tile = self.read(slide_index, tile_index, fresh=True)
+                return self.read(slide_index, tile_index, fresh=True), True
             except Exception:
-                tile = np.zeros((self.input_size, self.input_size, 3), dtype=np.uint8)
-                ok = False
-        return torch.from_numpy(tile).permute(2, 0, 1), slide_index, tile_index, ok
+                size = self.work[slide_index].tile_size
+                return np.zeros((size, size, 3), dtype=np.uint8), False
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[list[torch.Tensor], int, int, bool]:
+        slide_index, tile_index = key
+        tile, ok = self.decoded(slide_index, tile_index)
+        inputs = [torch.from_numpy(prep(tile)).permute(2, 0, 1) for prep in self.preprocess]
+        return inputs, slide_index, tile_index, ok
 
 
 def slide_batches(work: list[SlideWork], batch_size: int) -> list[list[tuple[int, int]]]:
@@ -235,15 +246,22 @@ def _expected_attrs(settings: EmbedSettings, spec: EncoderSpec, precision: str, 
         "weights": label,
         "precision": precision,
         "input_size": spec.input_size,
+        "preprocess": spec.preprocess.describe(),
         "normalization": spec.normalization,
         "feature_dtype": settings.feature_dtype,
     }
 
 
+def _legacy_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """What bags written before an attribute existed did: every encoder's input was a bilinear resize to its size."""
+    size = attrs.get("input_size")
+    return {"preprocess": f"resize={size},bilinear,crop={size}"}
+
+
 def plan_slide(
     slide_id: str, slide_path: str | None, job: Path, settings: EmbedSettings, expected: dict[str, Any]
 ) -> SlideWork | StatusRow:
-    """Check one slide's inputs and existing outputs: work to do, or its final row (skipped / failed)."""
+    """Check one slide's inputs and one encoder's existing bag: work to do, or its final row (skipped / failed)."""
     out = bag_path(job, expected["encoder"], slide_id)
     try:
         coords = read_coords(Path(job) / "tiles" / f"{slide_id}.h5")
@@ -257,7 +275,7 @@ def plan_slide(
         except BagFormatError:
             attrs = None
         if attrs is not None:
-            attrs = {**UNRECORDED, **attrs}
+            attrs = {**UNRECORDED, **_legacy_attrs(attrs), **attrs}
             changed = [f"{k} was {attrs.get(k)!r}, now {v!r}" for k, v in expected.items() if attrs.get(k) != v]
             if attrs.get("coords_sha256") != coords_digest(coords.coords):
                 changed.append("the slide was tiled again since")
@@ -288,7 +306,16 @@ def plan_slide(
                 error=f"{path}: slide is {now[0]}x{now[1]} px but was {was[0]}x{was[1]} when tiled; "
                 "the file changed: tile it again with --overwrite",
             )
-    return SlideWork(slide_id, path, out, coords)
+    return SlideWork(slide_id, path, {expected["encoder"]: out}, coords)
+
+
+@dataclass
+class EncoderRun:
+    """One encoder of an embedding pass: its spec, the attributes its bags record, and (once loaded) its model."""
+
+    spec: EncoderSpec
+    expected: dict[str, Any]
+    embedder: Embedder | None = None
 
 
 def embed_slides(
@@ -298,41 +325,62 @@ def embed_slides(
     progress: bool = True,
     keep_model: bool = False,
 ) -> list[StatusRow]:
-    """Embed every (slide_id, slide path or None to use the coords file's) into JOB/features/{encoder}/.
+    """Embed every (slide_id, slide path or None to use the coords file's) into JOB/features/{encoder}/."""
+    name = get_encoder(settings.encoder).name
+    return embed_encoders(slides, job, settings, [name], progress, keep_model)[name]
 
-    Each slide's bag is locked while it is written, so concurrent workers never write the same bag. keep_model
-    keeps the loaded encoder in this process for the next call with the same settings (cluster workers).
+
+def embed_encoders(
+    slides: list[tuple[str, str | None]],
+    job: Path,
+    settings: EmbedSettings,
+    encoders: list[str],
+    progress: bool = True,
+    keep_model: bool = False,
+) -> dict[str, list[StatusRow]]:
+    """Embed every slide with every encoder in one pass: each tile is read and decoded once and fed to each encoder
+    (its own resize and normalisation) that still needs the slide; one bag folder and one row list per encoder.
+
+    Each bag is locked while it is written, so concurrent workers never write the same bag. keep_model keeps
+    the loaded encoders in this process for the next call with the same settings (cluster workers).
     """
-    spec = get_encoder(settings.encoder)
     device = resolve_device(settings.device)
-    precision = resolve_precision(settings.precision, device, spec)
-    label = weights_label(settings.weights, spec, settings.seed)
-    expected = _expected_attrs(settings, spec, precision, label)
-    expected.update(stain_normaliser(settings.stain_norm, settings.stain_target).attrs())
-    out_dir = bag_path(job, spec.name, "x").parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows: dict[str, StatusRow] = {}
-    work: list[SlideWork] = []
+    stain = stain_normaliser(settings.stain_norm, settings.stain_target).attrs()
+    runs: dict[str, EncoderRun] = {}
+    for name in encoders:
+        spec = get_encoder(name)
+        precision = resolve_precision(settings.precision, device, spec)
+        label = weights_label(settings.weights, spec, settings.seed)
+        runs[spec.name] = EncoderRun(spec, {**_expected_attrs(settings, spec, precision, label), **stain})
+        bag_path(job, spec.name, "x").parent.mkdir(parents=True, exist_ok=True)
+    rows: dict[str, dict[str, StatusRow]] = {name: {} for name in runs}
+    merged: dict[str, SlideWork] = {}
     for slide_id, path in slides:
-        planned = plan_slide(slide_id, path, Path(job), settings, expected)
-        if isinstance(planned, StatusRow):
-            rows[slide_id] = planned
-        else:
-            work.append(planned)
+        for name, run in runs.items():
+            planned = plan_slide(slide_id, path, Path(job), settings, run.expected)
+            if isinstance(planned, StatusRow):
+                rows[name][slide_id] = planned
+            elif slide_id in merged:
+                merged[slide_id].outputs.update(planned.outputs)
+            else:
+                merged[slide_id] = planned
     locks = []
-    for item in list(work):
-        try:
-            locks.append(acquire_lock(item.out_path))
-        except LockedError as exc:
-            work.remove(item)
-            rows[item.slide_id] = _row(item, FAILED, 0.0, error=str(exc))
+    for item in merged.values():
+        for name, out in list(item.outputs.items()):
+            try:
+                locks.append(acquire_lock(out))
+            except LockedError as exc:
+                del item.outputs[name]
+                rows[name][item.slide_id] = _row(item, FAILED, 0.0, error=str(exc))
+    work = [item for item in merged.values() if item.outputs]
     try:
         if work:
-            rows.update(_embed_work(work, spec, settings, device, precision, expected, progress, keep_model))
+            for name, done in _embed_work(work, runs, settings, device, progress, keep_model).items():
+                rows[name].update(done)
     finally:
         for lock in locks:
             release_lock(lock)
-    return [rows[slide_id] for slide_id, _ in slides]
+    return {name: [rows[name][slide_id] for slide_id, _ in slides] for name in runs}
 
 
 _LOADED: dict[tuple[str, str], tuple[torch.nn.Module, str]] = {}
@@ -345,34 +393,39 @@ def _load(spec: EncoderSpec, settings: EmbedSettings) -> tuple[torch.nn.Module, 
         return load_encoder(spec, settings.weights, settings.seed, settings.allow_download)
 
 
-def _kept_encoder(spec: EncoderSpec, settings: EmbedSettings, label: str) -> tuple[torch.nn.Module, str]:
-    """The encoder and its weights label, kept for the next call in this process: a Dask worker embeds one slide
-    per task and would otherwise load the model again for each. Keyed by the weights label, so a changed weights
-    file (another sha256) is loaded afresh."""
-    key = (spec.name, label)
+def _kept_encoders(runs: dict[str, EncoderRun], settings: EmbedSettings) -> dict[str, tuple[torch.nn.Module, str]]:
+    """The encoders and their weights labels, kept for the next call in this process: a Dask worker embeds one
+    slide per task and would otherwise load the models again for each. Keyed by the weights label, so a changed
+    weights file (another sha256) is loaded afresh; encoders this call does not use are let go."""
+    keys = {name: (name, run.expected["weights"]) for name, run in runs.items()}
     with _LOADED_LOCK:
-        if key not in _LOADED:
-            _LOADED.clear()
-            _LOADED[key] = _load(spec, settings)
-        return _LOADED[key]
+        for key in set(_LOADED) - set(keys.values()):
+            del _LOADED[key]
+        for name, key in keys.items():
+            if key not in _LOADED:
+                _LOADED[key] = _load(runs[name].spec, settings)
+        return {name: _LOADED[key] for name, key in keys.items()}
 
 
 def _embed_work(
     work: list[SlideWork],
-    spec: EncoderSpec,
+    runs: dict[str, EncoderRun],
     settings: EmbedSettings,
     device: torch.device,
-    precision: str,
-    expected: dict[str, Any],
     progress: bool,
     keep_model: bool,
-) -> dict[str, StatusRow]:
-    """Load the encoder once (or reuse the kept one) and embed every planned slide."""
+) -> dict[str, dict[str, StatusRow]]:
+    """Load the encoders once (or reuse the kept ones) and embed every planned slide."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    model, loaded_label = _kept_encoder(spec, settings, expected["weights"]) if keep_model else _load(spec, settings)
-    expected["weights"] = loaded_label
-    embedder = Embedder(model, spec, device, precision)
+    if keep_model:
+        loaded = _kept_encoders(runs, settings)
+    else:
+        loaded = {name: _load(run.spec, settings) for name, run in runs.items()}
+    for name, run in runs.items():
+        model, label = loaded[name]
+        run.expected["weights"] = label
+        run.embedder = Embedder(model, run.spec, device, run.expected["precision"])
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),
@@ -382,71 +435,113 @@ def _embed_work(
     )
     with Progress(*columns, disable=not progress) as bar:
         task = bar.add_task("embedding", total=sum(len(w.coords.coords) for w in work), rate="")
-        return _run(work, spec, settings, embedder, expected, bar, task)
+        return _run(work, runs, settings, bar, task)
+
+
+def storable(features: np.ndarray, dtype: str) -> tuple[np.ndarray, int, str]:
+    """Features cast to the storage dtype, or the first bad row and why: NaN/inf from the encoder, or (for float16)
+    values beyond its range, which the cast would turn into inf. The row is -1 when all is well."""
+    finite = np.isfinite(features).all(axis=1)
+    if not finite.all():
+        return features, int(np.argmin(finite)), "NaN/inf features; embed it with --precision fp32"
+    if dtype == "float16" and len(features):
+        peak = np.abs(features).max(axis=1)
+        limit = float(np.finfo(np.float16).max)
+        if (peak > limit).any():
+            row = int(np.argmax(peak > limit))
+            return features, row, (
+                f"feature values up to {float(peak[row]):.4g}, beyond float16's range ({limit:g}); embed it with "
+                "--feature-dtype float32"
+            )
+    return features.astype(dtype), -1, ""
 
 
 def _run(
     work: list[SlideWork],
-    spec: EncoderSpec,
+    runs: dict[str, EncoderRun],
     settings: EmbedSettings,
-    embedder: Embedder,
-    expected: dict[str, Any],
     bar: Any,
     task: Any,
-) -> dict[str, StatusRow]:
-    rows: dict[str, StatusRow] = {}
+) -> dict[str, dict[str, StatusRow]]:
+    rows: dict[str, dict[str, StatusRow]] = {name: {} for name in runs}
     for item in work:
         if not len(item.coords.coords):
-            writer = BagWriter(item.out_path, 0, spec.dim, settings.feature_dtype)
-            writer.finish(
-                item.coords,
-                _bag_attrs(item, expected),
-                np.zeros(0, np.int64),
-                _pt_path(item, settings),
-            )
-            rows[item.slide_id] = _row(item, NO_TISSUE, 0.0, "no tiles in the coords file: empty bag written")
+            for name, out in item.outputs.items():
+                writer = BagWriter(out, 0, runs[name].spec.dim, settings.feature_dtype)
+                writer.finish(
+                    item.coords,
+                    _bag_attrs(item, runs[name].expected),
+                    np.zeros(0, np.int64),
+                    _pt_path(out, settings),
+                )
+                rows[name][item.slide_id] = _row(item, NO_TISSUE, 0.0, "no tiles in the coords file: empty bag written")
     work = [w for w in work if len(w.coords.coords)]
     if not work:
         return rows
-    dataset = TileDataset(work, spec.input_size, settings.backend, stain=StainNormaliser.from_attrs(expected))
+    names = list(runs)
+    stain = StainNormaliser.from_attrs(runs[names[0]].expected)
+    dataset = TileDataset(work, [runs[name].spec.preprocess for name in names], settings.backend, stain=stain)
     loader = DataLoader(
         dataset,
         batch_sampler=slide_batches(work, settings.batch_size),
         num_workers=settings.workers,
-        pin_memory=embedder.device.type == "cuda",
+        pin_memory=resolve_device(settings.device).type == "cuda",
         worker_init_fn=_worker_init if settings.workers else None,
         persistent_workers=False,
         prefetch_factor=4 if settings.workers else None,
     )
     current: int | None = None
-    writer: BagWriter | None = None
+    writers: dict[str, BagWriter] = {}
+    problems: dict[str, str] = {}
     failed: list[int] = []
     start = time.perf_counter()
     run_start = start
     done = 0
     try:
-        for images, slide_index, tile_index, ok in loader:
+        for inputs, slide_index, tile_index, ok in loader:
             s = int(slide_index[0])
+            item = work[s]
             if s != current:
-                current, failed, start = s, [], time.perf_counter()
-                writer = BagWriter(work[s].out_path, len(work[s].coords.coords), spec.dim, settings.feature_dtype)
-            features = embedder(images)
+                current, failed, problems, start = s, [], {}, time.perf_counter()
+                n = len(item.coords.coords)
+                writers = {
+                    name: BagWriter(out, n, runs[name].spec.dim, settings.feature_dtype)
+                    for name, out in item.outputs.items()
+                }
             bad = (~ok).nonzero().flatten().tolist()
-            features[bad] = 0.0
+            first = int(tile_index[0])
+            for i, name in enumerate(names):
+                if name not in writers:
+                    continue
+                features = runs[name].embedder(inputs[i])
+                features[bad] = 0.0
+                stored, row, reason = storable(features, settings.feature_dtype)
+                if reason:
+                    writers.pop(name).abort()
+                    problems[name] = f"{item.slide_path} ({name}): tile {first + row} has {reason}"
+                    continue
+                writers[name].write(first, stored)
             failed += [int(tile_index[i]) for i in bad]
-            writer.write(int(tile_index[0]), features.astype(settings.feature_dtype))
-            done += len(images)
+            done += len(tile_index)
             bar.update(
                 task,
-                advance=len(images),
-                description=work[s].slide_id,
+                advance=len(tile_index),
+                description=item.slide_id,
                 rate=f"{done / max(time.perf_counter() - run_start, 1e-9):.0f} tiles/s",
             )
-            if int(tile_index[-1]) == len(work[s].coords.coords) - 1:
-                rows[work[s].slide_id] = _finish(work[s], writer, failed, expected, settings, embedder, start)
-                writer = None
+            if int(tile_index[-1]) == len(item.coords.coords) - 1:
+                seconds = time.perf_counter() - start
+                for name in item.outputs:
+                    if name in problems:
+                        rows[name][item.slide_id] = _row(item, FAILED, seconds, error=problems[name])
+                    else:
+                        run = runs[name]
+                        rows[name][item.slide_id] = _finish(
+                            item, name, writers[name], failed, run.expected, settings, run.embedder, start
+                        )
+                writers = {}
     finally:
-        if writer is not None:
+        for writer in writers.values():
             writer.abort()
     return rows
 
@@ -456,8 +551,8 @@ def _bag_attrs(item: SlideWork, expected: dict[str, Any]) -> dict[str, Any]:
     return {**expected, "coords_sha256": coords_digest(item.coords.coords)}
 
 
-def _pt_path(item: SlideWork, settings: EmbedSettings) -> Path | None:
-    return item.out_path.with_suffix(".pt") if settings.also_pt else None
+def _pt_path(out: Path, settings: EmbedSettings) -> Path | None:
+    return out.with_suffix(".pt") if settings.also_pt else None
 
 
 def _row(item: SlideWork, status: str, seconds: float, warning: str = "", error: str = "") -> StatusRow:
@@ -475,6 +570,7 @@ def _row(item: SlideWork, status: str, seconds: float, warning: str = "", error:
 
 def _finish(
     item: SlideWork,
+    name: str,
     writer: BagWriter,
     failed: list[int],
     expected: dict[str, Any],
@@ -500,7 +596,7 @@ def _finish(
         item.coords,
         _bag_attrs(item, expected),
         np.asarray(failed, np.int64),
-        _pt_path(item, settings),
+        _pt_path(item.outputs[name], settings),
     )
     return _row(item, OK, time.perf_counter() - start, warning="; ".join(notes))
 

@@ -1,18 +1,24 @@
 """Loading encoder weights: published weights from the local cache, a local file, or seeded random ones.
 
-Nothing downloads unless the caller allows it; a missing file gets one error saying where to put it.
+Nothing downloads unless the caller allows it (the package sets HF_HUB_OFFLINE before any hub library is
+imported); a missing file gets one error naming the file and where to put it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from wsi_ncmi.encoders.registry import EncoderSpec
+
+PUBLISHED = ("pretrained", "imagenet")
+"""--weights values meaning the entry's published weights ('imagenet' is the older name)."""
 
 
 class WeightsError(Exception):
@@ -34,18 +40,21 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
     return digest.hexdigest()
 
 
-def _read_state(path: Path) -> dict[str, Any]:
+def read_state(path: Path) -> dict[str, Any]:
+    """A state dict from a .safetensors or torch file, unwrapped from training checkpoints ('state_dict', 'model',
+    'teacher') and stripped of a prefix every key shares ('module.', 'model.', 'backbone.')."""
     import torch
 
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        try:
+            state = load_file(str(path))
+        else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise WeightsError(f"{path}: not a loadable state_dict ({type(exc).__name__}: {exc})") from exc
+    except Exception as exc:
+        raise WeightsError(f"{path}: not a loadable state_dict ({type(exc).__name__}: {exc})") from exc
     for key in ("state_dict", "model", "teacher"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -62,17 +71,91 @@ def weights_label(weights: str, spec: EncoderSpec, seed: int) -> str:
     'random:seed=S', or 'sha256:<hex>:<file name>' (an unknown path is returned as given)."""
     if weights == "random":
         return f"random:seed={seed}"
-    if weights == "imagenet":
+    if weights in PUBLISHED:
         return spec.weights_name
     path = Path(weights)
     return f"sha256:{sha256_file(path)}:{path.name}" if path.is_file() else weights
 
 
-def load_encoder(spec: EncoderSpec, weights: str, seed: int = 0, allow_download: bool = False) -> tuple[Any, str]:
-    """Build the encoder with `weights` ('imagenet', 'random' or a file path); return (model in eval mode, label).
+def weights_present(spec: EncoderSpec) -> bool | None:
+    """Whether the entry's published weights are in the local cache (None: timm decides, not known here)."""
+    return None if spec.checkpoint is None else spec.checkpoint.local() is not None
 
-    The label (`weights_label`) goes into every bag.
-    """
+
+@contextlib.contextmanager
+def hub_online() -> Iterator[None]:
+    """Let huggingface_hub reach the network for the duration (it reads HF_HUB_OFFLINE once, at import)."""
+    import huggingface_hub.constants as constants
+
+    previous, env = constants.HF_HUB_OFFLINE, os.environ.get("HF_HUB_OFFLINE")
+    constants.HF_HUB_OFFLINE = False
+    os.environ["HF_HUB_OFFLINE"] = "0"
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
+        if env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = env
+
+
+def _published_file(spec: EncoderSpec, allow_download: bool) -> Path:
+    """The entry's checkpoint from the local cache, downloaded first only when allowed."""
+    assert spec.checkpoint is not None
+    found = spec.checkpoint.local()
+    if found is not None:
+        return found
+    if not allow_download:
+        source = spec.checkpoint.repo or spec.checkpoint.url
+        raise WeightsError(
+            f"{spec.name}: weights file {spec.checkpoint.filename} (from {source}) not in the local cache; put it "
+            f"at {spec.checkpoint.expected()} (HF_HOME / HF_HUB_CACHE / TORCH_HOME), pass --weights PATH, or pass "
+            "--allow-download"
+        )
+    try:
+        if spec.checkpoint.repo:
+            from huggingface_hub import hf_hub_download
+
+            with hub_online():
+                return Path(hf_hub_download(spec.checkpoint.repo, spec.checkpoint.filename))
+        import torch
+
+        torch.hub.load_state_dict_from_url(spec.checkpoint.url, map_location="cpu")
+        return spec.checkpoint.expected()
+    except Exception as exc:
+        raise WeightsError(f"{spec.name}: download failed ({type(exc).__name__}: {exc})") from exc
+
+
+def load_state(spec: EncoderSpec, model: Any, state: dict[str, Any], source: str) -> Any:
+    """Load a (published or user) state dict into the built model through the entry's key renames; every
+    parameter must be filled, and keys the model lacks are an error unless the entry cuts layers off."""
+    state = spec.adapt_state(state, model)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)
+        raise WeightsError(
+            f"{source}: does not fit {spec.name} ({first}); is it the right model's state_dict?"
+        ) from exc
+    if result.missing_keys:
+        shown = ", ".join(result.missing_keys[:5])
+        raise WeightsError(
+            f"{source}: {len(result.missing_keys)} parameter(s) of {spec.name} missing from the file "
+            f"({shown}...); is it the right model's state_dict?"
+        )
+    if result.unexpected_keys and not spec.ignore_unexpected:
+        shown = ", ".join(result.unexpected_keys[:5])
+        raise WeightsError(
+            f"{source}: {len(result.unexpected_keys)} key(s) that {spec.name} does not have ({shown}...); is it "
+            "the right model's state_dict?"
+        )
+    return model
+
+
+def load_encoder(spec: EncoderSpec, weights: str, seed: int = 0, allow_download: bool = False) -> tuple[Any, str]:
+    """Build the encoder with `weights` ('pretrained'/'imagenet', 'random' or a file path); return (model in eval
+    mode, label). The label (`weights_label`) goes into every bag."""
     import torch
 
     if weights == "random":
@@ -81,46 +164,27 @@ def load_encoder(spec: EncoderSpec, weights: str, seed: int = 0, allow_download:
             stacklevel=2,
         )
         torch.manual_seed(seed)
-        return spec.build(False).eval(), weights_label(weights, spec, seed)
-    if weights == "imagenet":
-        missing = [f for f in spec.cache_files() if not os.path.exists(f)]
-        if missing and not allow_download:
-            raise WeightsError(
-                f"{spec.name}: pretrained weights not in the local cache (expected {', '.join(missing)}); "
-                "copy them there from a machine with internet (they download on first use of torchvision/timm "
-                "with pretrained weights), set TORCH_HOME/HF_HOME to where they are, pass --weights PATH, or "
-                "pass --allow-download"
-            )
-        previous = os.environ.get("HF_HUB_OFFLINE")
-        if not allow_download:
-            os.environ["HF_HUB_OFFLINE"] = "1"
-        try:
-            model = spec.build(True)
-        except Exception as exc:
-            raise WeightsError(
-                f"{spec.name}: cannot load pretrained weights offline ({type(exc).__name__}: {exc}); put them in "
-                "the TORCH_HOME/HF_HOME cache, pass --weights PATH, or pass --allow-download"
-            ) from exc
-        finally:
-            if previous is None:
-                os.environ.pop("HF_HUB_OFFLINE", None)
-            else:
-                os.environ["HF_HUB_OFFLINE"] = previous
-        return model.eval(), weights_label(weights, spec, seed)
-    path = Path(weights)
-    if not path.is_file():
-        raise WeightsError(f"--weights {weights!r}: not 'imagenet', 'random' or an existing file")
-    state = _read_state(path)
-    model = spec.build(False)
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as exc:
-        first = str(exc).split("\n\t")[1] if "\n\t" in str(exc) else str(exc)
-        raise WeightsError(f"{path}: does not fit {spec.name} ({first}); is it the right model's state_dict?") from exc
-    if result.missing_keys:
-        shown = ", ".join(result.missing_keys[:5])
-        raise WeightsError(
-            f"{path}: {len(result.missing_keys)} parameter(s) of {spec.name} missing from the file "
-            f"({shown}...); is it the right model's state_dict?"
-        )
+        return spec.build().eval(), weights_label(weights, spec, seed)
+    if weights in PUBLISHED and spec.checkpoint is None:
+        return _timm_pretrained(spec, allow_download), weights_label(weights, spec, seed)
+    if weights in PUBLISHED:
+        path = _published_file(spec, allow_download)
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise WeightsError(f"--weights {weights!r}: not 'pretrained', 'random' or an existing file")
+    model = load_state(spec, spec.build(), read_state(path), str(path))
     return model.eval(), weights_label(weights, spec, seed)
+
+
+def _timm_pretrained(spec: EncoderSpec, allow_download: bool) -> Any:
+    """A `timm:` entry with timm's own pretrained loading (its hub cache; offline unless allowed)."""
+    context = hub_online() if allow_download else contextlib.nullcontext()
+    try:
+        with context:
+            return spec.build(pretrained=True).eval()
+    except Exception as exc:
+        raise WeightsError(
+            f"{spec.name}: pretrained weights not in the local cache ({type(exc).__name__}: {exc}); put them in "
+            "the HF_HOME/TORCH_HOME cache, pass --weights PATH, or pass --allow-download"
+        ) from exc

@@ -79,11 +79,19 @@ def tissue_grid_coords(
 
 def tissue_fractions(mask: np.ndarray, scale: float, coords: np.ndarray, size0: int) -> np.ndarray:
     """Fraction of each tile's area inside the mask (float32), exact for a mask whose pixels are `scale` level-0
-    px wide: a summed-area table sampled bilinearly at the tiles' fractional corners."""
+    px wide."""
+    return np.clip(area_means(mask, scale, coords, size0), 0.0, 1.0).astype(np.float32)
+
+
+def area_means(mask: np.ndarray, scale: float, coords: np.ndarray, size0: int) -> np.ndarray:
+    """Mean of a per-pixel image (`mask`: boolean, float or complex, for two images in one pass) over each tile's
+    area (float64 or complex128): a summed-area table sampled bilinearly at the tiles' fractional corners, exact
+    for pixels `scale` level-0 px wide."""
+    dtype = np.result_type(mask.dtype, np.float64)
     if len(coords) == 0:
-        return np.zeros(0, dtype=np.float32)
-    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=np.float64)
-    table[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=np.float64), axis=1)
+        return np.zeros(0, dtype=dtype)
+    table = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=dtype)
+    table[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=dtype), axis=1)
 
     def area_to(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         x = np.clip(x, 0, mask.shape[1])
@@ -103,4 +111,4 @@ def tissue_fractions(mask: np.ndarray, scale: float, coords: np.ndarray, size0: 
     x1 = (coords[:, 0] + size0) / scale
     y1 = (coords[:, 1] + size0) / scale
     inside = area_to(x1, y1) - area_to(x0, y1) - area_to(x1, y0) + area_to(x0, y0)
-    return np.clip(inside / ((size0 / scale) ** 2), 0.0, 1.0).astype(np.float32)
+    return inside / ((size0 / scale) ** 2)

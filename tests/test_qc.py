@@ -1,0 +1,283 @@
+"""Quality control inside `tile`, checked against slides with painted artifacts whose truth is known exactly."""
+
+from __future__ import annotations
+
+import csv
+import itertools
+from dataclasses import replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from wsi_ncmi.cli import app
+from wsi_ncmi.slides.qc import QCParams, detect_artifacts
+from wsi_ncmi.synthetic import (
+    BlurRegion,
+    CohortSpec,
+    Lesion,
+    PenStroke,
+    SlideSpec,
+    TissueModel,
+    artifact_truth,
+    blur_truth,
+    cohort_specs,
+    load_truth,
+    pen_truth,
+    render_region,
+    write_slide,
+    write_truth,
+)
+from wsi_ncmi.tiling import TileTask, TilingParams, tile_geometry
+
+runner = CliRunner()
+
+PAINTED = SlideSpec(
+    "painted",
+    4096,
+    3072,
+    0.5,
+    seed=3,
+    tissue_fraction=0.6,
+    tissue_to_edges=True,
+    lesions=(Lesion(1650, 700, 500),),
+    pen_strokes=(
+        PenStroke("blue", ((150, 250), (900, 450), (1500, 250))),
+        PenStroke("green", ((200, 1000), (500, 1450))),
+        PenStroke("red", ((1300, 1000), (1700, 1250))),
+        PenStroke("black", ((1100, 600), (1250, 1100))),
+    ),
+    blur_regions=(BlurRegion(950, 1300, 280, 20.0),),
+    dark_border_um=(0.0, 0.0, 120.0, 0.0),
+)
+
+
+@pytest.fixture(scope="module")
+def painted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("painted")
+    write_slide(PAINTED, folder / "painted.tif")
+    write_truth(PAINTED, folder)
+    return folder / "painted.tif"
+
+
+def _geometry(path: Path, tmp_path: Path, **qc: object) -> object:
+    params = TilingParams(qc=QCParams(**qc))
+    return tile_geometry(TileTask("painted", str(path), str(tmp_path), params))
+
+
+def _pixel_centres_um(shape: tuple[int, int], mpp: float) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return (xx + 0.5) * mpp, (yy + 0.5) * mpp
+
+
+def _tile_truth(coords: np.ndarray, size0: int, kind: str) -> np.ndarray:
+    """Fraction of each tile (level-0 px at 0.5 um/px) covered by the painted truth of one kind."""
+    offsets = (np.arange(16) + 0.5) * size0 / 16 * PAINTED.mpp
+    out = []
+    for x, y in coords.tolist():
+        xs, ys = x * PAINTED.mpp + offsets, y * PAINTED.mpp + offsets
+        out.append(artifact_truth(PAINTED, xs[None, :], ys[:, None])[kind].mean())
+    return np.array(out)
+
+
+@pytest.mark.parametrize("kind", ["pen", "dark"])
+def test_masks_find_painted_ink_and_borders(painted: Path, tmp_path: Path, kind: str) -> None:
+    result = _geometry(painted, tmp_path)
+    mpp = PAINTED.mpp * result.lowres_scale
+    truth = artifact_truth(PAINTED, *_pixel_centres_um(result.mask.shape, mpp))[kind]
+    found = getattr(result.qc, kind)
+    precision = (found & truth).sum() / found.sum()
+    recall = (found & truth).sum() / truth.sum()
+    assert precision >= 0.9 and recall >= 0.9, (precision, recall)
+
+
+@pytest.mark.parametrize("color", ["blue", "green", "red", "black"])
+def test_every_ink_colour_is_found(painted: Path, tmp_path: Path, color: str) -> None:
+    result = _geometry(painted, tmp_path)
+    inked = pen_truth(PAINTED, *_pixel_centres_um(result.mask.shape, PAINTED.mpp * result.lowres_scale))[color]
+    assert (result.qc.pen & inked).sum() / inked.sum() >= 0.9
+
+
+def test_kept_tiles_hold_no_ink_or_border_and_artifact_tiles_go(painted: Path, tmp_path: Path) -> None:
+    from wsi_ncmi.slides.grid import grid_coords
+
+    result = _geometry(painted, tmp_path)
+    size0 = result.geometry.size_level0
+    kept = _tile_truth(result.coords, size0, "pen") + _tile_truth(result.coords, size0, "dark")
+    assert kept.max() <= 0.35, kept.max()
+    grid = grid_coords(PAINTED.width, PAINTED.height, size0, size0)
+    dirty = grid[(_tile_truth(grid, size0, "pen") + _tile_truth(grid, size0, "dark")) >= 0.5]
+    kept_set = {tuple(c) for c in result.coords.tolist()}
+    assert len(dirty) >= 20
+    assert sum(tuple(c) in kept_set for c in dirty.tolist()) <= 0.1 * len(dirty)
+
+
+def test_blurry_tiles_are_dropped_and_scored(painted: Path, tmp_path: Path) -> None:
+    scored = _geometry(painted, tmp_path, min_sharpness=0.0)
+    result = _geometry(painted, tmp_path)
+    size0 = result.geometry.size_level0
+    kept_set = {tuple(c) for c in result.coords.tolist()}
+    dropped = np.array([tuple(c) not in kept_set for c in scored.coords.tolist()])
+    blur = _tile_truth(scored.coords, size0, "blur")
+    assert (blur >= 0.9).sum() >= 6
+    recall = (dropped & (blur >= 0.9)).sum() / (blur >= 0.9).sum()
+    precision = (dropped & (blur >= 0.5)).sum() / dropped.sum()
+    assert recall >= 0.9 and precision >= 0.9, (recall, precision)
+    assert result.attrs["qc_tiles_blurry"] == dropped.sum()
+    assert (result.sharpness >= 10.0).all() and len(result.sharpness) == len(result.coords)
+    np.testing.assert_array_equal(scored.sharpness[~dropped], result.sharpness)
+
+
+def _lesion_slides() -> list[SlideSpec]:
+    specs = cohort_specs(CohortSpec(slides=10, centers=5, width=4096, height=3072, mpp=0.5, labels=("macro", "micro")))
+    shifts = [tuple(float(v) for v in s) for s in itertools.product((-22.0, 22.0), repeat=3)]
+    extremes = [replace(specs[0], slide_id=f"shift{i}", stain_shift=s) for i, s in enumerate(shifts)]
+    return specs + extremes
+
+
+def test_lesions_are_never_taken_for_ink() -> None:
+    for spec in _lesion_slides():
+        image = render_region(spec, 16)
+        qc = detect_artifacts(image, spec.mpp * 16, QCParams())
+        lesion = TissueModel.from_spec(spec).lesion_mask(*_pixel_centres_um(image.shape[:2], spec.mpp * 16))
+        assert lesion.sum() > 50, spec.slide_id
+        assert not (qc.pen | qc.dark).any(), (spec.slide_id, spec.stain_shift, qc.pen.sum(), qc.dark.sum())
+
+
+def test_lesion_next_to_ink_stays_tissue(painted: Path, tmp_path: Path) -> None:
+    result = _geometry(painted, tmp_path)
+    xs, ys = _pixel_centres_um(result.mask.shape, PAINTED.mpp * result.lowres_scale)
+    lesion = TissueModel.from_spec(PAINTED).lesion_mask(xs, ys)
+    assert lesion.sum() > 100 and not (result.qc.pen & lesion).any()
+
+
+def test_truth_masks_are_written_and_read_back(painted: Path) -> None:
+    from PIL import Image
+
+    spec, _ = load_truth(painted.parent / "painted.truth.json")
+    assert spec == PAINTED
+    for kind in ("pen", "dark", "blur"):
+        mask = np.asarray(Image.open(painted.parent / f"painted.{kind}.png")) > 0
+        xs, ys = _pixel_centres_um(mask.shape, 16.0)
+        np.testing.assert_array_equal(mask, artifact_truth(PAINTED, xs, ys)[kind])
+        assert mask.any()
+
+
+def test_blur_is_painted_only_inside_its_disc() -> None:
+    sharp = replace(PAINTED, pen_strokes=(), dark_border_um=(0.0, 0.0, 0.0, 0.0), blur_regions=())
+    blurred = replace(sharp, blur_regions=PAINTED.blur_regions)
+    a, b = render_region(sharp, 8).astype(float), render_region(blurred, 8).astype(float)
+    xs, ys = _pixel_centres_um(a.shape[:2], PAINTED.mpp * 8)
+    inside = blur_truth(PAINTED, xs, ys)
+    assert np.array_equal(a[~inside], b[~inside])
+    lap = np.abs(np.diff(b, axis=1))[inside[:, 1:]].mean()
+    assert lap < 0.5 * np.abs(np.diff(a, axis=1))[inside[:, 1:]].mean()
+
+
+def test_tissue_can_touch_the_edges() -> None:
+    spec = SlideSpec("edge", 4096, 3072, 0.5, seed=3, tissue_fraction=0.6, tissue_to_edges=True)
+    model = TissueModel.from_spec(spec)
+    edge_um = np.arange(0, 4096 * 0.5, 16.0)
+    assert model.tissue(edge_um, np.full_like(edge_um, 1.0)).any()
+    fenced = TissueModel.from_spec(replace(spec, tissue_to_edges=False))
+    assert not fenced.tissue(edge_um, np.full_like(edge_um, 1.0)).any()
+
+
+def _qc_rows(job: Path) -> dict[str, dict[str, str]]:
+    with open(job / "status" / "qc.csv", newline="") as handle:
+        return {row["slide_id"]: row for row in csv.DictReader(handle)}
+
+
+def test_cli_qc_table_resume_and_qc_off(painted: Path, tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    args = ["tile", "--slides", str(painted.parent), "--out", str(job)]
+    assert runner.invoke(app, args).exit_code == 0
+    row = _qc_rows(job)["painted"]
+    xs, ys = _pixel_centres_um((192 * 4, 256 * 4), 2.0)
+    truth = artifact_truth(PAINTED, xs, ys)
+    assert float(row["pen_mm2"]) == pytest.approx(truth["pen"].sum() * 4e-6, rel=0.15)
+    assert float(row["dark_mm2"]) == pytest.approx(truth["dark"].sum() * 4e-6, rel=0.15)
+    before, after = int(row["tiles_before_qc"]), int(row["tiles_after_qc"])
+    assert before == after + int(row["tiles_dropped_artifact"]) + int(row["tiles_dropped_blurry"])
+    assert int(row["tiles_dropped_artifact"]) > 0 and int(row["tiles_dropped_blurry"]) > 0
+    assert row["qc"] == "on" and row["min_sharpness"] == "10.0" and row["pen_colors"] == "blue green red black"
+    with h5py.File(job / "tiles" / "painted.h5") as h5:
+        assert len(h5["qc_sharpness"]) == after == len(h5["coords"])
+        assert '"min_sharpness": 10.0' in h5["coords"].attrs["qc_params"]
+
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "skipped" in again.output
+    changed = runner.invoke(app, [*args, "--qc", "off"])
+    assert changed.exit_code == 1 and "qc_params" in changed.output
+    redo = runner.invoke(app, [*args, "--qc", "off", "--overwrite"])
+    assert redo.exit_code == 0
+    off = _qc_rows(job)["painted"]
+    assert off["qc"] == "off" and off["min_sharpness"] == "" and off["tiles_dropped_blurry"] == "0"
+    assert off["tiles_before_qc"] == off["tiles_after_qc"] != row["tiles_after_qc"]
+    with h5py.File(job / "tiles" / "painted.h5") as h5:
+        assert "qc_sharpness" not in h5 and h5["coords"].attrs["qc_params"] == "off"
+    assert runner.invoke(app, [*args, "--qc", "maybe"]).exit_code == 2
+
+
+def test_qc_off_tiles_exactly_as_the_plain_tissue_mask(painted: Path, tmp_path: Path) -> None:
+    from wsi_ncmi.slides.grid import grid_coords, tissue_fractions
+    from wsi_ncmi.slides.tissue import tissue_mask
+
+    result = _geometry(painted, tmp_path, enabled=False)
+    mask = tissue_mask(result.lowres_image, PAINTED.mpp * result.lowres_scale, TilingParams().tissue)
+    size0 = result.geometry.size_level0
+    grid = grid_coords(PAINTED.width, PAINTED.height, size0, size0)
+    fractions = tissue_fractions(mask, result.lowres_scale, grid, size0)
+    expected = grid[(fractions >= 0.1) & (fractions > 0)]
+    np.testing.assert_array_equal(result.coords, expected)
+
+
+def test_slide_emptied_by_qc_is_no_tissue_with_the_reason(tmp_path: Path) -> None:
+    spec = SlideSpec(
+        "inked", 2048, 1536, 0.5, seed=5, tissue_fraction=0.5,
+        pen_strokes=(PenStroke("blue", ((0.0, 384.0), (1024.0, 384.0)), 1200.0),),
+    )  # fmt: skip
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    write_slide(spec, folder / "inked.tif")
+    job = tmp_path / "job"
+    result = runner.invoke(app, ["tile", "--slides", str(folder), "--out", str(job)])
+    assert result.exit_code == 0
+    assert "quality control removed all" in " ".join(result.output.split())
+    with open(job / "status" / "tile.csv", newline="") as handle:
+        status = next(csv.DictReader(handle))
+    assert status["status"] == "no_tissue" and "quality control removed all" in status["warning"]
+    row = _qc_rows(job)["inked"]
+    assert int(row["tiles_before_qc"]) > 0 and row["tiles_after_qc"] == "0" and float(row["pen_mm2"]) > 0.7
+    with h5py.File(job / "tiles" / "inked.h5") as h5:
+        assert h5["coords"].shape == (0, 2)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"qc": {"pen_colors": ["purple"]}}, "qc.pen_colors"),
+        ({"qc": {"max_artifact": 2}}, "qc.max_artifact"),
+        ({"qc": {"dark_max_value": 300}}, "qc.dark_max_value"),
+        ({"qc": {"blur": True}}, "qc.blur"),
+    ],
+)
+def test_bad_qc_settings_are_refused(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TilingParams.from_dict(settings)
+
+
+@pytest.mark.parametrize(("scale", "size0", "step0"), [(16.0, 256, 256), (16.03, 257, 257), (10.0, 300, 150)])
+def test_block_sums_match_sums_over_rounded_tile_boxes(scale: float, size0: int, step0: int) -> None:
+    from wsi_ncmi.slides.grid import grid_coords
+    from wsi_ncmi.slides.qc import block_sums
+
+    values = np.random.default_rng(0).random((97, 131, 2)).astype(np.float32)
+    coords = grid_coords(round(131 * scale), round(97 * scale), size0, step0, edge_tiles=True)
+    sums = block_sums(values, scale, coords, size0)
+    for (x, y), got in zip(coords.tolist(), sums, strict=True):
+        x0, y0 = round(x / scale), round(y / scale)
+        x1, y1 = min(round((x + size0) / scale), 131), min(round((y + size0) / scale), 97)
+        np.testing.assert_allclose(got, values[y0:y1, x0:x1].sum(axis=(0, 1)), rtol=1e-5, atol=1e-4)

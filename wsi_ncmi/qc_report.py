@@ -1,0 +1,95 @@
+"""The quality-control table JOB/status/qc.csv (one row per tiled slide, from its coords file's attributes) and the
+reason a slide ended with no tiles."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+from wsi_ncmi.atomic import atomic_path
+
+THRESHOLDS = (
+    "pen_colors",
+    "pen_min_saturation",
+    "dark_max_value",
+    "min_width_um",
+    "margin_um",
+    "max_artifact",
+    "min_sharpness",
+)
+COLUMNS = (
+    "slide_id",
+    "qc",
+    "tissue_mm2",
+    "pen_mm2",
+    "dark_mm2",
+    "tiles_before_qc",
+    "tiles_after_qc",
+    "tiles_dropped_artifact",
+    "tiles_dropped_blurry",
+    *THRESHOLDS,
+)
+
+
+def no_tiles_reason(attrs: dict[str, Any]) -> str:
+    """Why a slide has no tiles, for its status row and the terminal: no tissue, or quality control removed it all."""
+    before = int(attrs.get("qc_tiles_before", 0))
+    if before == 0:
+        return (
+            "no tissue found: empty coords file written (check the thumbnail; lower --min-tissue or "
+            "tissue.threshold if tissue was missed)"
+        )
+    blurry = int(attrs.get("qc_tiles_blurry", 0))
+    return (
+        f"quality control removed all {before} tiles ({before - blurry} pen/dark, {blurry} blurry; "
+        f"pen {float(attrs.get('qc_pen_mm2', 0)):.2f} mm^2, dark {float(attrs.get('qc_dark_mm2', 0)):.2f} mm^2): "
+        "empty coords file written (check the thumbnail; --qc off or the qc settings in the config keep them)"
+    )
+
+
+def qc_row(slide_id: str, attrs: dict[str, Any], n_tiles: int) -> dict[str, str]:
+    """One qc.csv row from a coords file's attributes and its number of tiles."""
+    row = dict.fromkeys(COLUMNS, "")
+    row["slide_id"] = slide_id
+    settings = attrs.get("qc_params", "off")
+    row["qc"] = "off" if settings == "off" else "on"
+    if "qc_tiles_before" not in attrs:
+        return row
+    before, blurry = int(attrs["qc_tiles_before"]), int(attrs["qc_tiles_blurry"])
+    row.update(
+        tissue_mm2=f"{float(attrs['qc_tissue_mm2']):.4f}",
+        pen_mm2=f"{float(attrs['qc_pen_mm2']):.4f}",
+        dark_mm2=f"{float(attrs['qc_dark_mm2']):.4f}",
+        tiles_before_qc=str(before),
+        tiles_after_qc=str(n_tiles),
+        tiles_dropped_artifact=str(before - blurry - n_tiles),
+        tiles_dropped_blurry=str(blurry),
+    )
+    if settings != "off":
+        values = json.loads(settings)
+        row.update({key: (" ".join(values[key]) if key == "pen_colors" else str(values[key])) for key in THRESHOLDS})
+    return row
+
+
+def write_qc_table(path: Path, job: Path, slide_ids: list[str]) -> None:
+    """Merge the rows of `slide_ids` that have a coords file into the CSV at `path` (a slide's new row replaces its
+    old one), atomically."""
+    from wsi_ncmi.bags import BagFormatError, read_coords
+
+    path = Path(path)
+    rows: dict[str, dict[str, str]] = {}
+    if path.exists():
+        with open(path, newline="") as handle:
+            rows = {r["slide_id"]: {k: r.get(k, "") for k in COLUMNS} for r in csv.DictReader(handle)}
+    for slide_id in slide_ids:
+        try:
+            coords = read_coords(Path(job) / "tiles" / f"{slide_id}.h5")
+        except BagFormatError:
+            continue
+        rows[slide_id] = qc_row(slide_id, coords.attrs, len(coords.coords))
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows[k] for k in sorted(rows))

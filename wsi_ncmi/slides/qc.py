@@ -1,0 +1,280 @@
+"""Slide quality control on the low-resolution image: pen ink and near-black regions as masks at the tissue mask's
+resolution, and a sharpness score per tile. Plain numpy, so it costs little beside the tissue mask itself."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+PEN_HUES = {"blue": (185.0, 235.0), "green": (70.0, 175.0), "red": (348.0, 15.0)}
+"""Hue bands (degrees, HSV) of marker inks; H&E's pinks and purples lie between 250 and 345 degrees."""
+PEN_COLORS = ("blue", "green", "red", "black")
+RED_MIN_SATURATION = 0.6
+"""Red ink needs more saturation than the other hues: eosin-rich tissue reaches the red band at lower saturation."""
+
+
+@dataclass(frozen=True)
+class QCParams:
+    """Quality-control settings (configs/tiling.yaml, `qc:`); sizes in micrometres, colours in HSV.
+
+    pen_colors: marker inks removed (blue, green, red hues; black = near-black not touching the slide's edge).
+    pen_min_saturation: HSV saturation (0-1) an ink pixel needs. dark_max_value: HSV value (0-255) at or below
+    which a pixel is near-black. min_width_um: ink and dark regions narrower than this are ignored (specks, JPEG).
+    margin_um: removals grow by this much (blended stroke edges). max_artifact: a tile with more of its area in
+    removals is dropped. min_sharpness: tiles whose tissue has a lower RMS Laplacian (grey levels on the
+    mask-resolution image) are dropped as out of focus; 0 keeps them all.
+    """
+
+    enabled: bool = True
+    pen_colors: tuple[str, ...] = PEN_COLORS
+    pen_min_saturation: float = 0.4
+    dark_max_value: int = 60
+    min_width_um: float = 24.0
+    margin_um: float = 16.0
+    max_artifact: float = 0.25
+    min_sharpness: float = 10.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pen_colors", tuple(self.pen_colors))
+
+    def problems(self) -> list[str]:
+        """What is wrong with these settings, one message per setting (empty when valid)."""
+        out = []
+        unknown = sorted(set(self.pen_colors) - set(PEN_COLORS))
+        if unknown:
+            out.append(f"qc.pen_colors must be among {', '.join(PEN_COLORS)}, got {', '.join(unknown)}")
+        if not 0.0 <= self.pen_min_saturation <= 1.0:
+            out.append(f"qc.pen_min_saturation must be in [0, 1], got {self.pen_min_saturation}")
+        if not (isinstance(self.dark_max_value, int) and 0 <= self.dark_max_value <= 255):
+            out.append(f"qc.dark_max_value must be an integer 0-255, got {self.dark_max_value!r}")
+        for key in ("min_width_um", "margin_um", "min_sharpness"):
+            if not getattr(self, key) >= 0:
+                out.append(f"qc.{key} must be >= 0, got {getattr(self, key)}")
+        if not 0.0 <= self.max_artifact <= 1.0:
+            out.append(f"qc.max_artifact must be a fraction in [0, 1], got {self.max_artifact}")
+        return out
+
+    def fingerprint(self) -> str:
+        """The settings as one string for the coords attributes and the resume check; 'off' when disabled."""
+        if not self.enabled:
+            return "off"
+        values = asdict(self)
+        values["pen_colors"] = list(self.pen_colors)
+        return json.dumps(values, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class QCResult:
+    """QC masks at the tissue mask's resolution (same shape): `pen` and `dark` as detected, `removed` their union
+    grown by the margin (what is taken out of the tissue)."""
+
+    pen: np.ndarray
+    dark: np.ndarray
+    removed: np.ndarray
+
+
+def _hue(r: np.ndarray, g: np.ndarray, b: np.ndarray, hi: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """HSV hue in degrees (float32) of pixels with delta = max - min > 0."""
+    r, g, b, delta = (v.astype(np.float32) for v in (r, g, b, delta))
+    hue = np.where(hi == r, (g - b) / delta % 6.0, np.where(hi == g, (b - r) / delta + 2.0, (r - g) / delta + 4.0))
+    return hue * np.float32(60.0)
+
+
+def ink_mask(rgb: np.ndarray, params: QCParams) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of a listed ink hue with enough saturation and not near-black, and the HSV value (max channel) of
+    every pixel; hue is computed only where the saturation could qualify, a minority of pixels on H&E."""
+    r, g, b = (rgb[..., i].astype(np.int16) for i in range(3))
+    hi = np.maximum(np.maximum(r, g), b)
+    delta = hi - np.minimum(np.minimum(r, g), b)
+    floor = min(params.pen_min_saturation, RED_MIN_SATURATION)
+    candidates = np.flatnonzero((delta >= np.float32(floor) * hi) & (hi > params.dark_max_value) & (delta > 0))
+    ink = np.zeros(hi.size, dtype=bool)
+    if candidates.size == 0:
+        return ink.reshape(hi.shape), hi
+    pick = [v.ravel()[candidates] for v in (r, g, b, hi, delta)]
+    hue = _hue(*pick)
+    sat = pick[4] / pick[3].astype(np.float32)
+    for color in params.pen_colors:
+        if color not in PEN_HUES:
+            continue
+        low, high = PEN_HUES[color]
+        band = (hue >= low) & (hue <= high) if low <= high else (hue >= low) | (hue <= high)
+        need = max(params.pen_min_saturation, RED_MIN_SATURATION) if color == "red" else params.pen_min_saturation
+        ink[candidates[band & (sat >= need)]] = True
+    return ink.reshape(hi.shape), hi
+
+
+def _box(mask: np.ndarray, radius: int, grow: bool) -> np.ndarray:
+    """Dilation (grow) or erosion of a boolean mask by a (2r+1)^2 square, separably, beyond-edge pixels neutral."""
+    if radius <= 0 or not mask.any():  # nothing to grow, and eroding nothing leaves nothing
+        return mask
+    op = np.logical_or if grow else np.logical_and
+    out = mask
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, constant_values=not grow)
+        n = out.shape[axis]
+        window = [slice(None), slice(None)]
+        window[axis] = slice(0, n)
+        acc = padded[tuple(window)].copy()
+        for shift in range(1, 2 * radius + 1):
+            window[axis] = slice(shift, shift + n)
+            op(acc, padded[tuple(window)], out=acc)
+        out = acc
+    return out
+
+
+def _opened(mask: np.ndarray, radius: int) -> np.ndarray:
+    return _box(_box(mask, radius, grow=False), radius, grow=True)
+
+
+def _closed(mask: np.ndarray, radius: int) -> np.ndarray:
+    return _box(_box(mask, radius, grow=True), radius, grow=False)
+
+
+def _touching_edge(mask: np.ndarray) -> np.ndarray:
+    """The 8-connected parts of `mask` that touch the image's border; labelled within the bounding box of `mask`,
+    which for borders and strokes is a small part of the image."""
+    from scipy import ndimage
+
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return mask
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    labels, count = ndimage.label(mask[box], structure=np.ones((3, 3), dtype=bool))
+    sides = [
+        labels[0] if rows[0] == 0 else None,
+        labels[-1] if rows[-1] == mask.shape[0] - 1 else None,
+        labels[:, 0] if cols[0] == 0 else None,
+        labels[:, -1] if cols[-1] == mask.shape[1] - 1 else None,
+    ]
+    keep = np.zeros(count + 1, dtype=bool)
+    keep[np.concatenate([np.zeros(1, dtype=labels.dtype), *(side for side in sides if side is not None)])] = True
+    keep[0] = False
+    out = np.zeros_like(mask)
+    out[box] = keep[labels]
+    return out
+
+
+def detect_artifacts(rgb: np.ndarray, mpp: float, params: QCParams) -> QCResult:
+    """Pen ink and near-black regions of an RGB image whose pixels are `mpp` um wide.
+
+    Ink: a pixel of a listed hue band with enough saturation (gaps narrower than `min_width_um` closed, parts
+    narrower than it dropped). Near-black regions that touch the image's edge are
+    `dark` (scanner borders, out-of-tissue black); elsewhere they are black ink when black is listed, else dark.
+    """
+    pen, value = ink_mask(rgb, params)
+    radius = round(params.min_width_um / mpp / 2)
+    pen = _opened(_closed(pen, radius), radius)
+    near_black = _opened(value <= params.dark_max_value, radius)
+    dark = _touching_edge(near_black) if near_black.any() else near_black
+    if "black" in params.pen_colors:
+        pen |= near_black & ~dark
+    else:
+        dark = near_black
+    removed = _box(pen | dark, round(params.margin_um / mpp), grow=True)
+    return QCResult(pen, dark, removed)
+
+
+def laplacian_energy(rgb: np.ndarray) -> np.ndarray:
+    """Squared 4-neighbour Laplacian of the green channel (float32; 0 on the image's border): local focus energy.
+    Green carries most of H&E's contrast (haematoxylin and eosin both absorb it)."""
+    grey = rgb[..., 1].astype(np.float32)
+    energy = np.zeros_like(grey)
+    inner = energy[1:-1, 1:-1]
+    np.multiply(grey[1:-1, 1:-1], 4.0, out=inner)
+    inner -= grey[:-2, 1:-1]
+    inner -= grey[2:, 1:-1]
+    inner -= grey[1:-1, :-2]
+    inner -= grey[1:-1, 2:]
+    np.multiply(inner, inner, out=inner)
+    return energy
+
+
+def block_sums(values: np.ndarray, scale: float, coords: np.ndarray, size0: int) -> np.ndarray:
+    """Per-tile sums of a (H, W, C) image over each tile's box rounded to whole pixels (pixels `scale` level-0 px
+    wide), as (N, C) float64: one pass over the image (np.add.reduceat between all tile edges) instead of a
+    summed-area table, for scores where a fraction of a pixel at the tile's edge does not matter."""
+    h, w = values.shape[:2]
+    x0 = np.clip(np.rint(coords[:, 0] / scale).astype(np.int64), 0, w)
+    y0 = np.clip(np.rint(coords[:, 1] / scale).astype(np.int64), 0, h)
+    x1 = np.clip(np.rint((coords[:, 0] + size0) / scale).astype(np.int64), 0, w)
+    y1 = np.clip(np.rint((coords[:, 1] + size0) / scale).astype(np.int64), 0, h)
+    xs = np.unique(np.concatenate([[0, w], x0, x1]))
+    ys = np.unique(np.concatenate([[0, h], y0, y1]))
+    rows = np.add.reduceat(values, ys[:-1], axis=0, dtype=np.float64)
+    blocks = np.add.reduceat(rows, xs[:-1], axis=1)
+    table = np.zeros((len(ys), len(xs), values.shape[2]))
+    table[1:, 1:] = blocks.cumsum(axis=0).cumsum(axis=1)
+    i0, i1 = np.searchsorted(ys, y0), np.searchsorted(ys, y1)
+    j0, j1 = np.searchsorted(xs, x0), np.searchsorted(xs, x1)
+    return table[i1, j1] - table[i0, j1] - table[i1, j0] + table[i0, j0]
+
+
+def sharpness_from_sums(tissue: np.ndarray, energy: np.ndarray) -> np.ndarray:
+    """RMS Laplacian over each tile's tissue (float32, grey levels) from the tile sums of the tissue mask and of
+    the Laplacian energy on it; a tile without tissue scores 0."""
+    energy = np.maximum(energy, 0.0)
+    return np.sqrt(np.divide(energy, tissue, out=np.zeros_like(energy), where=tissue > 0)).astype(np.float32)
+
+
+@dataclass
+class TileSelection:
+    """The tiles kept on one slide and what quality control took away (areas in mm^2, counts in tiles)."""
+
+    keep: np.ndarray
+    tissue_fraction: np.ndarray
+    sharpness: np.ndarray | None
+    summary: dict[str, float | int]
+
+
+def whiten(rgb: np.ndarray, removed: np.ndarray) -> np.ndarray:
+    """The image with removed pixels set to white, so ink and black borders neither count as tissue nor pull the
+    tissue threshold towards themselves."""
+    if not removed.any():
+        return rgb
+    out = rgb.copy()
+    out[removed] = 255
+    return out
+
+
+def select_tiles(
+    rgb: np.ndarray,
+    tissue: np.ndarray,
+    qc: QCResult | None,
+    params: QCParams,
+    scale: float,
+    mpp: float,
+    grid: np.ndarray,
+    size0: int,
+    min_tissue: float,
+) -> TileSelection:
+    """Keep the grid's tiles with at least `min_tissue` of tissue left after QC, at most `max_artifact` of
+    removals and (when `min_sharpness` > 0) sharp enough; `tissue` must already exclude `qc.removed`.
+    `mpp` is the image's um per pixel."""
+    from wsi_ncmi.slides.grid import area_means
+
+    pixel_mm2 = mpp * mpp / 1e6
+    summary: dict[str, float | int] = {"qc_tissue_mm2": float(tissue.sum() * pixel_mm2)}
+    fractions = np.clip(area_means(tissue, scale, grid, size0), 0.0, 1.0).astype(np.float32)
+    keep = (fractions >= min_tissue) & (fractions > 0)
+    if qc is None:
+        summary.update(qc_pen_mm2=0.0, qc_dark_mm2=0.0, qc_tiles_before=int(keep.sum()), qc_tiles_blurry=0)
+        return TileSelection(keep, fractions, None, summary)
+    layers = [tissue, laplacian_energy(rgb) * tissue] + ([qc.removed] if qc.removed.any() else [])
+    sums = block_sums(np.stack(layers, axis=-1, dtype=np.float32), scale, grid, size0)
+    artifact = sums[:, 2] / (size0 / scale) ** 2 if len(layers) == 3 else np.zeros(len(grid))
+    before = fractions + artifact  # `tissue` excludes the removals, so their areas add up
+    keep &= artifact <= params.max_artifact
+    sharpness = np.where(keep, sharpness_from_sums(sums[:, 0], sums[:, 1]), np.float32(0.0))
+    blurry = keep & (sharpness < params.min_sharpness)
+    summary.update(
+        qc_pen_mm2=float(qc.pen.sum() * pixel_mm2),
+        qc_dark_mm2=float(qc.dark.sum() * pixel_mm2),
+        qc_tiles_before=int(((before >= min_tissue) & (before > 0)).sum()),
+        qc_tiles_blurry=int(blurry.sum()),
+    )
+    return TileSelection(keep & ~blurry, fractions, sharpness, summary)

@@ -35,7 +35,7 @@ from wsi_ncmi.mil.train import TrainConfig, train
 
 CASES = {
     "tiny": {"bags": 256, "tiles": (160, 200), "features": 32, "model_args": {"dim": 64}},
-    "10k": {"bags": 4, "tiles": (10_000, 10_000), "features": 1024, "model_args": {"dim": 512}},
+    "10k": {"bags": 8, "tiles": (10_000, 10_000), "features": 1024, "model_args": {"dim": 512}},
 }
 EPOCHS = 2
 CLASSES = 4

@@ -29,6 +29,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/tiling.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/embedding.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/training.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/decode.py
 	$(BIN)/python benchmarks/scaling.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/heatmap.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/report.py $(BENCH_ARGS)

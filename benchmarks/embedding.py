@@ -6,7 +6,8 @@ without a model). The ratio pipeline / model-alone shows how well I/O hides behi
 Peak RSS of a fresh process embedding a slide, for two slide sizes, shows memory is flat in the number of tiles.
 
     python benchmarks/embedding.py                                  # resnet18, CPU, fp32
-    python benchmarks/embedding.py --encoder resnet50_trunc --device cuda --precision bf16 --batch-size 256
+    python benchmarks/embedding.py --encoder resnet50_trunc --device cuda --precision bf16 --batch-size 256 \
+        --workers auto
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from common import in_child, summary, write_result
 from torch.utils.data import DataLoader
 
 from wsi_ncmi.bags import read_coords
+from wsi_ncmi.cores import parse_workers
 from wsi_ncmi.devices import resolve_device
 from wsi_ncmi.encoders.embed import (
     Embedder,
@@ -92,7 +94,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", default="1", help="reader processes, or auto (as embed --workers auto)")
     parser.add_argument("--size", default=None, help="slide size WxH (px at 0.25 um/px) [16384x12288]")
     parser.add_argument("--full", action="store_true", help="a 32768 x 24576 px slide")
     parser.add_argument("--repeats", type=int, default=3)
@@ -104,7 +106,7 @@ def main() -> None:
         encoder=args.encoder,
         weights="random",
         batch_size=args.batch_size,
-        workers=args.workers,
+        workers=parse_workers(args.workers, args.device),
         device=args.device,
         precision=args.precision,
         overwrite=True,
@@ -126,7 +128,7 @@ def main() -> None:
         "device": str(resolve_device(args.device)),
         "precision": resolve_precision(args.precision, resolve_device(args.device), get_encoder(args.encoder)),
         "batch_size": args.batch_size,
-        "workers": args.workers,
+        "workers": settings.workers,
         "tiles": n,
         "pipeline_tiles_per_s": n / summary(pipe)["median"],
         "model_alone_tiles_per_s": n / summary(model)["median"],

@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--full", action="store_true")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--sizes", default=None, help="bag sizes in tiles, comma-separated [1000,10000]")
     parser.add_argument("--out", default="training")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -99,6 +100,8 @@ def main() -> None:
     pass_seconds = time.perf_counter() - start
     epoch_seconds = float(np.sum(ncmi)) / args.repeats
     sizes = [1_000, 10_000, 50_000] if args.full else [1_000, 10_000]
+    if args.sizes:
+        sizes = [int(v) for v in args.sizes.split(",")]
     by_size = {}
     for name in ("abmil", "transmil"):
         for n in sizes:

@@ -249,7 +249,14 @@ def embed(
         ),
     ] = "pretrained",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Tiles per forward pass.")] = 256,
-    workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader worker processes reading tiles.")] = 4,
+    workers: Annotated[
+        str,
+        typer.Option(
+            "--workers",
+            help="Processes reading tiles (0: the main process), or auto: every core but one on a GPU (at most "
+            "16), one per 16 cores on a CPU (at least one).",
+        ),
+    ] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[
         str, typer.Option("--precision", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.")
@@ -300,6 +307,7 @@ def embed(
     from wsi_ncmi.status import write_status
 
     try:
+        from wsi_ncmi.cores import parse_workers
         from wsi_ncmi.encoders.embed import EmbedSettings
 
         encoders = list(dict.fromkeys(encoder))
@@ -309,7 +317,7 @@ def embed(
             encoders[0],
             weights,
             batch_size,
-            workers,
+            parse_workers(workers, device),
             device,
             precision,
             feature_dtype,

@@ -39,6 +39,7 @@ from wsi_ncmi.encoders.stain import UNRECORDED, StainNormaliser, stain_normalise
 from wsi_ncmi.encoders.weights import load_encoder, weights_label
 from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
 from wsi_ncmi.slides.backend import Slide, SlideError, open_slide
+from wsi_ncmi.slides.direct import read_direct
 from wsi_ncmi.slides.integrity import check_tile
 from wsi_ncmi.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
 
@@ -156,7 +157,10 @@ class TileDataset(Dataset):
         self.reads += 1
         work = self.work[slide_index]
         x, y = work.coords.coords[tile_index]
-        region = self._slide(slide_index, fresh).read_region((x, y), work.read_level, (work.read_size,) * 2)
+        slide = self._slide(slide_index, fresh)
+        region = None if fresh else read_direct(slide, (x, y), work.read_level, work.read_size)
+        if region is None:
+            region = slide.read_region((x, y), work.read_level, (work.read_size,) * 2)
         check_tile(region, f"{work.slide_id} tile {tile_index}")
         region = self.stain(region)
         if work.read_size == work.tile_size:

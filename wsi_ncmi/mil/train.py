@@ -30,6 +30,7 @@ from wsi_ncmi.mil.data import BagSet, class_weights, epoch_order, subsample
 from wsi_ncmi.mil.distributed import Cluster
 from wsi_ncmi.mil.heads import Head, build_head
 from wsi_ncmi.mil.models import MILModel, build_model
+from wsi_ncmi.mil.speed import EpochLosses, adamw, sized_threads
 from wsi_ncmi.validation import check_settings
 
 CHECKPOINT_VERSION = 1
@@ -68,6 +69,7 @@ class TrainConfig:
     grad_clip: float | None = 1.0
     seed: int = 1
     device: str = "auto"
+    threads: int | None = None
     max_tiles: int | None = None
     balanced_sampling: bool = False
     class_weights: str = "none"
@@ -86,6 +88,8 @@ class TrainConfig:
             problems.append(f"lr must be positive, got {self.lr}")
         if self.class_weights not in ("none", "balanced"):
             problems.append(f"class_weights must be none or balanced, got {self.class_weights!r}")
+        if self.threads is not None and self.threads < 1:
+            problems.append(f"threads must be >= 1 (or null: chosen from the step size), got {self.threads}")
         if self.max_tiles is not None and self.max_tiles < 1:
             problems.append(f"max_tiles must be >= 1, got {self.max_tiles}")
         if self.select not in SELECT_RULES:
@@ -289,14 +293,16 @@ def resolve_config(config: TrainConfig, labels: np.ndarray, n_classes: int) -> T
     return config
 
 
-def make_optimizer(parameters: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimiser every loss trains with: AdamW at config.lr and config.weight_decay."""
+def make_optimizer(
+    parameters: list[torch.nn.Parameter], config: TrainConfig, device: torch.device
+) -> torch.optim.Optimizer:
+    """The optimiser every loss trains with: AdamW at config.lr and config.weight_decay (fused where it can be)."""
     if not parameters:
         raise ValueError(
             f"{config.model} with {config.model_args} and loss {config.loss} has no trainable parameters; "
             "give the model a dim, a neck or a loss with a head"
         )
-    return torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    return adamw(parameters, config.lr, config.weight_decay, device)
 
 
 @dataclass
@@ -318,7 +324,7 @@ def _setup(config: TrainConfig, in_dim: int, n_classes: int, steps: int, device:
     model = build_model(config.model, in_dim, **config.model_args).to(device)
     head = build_head(config.loss, model.dim, n_classes, **config.loss_args).to(device)
     parameters = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
-    optimizer = make_optimizer(parameters, config)
+    optimizer = make_optimizer(parameters, config, device)
     step: torch.nn.Module = _Step(model, head, device)
     if cluster.world > 1:
         from torch.nn.parallel import DistributedDataParallel
@@ -370,8 +376,8 @@ def _train_epoch(
     epoch: int,
     cluster: Cluster,
     console: Any,
-) -> list[float]:
-    """One pass of gradient steps, one bag each, in `order`; the per-step losses."""
+) -> EpochLosses:
+    """One pass of gradient steps, one bag each, in `order`; the per-step losses (kept on the device)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (
@@ -383,15 +389,14 @@ def _train_epoch(
     )
     session.model.train()
     rng = np.random.default_rng([config.seed, epoch, 1])
-    losses: list[float] = []
+    targets = torch.as_tensor(bags.labels, device=session.device)
+    losses = EpochLosses([bags.slide_ids[i] for i in order], session.device)
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(order), loss="")
         for i in order:
             x = torch.from_numpy(subsample(bags.features(i), config.max_tiles, rng)).to(session.device)
-            y = torch.tensor([int(bags.labels[i])], device=session.device)
+            y = targets[i : i + 1]
             loss, h = session.step(x, y)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite loss on slide {bags.slide_ids[i]}")
             session.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip:
@@ -399,11 +404,12 @@ def _train_epoch(
             session.optimizer.step()
             session.scheduler.step()
             session.head.after_step(cluster.gather(h[None]), cluster.gather(y))
-            losses.append(float(loss.detach()))
-            bar.update(task, advance=1, loss=f"loss {np.mean(losses):.4f}")
+            losses.add(loss)
+            bar.update(task, advance=1, **losses.shown())
     return losses
 
 
+@sized_threads
 def train(
     train_bags: BagSet,
     val_bags: BagSet,
@@ -439,7 +445,8 @@ def train(
     console.print(
         f"{config.model}: {sum(p.numel() for p in model.parameters()):,} parameters; {config.loss} head: "
         f"{sum(p.numel() for p in head.parameters()):,}; {len(train_index)} training and {len(val_bags)} "
-        f"validation bags; device {device}" + (f"; {cluster.world} processes" if cluster.world > 1 else "")
+        f"validation bags; device {device}, {torch.get_num_threads()} thread(s)"
+        + (f"; {cluster.world} processes" if cluster.world > 1 else "")
     )
     history: list[dict[str, Any]] = []
     best = {"epoch": -1, "macro_f1": -math.inf, "auc": -math.inf, "val_loss": math.inf}
@@ -476,7 +483,7 @@ def train(
         metrics, val_loss = _validate(model, head, val_bags, prior, n_classes, device, cluster)
         row = {
             "epoch": epoch + 1,
-            "train_loss": float(np.mean(losses)) if losses else math.nan,
+            "train_loss": losses.mean(),
             "val_loss": val_loss,
             "val_macro_f1": metrics["macro_f1"],
             "val_accuracy": metrics["accuracy"],

@@ -413,6 +413,29 @@ def test_heatmap_refuses_a_bag_from_an_earlier_tiling(cohort: Path, tmp_path: Pa
         check_bag_tiles(bag, job / "tiles" / "s.h5")
 
 
+@pytest.mark.parametrize(
+    "colour",
+    [(255, 182, 213), (255, 120, 200), (120, 90, 255), (250, 250, 250)],
+    ids=["eosin, red saturated", "dense eosin", "hematoxylin, blue saturated", "glass"],
+)
+def test_bright_stains_are_not_taken_for_corrupt_data(colour: tuple[int, int, int]) -> None:
+    from wsi_ncmi.slides.integrity import check_tile
+
+    check_tile(np.full((64, 64, 3), colour, np.uint8), "a stained tile")
+
+
+def test_tiles_of_a_strongly_stain_shifted_centre_are_not_flagged(tmp_path: Path) -> None:
+    from wsi_ncmi.slides.backend import open_slide
+    from wsi_ncmi.slides.integrity import impossible_fraction
+    from wsi_ncmi.synthetic import center_stain_shift
+
+    path = tmp_path / "shifted.tif"
+    write_slide(SlideSpec("shifted", 1536, 1024, 0.5, seed=3, stain_shift=center_stain_shift(4)), path)
+    with open_slide(path) as slide:
+        tiles = [slide.read_region((x, y), 0, (256, 256)) for x in range(0, 1280, 256) for y in range(0, 768, 256)]
+    assert max(impossible_fraction(t) for t in tiles) <= 0.05
+
+
 def test_garbled_jpeg_tiles_are_recorded_as_unreadable(cohort: Path, tmp_path: Path) -> None:
     import tifffile
 

@@ -346,3 +346,15 @@ def test_block_sums_of_integers_are_exact() -> None:
         x0, y0 = round(x / 16.03), round(y / 16.03)
         x1, y1 = min(round((x + 257) / 16.03), 131), min(round((y + 257) / 16.03), 97)
         np.testing.assert_array_equal(got, values[y0:y1, x0:x1].astype(np.int64).sum(axis=(0, 1)))
+
+
+def test_whiten_sets_exactly_the_removed_pixels_to_white() -> None:
+    from wsi_ncmi.slides.qc import whiten
+
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    removed = rng.random((37, 53)) < 0.3
+    out = whiten(rgb, removed)
+    np.testing.assert_array_equal(out[removed], 255)
+    np.testing.assert_array_equal(out[~removed], rgb[~removed])
+    assert whiten(rgb, np.zeros((37, 53), dtype=bool)) is rgb

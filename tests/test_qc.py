@@ -281,3 +281,80 @@ def test_block_sums_match_sums_over_rounded_tile_boxes(scale: float, size0: int,
         x0, y0 = round(x / scale), round(y / scale)
         x1, y1 = min(round((x + size0) / scale), 131), min(round((y + size0) / scale), 97)
         np.testing.assert_allclose(got, values[y0:y1, x0:x1].sum(axis=(0, 1)), rtol=1e-5, atol=1e-4)
+
+
+def _reference_sharpness(rgb: np.ndarray, tissue: np.ndarray, scale: float, coords: np.ndarray, size0: int):
+    """RMS 4-neighbour Laplacian of green over each tile's tissue, straight from the definition, tile by tile."""
+    g = rgb[..., 1].astype(np.float64)
+    lap = np.zeros_like(g)
+    lap[1:-1, 1:-1] = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
+    energy = lap**2 * tissue
+    h, w = tissue.shape
+    out = []
+    for x, y in coords.tolist():
+        box = (
+            slice(min(round(y / scale), h), min(round((y + size0) / scale), h)),
+            slice(min(round(x / scale), w), min(round((x + size0) / scale), w)),
+        )
+        area = tissue[box].sum()
+        out.append(np.float32(np.sqrt(energy[box].sum() / area)) if area else np.float32(0.0))
+    return np.array(out, dtype=np.float32)
+
+
+def _check_selection_against_reference(rgb: np.ndarray, tissue: np.ndarray, qc, scale: float, mpp: float) -> None:
+    """select_tiles' sharpness and blur verdicts equal the definition's exactly (float32 bits, not approximately)."""
+    from wsi_ncmi.slides.grid import grid_coords
+    from wsi_ncmi.slides.qc import select_tiles
+
+    h, w = tissue.shape
+    size0 = 256
+    coords = grid_coords(round(w * scale), round(h * scale), size0, size0, edges="overhang")
+    params = QCParams()
+    got = select_tiles(rgb, tissue, qc, params, scale, mpp, coords, size0, 0.1)
+    sharp = _reference_sharpness(rgb, tissue, scale, coords, size0)
+    kept_before_blur = got.keep | ((got.sharpness > 0) & (got.sharpness < params.min_sharpness))
+    np.testing.assert_array_equal(got.sharpness, np.where(kept_before_blur, sharp, np.float32(0.0)))
+    np.testing.assert_array_equal(got.keep, kept_before_blur & (sharp >= params.min_sharpness))
+
+
+def test_tile_sharpness_is_bit_identical_to_the_definition_on_random_images() -> None:
+    from wsi_ncmi.slides.qc import QCResult
+
+    rng = np.random.default_rng(3)
+    for shape in [(61, 83), (40, 40), (3, 90)]:
+        rgb = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        tissue = rng.random(shape) < 0.7
+        removed = rng.random(shape) < 0.05
+        qc = QCResult(removed, np.zeros(shape, dtype=bool), removed)
+        _check_selection_against_reference(rgb, tissue & ~removed, qc, 16.0, 8.0)
+
+
+def test_tile_sharpness_is_bit_identical_to_the_definition_on_a_painted_slide(painted: Path, tmp_path: Path) -> None:
+    result = _geometry(painted, tmp_path)
+    assert result.qc.removed.any()
+    _check_selection_against_reference(result.lowres_image, result.mask, result.qc, result.lowres_scale, 8.0)
+
+
+def test_block_sums_of_integers_are_exact() -> None:
+    from wsi_ncmi.slides.grid import grid_coords
+    from wsi_ncmi.slides.qc import block_sums
+
+    values = np.random.default_rng(1).integers(0, 1_040_401, (97, 131, 2), dtype=np.int32)
+    coords = grid_coords(round(131 * 16.03), round(97 * 16.03), 257, 257, edges="overhang")
+    sums = block_sums(values, 16.03, coords, 257)
+    for (x, y), got in zip(coords.tolist(), sums, strict=True):
+        x0, y0 = round(x / 16.03), round(y / 16.03)
+        x1, y1 = min(round((x + 257) / 16.03), 131), min(round((y + 257) / 16.03), 97)
+        np.testing.assert_array_equal(got, values[y0:y1, x0:x1].astype(np.int64).sum(axis=(0, 1)))
+
+
+def test_whiten_sets_exactly_the_removed_pixels_to_white() -> None:
+    from wsi_ncmi.slides.qc import whiten
+
+    rng = np.random.default_rng(5)
+    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    removed = rng.random((37, 53)) < 0.3
+    out = whiten(rgb, removed)
+    np.testing.assert_array_equal(out[removed], 255)
+    np.testing.assert_array_equal(out[~removed], rgb[~removed])
+    assert whiten(rgb, np.zeros((37, 53), dtype=bool)) is rgb

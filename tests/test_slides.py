@@ -402,3 +402,36 @@ def test_tissue_mask_equals_the_scipy_reference(tiff_slide: Path, mpp: float) ->
     mask = tissue_mask(image, mpp, TissueParams())
     assert 0.2 < mask.mean() < 0.8
     assert np.array_equal(mask, _scipy_tissue_mask(image, mpp, TissueParams()))
+
+
+def _reference_thumbnail(image, scale, mask, mask_scale, coords, size0, removals) -> np.ndarray:
+    """draw_thumbnail written plainly: float blending through boolean masks, one removal after another."""
+    from wsi_ncmi.slides import overlay
+    from wsi_ncmi.slides.morphology import inner_edge
+
+    pixels = np.array(image, dtype=np.uint8)
+    shape = pixels.shape[:2]
+    entries = [(overlay.CONTOUR, "tissue"), (overlay.TILES, f"tiles ({len(coords)})")]
+    for index, (name, removed) in enumerate(removals.items()):
+        colour = overlay.REMOVED[index]
+        area = overlay._resample(removed, mask_scale, shape, scale)
+        alpha = overlay.REMOVED_OPACITY
+        pixels[area] = (pixels[area] * (1 - alpha) + alpha * np.asarray(colour, dtype=np.float32)).astype(np.uint8)
+        pixels[inner_edge(area)] = colour
+        entries.append((colour, f"{name} (removed)"))
+    pixels[inner_edge(overlay._resample(mask, mask_scale, shape, scale))] = overlay.CONTOUR
+    overlay._draw_tiles(pixels, coords, size0, scale)
+    return np.concatenate([pixels, overlay._legend(shape[1], entries)], axis=0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_thumbnail_shading_matches_plain_blending_exactly(seed: int) -> None:
+    from wsi_ncmi.slides.overlay import draw_thumbnail
+
+    rng = np.random.default_rng(seed)
+    image = rng.integers(0, 256, (150, 203, 3), dtype=np.uint8)
+    mask = rng.random((40, 52)) < 0.6
+    removals = {"pen": rng.random((40, 52)) < 0.2, "dark": rng.random((40, 52)) < 0.1}
+    coords = np.array([[0, 0], [256, 512], [1024, 256]])
+    args = (image, 5.0, mask, 19.0, coords, 256, removals)
+    np.testing.assert_array_equal(draw_thumbnail(*args), _reference_thumbnail(*args))

@@ -181,18 +181,19 @@ def detect_artifacts(rgb: np.ndarray, mpp: float, params: QCParams) -> QCResult:
     return QCResult(pen, dark, removed)
 
 
-def laplacian_energy(rgb: np.ndarray) -> np.ndarray:
-    """Squared 4-neighbour Laplacian of the green channel (float32; 0 on the image's border): local focus energy.
-    Green carries most of H&E's contrast (haematoxylin and eosin both absorb it)."""
-    grey = rgb[..., 1].astype(np.float32)
-    energy = np.zeros_like(grey)
-    inner = energy[1:-1, 1:-1]
-    np.multiply(grey[1:-1, 1:-1], 4.0, out=inner)
+def laplacian_energy(rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Squared 4-neighbour Laplacian of the green channel (int32, exact; 0 on the image's border): local focus
+    energy. Green carries most of H&E's contrast (haematoxylin and eosin both absorb it). Integer arithmetic on
+    int16 (|Laplacian| <= 1020) is cheaper than float; `out` (int32, the image's shape) is filled when given."""
+    grey = rgb[..., 1].astype(np.int16)
+    energy = np.zeros(grey.shape, dtype=np.int32) if out is None else out
+    inner = grey[1:-1, 1:-1] * np.int16(4)
     inner -= grey[:-2, 1:-1]
     inner -= grey[2:, 1:-1]
     inner -= grey[1:-1, :-2]
     inner -= grey[1:-1, 2:]
-    np.multiply(inner, inner, out=inner)
+    wide = inner.astype(np.int32)
+    np.multiply(wide, wide, out=energy[1:-1, 1:-1])
     return energy
 
 
@@ -207,7 +208,8 @@ def block_sums(values: np.ndarray, scale: float, coords: np.ndarray, size0: int)
     y1 = np.clip(np.rint((coords[:, 1] + size0) / scale).astype(np.int64), 0, h)
     xs = np.unique(np.concatenate([[0, w], x0, x1]))
     ys = np.unique(np.concatenate([[0, h], y0, y1]))
-    rows = np.add.reduceat(values, ys[:-1], axis=0, dtype=np.float64)
+    exact = np.int64 if np.issubdtype(values.dtype, np.integer) else np.float64  # integer sums are exact and faster
+    rows = np.add.reduceat(values, ys[:-1], axis=0, dtype=exact)
     blocks = np.add.reduceat(rows, xs[:-1], axis=1)
     table = np.zeros((len(ys), len(xs), values.shape[2]))
     table[1:, 1:] = blocks.cumsum(axis=0).cumsum(axis=1)
@@ -238,8 +240,8 @@ def whiten(rgb: np.ndarray, removed: np.ndarray) -> np.ndarray:
     tissue threshold towards themselves."""
     if not removed.any():
         return rgb
-    out = rgb.copy()
-    out[removed] = 255
+    out = np.array(rgb, dtype=np.uint8)
+    out.reshape(-1, 3)[np.flatnonzero(removed)] = 255  # flat indices: boolean indexing by a 2-D mask is slower
     return out
 
 
@@ -266,9 +268,15 @@ def select_tiles(
     if qc is None:
         summary.update(qc_pen_mm2=0.0, qc_dark_mm2=0.0, qc_tiles_before=int(keep.sum()), qc_tiles_blurry=0)
         return TileSelection(keep, fractions, None, summary)
-    layers = [tissue, laplacian_energy(rgb) * tissue] + ([qc.removed] if qc.removed.any() else [])
-    sums = block_sums(np.stack(layers, axis=-1, dtype=np.float32), scale, grid, size0)
-    artifact = sums[:, 2] / (size0 / scale) ** 2 if len(layers) == 3 else np.zeros(len(grid))
+    removals = qc.removed.any()
+    layers = np.zeros((*tissue.shape, 3 if removals else 2), dtype=np.int32)
+    layers[..., 0] = tissue
+    energy = laplacian_energy(rgb, layers[..., 1])
+    energy *= tissue
+    if removals:
+        layers[..., 2] = qc.removed
+    sums = block_sums(layers, scale, grid, size0)
+    artifact = sums[:, 2] / (size0 / scale) ** 2 if removals else np.zeros(len(grid))
     before = fractions + artifact  # `tissue` excludes the removals, so their areas add up
     keep &= artifact <= params.max_artifact
     sharpness = np.where(keep, sharpness_from_sums(sums[:, 0], sums[:, 1]), np.float32(0.0))

@@ -61,6 +61,7 @@ class Grid:
     select: str
     dim: int
     dropout: float
+    val_fraction: float = 0.1
 
 
 DEFAULT = Grid(
@@ -139,9 +140,10 @@ def load_mil_dataset(name: str) -> tuple[list[np.ndarray], np.ndarray]:
     return bags, np.asarray(labels)
 
 
-def mil_folds(name: str, repeats: int, folds: int) -> list[Fold]:
-    """Stratified `folds`-fold CV repeated `repeats` times; 10% of each training fold for validation; features
-    standardised with the training fold's instance mean and standard deviation."""
+def mil_folds(name: str, repeats: int, folds: int, val_fraction: float = 0.1) -> list[Fold]:
+    """Stratified `folds`-fold CV repeated `repeats` times; `val_fraction` of each training fold for validation (0:
+    train on all of it and validate on the training bags, for selection `last` only); features standardised with the
+    training fold's instance mean and standard deviation."""
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
     bags, labels = load_mil_dataset(name)
@@ -149,9 +151,12 @@ def mil_folds(name: str, repeats: int, folds: int) -> list[Fold]:
     for repeat in range(repeats):
         splitter = StratifiedKFold(folds, shuffle=True, random_state=repeat)
         for k, (train_pool, test) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
-            train, val = train_test_split(
-                train_pool, test_size=0.1, stratify=labels[train_pool], random_state=repeat * 100 + k
-            )
+            if val_fraction > 0:
+                train, val = train_test_split(
+                    train_pool, test_size=val_fraction, stratify=labels[train_pool], random_state=repeat * 100 + k
+                )
+            else:
+                train, val = train_pool, train_pool
             stacked = np.concatenate([bags[i] for i in train])
             mean, std = stacked.mean(0), stacked.std(0) + 1e-6
 
@@ -280,6 +285,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--necks", nargs="*", help="necks instead of the grid's (none, mlp)")
     parser.add_argument("--lr", type=float, help="learning rate instead of the grid's (every arm alike)")
     parser.add_argument("--epochs", type=int, help="epochs instead of the grid's (every arm alike)")
+    parser.add_argument("--weight-decay", type=float, help="weight decay instead of the grid's (every arm alike)")
+    parser.add_argument(
+        "--select", choices=("last", "best_loss", "best_f1"), help="epoch selection instead of the grid's (all arms)"
+    )
+    parser.add_argument(
+        "--val-fraction", type=float, help="MIL sets: share of each training fold held out (0: none; selection last)"
+    )
+    parser.add_argument("--repeats", type=int, help="MIL sets: CV repeats instead of the grid's")
     parser.add_argument("--seeds", type=int, help="seeds of the synthetic cohort instead of the grid's")
     parser.add_argument("--workers", type=int, default=2, help="training processes in parallel (one thread each)")
     parser.add_argument("--no-ce", action="store_true", help="leave out the CE arms (a T sweep beside a done run)")
@@ -299,16 +312,18 @@ def main(argv: list[str] | None = None) -> None:
         grid = replace(grid, temperatures=tuple(args.temperatures))
     if args.necks:
         grid = replace(grid, necks=tuple(args.necks))
-    for key in ("lr", "epochs", "seeds"):
+    for key in ("lr", "epochs", "weight_decay", "select", "val_fraction", "repeats", "seeds"):
         if getattr(args, key) is not None:
             grid = replace(grid, **{key: getattr(args, key)})
+    if grid.val_fraction == 0 and grid.select != "last":
+        parser.error("--val-fraction 0 validates on the training bags, so it needs --select last")
     started = time.perf_counter()
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
     for dataset in grid.datasets:
         if dataset == "synthetic":
             folds, classes = synthetic_folds(grid.seeds), CLASSES_SYNTHETIC
         else:
-            folds, classes = mil_folds(dataset, grid.repeats, grid.folds), ["negative", "positive"]
+            folds, classes = mil_folds(dataset, grid.repeats, grid.folds, grid.val_fraction), ["negative", "positive"]
         results[dataset] = {}
         for arm in arms(grid):
             if (args.no_ce and arm["loss"] == "ce") or (args.ce_only and arm["loss"] != "ce"):

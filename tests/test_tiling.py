@@ -451,3 +451,23 @@ def test_old_outputs_without_edge_handling_are_not_reused(slide_dir: Path, tmp_p
     row = tile_slide(TileTask("tiff_050", str(slide_dir / "tiff_050.tif"), str(job), TilingParams()))
     assert row.status == "failed" and "edges was 'none', now 'inward'" in row.error
     assert tile_slide(task).status == "skipped"
+
+
+def test_a_tile_moved_inward_is_considered_only_when_its_strip_holds_tissue() -> None:
+    from wsi_ncmi.slides.grid import grid_coords
+    from wsi_ncmi.tiling import _adds_tissue
+
+    # 800 x 800 px slide, 256 px tiles: lattice at 0, 256, 512; moved-in column and row at 544 (strips 768-800).
+    # Mask pixels are 16 px wide; tissue covers x 608-704 on every row: none in the right strip, some in the
+    # bottom strip below x 512-768 only.
+    mask = np.zeros((50, 50), dtype=bool)
+    mask[:, 38:44] = True
+    grid = grid_coords(800, 800, 256, 256, "inward")
+    x, y = grid[:, 0], grid[:, 1]
+    lattice = (x != 544) & (y != 544)
+    eligible = _adds_tissue(grid, mask, 16.0, 800, 800, 256, 256, 0.1)
+    assert eligible[lattice].all() and not eligible[x == 544].any()
+    assert eligible[(y == 544) & (x != 544)].tolist() == [False, False, True]
+    mask[:, 48:] = True  # now tissue in the right strip too
+    eligible = _adds_tissue(grid, mask, 16.0, 800, 800, 256, 256, 0.1)
+    assert eligible[x == 544].all() and eligible[y == 544].tolist() == [False, False, True, True]

@@ -226,6 +226,21 @@ class TilingResult:
     associated: dict[str, np.ndarray] = field(default_factory=dict)
 
 
+def _adds_tissue(
+    grid: np.ndarray, mask: np.ndarray, scale: float, width: int, height: int, size0: int, step0: int, minimum: float
+) -> np.ndarray:
+    """Which tiles of an 'inward' slide grid to consider: every lattice tile, and a tile moved in to end at the
+    slide's edge only when the strip it adds beyond the lattice holds at least `minimum` tissue (else it would
+    repeat its neighbour). Decided before quality control, so QC's counts never include such repeats."""
+    starts = added_starts(grid, width, height, size0, step0)
+    moved = (starts != grid).any(axis=1)
+    eligible = np.ones(len(grid), dtype=bool)
+    if moved.any():
+        added = TissueArea.of(mask, scale).fractions(grid[moved], size0, starts[moved])
+        eligible[moved] = (added >= minimum) & (added > 0)
+    return eligible
+
+
 def tile_geometry(task: TileTask) -> TilingResult:
     """Open the slide, resolve its resolution, find the tissue and the tiles; writes nothing."""
     params = task.params
@@ -250,13 +265,10 @@ def tile_geometry(task: TileTask) -> TilingResult:
         grid = tissue_grid_coords(mask, lowres.scale, width, height, size0, step0, params.edges)
     else:
         grid = grid_coords(width, height, size0, step0, params.edges)
+    if params.grid == "slide" and params.edges == "inward":
+        grid = grid[_adds_tissue(grid, mask, lowres.scale, width, height, size0, step0, params.min_tissue)]
     chosen = select_tiles(lowres.image, mask, qc, params.qc, lowres.scale, mask_mpp, grid, size0, params.min_tissue)
     keep = chosen.keep
-    if params.grid == "slide" and params.edges == "inward":
-        added = TissueArea.of(mask, lowres.scale).fractions(
-            grid, size0, added_starts(grid, width, height, size0, step0)
-        )
-        keep = keep & (added >= params.min_tissue) & (added > 0)
     attrs = {
         **params.fingerprint(),
         "edge_tiles": params.edges == "overhang",

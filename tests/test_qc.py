@@ -10,6 +10,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from wsi_ncmi.cli import app
@@ -270,17 +272,17 @@ def test_bad_qc_settings_are_refused(settings: dict, message: str) -> None:
 
 
 @pytest.mark.parametrize(("scale", "size0", "step0"), [(16.0, 256, 256), (16.03, 257, 257), (10.0, 300, 150)])
-def test_block_sums_match_sums_over_rounded_tile_boxes(scale: float, size0: int, step0: int) -> None:
-    from wsi_ncmi.slides.grid import grid_coords
-    from wsi_ncmi.slides.qc import block_sums
+def test_rounded_tile_sums_match_sums_over_rounded_tile_boxes(scale: float, size0: int, step0: int) -> None:
+    from wsi_ncmi.slides.grid import TileSums, grid_coords
 
     values = np.random.default_rng(0).random((97, 131, 2)).astype(np.float32)
     coords = grid_coords(round(131 * scale), round(97 * scale), size0, step0, edges="overhang")
-    sums = block_sums(values, scale, coords, size0)
-    for (x, y), got in zip(coords.tolist(), sums, strict=True):
+    sums = TileSums.of([values[..., 0], values[..., 1]], scale, coords, size0)
+    got = np.stack([sums.rounded(0), sums.rounded(1)], axis=1)
+    for (x, y), tile in zip(coords.tolist(), got, strict=True):
         x0, y0 = round(x / scale), round(y / scale)
         x1, y1 = min(round((x + size0) / scale), 131), min(round((y + size0) / scale), 97)
-        np.testing.assert_allclose(got, values[y0:y1, x0:x1].sum(axis=(0, 1)), rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(tile, values[y0:y1, x0:x1].sum(axis=(0, 1)), rtol=1e-5, atol=1e-4)
 
 
 def _reference_sharpness(rgb: np.ndarray, tissue: np.ndarray, scale: float, coords: np.ndarray, size0: int):
@@ -335,26 +337,46 @@ def test_tile_sharpness_is_bit_identical_to_the_definition_on_a_painted_slide(pa
     _check_selection_against_reference(result.lowres_image, result.mask, result.qc, result.lowres_scale, 8.0)
 
 
-def test_block_sums_of_integers_are_exact() -> None:
-    from wsi_ncmi.slides.grid import grid_coords
-    from wsi_ncmi.slides.qc import block_sums
+def test_rounded_tile_sums_of_integers_are_exact() -> None:
+    from wsi_ncmi.slides.grid import TileSums, grid_coords
 
     values = np.random.default_rng(1).integers(0, 1_040_401, (97, 131, 2), dtype=np.int32)
     coords = grid_coords(round(131 * 16.03), round(97 * 16.03), 257, 257, edges="overhang")
-    sums = block_sums(values, 16.03, coords, 257)
-    for (x, y), got in zip(coords.tolist(), sums, strict=True):
+    sums = TileSums.of([values[..., 0], values[..., 1]], 16.03, coords, 257)
+    got_all = np.stack([sums.rounded(0), sums.rounded(1)], axis=1)
+    for (x, y), got in zip(coords.tolist(), got_all, strict=True):
         x0, y0 = round(x / 16.03), round(y / 16.03)
         x1, y1 = min(round((x + 257) / 16.03), 131), min(round((y + 257) / 16.03), 97)
         np.testing.assert_array_equal(got, values[y0:y1, x0:x1].astype(np.int64).sum(axis=(0, 1)))
 
 
-def test_whiten_sets_exactly_the_removed_pixels_to_white() -> None:
-    from wsi_ncmi.slides.qc import whiten
+def test_excluded_pixels_count_as_white_for_the_tissue_mask(painted: Path, tmp_path: Path) -> None:
+    from wsi_ncmi.slides.tissue import TissueParams, channel_range, tissue_mask
 
-    rng = np.random.default_rng(5)
-    rgb = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
-    removed = rng.random((37, 53)) < 0.3
-    out = whiten(rgb, removed)
-    np.testing.assert_array_equal(out[removed], 255)
-    np.testing.assert_array_equal(out[~removed], rgb[~removed])
-    assert whiten(rgb, np.zeros((37, 53), dtype=bool)) is rgb
+    result = _geometry(painted, tmp_path)
+    image = result.lowres_image
+    removed = np.zeros(image.shape[:2], dtype=bool)
+    removed[: image.shape[0] // 3] = True
+    white = image.copy()
+    white[removed] = 255
+    mpp = PAINTED.mpp * result.lowres_scale
+    expected = tissue_mask(white, mpp, TissueParams())
+    assert expected.any() and not np.array_equal(expected, tissue_mask(image, mpp, TissueParams()))
+    got = tissue_mask(image, mpp, TissueParams(), exclude=removed, channels=channel_range(image))
+    np.testing.assert_array_equal(got, expected)
+
+
+@given(st.integers(0, 10_000), st.integers(1, 3), st.floats(0.0, 0.2))
+def test_morphology_on_the_bounding_box_equals_it_on_the_whole_image(seed: int, radius: int, density: float) -> None:
+    from wsi_ncmi.slides.qc import _box, _closed, _opened, _within_box
+
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((40, 50), dtype=bool)
+    top, left = rng.integers(0, 40), rng.integers(0, 50)
+    mask[top : top + 12, left : left + 15] = rng.random(mask[top : top + 12, left : left + 15].shape) < density + 0.5
+    for op in (
+        lambda m: _opened(_closed(m, radius), radius),
+        lambda m: _opened(m, radius),
+        lambda m: _box(m, radius, grow=True),
+    ):
+        np.testing.assert_array_equal(_within_box(mask, 2 * radius + 1, op), op(mask))

@@ -149,6 +149,22 @@ def test_tissue_fractions_equal_exact_area_overlap(h: int, w: int, scale: float,
         assert value == pytest.approx(expected, abs=1e-5)
 
 
+@given(st.integers(1, 30), st.integers(1, 30), st.floats(0.5, 9.0), st.integers(1, 80), st.integers(0, 10_000))
+def test_exact_tile_sums_of_a_float_plane_weigh_pixels_by_overlap(
+    h: int, w: int, scale: float, size0: int, seed: int
+) -> None:
+    from wsi_ncmi.slides.grid import TileSums
+
+    rng = np.random.default_rng(seed)
+    plane = rng.normal(size=(h, w))
+    coords = np.stack([rng.integers(-size0, int(w * scale) + 2, 6), rng.integers(-size0, int(h * scale) + 2, 6)], 1)
+    got = TileSums.of([plane], scale, coords, size0).exact()
+    for (x, y), value in zip(coords, got, strict=True):
+        wx = _overlap(x / scale, (x + size0) / scale, w)
+        wy = _overlap(y / scale, (y + size0) / scale, h)
+        assert value == pytest.approx((wy[:, None] * wx[None, :] * plane).sum(), abs=1e-9 * h * w + 1e-9)
+
+
 def test_tissue_fraction_exact_on_pixel_aligned_tiles() -> None:
     mask = np.zeros((4, 4), dtype=bool)
     mask[0:2, 0:2] = True

@@ -19,16 +19,16 @@ from wsi_ncmi.slides.grid import (
     EDGES,
     GRIDS,
     TileGeometry,
-    TissueArea,
     added_starts,
     grid_coords,
+    tissue_fractions,
     tissue_grid_coords,
 )
 from wsi_ncmi.slides.lowres import LowRes, read_lowres, read_mask_and_thumbnail
 from wsi_ncmi.slides.mpp import MppError, resolve_mpp
 from wsi_ncmi.slides.overlay import draw_thumbnail, save_image
-from wsi_ncmi.slides.qc import QCParams, QCResult, detect_artifacts, select_tiles, whiten
-from wsi_ncmi.slides.tissue import TissueParams, tissue_mask
+from wsi_ncmi.slides.qc import QCParams, QCResult, detect_artifacts, select_tiles
+from wsi_ncmi.slides.tissue import TissueParams, channel_range, tissue_mask
 from wsi_ncmi.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
 from wsi_ncmi.validation import check_settings
 
@@ -236,7 +236,7 @@ def _adds_tissue(
     moved = (starts != grid).any(axis=1)
     eligible = np.ones(len(grid), dtype=bool)
     if moved.any():
-        added = TissueArea.of(mask, scale).fractions(grid[moved], size0, starts[moved])
+        added = tissue_fractions(mask, scale, grid[moved], size0, starts[moved])
         eligible[moved] = (added >= minimum) & (added > 0)
     return eligible
 
@@ -256,10 +256,12 @@ def tile_geometry(task: TileTask) -> TilingResult:
         width, height = slide.dimensions
         backend = slide.backend
     mask_mpp = mpp.value * lowres.scale
-    qc = detect_artifacts(lowres.image, mask_mpp, params.qc) if params.qc.enabled else None
-    mask = tissue_mask(lowres.image if qc is None else whiten(lowres.image, qc.removed), mask_mpp, params.tissue)
-    if qc is not None:
-        mask &= ~qc.removed
+    channels = channel_range(lowres.image)
+    qc = detect_artifacts(lowres.image, mask_mpp, params.qc, channels) if params.qc.enabled else None
+    removed = None if qc is None else qc.removed
+    mask = tissue_mask(lowres.image, mask_mpp, params.tissue, exclude=removed, channels=channels)
+    if removed is not None:
+        mask &= ~removed
     size0, step0 = geometry.size_level0, geometry.step_level0
     if params.grid == "tissue":
         grid = tissue_grid_coords(mask, lowres.scale, width, height, size0, step0, params.edges)

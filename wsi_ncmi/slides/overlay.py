@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +18,47 @@ REMOVED = ((230, 0, 200), (255, 140, 0), (0, 190, 220), (200, 30, 30), (120, 70,
 REMOVED_OPACITY = 0.55
 
 
+def _sources(length: int, scale: float, mask_scale: float, limit: int) -> np.ndarray:
+    """Index of the mask pixel under the centre of each of `length` image pixels (`limit`: beyond the mask)."""
+    return np.minimum(((np.arange(length) + 0.5) * scale / mask_scale).astype(np.int64), limit)
+
+
 def _resample(mask: np.ndarray, mask_scale: float, shape: tuple[int, int], scale: float) -> np.ndarray:
     """A mask whose pixels are `mask_scale` level-0 px wide, sampled at the centres of an image of `shape` whose
     pixels are `scale` level-0 px wide (false beyond the mask)."""
     padded = np.pad(np.asarray(mask, dtype=bool), ((0, 1), (0, 1)))
-    rows = np.minimum(((np.arange(shape[0]) + 0.5) * scale / mask_scale).astype(np.int64), mask.shape[0])
-    cols = np.minimum(((np.arange(shape[1]) + 0.5) * scale / mask_scale).astype(np.int64), mask.shape[1])
+    rows = _sources(shape[0], scale, mask_scale, mask.shape[0])
+    cols = _sources(shape[1], scale, mask_scale, mask.shape[1])
     return padded.take(rows, axis=0).take(cols, axis=1)
+
+
+def _cells(pixels: np.ndarray) -> np.ndarray:
+    """A contiguous RGB image as a flat array of 3-byte cells: whole pixels gathered and scattered by flat index in
+    one step, several times faster than boolean indexing of an RGB image by a 2-D mask."""
+    return pixels.reshape(-1).view(np.dtype("V3"))
+
+
+def _shade(pixels: np.ndarray, removed: np.ndarray, mask_scale: float, scale: float, colour: tuple[int, int, int]):
+    """Blend `colour` into the pixels under `removed` (a mask at `mask_scale`) and outline them, in place. Only
+    the image window over the mask's bounding box is resampled: removals are usually a small part of a slide, and
+    beyond the box nothing is removed, so edges found inside the window are the whole image's."""
+    rows, cols = np.flatnonzero(removed.any(axis=1)), np.flatnonzero(removed.any(axis=0))
+    if rows.size == 0:
+        return
+    src_rows = _sources(pixels.shape[0], scale, mask_scale, removed.shape[0])
+    src_cols = _sources(pixels.shape[1], scale, mask_scale, removed.shape[1])
+    r0, r1 = np.searchsorted(src_rows, rows[0]), np.searchsorted(src_rows, rows[-1], side="right")
+    c0, c1 = np.searchsorted(src_cols, cols[0]), np.searchsorted(src_cols, cols[-1], side="right")
+    area = removed.take(src_rows[r0:r1], axis=0).take(src_cols[c0:c1], axis=1)
+    window = np.ascontiguousarray(pixels[r0:r1, c0:c1])
+    cells = _cells(window)
+    inside = np.flatnonzero(area)
+    values = window.reshape(-1, 3).take(inside, axis=0)
+    table = _shading(colour)
+    shaded = np.stack([table[:, channel].take(values[:, channel]) for channel in range(3)], axis=1)
+    cells[inside] = _cells(shaded)
+    cells[np.flatnonzero(inner_edge(area))] = _cells(np.asarray(colour, dtype=np.uint8))
+    pixels[r0:r1, c0:c1] = window
 
 
 def _spans(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -51,24 +86,41 @@ def _draw_tiles(pixels: np.ndarray, coords: np.ndarray, size0: int, scale: float
     pixels[rows, right[which]] = TILES
 
 
-def _legend(width: int, entries: list[tuple[tuple[int, int, int], str]]) -> np.ndarray:
-    """A white band, `width` px wide, with a colour swatch and a label for each entry."""
+@lru_cache(maxsize=256)
+def _legend_entry(colour: tuple[int, int, int], text: str, size: int) -> np.ndarray:
+    """One legend entry on white, `2 * size` px high: a colour swatch, its label, and the gap before the next entry.
+    Cached: the same few labels recur on every slide, and drawing text is most of a legend's cost."""
     from PIL import Image, ImageDraw, ImageFont
 
-    size = max(12, width // 80)
     try:
         font = ImageFont.load_default(size=size)
     except (ImportError, OSError, TypeError):
         font = ImageFont.load_default()
-    band = Image.new("RGB", (width, size * 2), "white")
-    draw = ImageDraw.Draw(band)
+    gap = size + size // 3
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = gap + int(measure.textlength(text, font=font)) + size
+    entry = Image.new("RGB", (width, size * 2), "white")
+    draw = ImageDraw.Draw(entry)
+    draw.rectangle((0, size // 2, size - 1, size // 2 + size - 1), fill=colour)
+    draw.text((gap, size // 2), text, fill=(0, 0, 0), font=font)
+    out = np.asarray(entry)
+    out.flags.writeable = False
+    return out
+
+
+def _legend(width: int, entries: list[tuple[tuple[int, int, int], str]]) -> np.ndarray:
+    """A white band, `width` px wide, with a colour swatch and a label for each entry (cut off at the right)."""
+    size = max(12, width // 80)
+    band = np.full((size * 2, width, 3), 255, dtype=np.uint8)
     x = size // 2
     for colour, text in entries:
-        draw.rectangle((x, size // 2, x + size - 1, size // 2 + size - 1), fill=colour)
-        x += size + size // 3
-        draw.text((x, size // 2), text, fill=(0, 0, 0), font=font)
-        x += int(draw.textlength(text, font=font)) + size
-    return np.asarray(band)
+        entry = _legend_entry(tuple(colour), text, size)
+        span = min(entry.shape[1], width - x)
+        if span <= 0:
+            break
+        band[:, x : x + span] = entry[:, :span]
+        x += entry.shape[1]
+    return band
 
 
 def _shading(colour: tuple[int, int, int]) -> np.ndarray:
@@ -95,10 +147,7 @@ def draw_thumbnail(
     entries: list[tuple[tuple[int, int, int], str]] = [(CONTOUR, "tissue"), (TILES, f"tiles ({len(coords)})")]
     for index, (name, removed) in enumerate((removals or {}).items()):
         colour = REMOVED[index % len(REMOVED)]
-        area = _resample(removed, mask_scale, shape, scale)
-        inside = np.flatnonzero(area)  # flat indices: boolean indexing of an RGB image by a 2-D mask is slow
-        flat[inside] = _shading(colour)[flat[inside], np.arange(3)]
-        flat[np.flatnonzero(inner_edge(area))] = colour
+        _shade(pixels, np.asarray(removed, dtype=bool), mask_scale, scale, colour)
         entries.append((colour, f"{name} (removed)"))
     flat[np.flatnonzero(inner_edge(_resample(mask, mask_scale, shape, scale)))] = CONTOUR
     _draw_tiles(pixels, np.asarray(coords).reshape(-1, 2), size0, scale)

@@ -4,6 +4,7 @@ resolution, and a sharpness score per tile. Plain numpy, so it costs little besi
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -82,20 +83,25 @@ def _hue(r: np.ndarray, g: np.ndarray, b: np.ndarray, hi: np.ndarray, delta: np.
     return hue * np.float32(60.0)
 
 
-def ink_mask(rgb: np.ndarray, params: QCParams) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels of a listed ink hue with enough saturation and not near-black, and the HSV value (max channel) of
-    every pixel; hue is computed only where the saturation could qualify, a minority of pixels on H&E."""
-    r, g, b = (rgb[..., i].astype(np.int16) for i in range(3))
-    hi = np.maximum(np.maximum(r, g), b)
-    delta = hi - np.minimum(np.minimum(r, g), b)
+def ink_mask(
+    rgb: np.ndarray, params: QCParams, channels: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels of a listed ink hue with enough saturation and not near-black, and the HSV value (max channel, uint8)
+    of every pixel; hue is computed only where the saturation could qualify, a minority of pixels on H&E.
+    `channels` is the image's channel_range when already computed."""
+    from wsi_ncmi.slides.tissue import channel_range
+
+    hi, lo = channel_range(rgb) if channels is None else channels
+    delta = hi - lo  # uint8: hi >= lo, so no wrap-around
     floor = min(params.pen_min_saturation, RED_MIN_SATURATION)
     candidates = np.flatnonzero((delta >= np.float32(floor) * hi) & (hi > params.dark_max_value) & (delta > 0))
     ink = np.zeros(hi.size, dtype=bool)
     if candidates.size == 0:
         return ink.reshape(hi.shape), hi
-    pick = [v.ravel()[candidates] for v in (r, g, b, hi, delta)]
-    hue = _hue(*pick)
-    sat = pick[4] / pick[3].astype(np.float32)
+    pixels = rgb.reshape(-1, 3).take(candidates, axis=0).astype(np.int16)
+    pick_hi, pick_delta = hi.ravel().take(candidates), delta.ravel().take(candidates)
+    hue = _hue(pixels[:, 0], pixels[:, 1], pixels[:, 2], pick_hi, pick_delta)
+    sat = pick_delta / pick_hi.astype(np.float32)
     for color in params.pen_colors:
         if color not in PEN_HUES:
             continue
@@ -124,6 +130,22 @@ def _box(mask: np.ndarray, radius: int, grow: bool) -> np.ndarray:
             window[axis] = slice(shift, shift + n)
             op(acc, padded[tuple(window)], out=acc)
         out = acc
+    return out
+
+
+def _within_box(mask: np.ndarray, margin: int, op: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """op(mask) computed on the mask's bounding box grown by `margin` px and placed back; the same as op on the
+    whole image for box dilations, erosions, openings and closings of radius r when margin > 2r (beyond the
+    margin every pixel stays false), and several times cheaper when the mask is a small part of the image."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return mask
+    box = (
+        slice(max(rows[0] - margin, 0), rows[-1] + margin + 1),
+        slice(max(cols[0] - margin, 0), cols[-1] + margin + 1),
+    )
+    out = np.zeros_like(mask)
+    out[box] = op(mask[box])
     return out
 
 
@@ -161,23 +183,27 @@ def _touching_edge(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def detect_artifacts(rgb: np.ndarray, mpp: float, params: QCParams) -> QCResult:
+def detect_artifacts(
+    rgb: np.ndarray, mpp: float, params: QCParams, channels: tuple[np.ndarray, np.ndarray] | None = None
+) -> QCResult:
     """Pen ink and near-black regions of an RGB image whose pixels are `mpp` um wide.
 
     Ink: a pixel of a listed hue band with enough saturation (gaps narrower than `min_width_um` closed, parts
     narrower than it dropped). Near-black regions that touch the image's edge are
     `dark` (scanner borders, out-of-tissue black); elsewhere they are black ink when black is listed, else dark.
+    `channels` is the image's channel_range when already computed.
     """
-    pen, value = ink_mask(rgb, params)
+    pen, value = ink_mask(rgb, params, channels)
     radius = round(params.min_width_um / mpp / 2)
-    pen = _opened(_closed(pen, radius), radius)
-    near_black = _opened(value <= params.dark_max_value, radius)
+    pen = _within_box(pen, 2 * radius + 1, lambda m: _opened(_closed(m, radius), radius))
+    near_black = _within_box(value <= params.dark_max_value, 2 * radius + 1, lambda m: _opened(m, radius))
     dark = _touching_edge(near_black) if near_black.any() else near_black
     if "black" in params.pen_colors:
         pen |= near_black & ~dark
     else:
         dark = near_black
-    removed = _box(pen | dark, round(params.margin_um / mpp), grow=True)
+    margin = round(params.margin_um / mpp)
+    removed = _within_box(pen | dark, 2 * margin + 1, lambda m: _box(m, margin, grow=True))
     return QCResult(pen, dark, removed)
 
 
@@ -197,27 +223,6 @@ def laplacian_energy(rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
     return energy
 
 
-def block_sums(values: np.ndarray, scale: float, coords: np.ndarray, size0: int) -> np.ndarray:
-    """Per-tile sums of a (H, W, C) image over each tile's box rounded to whole pixels (pixels `scale` level-0 px
-    wide), as (N, C) float64: one pass over the image (np.add.reduceat between all tile edges) instead of a
-    summed-area table, for scores where a fraction of a pixel at the tile's edge does not matter."""
-    h, w = values.shape[:2]
-    x0 = np.clip(np.rint(coords[:, 0] / scale).astype(np.int64), 0, w)
-    y0 = np.clip(np.rint(coords[:, 1] / scale).astype(np.int64), 0, h)
-    x1 = np.clip(np.rint((coords[:, 0] + size0) / scale).astype(np.int64), 0, w)
-    y1 = np.clip(np.rint((coords[:, 1] + size0) / scale).astype(np.int64), 0, h)
-    xs = np.unique(np.concatenate([[0, w], x0, x1]))
-    ys = np.unique(np.concatenate([[0, h], y0, y1]))
-    exact = np.int64 if np.issubdtype(values.dtype, np.integer) else np.float64  # integer sums are exact and faster
-    rows = np.add.reduceat(values, ys[:-1], axis=0, dtype=exact)
-    blocks = np.add.reduceat(rows, xs[:-1], axis=1)
-    table = np.zeros((len(ys), len(xs), values.shape[2]))
-    table[1:, 1:] = blocks.cumsum(axis=0).cumsum(axis=1)
-    i0, i1 = np.searchsorted(ys, y0), np.searchsorted(ys, y1)
-    j0, j1 = np.searchsorted(xs, x0), np.searchsorted(xs, x1)
-    return table[i1, j1] - table[i0, j1] - table[i1, j0] + table[i0, j0]
-
-
 def sharpness_from_sums(tissue: np.ndarray, energy: np.ndarray) -> np.ndarray:
     """RMS Laplacian over each tile's tissue (float32, grey levels) from the tile sums of the tissue mask and of
     the Laplacian energy on it; a tile without tissue scores 0."""
@@ -235,16 +240,6 @@ class TileSelection:
     summary: dict[str, float | int]
 
 
-def whiten(rgb: np.ndarray, removed: np.ndarray) -> np.ndarray:
-    """The image with removed pixels set to white, so ink and black borders neither count as tissue nor pull the
-    tissue threshold towards themselves."""
-    if not removed.any():
-        return rgb
-    out = np.array(rgb, dtype=np.uint8)
-    out.reshape(-1, 3)[np.flatnonzero(removed)] = 255  # flat indices: boolean indexing by a 2-D mask is slower
-    return out
-
-
 def select_tiles(
     rgb: np.ndarray,
     tissue: np.ndarray,
@@ -259,31 +254,29 @@ def select_tiles(
     """Keep the grid's tiles with at least `min_tissue` of tissue left after QC, at most `max_artifact` of
     removals and (when `min_sharpness` > 0) sharp enough; `tissue` must already exclude `qc.removed`.
     `mpp` is the image's um per pixel."""
-    from wsi_ncmi.slides.grid import area_means
+    from wsi_ncmi.slides.grid import TileSums
 
     pixel_mm2 = mpp * mpp / 1e6
-    summary: dict[str, float | int] = {"qc_tissue_mm2": float(tissue.sum() * pixel_mm2)}
-    fractions = np.clip(area_means(tissue, scale, grid, size0), 0.0, 1.0).astype(np.float32)
+    summary: dict[str, float | int] = {"qc_tissue_mm2": float(np.count_nonzero(tissue) * pixel_mm2)}
+    planes = [tissue]
+    if qc is not None:
+        energy = laplacian_energy(rgb)
+        energy *= tissue
+        planes += [energy, qc.removed] if qc.removed.any() else [energy]
+    sums = TileSums.of(planes, scale, grid, size0)
+    fractions = np.clip(sums.exact(0) / (size0 / scale) ** 2, 0.0, 1.0).astype(np.float32)
     keep = (fractions >= min_tissue) & (fractions > 0)
     if qc is None:
         summary.update(qc_pen_mm2=0.0, qc_dark_mm2=0.0, qc_tiles_before=int(keep.sum()), qc_tiles_blurry=0)
         return TileSelection(keep, fractions, None, summary)
-    removals = qc.removed.any()
-    layers = np.zeros((*tissue.shape, 3 if removals else 2), dtype=np.int32)
-    layers[..., 0] = tissue
-    energy = laplacian_energy(rgb, layers[..., 1])
-    energy *= tissue
-    if removals:
-        layers[..., 2] = qc.removed
-    sums = block_sums(layers, scale, grid, size0)
-    artifact = sums[:, 2] / (size0 / scale) ** 2 if removals else np.zeros(len(grid))
+    artifact = sums.rounded(2) / (size0 / scale) ** 2 if len(planes) == 3 else np.zeros(len(grid))
     before = fractions + artifact  # `tissue` excludes the removals, so their areas add up
     keep &= artifact <= params.max_artifact
-    sharpness = np.where(keep, sharpness_from_sums(sums[:, 0], sums[:, 1]), np.float32(0.0))
+    sharpness = np.where(keep, sharpness_from_sums(sums.rounded(0), sums.rounded(1)), np.float32(0.0))
     blurry = keep & (sharpness < params.min_sharpness)
     summary.update(
-        qc_pen_mm2=float(qc.pen.sum() * pixel_mm2),
-        qc_dark_mm2=float(qc.dark.sum() * pixel_mm2),
+        qc_pen_mm2=float(np.count_nonzero(qc.pen) * pixel_mm2),
+        qc_dark_mm2=float(np.count_nonzero(qc.dark) * pixel_mm2),
         qc_tiles_before=int(((before >= min_tissue) & (before > 0)).sum()),
         qc_tiles_blurry=int(blurry.sum()),
     )

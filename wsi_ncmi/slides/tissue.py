@@ -32,11 +32,16 @@ class TissueParams:
         return asdict(self)
 
 
-def saturation(rgb: np.ndarray) -> np.ndarray:
-    """HSV saturation of an RGB uint8 image, scaled to 0-255 (uint8)."""
+def channel_range(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel maximum and minimum over R, G and B (uint8): what saturation, ink hue and darkness are computed
+    from, so tissue detection and quality control compute them once."""
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
-    hi = np.maximum(np.maximum(r, g), b)
-    lo = np.minimum(np.minimum(r, g), b)
+    return np.maximum(np.maximum(r, g), b), np.minimum(np.minimum(r, g), b)
+
+
+def saturation(rgb: np.ndarray, channels: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """HSV saturation of an RGB uint8 image, scaled to 0-255 (uint8); `channels` is its channel_range if known."""
+    hi, lo = channel_range(rgb) if channels is None else channels
     sat = np.zeros(hi.shape, dtype=np.float32)
     np.divide((hi - lo).astype(np.float32) * 255.0, hi, out=sat, where=hi > 0)
     return sat.astype(np.uint8)
@@ -81,13 +86,23 @@ def median_at_least(values: np.ndarray, threshold: int, size: int) -> np.ndarray
     return window_count(above, size, outside="reflect") >= (size * size + 1) // 2
 
 
-def tissue_mask(rgb: np.ndarray, mpp: float, params: TissueParams) -> np.ndarray:
+def tissue_mask(
+    rgb: np.ndarray,
+    mpp: float,
+    params: TissueParams,
+    exclude: np.ndarray | None = None,
+    channels: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Boolean tissue mask of an RGB image whose pixels are `mpp` um wide.
 
     Saturation, median-smoothed, thresholded (Otsu with a floor, or fixed); closing; small holes filled and small
-    regions dropped by their physical area.
+    regions dropped by their physical area. Pixels in `exclude` (quality-control removals) count as white, so ink
+    and black borders neither count as tissue nor pull the threshold towards themselves; `channels` is the image's
+    channel_range when already computed.
     """
-    sat = saturation(rgb)
+    sat = saturation(rgb, channels)
+    if exclude is not None:
+        sat[exclude] = 0
     if params.threshold == "otsu":
         threshold = otsu_with_floor(sat, params.min_saturation)
     else:

@@ -1,9 +1,11 @@
 """Pillow's bilinear and bicubic resize of uint8 images, reproduced on torch tensors on any device.
 
 Tiles decoded on the GPU go through the same geometric preprocessing as tiles decoded on the CPU, where Pillow
-resizes them. Pillow resizes in two passes (columns, then rows), each a sum of fixed-point weights (22 fraction
-bits) rounded back to uint8; doing exactly that, with the weights as float64 (every sum is an integer below 2**53,
-so exact), gives Pillow's pixels bit for bit.
+resizes them. Pillow resizes in two passes (columns, then rows), each a sum of integer weights (fixed point, 22
+fraction bits) rounded back to uint8. Here each pass is three float32 matrix products, one per byte of the
+weights: every product of a pixel and a weight byte, and every sum of them over a filter's taps, is an integer
+below 2**24, so exact in float32 (and in TF32, whose inputs keep 11 significant bits), whatever order the device
+sums in; their shifted total is Pillow's sum, so the pixels equal Pillow's bit for bit.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ if TYPE_CHECKING:
 BITS = 22
 """Fraction bits of Pillow's fixed-point weights for 8-bit images (32 - 8 - 2)."""
 SUPPORT = {"bilinear": 1.0, "bicubic": 2.0}
+MAX_TAPS = 256
+"""Most filter taps per output pixel for which the byte-wise sums stay exact (256 * 255 * 255 < 2**24)."""
 
 
 def _filter(kind: str, x: float) -> float:
@@ -36,18 +40,20 @@ def _filter(kind: str, x: float) -> float:
 
 @functools.lru_cache(maxsize=32)
 def weights(in_size: int, out_size: int, kind: str) -> np.ndarray:
-    """(out_size, in_size) float64 integer weights, scaled by 2**BITS, of one Pillow resize pass."""
+    """(out_size, in_size) int64 weights, scaled by 2**BITS, of one Pillow resize pass (Pillow's arithmetic)."""
     if kind not in SUPPORT:
         raise ValueError(f"interpolation must be bilinear or bicubic, got {kind!r}")
     scale = in_size / out_size
     filterscale = max(scale, 1.0)
     support = SUPPORT[kind] * filterscale
     step = 1.0 / filterscale
-    out = np.zeros((out_size, in_size), dtype=np.float64)
+    out = np.zeros((out_size, in_size), dtype=np.int64)
     for i in range(out_size):
         center = (i + 0.5) * scale
         lo = max(int(center - support + 0.5), 0)
         hi = min(int(center + support + 0.5), in_size)
+        if hi - lo > MAX_TAPS:
+            raise ValueError(f"resizing {in_size} px to {out_size} px needs more than {MAX_TAPS} taps per pixel")
         taps = [_filter(kind, (x - center + 0.5) * step) for x in range(lo, hi)]
         total = sum(taps)
         for x, tap in zip(range(lo, hi), taps, strict=True):
@@ -56,11 +62,22 @@ def weights(in_size: int, out_size: int, kind: str) -> np.ndarray:
     return out
 
 
-def _round(x: torch.Tensor) -> torch.Tensor:
-    """Pillow's rounding of a pass: add half, shift right (floor), clip to 0..255."""
+@functools.lru_cache(maxsize=32)
+def _bytes(in_size: int, out_size: int, kind: str) -> tuple[np.ndarray, ...]:
+    """The weights as (high, middle, low) float32 bytes: weight = high * 2**16 + middle * 2**8 + low, high signed."""
+    w = weights(in_size, out_size, kind)
+    return tuple(part.astype(np.float32) for part in (w >> 16, (w >> 8) & 255, w & 255))
+
+
+def _pass(x: torch.Tensor, in_size: int, size: int, kind: str, rows: bool) -> torch.Tensor:
+    """One Pillow pass over the last axis (rows=False) or the one before it (rows=True) of float32 pixel values."""
     import torch
 
-    return torch.floor((x + (1 << (BITS - 1))) / (1 << BITS)).clamp_(0, 255)
+    total = torch.zeros((), dtype=torch.int64, device=x.device)
+    for shift, part in zip((16, 8, 0), _bytes(in_size, size, kind), strict=True):
+        w = torch.from_numpy(part).to(x.device)
+        total = total + ((w @ x) if rows else (x @ w.T)).to(torch.int64) * (1 << shift)
+    return torch.div(total + (1 << (BITS - 1)), 1 << BITS, rounding_mode="floor").clamp_(0, 255).to(torch.float32)
 
 
 def resize(images: torch.Tensor, size: int, kind: str) -> torch.Tensor:
@@ -70,11 +87,9 @@ def resize(images: torch.Tensor, size: int, kind: str) -> torch.Tensor:
     h, w = images.shape[-2:]
     if (h, w) == (size, size):
         return images
-    x = images.to(torch.float64)
+    x = images.to(torch.float32)
     if w != size:
-        across = torch.from_numpy(weights(w, size, kind)).to(images.device)
-        x = _round(x @ across.T)
+        x = _pass(x, w, size, kind, rows=False)
     if h != size:
-        down = torch.from_numpy(weights(h, size, kind)).to(images.device)
-        x = _round(down @ x)
+        x = _pass(x, h, size, kind, rows=True)
     return x.to(torch.uint8)

@@ -191,11 +191,16 @@ def read_direct(slide: Slide, location: tuple[int, int], level: int, size: int) 
 
 def decode_on_device(streams: list[bytes], device: torch.device) -> torch.Tensor:
     """Whole JPEG streams of equal-sized tiles decoded together on `device` (nvJPEG on CUDA): uint8 (n, 3, h, w),
-    channels-last in memory as the decoder writes them (stacking them channels-first would cost a transposing copy)."""
+    channels-last in memory as the decoder writes them (stacking them channels-first would cost a transposing copy).
+
+    On CUDA the caller's stream is drained first: torchvision's decoder writes from a stream of its own without
+    waiting on the caller's, into memory the allocator may just have taken back from kernels still queued there."""
     import warnings
 
     import torch
 
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         from torchvision.io import ImageReadMode, decode_jpeg

@@ -1,13 +1,15 @@
 """Embedding throughput and memory on a synthetic slide; writes benchmarks/results/embedding.json.
 
-Figures: tiles/s of the whole embed pipeline (read, decode, resize, normalise, model, write); tiles/s of the model
-alone on tensors already in memory (same batch size); tiles/s of reading and decoding alone (the DataLoader
-without a model). The ratio pipeline / model-alone shows how well I/O hides behind compute (goal >= 0.85).
-Peak RSS of a fresh process embedding a slide, for two slide sizes, shows memory is flat in the number of tiles.
+Figures: tiles/s of the whole embed pipeline (read, decode, resize, normalise, model, write) for each --decode
+path (cpu: reader processes decode; device: they pass on JPEG streams and the main process decodes and resizes
+on the device); tiles/s of the model alone on tensors already in memory (same batch size); tiles/s of reading
+and decoding alone (the DataLoader without a model, each path). The ratio pipeline / model-alone shows how well
+I/O hides behind compute (goal >= 0.85). Peak RSS of a fresh process embedding a slide (the first path), for two
+slide sizes, shows memory is flat in the number of tiles.
 
     python benchmarks/embedding.py                                  # resnet18, CPU, fp32
     python benchmarks/embedding.py --encoder resnet50_trunc --device cuda --precision bf16 --batch-size 256 \
-        --workers auto
+        --workers auto --decode cpu,device
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -34,6 +37,7 @@ from wsi_ncmi.encoders.embed import (
     SlideWork,
     TileDataset,
     embed_slides,
+    resolve_decode,
     resolve_precision,
     slide_batches,
 )
@@ -78,13 +82,19 @@ def model_alone(settings: EmbedSettings, n_tiles: int) -> float:
 
 
 def read_alone(job: Path, slide_id: str, settings: EmbedSettings) -> float:
+    """Seconds to read and decode every tile into the encoder's uint8 inputs, on the device for decode device."""
     coords = read_coords(job / "tiles" / f"{slide_id}.h5")
     work = [SlideWork(slide_id, str(coords.attrs["slide_path"]), {settings.encoder: Path("unused")}, coords)]
+    device = resolve_device(settings.device)
+    work[0].decode = resolve_decode(settings, device)
     dataset = TileDataset(work, [get_encoder(settings.encoder).preprocess], settings.backend)
     loader = DataLoader(dataset, batch_sampler=slide_batches(work, settings.batch_size), num_workers=settings.workers)
     start = time.perf_counter()
-    for _ in loader:
-        pass
+    for payload, _, tile_index, _ in loader:
+        if work[0].decode == "device":
+            dataset.device_inputs(payload, 0, tile_index.tolist(), device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
@@ -97,6 +107,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1", help="reader processes, or auto (as embed --workers auto)")
     parser.add_argument("--size", default=None, help="slide size WxH (px at 0.25 um/px) [16384x12288]")
     parser.add_argument("--full", action="store_true", help="a 32768 x 24576 px slide")
+    parser.add_argument("--decode", default="auto", help="comma-separated decode paths to time: auto, cpu, device")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="embedding", help="result name under benchmarks/results/")
     args = parser.parse_args()
@@ -111,18 +122,23 @@ def main() -> None:
         precision=args.precision,
         overwrite=True,
     )
+    paths = {d: replace(settings, decode=d) for d in dict.fromkeys(args.decode.split(","))}
     with tempfile.TemporaryDirectory() as tmp:
         job, slide_id = make_job(Path(tmp), width, height)
         small_job, small_id = make_job(Path(tmp), width // 2, height // 2)
         n = len(read_coords(job / "tiles" / f"{slide_id}.h5").coords)
         n_small = len(read_coords(small_job / "tiles" / f"{small_id}.h5").coords)
-        pipe, model, read = [], [], []
+        pipe: dict[str, list[float]] = {d: [] for d in paths}
+        read: dict[str, list[float]] = {d: [] for d in paths}
+        model = []
         for _ in range(args.repeats):
-            pipe.append(pipeline(str(job), slide_id, settings))
+            for d, path_settings in paths.items():
+                pipe[d].append(pipeline(str(job), slide_id, path_settings))
+                read[d].append(read_alone(job, slide_id, path_settings))
             model.append(model_alone(settings, n))
-            read.append(read_alone(job, slide_id, settings))
-        _, _, rss_large = in_child(pipeline, str(job), slide_id, settings)
-        _, _, rss_small = in_child(pipeline, str(small_job), small_id, settings)
+        first = next(iter(paths))
+        _, _, rss_large = in_child(pipeline, str(job), slide_id, paths[first])
+        _, _, rss_small = in_child(pipeline, str(small_job), small_id, paths[first])
     figures = {
         "encoder": args.encoder,
         "device": str(resolve_device(args.device)),
@@ -130,20 +146,30 @@ def main() -> None:
         "batch_size": args.batch_size,
         "workers": settings.workers,
         "tiles": n,
-        "pipeline_tiles_per_s": n / summary(pipe)["median"],
+        "decode": {d: resolve_decode(s, resolve_device(args.device)) for d, s in paths.items()},
+        "pipeline_tiles_per_s": n / summary(pipe[first])["median"],
         "model_alone_tiles_per_s": n / summary(model)["median"],
-        "read_decode_tiles_per_s": n / summary(read)["median"],
-        "pipeline_over_model_alone": summary(model)["median"] / summary(pipe)["median"],
-        "seconds": {"pipeline": summary(pipe), "model_alone": summary(model), "read_decode": summary(read)},
+        "read_decode_tiles_per_s": n / summary(read[first])["median"],
+        "pipeline_over_model_alone": summary(model)["median"] / summary(pipe[first])["median"],
+        "by_decode": {
+            d: {
+                "pipeline_tiles_per_s": n / summary(pipe[d])["median"],
+                "read_decode_tiles_per_s": n / summary(read[d])["median"],
+                "pipeline_over_model_alone": summary(model)["median"] / summary(pipe[d])["median"],
+            }
+            for d in paths
+        },
+        "seconds": {
+            "model_alone": summary(model),
+            **{f"pipeline_{d}": summary(pipe[d]) for d in paths},
+            **{f"read_decode_{d}": summary(read[d]) for d in paths},
+        },
         "peak_rss_mib": {f"{n_small} tiles": rss_small, f"{n} tiles": rss_large},
     }
-    for key in (
-        "pipeline_tiles_per_s",
-        "model_alone_tiles_per_s",
-        "read_decode_tiles_per_s",
-        "pipeline_over_model_alone",
-    ):
-        print(f"embedding {key}: {figures[key]:.2f}")
+    print(f"embedding model_alone_tiles_per_s: {figures['model_alone_tiles_per_s']:.2f}")
+    for d, rates in figures["by_decode"].items():
+        for key, value in rates.items():
+            print(f"embedding decode {d} {key}: {value:.2f}")
     print(f"embedding peak RSS: {figures['peak_rss_mib']}")
     print(f"wrote {write_result(args.out, {'benchmark': 'embedding', **figures})}")
 

@@ -139,6 +139,7 @@ FEATURE_ATTRS: dict[str, type] = {
     "normalization": str,
     "feature_dtype": str,
     "coords_sha256": str,
+    "decode": str,
     "format_version": int,
 }
 """Attributes of the `features` dataset of a bag written by `embed`."""

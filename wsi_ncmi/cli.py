@@ -261,6 +261,15 @@ def embed(
     precision: Annotated[
         str, typer.Option("--precision", help="auto (bf16 on CUDA, fp32 on CPU), fp32, bf16 or fp16.")
     ] = "auto",
+    decode: Annotated[
+        str,
+        typer.Option(
+            "--decode",
+            help="Where tiles that are whole JPEG tiles of the slide are decoded: device (torchvision on the "
+            "encoder's device, nvJPEG on CUDA; other slides on the CPU), cpu, or auto (device on CUDA without "
+            "--stain-norm, else cpu).",
+        ),
+    ] = "auto",
     feature_dtype: Annotated[
         str,
         typer.Option(
@@ -327,6 +336,7 @@ def embed(
             seed,
             stain_norm=stain_norm,
             stain_target=None if stain_target is None else str(stain_target),
+            decode=decode,
         )
     except ValueError as exc:
         raise _fail(str(exc)) from exc

@@ -2,7 +2,9 @@
 
 Tiles flow: TileDataset.read (the slide region, decoded to uint8 at the tile size, once per tile whatever the
 number of encoders) -> each encoder's Preprocess (resize, crop) -> Embedder (normalise on the device, forward,
-pool) -> `storable` (finite, within the storage dtype) -> BagWriter.
+pool) -> `storable` (finite, within the storage dtype) -> BagWriter. With decoding on the device, the reader
+processes pass on each tile's JPEG stream instead, and the main process decodes, resizes and crops the batch on
+the encoder's device (TileDataset.device_inputs), with the same pixels up to the JPEG decoder's rounding.
 
 One DataLoader serves every slide, so its worker processes stay warm from slide to slide; batches never span two
 slides, so a slide's features are the same whether it is embedded alone or in a cohort. Each worker opens its
@@ -33,17 +35,19 @@ from wsi_ncmi.bags import (
     read_coords,
 )
 from wsi_ncmi.devices import resolve_device
+from wsi_ncmi.encoders.device_decode import decode_tiles, streams_available
 from wsi_ncmi.encoders.registry import EncoderSpec, Preprocess, encoder_folder, get_encoder
 from wsi_ncmi.encoders.stain import METHODS as STAIN_METHODS
 from wsi_ncmi.encoders.stain import UNRECORDED, StainNormaliser, stain_normaliser
 from wsi_ncmi.encoders.weights import load_encoder, weights_label
 from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
 from wsi_ncmi.slides.backend import Slide, SlideError, open_slide
-from wsi_ncmi.slides.direct import read_direct
+from wsi_ncmi.slides.direct import read_direct, reader_for
 from wsi_ncmi.slides.integrity import check_tile
 from wsi_ncmi.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DECODES = ("auto", "cpu", "device")
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -66,6 +70,7 @@ class EmbedSettings:
     max_failed_fraction: float = 0.05
     stain_norm: str = "none"
     stain_target: str | None = None
+    decode: str = "auto"
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -78,6 +83,20 @@ class EmbedSettings:
             raise ValueError("batch size must be >= 1 and workers >= 0")
         if self.stain_norm not in STAIN_METHODS:
             raise ValueError(f"stain normalisation must be one of {', '.join(STAIN_METHODS)}, got {self.stain_norm!r}")
+        if self.decode not in DECODES:
+            raise ValueError(f"decode must be one of {', '.join(DECODES)}, got {self.decode!r}")
+        if self.decode == "device" and self.stain_norm != "none":
+            raise ValueError(
+                "decode device cannot be combined with stain normalisation, which runs on the CPU; use "
+                "decode auto or cpu"
+            )
+
+
+def resolve_decode(settings: EmbedSettings, device: torch.device) -> str:
+    """auto -> device (JPEG tiles decoded on the encoder's device) on CUDA without stain normalisation, else cpu."""
+    if settings.decode != "auto":
+        return settings.decode
+    return "device" if device.type == "cuda" and settings.stain_norm == "none" else "cpu"
 
 
 def resolve_precision(precision: str, device: torch.device, spec: EncoderSpec) -> str:
@@ -100,6 +119,7 @@ class SlideWork:
     outputs: dict[str, Path]
     coords: CoordsFile
     warnings: list[str] = field(default_factory=list)
+    decode: str = "cpu"
 
     @property
     def read_level(self) -> int:
@@ -179,8 +199,39 @@ class TileDataset(Dataset):
                 size = self.work[slide_index].tile_size
                 return np.zeros((size, size, 3), dtype=np.uint8), False
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[list[torch.Tensor], int, int, bool]:
+    def stream(self, slide_index: int, tile_index: int) -> bytes:
+        """The tile's whole JPEG stream, to decode on the device; empty when it cannot be read so (the main process
+        then reads the tile the CPU way)."""
+        work = self.work[slide_index]
+        x, y = work.coords.coords[tile_index]
+        try:
+            reader = reader_for(self._slide(slide_index), work.read_level, work.read_size)
+            return (reader.stream(int(x), int(y)) if reader is not None else None) or b""
+        except Exception:
+            return b""
+
+    def device_inputs(
+        self, streams: list[bytes], slide_index: int, tile_indices: list[int], device: torch.device
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Each encoder's uint8 inputs on `device` for one slide's batch of JPEG streams, decoded there, and whether
+        each tile could be read; tiles the device cannot serve go through `decoded` here (retried, zero-filled)."""
+        size = self.work[slide_index].tile_size
+        tiles, others = decode_tiles(streams, size, device)
+        ok = torch.ones(len(streams), dtype=torch.bool)
+        if others:
+            batch = torch.empty((len(streams), 3, size, size), dtype=torch.uint8, device=device)
+            if tiles is not None:
+                batch[[i for i in range(len(streams)) if i not in set(others)]] = tiles
+            for i in others:
+                tile, ok[i] = self.decoded(slide_index, tile_indices[i])
+                batch[i] = torch.from_numpy(tile).permute(2, 0, 1).to(device)
+            tiles = batch
+        return [prep.tensor(tiles) for prep in self.preprocess], ok
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[list[torch.Tensor] | bytes, int, int, bool]:
         slide_index, tile_index = key
+        if self.work[slide_index].decode == "device":
+            return self.stream(slide_index, tile_index), slide_index, tile_index, True
         tile, ok = self.decoded(slide_index, tile_index)
         inputs = [torch.from_numpy(prep(tile)).permute(2, 0, 1) for prep in self.preprocess]
         return inputs, slide_index, tile_index, ok
@@ -481,13 +532,20 @@ def _run(
     if not work:
         return rows
     names = list(runs)
+    device = runs[names[0]].embedder.device
+    if resolve_decode(settings, device) == "device":
+        for item in work:
+            if streams_available(
+                item.slide_path, settings.backend, item.read_level, item.read_size, item.coords.coords
+            ):
+                item.decode = "device"
     stain = StainNormaliser.from_attrs(runs[names[0]].expected)
     dataset = TileDataset(work, [runs[name].spec.preprocess for name in names], settings.backend, stain=stain)
     loader = DataLoader(
         dataset,
         batch_sampler=slide_batches(work, settings.batch_size),
         num_workers=settings.workers,
-        pin_memory=resolve_device(settings.device).type == "cuda",
+        pin_memory=device.type == "cuda",
         worker_init_fn=_worker_init if settings.workers else None,
         persistent_workers=False,
         prefetch_factor=4 if settings.workers else None,
@@ -500,9 +558,13 @@ def _run(
     run_start = start
     done = 0
     try:
-        for inputs, slide_index, tile_index, ok in loader:
+        for payload, slide_index, tile_index, ok in loader:
             s = int(slide_index[0])
             item = work[s]
+            if item.decode == "device":
+                inputs, ok = dataset.device_inputs(payload, s, tile_index.tolist(), device)
+            else:
+                inputs = payload
             if s != current:
                 current, failed, problems, start = s, [], {}, time.perf_counter()
                 n = len(item.coords.coords)
@@ -549,8 +611,10 @@ def _run(
 
 
 def _bag_attrs(item: SlideWork, expected: dict[str, Any]) -> dict[str, Any]:
-    """The attributes a finished bag records: the encoder settings and the digest of its coordinates."""
-    return {**expected, "coords_sha256": coords_digest(item.coords.coords)}
+    """The attributes a finished bag records: the encoder settings, the digest of its coordinates, and where its
+    tiles were decoded. The decode path is provenance, not a setting the resume check compares: both paths give
+    the same pixels up to the JPEG decoder's rounding, as two libjpeg-turbo builds do."""
+    return {**expected, "coords_sha256": coords_digest(item.coords.coords), "decode": item.decode}
 
 
 def _pt_path(out: Path, settings: EmbedSettings) -> Path | None:

@@ -12,9 +12,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -51,6 +54,16 @@ class Preprocess:
             top = round((self.resize - self.size) / 2.0)
             tile = tile[top : top + self.size, top : top + self.size]
         return np.ascontiguousarray(tile)
+
+    def tensor(self, tiles: torch.Tensor) -> torch.Tensor:
+        """The same on a batch of uint8 (n, 3, h, w) tiles on any device, with the same pixels as __call__."""
+        from wsi_ncmi.encoders.resize import resize
+
+        tiles = resize(tiles, self.resize, self.interpolation)
+        if self.resize != self.size:
+            top = round((self.resize - self.size) / 2.0)
+            tiles = tiles[..., top : top + self.size, top : top + self.size]
+        return tiles
 
     def describe(self) -> str:
         return f"resize={self.resize},{self.interpolation},crop={self.size}"

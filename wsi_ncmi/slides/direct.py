@@ -95,16 +95,26 @@ class DirectReader:
         out[max(0, self.height - y0) :] = 255
         return out
 
-    def stream(self, x: int, y: int) -> bytes | None:
-        """The whole JPEG stream (shared tables put back in) of a region that is exactly one YCbCr tile inside the
-        image, for decoders that take plain JPEG files (torchvision.io.decode_jpeg on a GPU); None otherwise."""
+    def _stream_index(self, x: int, y: int) -> int | None:
+        """The TIFF tile that is exactly the region at level-0 (x, y), when it is a YCbCr tile inside the image."""
         segments = self._segments(x, y)
         if not self.ycbcr or segments is None or len(segments) != 1 or self.size != self.tile_width:
             return None
         x0, y0 = int(x / self.downsample), int(y / self.downsample)
         if x0 + self.size > self.width or y0 + self.size > self.height:
             return None
-        index = segments[0][0]
+        return segments[0][0]
+
+    def streamable(self, x: int, y: int) -> bool:
+        """Whether `stream(x, y)` gives a JPEG stream, decided from the tile layout alone (nothing is read)."""
+        return self._stream_index(x, y) is not None
+
+    def stream(self, x: int, y: int) -> bytes | None:
+        """The whole JPEG stream (shared tables put back in) of a region that is exactly one YCbCr tile inside the
+        image, for decoders that take plain JPEG files (torchvision.io.decode_jpeg on a GPU); None otherwise."""
+        index = self._stream_index(x, y)
+        if index is None:
+            return None
         with open(self.path, "rb") as handle:
             data = os.pread(handle.fileno(), int(self.counts[index]), int(self.offsets[index]))
         return with_tables(data, self.tables)
@@ -181,11 +191,16 @@ def read_direct(slide: Slide, location: tuple[int, int], level: int, size: int) 
 
 def decode_on_device(streams: list[bytes], device: torch.device) -> torch.Tensor:
     """Whole JPEG streams of equal-sized tiles decoded together on `device` (nvJPEG on CUDA): uint8 (n, 3, h, w),
-    channels-last in memory as the decoder writes them (stacking them channels-first would cost a transposing copy)."""
+    channels-last in memory as the decoder writes them (stacking them channels-first would cost a transposing copy).
+
+    On CUDA the caller's stream is drained first: torchvision's decoder writes from a stream of its own without
+    waiting on the caller's, into memory the allocator may just have taken back from kernels still queued there."""
     import warnings
 
     import torch
 
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         from torchvision.io import ImageReadMode, decode_jpeg

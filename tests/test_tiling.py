@@ -296,6 +296,27 @@ def test_shards_cover_every_slide_once_and_merge_like_one_run(slide_dir: Path, t
     a = pd.read_csv(tmp_path / "single" / "status" / "tile.csv")[columns]
     b = pd.read_csv(sharded / "status" / "tile.csv")[columns]
     pd.testing.assert_frame_equal(a, b)
+    qc_single = pd.read_csv(tmp_path / "single" / "status" / "qc.csv")
+    assert len(qc_single) == len(a)
+    pd.testing.assert_frame_equal(qc_single, pd.read_csv(sharded / "status" / "qc.csv"))
+
+
+def test_status_merges_every_encoders_shards(tmp_path: Path) -> None:
+    from wsi_ncmi.status import StatusRow, write_status
+
+    status = tmp_path / "job" / "status"
+    write_status(status / "tile.csv", [StatusRow("a", "ok", 3), StatusRow("b", "ok", 2)])
+    for encoder in ("resnet18", "uni"):
+        write_status(status / f"embed-{encoder}.shard-0-of-2.csv", [StatusRow("a", "ok", 3)])
+        write_status(status / f"embed-{encoder}.shard-1-of-2.csv", [StatusRow("b", "ok", 2)])
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("slide_id,path\na,a.tif\nb,b.tif\n")
+    result = runner.invoke(app, ["status", str(tmp_path / "job"), "--manifest", str(manifest)])
+    assert result.exit_code == 0, result.output
+    assert "embed-resnet18: 0 slide(s) left" in result.output and "embed-uni: 0 slide(s) left" in result.output
+    for encoder in ("resnet18", "uni"):
+        rows = pd.read_csv(status / f"embed-{encoder}.csv")
+        assert rows["slide_id"].tolist() == ["a", "b"] and (rows["status"] == "ok").all()
 
 
 def _crash_once(task: object) -> object:

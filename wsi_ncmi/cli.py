@@ -452,11 +452,13 @@ def status(
         Path | None, typer.Option("--manifest", help="List the manifest's slides not done yet.")
     ] = None,
 ) -> None:
-    """Merge the status files of every stage (and shard) of JOB, write them as {stage}.csv, print what is left."""
+    """Merge the status files of every stage (and shard) of JOB, write them as {stage}.csv (and the QC table as
+    qc.csv), print what is left."""
     from rich.console import Console
     from rich.table import Table
 
-    from wsi_ncmi.shards import merged_status, status_file
+    from wsi_ncmi.qc_report import write_qc_table
+    from wsi_ncmi.shards import merged_status, status_file, status_stages
     from wsi_ncmi.status import SUCCESS, write_status
 
     console = Console(highlight=False)
@@ -465,11 +467,14 @@ def status(
         table.add_column(column, justify="right" if column != "stage" else "left")
     done: dict[str, set[str]] = {}
     failed = 0
-    for stage in ("tile", "embed"):
+    stages = status_stages(job)
+    for stage in stages:
         rows = merged_status(job, stage)
         if not rows:
             continue
         write_status(status_file(job, stage, None), rows)
+        if stage == "tile":
+            write_qc_table(status_file(job, "qc", None), job, [r.slide_id for r in rows if not r.failed])
         counts = {k: sum(r.status == k for r in rows) for k in ("ok", "skipped", "no_tissue", "failed")}
         failed += counts["failed"]
         done[stage] = {r.slide_id for r in rows if r.status in SUCCESS}
@@ -479,7 +484,8 @@ def status(
     console.print(table)
     if manifest is not None:
         wanted = set(_slide_table(manifest, None)["slide_id"])
-        for stage in ("tile", "embed"):
+        embed_stages = [stage for stage in stages if stage.startswith("embed")] or ["embed"]
+        for stage in ("tile", *embed_stages):
             left = sorted(wanted - done.get(stage, set()))
             console.print(f"{stage}: {len(left)} slide(s) left" + (f": {', '.join(left[:20])}" if left else ""))
             failed += len(left)

@@ -35,6 +35,14 @@ def status_file(job: Path, stage: str, shard: tuple[int, int] | None) -> Path:
     return Path(job) / "status" / f"{stage}.shard-{shard[0]}-of-{shard[1]}.csv"
 
 
+def status_stages(job: Path) -> list[str]:
+    """Stages with a status file in JOB/status (whole or per shard): tile first, then embed and each encoder's
+    embed-{encoder} stage; the QC table is not a stage."""
+    names = {re.sub(r"\.shard-\d+-of-\d+$", "", path.stem) for path in (Path(job) / "status").glob("*.csv")}
+    names.discard("qc")
+    return sorted(names, key=lambda name: (name != "tile", name))
+
+
 def merged_status(job: Path, stage: str) -> list[StatusRow]:
     """Rows of JOB/status/{stage}.csv and every shard file of that stage, one per slide (newest file wins)."""
     folder = Path(job) / "status"

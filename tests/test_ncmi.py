@@ -292,3 +292,30 @@ def test_built_heads_record_every_setting_with_its_default() -> None:
     }
     assert build_head("ce", 8, 2, label_smoothing=0.1).settings == {"class_weights": None, "label_smoothing": 0.1}
     assert build_model("abmil", 8).settings == {"dim": 512, "dropout": 0.25, "attention_dim": 256, "neck": "none"}
+
+
+@pytest.mark.filterwarnings("ignore:NCMI probability calibration")
+def test_training_temperature_reaches_the_checkpoint_and_changes_the_model(tmp_path) -> None:
+    import numpy as np
+
+    from wsi_ncmi.mil.data import BagSet
+    from wsi_ncmi.mil.train import TrainConfig, load_trained, train
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1] * 6)
+    features = [(rng.normal(size=(int(rng.integers(5, 12)), 8)) + y).astype(np.float32) for y in labels]
+    ids = [f"b{i}" for i in range(len(labels))]
+    bags = BagSet(ids, labels, [tmp_path / i for i in ids], 8, dict(zip(ids, features, strict=True)))
+    trained = {}
+    for temperature in (0.1, 1.0):
+        run = tmp_path / f"t{temperature}"
+        run.mkdir()
+        config = TrainConfig(
+            model="abmil", model_args={"dim": 8, "attention_dim": 8}, loss="ncmi",
+            loss_args={"temperature": temperature}, epochs=2, warmup_epochs=0, seed=0, device="cpu",
+        )  # fmt: skip
+        train(bags, bags, ["a", "b"], config, run, progress=False)
+        trained[temperature] = load_trained(run / "model.pt")
+    assert [t.head.temperature for t in trained.values()] == [0.1, 1.0]
+    low, high = (dict(t.model.named_parameters()) for t in trained.values())
+    assert any(not torch.equal(low[name], high[name]) for name in low)

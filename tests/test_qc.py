@@ -130,6 +130,7 @@ def test_blurry_tiles_are_dropped_and_scored(painted: Path, tmp_path: Path) -> N
     assert result.attrs["qc_tiles_blurry"] == dropped.sum()
     assert (result.sharpness >= 10.0).all() and len(result.sharpness) == len(result.coords)
     np.testing.assert_array_equal(scored.sharpness[~dropped], result.sharpness)
+    assert sorted(map(tuple, result.blurry_coords.tolist())) == sorted(map(tuple, scored.coords[dropped].tolist()))
 
 
 def _lesion_slides() -> list[SlideSpec]:

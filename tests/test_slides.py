@@ -370,6 +370,10 @@ def test_thumbnail_draws_contour_tiles_removals_and_a_legend() -> None:
     assert {CONTOUR, TILES, REMOVED[0], REMOVED[1]} <= colours
     plain = draw_thumbnail(image, 2.0, mask, 8.0, coords, 32)
     assert REMOVED[0] not in {tuple(c) for c in plain[400:].reshape(-1, 3).tolist()}
+    blurry = draw_thumbnail(image, 2.0, mask, 8.0, coords, 32, {"pen": pen}, {"blurry": np.array([[256, 96]])})
+    assert (blurry[48, 128:144] == REMOVED[1]).all() and (blurry[48:64, 143] == REMOVED[1]).all()
+    assert (blurry[48, 64:96] == TILES).all()
+    assert REMOVED[1] in {tuple(c) for c in blurry[400:].reshape(-1, 3).tolist()}
 
 
 def test_a_moved_in_tile_is_judged_by_the_strip_it_adds() -> None:

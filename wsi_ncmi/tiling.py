@@ -224,6 +224,8 @@ class TilingResult:
     sharpness: np.ndarray | None = None
     thumbnail: LowRes | None = None
     associated: dict[str, np.ndarray] = field(default_factory=dict)
+    blurry_coords: np.ndarray | None = None
+    """Level-0 corners of the tiles QC dropped as out of focus (for the thumbnail); None without QC."""
 
 
 def _adds_tissue(
@@ -306,6 +308,7 @@ def tile_geometry(task: TileTask) -> TilingResult:
         sharpness,
         thumbnail=thumbnail,
         associated=associated,
+        blurry_coords=None if chosen.blurry is None else grid[chosen.blurry],
     )
 
 
@@ -313,8 +316,10 @@ def write_thumbnails(
     job: Path, slide_id: str, result: TilingResult, removals: dict[str, np.ndarray] | None = None
 ) -> None:
     """Save the slide's thumbnail (tissue contour, tiles, `removals` shaded: name -> mask at the tissue mask's
-    resolution) as JOB/thumbnails/{slide_id}.jpg, and its label and macro images beside it."""
+    resolution, tiles dropped as blurry outlined) as JOB/thumbnails/{slide_id}.jpg, and its label and macro
+    images beside it."""
     if result.thumbnail is not None:
+        dropped = None if result.blurry_coords is None else {"blurry": result.blurry_coords}
         pixels = draw_thumbnail(
             result.thumbnail.image,
             result.thumbnail.scale,
@@ -323,6 +328,7 @@ def write_thumbnails(
             result.coords,
             result.geometry.size_level0,
             removals,
+            dropped,
         )
         save_image(pixels, thumbnail_path(job, slide_id))
     for name, image in result.associated.items():

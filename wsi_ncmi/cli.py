@@ -638,7 +638,10 @@ def train(
     ] = None,
     loss: Annotated[str | None, typer.Option("--loss", help="ncmi, ce, focal or cmic [ncmi].")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs [50].")] = None,
-    lr: Annotated[float | None, typer.Option("--lr", help="AdamW learning rate [1e-4].")] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option("--lr", help="Learning rate of the optimiser (config optimizer: adamw or adam) [1e-4]."),
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of weights, order and subsampling [1].")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N [auto].")] = None,
     max_tiles: Annotated[

@@ -114,20 +114,36 @@ def intra_op_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def adamw(
-    parameters: Iterable[torch.nn.Parameter], lr: float, weight_decay: float, device: torch.device
-) -> torch.optim.AdamW:
-    """AdamW on the fused kernel (one pass over all parameters; CPU and CUDA), else the multi-tensor one.
+OPTIMIZERS = ("adamw", "adam")
+"""adamw: decoupled weight decay (Loshchilov & Hutter); adam: L2 added to the gradient (torch.optim.Adam), as Ilse et
+al. 2018 trained."""
+
+
+def optimizer(
+    name: str, parameters: Iterable[torch.nn.Parameter], lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.Optimizer:
+    """AdamW or Adam (coupled L2 weight decay) on the fused kernel (one pass over all parameters; CPU and CUDA),
+    else the multi-tensor one.
 
     On CPU the fused step of a 1024 -> 512 abmil takes about 0.7 ms against 11 ms for the per-parameter loop.
     """
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {name!r}")
+    kind = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
     parameters = list(parameters)
     if device.type in ("cpu", "cuda"):
         try:
-            return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=True)
+            return kind(parameters, lr=lr, weight_decay=weight_decay, fused=True)
         except (RuntimeError, TypeError, ValueError):
             pass
-    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, foreach=True)
+    return kind(parameters, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
+def adamw(
+    parameters: Iterable[torch.nn.Parameter], lr: float, weight_decay: float, device: torch.device
+) -> torch.optim.Optimizer:
+    """AdamW on the fused kernel where it can be (see `optimizer`)."""
+    return optimizer("adamw", parameters, lr, weight_decay, device)
 
 
 class EpochLosses:

@@ -1,4 +1,4 @@
-"""Training a MIL aggregator with any registered loss: one bag per step, AdamW, warm-up then cosine decay.
+"""Training a MIL aggregator with any registered loss: one bag per step, AdamW (or Adam), warm-up then cosine decay.
 
 The alternating algorithm of NCMI falls out of the epoch structure: a closed-form Q-step (a no-grad pass over
 the training bags, model in eval mode) runs before the first epoch and after every epoch, so the centroids a
@@ -30,7 +30,7 @@ from wsi_ncmi.mil.data import BagSet, class_weights, epoch_order, subsample
 from wsi_ncmi.mil.distributed import Cluster
 from wsi_ncmi.mil.heads import Head, build_head
 from wsi_ncmi.mil.models import MILModel, build_model
-from wsi_ncmi.mil.speed import EpochLosses, adamw, sized_threads
+from wsi_ncmi.mil.speed import OPTIMIZERS, EpochLosses, optimizer, sized_threads
 from wsi_ncmi.validation import check_settings
 
 CHECKPOINT_VERSION = 1
@@ -64,6 +64,7 @@ class TrainConfig:
     classes: list[str] | None = None
     epochs: int = 50
     warmup_epochs: int = 5
+    optimizer: str = "adamw"
     lr: float = 1e-4
     weight_decay: float = 1e-4
     grad_clip: float | None = 1.0
@@ -84,6 +85,11 @@ class TrainConfig:
             problems.append(f"epochs must be >= 1, got {self.epochs}")
         if not 0 <= self.warmup_epochs <= self.epochs:
             problems.append(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
+        if self.optimizer not in OPTIMIZERS:
+            problems.append(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)} (adam: L2 weight decay in the gradient), "
+                f"got {self.optimizer!r}"
+            )
         if not self.lr > 0:
             problems.append(f"lr must be positive, got {self.lr}")
         if self.class_weights not in ("none", "balanced"):
@@ -260,6 +266,7 @@ def _checkpoint(
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "head_state": {k: v.detach().cpu().clone() for k, v in head.state_dict().items()},
         "select": config.select,
+        "optimizer": config.optimizer,
         "calibration": dict(getattr(head, "calibration", {})),
         **extra,
     }
@@ -296,13 +303,14 @@ def resolve_config(config: TrainConfig, labels: np.ndarray, n_classes: int) -> T
 def make_optimizer(
     parameters: list[torch.nn.Parameter], config: TrainConfig, device: torch.device
 ) -> torch.optim.Optimizer:
-    """The optimiser every loss trains with: AdamW at config.lr and config.weight_decay (fused where it can be)."""
+    """The optimiser every loss trains with: config.optimizer (AdamW or Adam) at config.lr and config.weight_decay
+    (fused where it can be)."""
     if not parameters:
         raise ValueError(
             f"{config.model} with {config.model_args} and loss {config.loss} has no trainable parameters; "
             "give the model a dim, a neck or a loss with a head"
         )
-    return adamw(parameters, config.lr, config.weight_decay, device)
+    return optimizer(config.optimizer, parameters, config.lr, config.weight_decay, device)
 
 
 @dataclass
@@ -454,6 +462,12 @@ def train(
     extra = dict(extra or {})
     if resume:
         state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
+        saved_optimizer = state["checkpoint"].get("optimizer", "adamw")
+        if saved_optimizer != config.optimizer:
+            raise RunError(
+                f"{run / 'last.pt'}: trained with optimizer {saved_optimizer}, resumed with {config.optimizer}; "
+                f"resume with optimizer: {saved_optimizer} or start again with --overwrite"
+            )
         model.load_state_dict(state["checkpoint"]["state_dict"])
         head.load_state_dict(state["checkpoint"]["head_state"])
         session.optimizer.load_state_dict(state["optimizer"])

@@ -114,9 +114,10 @@ def _prefix_at(values: np.ndarray, index: np.ndarray, axis: int, dtype: np.dtype
         segments = np.stack([values[a:b].sum(axis=0, dtype=dtype) for a, b in itertools.pairwise(bounds)])
     else:
         segments = np.add.reduceat(values, bounds[:-1], axis=axis, dtype=dtype)
-    pad = [(0, 0)] * values.ndim
-    pad[axis] = (1, 0)
-    prefix = np.pad(np.cumsum(segments, axis=axis), pad)
+    shape = list(segments.shape)
+    shape[axis] += 1
+    prefix = np.zeros(shape, dtype=segments.dtype)
+    np.cumsum(segments, axis=axis, out=prefix[1:] if axis == 0 else prefix[:, 1:])
     return np.take(prefix, np.searchsorted(bounds, index), axis=axis)
 
 

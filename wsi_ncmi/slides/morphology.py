@@ -70,7 +70,8 @@ def erode(mask: np.ndarray, size: int) -> np.ndarray:
 
 def inner_edge(mask: np.ndarray) -> np.ndarray:
     """Pixels of the mask with a 4-neighbour outside it (the image's border counts as outside): a 1-px contour."""
-    padded = np.pad(mask, 1)
+    padded = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), dtype=bool)
+    padded[1:-1, 1:-1] = mask
     interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     return mask & ~interior
 

@@ -12,6 +12,8 @@ import csv
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +86,15 @@ class BlurRegion:
 
 
 @dataclass(frozen=True)
+class TissueFold:
+    """Tissue doubled over on itself along a polyline through level-0 micrometre points, `width_um` wide: two layers
+    absorb twice, so on tissue the transmittance is squared (I_fold = I^2 / 255 per channel)."""
+
+    points: tuple[tuple[float, float], ...]
+    width_um: float = 300.0
+
+
+@dataclass(frozen=True)
 class SlideSpec:
     """Everything that determines a synthetic slide's pixels."""
 
@@ -104,6 +115,7 @@ class SlideSpec:
     """Widths of a black border along the left, top, right and bottom edges."""
     tissue_to_edges: bool = False
     """Let tissue run into the slide's edges instead of fading out before them."""
+    folds: tuple[TissueFold, ...] = ()
 
     @property
     def label(self) -> str:
@@ -111,7 +123,7 @@ class SlideSpec:
 
     @property
     def has_artifacts(self) -> bool:
-        return bool(self.pen_strokes or self.blur_regions or any(self.dark_border_um))
+        return bool(self.pen_strokes or self.blur_regions or any(self.dark_border_um) or self.folds)
 
 
 @dataclass
@@ -196,19 +208,41 @@ def _segment_distance(x: np.ndarray, y: np.ndarray, a: tuple[float, float], b: t
     return np.hypot(x - (ax + t * dx), y - (ay + t * dy))
 
 
+def _band(
+    points: tuple[tuple[float, float], ...], width_um: float, x_um: np.ndarray, y_um: np.ndarray, out: np.ndarray
+) -> None:
+    """Set `out` where a position lies within width_um / 2 of the polyline through `points`, in place."""
+    x_lo, x_hi, y_lo, y_hi = np.min(x_um), np.max(x_um), np.min(y_um), np.max(y_um)
+    r = width_um / 2
+    for a, b in pairwise(points):
+        box = (min(a[0], b[0]) - r, min(a[1], b[1]) - r, max(a[0], b[0]) + r, max(a[1], b[1]) + r)
+        if _near(box, x_lo, y_lo, x_hi, y_hi):
+            out |= _segment_distance(x_um, y_um, a, b) <= r
+
+
 def pen_truth(spec: SlideSpec, x_um: np.ndarray, y_um: np.ndarray) -> dict[str, np.ndarray]:
     """Per ink colour, where that ink lies (broadcast arrays of level-0 micrometres)."""
     shape = np.broadcast_shapes(np.shape(x_um), np.shape(y_um))
     out: dict[str, np.ndarray] = {}
-    x_lo, x_hi, y_lo, y_hi = np.min(x_um), np.max(x_um), np.min(y_um), np.max(y_um)
     for stroke in spec.pen_strokes:
-        inked = out.setdefault(stroke.color, np.zeros(shape, dtype=bool))
-        r = stroke.width_um / 2
-        for a, b in zip(stroke.points[:-1], stroke.points[1:], strict=True):
-            box = (min(a[0], b[0]) - r, min(a[1], b[1]) - r, max(a[0], b[0]) + r, max(a[1], b[1]) + r)
-            if _near(box, x_lo, y_lo, x_hi, y_hi):
-                inked |= _segment_distance(x_um, y_um, a, b) <= r
+        _band(stroke.points, stroke.width_um, x_um, y_um, out.setdefault(stroke.color, np.zeros(shape, dtype=bool)))
     return out
+
+
+def fold_bands(spec: SlideSpec, x_um: np.ndarray, y_um: np.ndarray) -> np.ndarray:
+    """Where the fold bands lie, tissue or not (broadcast arrays of level-0 micrometres)."""
+    out = np.zeros(np.broadcast_shapes(np.shape(x_um), np.shape(y_um)), dtype=bool)
+    for fold in spec.folds:
+        _band(fold.points, fold.width_um, x_um, y_um, out)
+    return out
+
+
+def fold_truth(spec: SlideSpec, x_um: np.ndarray, y_um: np.ndarray) -> np.ndarray:
+    """Where tissue is folded: a fold band and tissue."""
+    bands = fold_bands(spec, x_um, y_um)
+    if not bands.any():
+        return bands
+    return bands & _model(spec).tissue(x_um, y_um)
 
 
 def dark_truth(spec: SlideSpec, x_um: np.ndarray, y_um: np.ndarray) -> np.ndarray:
@@ -227,12 +261,23 @@ def blur_truth(spec: SlideSpec, x_um: np.ndarray, y_um: np.ndarray) -> np.ndarra
 
 
 def artifact_truth(spec: SlideSpec, x_um: np.ndarray, y_um: np.ndarray) -> dict[str, np.ndarray]:
-    """Ground truth of the painted artifacts: 'pen' (any ink), 'dark' (border) and 'blur' masks."""
+    """Ground truth of the painted artifacts: 'pen' (any ink), 'dark' (border), 'blur' and 'fold' masks."""
     shape = np.broadcast_shapes(np.shape(x_um), np.shape(y_um))
     pen = np.zeros(shape, dtype=bool)
     for inked in pen_truth(spec, x_um, y_um).values():
         pen |= inked
-    return {"pen": pen, "dark": dark_truth(spec, x_um, y_um), "blur": blur_truth(spec, x_um, y_um)}
+    return {
+        "pen": pen,
+        "dark": dark_truth(spec, x_um, y_um),
+        "blur": blur_truth(spec, x_um, y_um),
+        "fold": fold_truth(spec, x_um, y_um),
+    }
+
+
+@lru_cache(maxsize=8)
+def _model(spec: SlideSpec) -> TissueModel:
+    """The spec's tissue model, kept for the truth masks that repeat it tile by tile."""
+    return TissueModel.from_spec(spec)
 
 
 def _stain(spec: SlideSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -254,27 +299,19 @@ def _near(box: tuple[float, float, float, float], x0: float, y0: float, x1: floa
     return box[0] <= x1 and box[2] >= x0 and box[1] <= y1 and box[3] >= y0
 
 
+def _extent(points: tuple[tuple[float, float], ...], width_um: float) -> tuple[float, float, float, float]:
+    """A box (left, top, right, bottom) holding a band of `width_um` along the polyline through `points`."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return (min(xs) - width_um, min(ys) - width_um, max(xs) + width_um, max(ys) + width_um)
+
+
 def _artifacts_in(spec: SlideSpec, x0: float, y0: float, x1: float, y1: float) -> SlideSpec:
     """The spec with only the artifacts that can touch the rectangle (micrometres), so clean tiles render fast."""
     from dataclasses import replace
 
-    strokes = tuple(
-        stroke
-        for stroke in spec.pen_strokes
-        if _near(
-            (
-                min(p[0] for p in stroke.points) - stroke.width_um,
-                min(p[1] for p in stroke.points) - stroke.width_um,
-                max(p[0] for p in stroke.points) + stroke.width_um,
-                max(p[1] for p in stroke.points) + stroke.width_um,
-            ),
-            x0,
-            y0,
-            x1,
-            y1,
-        )
-    )
+    strokes = tuple(s for s in spec.pen_strokes if _near(_extent(s.points, s.width_um), x0, y0, x1, y1))
     box = (x0, y0, x1, y1)
+    folds = tuple(fold for fold in spec.folds if _near(_extent(fold.points, fold.width_um), *box))
     blurs = tuple(
         b
         for b in spec.blur_regions
@@ -284,12 +321,12 @@ def _artifacts_in(spec: SlideSpec, x0: float, y0: float, x1: float, y1: float) -
     width_um, height_um = spec.width * spec.mpp, spec.height * spec.mpp
     touches = x0 < left or y0 < top or x1 >= width_um - right or y1 >= height_um - bottom
     border = spec.dark_border_um if touches else (0.0, 0.0, 0.0, 0.0)
-    return replace(spec, pen_strokes=strokes, blur_regions=blurs, dark_border_um=border)
+    return replace(spec, pen_strokes=strokes, blur_regions=blurs, dark_border_um=border, folds=folds)
 
 
 def render_tile(spec: SlideSpec, model: TissueModel, level_ds: int, x0: int, y0: int, w: int, h: int) -> np.ndarray:
     """RGB uint8 (h, w, 3) for the region whose top-left is (x0, y0) in pixels of the level downsampled by level_ds,
-    with the spec's painted artifacts: out-of-focus discs, then marker ink, then the black border."""
+    with the spec's painted artifacts: out-of-focus discs, then tissue folds, then marker ink, then the black border."""
     mpp_level = spec.mpp * level_ds
     if spec.has_artifacts:
         spec = _artifacts_in(spec, x0 * mpp_level, y0 * mpp_level, (x0 + w) * mpp_level, (y0 + h) * mpp_level)
@@ -314,6 +351,10 @@ def render_tile(spec: SlideSpec, model: TissueModel, level_ds: int, x0: int, y0:
         image = np.where(blurred[..., None], np.asarray(soft)[crop], image).astype(np.float32)
     else:
         image = _render_tissue(spec, model, level_ds, x0, y0, w, h).astype(np.float32)
+    if spec.folds:
+        folded = fold_bands(spec, xs[None, :], ys[:, None])
+        folded &= (model.sample_grid(xs, ys) > 0) | model.lesion_mask(xs[None, :], ys[:, None])
+        image = np.where(folded[..., None], np.round(image) ** 2 / np.float32(255.0), image)
     for color, inked in pen_truth(spec, xs[None, :], ys[:, None]).items():
         image = np.where(inked[..., None], image * np.asarray(INK[color], dtype=np.float32), image)
     border = dark_truth(spec, xs[None, :], ys[:, None])
@@ -457,7 +498,7 @@ def write_truth(spec: SlideSpec, folder: Path) -> Path:
     mask = model.tissue((xx + 0.5) * model.field_mpp, (yy + 0.5) * model.field_mpp)
     with atomic_path(mask_path) as tmp:
         Image.fromarray((mask * 255).astype(np.uint8)).save(tmp, format="PNG")
-    record = asdict(spec) | {
+    record = {k: v for k, v in asdict(spec).items() if k != "folds" or spec.folds} | {
         "label": spec.label,
         "tissue_mask": mask_path.name,
         "tissue_mask_mpp": model.field_mpp,
@@ -465,6 +506,8 @@ def write_truth(spec: SlideSpec, folder: Path) -> Path:
     if spec.has_artifacts:
         truth = artifact_truth(spec, (xx + 0.5) * model.field_mpp, (yy + 0.5) * model.field_mpp)
         for kind, where in truth.items():
+            if kind == "fold" and not spec.folds:
+                continue
             with atomic_path(folder / f"{spec.slide_id}.{kind}.png") as tmp:
                 Image.fromarray((where * 255).astype(np.uint8)).save(tmp, format="PNG")
             record[f"{kind}_mask"] = f"{spec.slide_id}.{kind}.png"
@@ -603,6 +646,9 @@ def load_truth(path: Path) -> tuple[SlideSpec, TissueModel]:
     )
     fields["blur_regions"] = tuple(BlurRegion(**b) for b in record.get("blur_regions", ()))
     fields["dark_border_um"] = tuple(record.get("dark_border_um", (0.0, 0.0, 0.0, 0.0)))
+    fields["folds"] = tuple(
+        TissueFold(tuple(tuple(pt) for pt in f["points"]), f["width_um"]) for f in record.get("folds", ())
+    )
     spec = SlideSpec(**fields)
     return spec, TissueModel.from_spec(spec)
 

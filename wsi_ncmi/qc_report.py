@@ -1,5 +1,5 @@
 """The quality-control table JOB/status/qc.csv (one row per tiled slide, from its coords file's attributes) and the
-reason a slide ended with no tiles."""
+reason a slide ended with no tiles. Fold columns are blank for slides tiled without fold detection."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ THRESHOLDS = (
     "margin_um",
     "max_artifact",
     "min_sharpness",
+    "fold_min_density",
+    "fold_max_angle",
 )
 COLUMNS = (
     "slide_id",
@@ -25,6 +27,7 @@ COLUMNS = (
     "tissue_mm2",
     "pen_mm2",
     "dark_mm2",
+    "fold_mm2",
     "tiles_before_qc",
     "tiles_after_qc",
     "tiles_dropped_artifact",
@@ -42,9 +45,14 @@ def no_tiles_reason(attrs: dict[str, Any]) -> str:
             "tissue.threshold if tissue was missed)"
         )
     blurry = int(attrs.get("qc_tiles_blurry", 0))
+    kinds, fold = (
+        ("pen/dark/fold", f", fold {float(attrs['qc_fold_mm2']):.2f} mm^2")
+        if "qc_fold_mm2" in attrs
+        else ("pen/dark", "")
+    )
     return (
-        f"quality control removed all {before} tiles ({before - blurry} pen/dark, {blurry} blurry; "
-        f"pen {float(attrs.get('qc_pen_mm2', 0)):.2f} mm^2, dark {float(attrs.get('qc_dark_mm2', 0)):.2f} mm^2): "
+        f"quality control removed all {before} tiles ({before - blurry} {kinds}, {blurry} blurry; "
+        f"pen {float(attrs.get('qc_pen_mm2', 0)):.2f} mm^2, dark {float(attrs.get('qc_dark_mm2', 0)):.2f} mm^2{fold}): "
         "empty coords file written (check the thumbnail; --qc off or the qc settings in the config keep them)"
     )
 
@@ -62,6 +70,7 @@ def qc_row(slide_id: str, attrs: dict[str, Any], n_tiles: int) -> dict[str, str]
         tissue_mm2=f"{float(attrs['qc_tissue_mm2']):.4f}",
         pen_mm2=f"{float(attrs['qc_pen_mm2']):.4f}",
         dark_mm2=f"{float(attrs['qc_dark_mm2']):.4f}",
+        fold_mm2=f"{float(attrs['qc_fold_mm2']):.4f}" if "qc_fold_mm2" in attrs else "",
         tiles_before_qc=str(before),
         tiles_after_qc=str(n_tiles),
         tiles_dropped_artifact=str(before - blurry - n_tiles),
@@ -69,7 +78,13 @@ def qc_row(slide_id: str, attrs: dict[str, Any], n_tiles: int) -> dict[str, str]
     )
     if settings != "off":
         values = json.loads(settings)
-        row.update({key: (" ".join(values[key]) if key == "pen_colors" else str(values[key])) for key in THRESHOLDS})
+        row.update(
+            {
+                key: (" ".join(values[key]) if key == "pen_colors" else str(values[key]))
+                for key in THRESHOLDS
+                if key in values
+            }
+        )
     return row
 
 

@@ -27,7 +27,7 @@ from wsi_ncmi.slides.grid import (
 from wsi_ncmi.slides.lowres import LowRes, read_lowres, read_mask_and_thumbnail
 from wsi_ncmi.slides.mpp import MppError, resolve_mpp
 from wsi_ncmi.slides.overlay import draw_thumbnail, save_image
-from wsi_ncmi.slides.qc import QCParams, QCResult, detect_artifacts, select_tiles
+from wsi_ncmi.slides.qc import QCParams, QCResult, detect_artifacts, select_tiles, with_folds
 from wsi_ncmi.slides.tissue import TissueParams, channel_range, tissue_mask
 from wsi_ncmi.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
 from wsi_ncmi.validation import check_settings
@@ -264,6 +264,9 @@ def tile_geometry(task: TileTask) -> TilingResult:
     mask = tissue_mask(lowres.image, mask_mpp, params.tissue, exclude=removed, channels=channels)
     if removed is not None:
         mask &= ~removed
+    if qc is not None and params.qc.folds:
+        qc = with_folds(qc, lowres.image, mask, mask_mpp, params.qc)
+        mask &= ~qc.removed
     size0, step0 = geometry.size_level0, geometry.step_level0
     if params.grid == "tissue":
         grid = tissue_grid_coords(mask, lowres.scale, width, height, size0, step0, params.edges)
@@ -342,6 +345,8 @@ def _tile(task: TileTask) -> StatusRow:
     write_coords(coords_path(job, task.slide_id), result.coords, result.tissue_fraction, result.attrs, extra)
     if task.params.thumbnails:
         removals = None if result.qc is None else {"pen": result.qc.pen, "dark": result.qc.dark}
+        if result.qc is not None and result.qc.fold is not None:
+            removals["fold"] = result.qc.fold
         write_thumbnails(job, task.slide_id, result, removals)
     n = len(result.coords)
     status = OK if n else NO_TISSUE

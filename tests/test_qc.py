@@ -22,10 +22,12 @@ from wsi_ncmi.synthetic import (
     Lesion,
     PenStroke,
     SlideSpec,
+    TissueFold,
     TissueModel,
     artifact_truth,
     blur_truth,
     cohort_specs,
+    fold_truth,
     load_truth,
     pen_truth,
     render_region,
@@ -56,6 +58,34 @@ PAINTED = SlideSpec(
 )
 
 
+FOLDED = SlideSpec(
+    "folded",
+    4096,
+    3072,
+    0.5,
+    seed=3,
+    tissue_fraction=0.6,
+    tissue_to_edges=True,
+    lesions=(Lesion(1650, 700, 500), Lesion(550, 1200, 400), Lesion(1150, 450, 300)),
+    folds=(TissueFold(((250, 750), (1000, 850)), 250.0), TissueFold(((1100, 1300), (1850, 1400)), 250.0)),
+    pen_strokes=(PenStroke("blue", ((150, 250), (900, 300))),),
+)
+"""Two folds beside three lesions (one touching a fold) and a pen stroke."""
+DEFAULT_QC_FINGERPRINT = (
+    '{"dark_max_value": 60, "enabled": true, "margin_um": 16.0, "max_artifact": 0.25, "min_sharpness": 10.0, '
+    '"min_width_um": 24.0, "pen_colors": ["blue", "green", "red", "black"], "pen_min_saturation": 0.4}'
+)
+"""qc_params of coords files written with the default settings before folds could be looked for."""
+
+
+@pytest.fixture(scope="module")
+def folded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("folded")
+    write_slide(FOLDED, folder / "folded.tif")
+    write_truth(FOLDED, folder)
+    return folder / "folded.tif"
+
+
 @pytest.fixture(scope="module")
 def painted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("painted")
@@ -66,7 +96,7 @@ def painted(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _geometry(path: Path, tmp_path: Path, **qc: object) -> object:
     params = TilingParams(qc=QCParams(**qc))
-    return tile_geometry(TileTask("painted", str(path), str(tmp_path), params))
+    return tile_geometry(TileTask(path.stem, str(path), str(tmp_path), params))
 
 
 def _pixel_centres_um(shape: tuple[int, int], mpp: float) -> tuple[np.ndarray, np.ndarray]:
@@ -74,13 +104,16 @@ def _pixel_centres_um(shape: tuple[int, int], mpp: float) -> tuple[np.ndarray, n
     return (xx + 0.5) * mpp, (yy + 0.5) * mpp
 
 
-def _tile_truth(coords: np.ndarray, size0: int, kind: str) -> np.ndarray:
+def _tile_truth(coords: np.ndarray, size0: int, kind: str, spec: SlideSpec = PAINTED) -> np.ndarray:
     """Fraction of each tile (level-0 px at 0.5 um/px) covered by the painted truth of one kind."""
-    offsets = (np.arange(16) + 0.5) * size0 / 16 * PAINTED.mpp
+    offsets = (np.arange(16) + 0.5) * size0 / 16 * spec.mpp
     out = []
     for x, y in coords.tolist():
-        xs, ys = x * PAINTED.mpp + offsets, y * PAINTED.mpp + offsets
-        out.append(artifact_truth(PAINTED, xs[None, :], ys[:, None])[kind].mean())
+        xs, ys = x * spec.mpp + offsets, y * spec.mpp + offsets
+        if kind == "lesion":
+            out.append(TissueModel.from_spec(spec).lesion_mask(xs[None, :], ys[:, None]).mean())
+        else:
+            out.append(artifact_truth(spec, xs[None, :], ys[:, None])[kind].mean())
     return np.array(out)
 
 
@@ -140,13 +173,63 @@ def _lesion_slides() -> list[SlideSpec]:
     return specs + extremes
 
 
-def test_lesions_are_never_taken_for_ink() -> None:
+def test_lesions_are_never_taken_for_ink_or_folds() -> None:
+    from wsi_ncmi.slides.qc import fold_mask
+    from wsi_ncmi.slides.tissue import TissueParams, tissue_mask
+
     for spec in _lesion_slides():
         image = render_region(spec, 16)
         qc = detect_artifacts(image, spec.mpp * 16, QCParams())
         lesion = TissueModel.from_spec(spec).lesion_mask(*_pixel_centres_um(image.shape[:2], spec.mpp * 16))
         assert lesion.sum() > 50, spec.slide_id
         assert not (qc.pen | qc.dark).any(), (spec.slide_id, spec.stain_shift, qc.pen.sum(), qc.dark.sum())
+        tissue = tissue_mask(image, spec.mpp * 16, TissueParams())
+        folds = fold_mask(image, tissue, spec.mpp * 16, QCParams(folds=True))
+        assert not folds.any(), (spec.slide_id, spec.stain_shift, folds.sum())
+
+
+def test_folds_are_found_at_the_tile_level_and_lesions_kept(folded: Path, tmp_path: Path) -> None:
+    from wsi_ncmi.slides.grid import grid_coords
+
+    off = _geometry(folded, tmp_path)
+    on = _geometry(folded, tmp_path, folds=True)
+    size0 = on.geometry.size_level0
+    grid = grid_coords(FOLDED.width, FOLDED.height, size0, size0)
+    fold = _tile_truth(grid, size0, "fold", FOLDED)
+    kept_off, kept_on = ({tuple(c) for c in r.coords.tolist()} for r in (off, on))
+    dropped = np.array([c in kept_off and c not in kept_on for c in map(tuple, grid.tolist())])
+    was_kept = np.array([c in kept_off for c in map(tuple, grid.tolist())])
+    folded_tiles = was_kept & (fold >= 0.5)
+    assert folded_tiles.sum() >= 15
+    recall = (dropped & folded_tiles).sum() / folded_tiles.sum()
+    precision = (dropped & (fold >= 0.1)).sum() / dropped.sum()
+    assert recall >= 0.9 and precision >= 0.9, (recall, precision)
+    lesion_only = was_kept & (_tile_truth(grid, size0, "lesion", FOLDED) >= 0.5) & (fold == 0)
+    assert lesion_only.sum() >= 10 and not (dropped & lesion_only).any()
+    xs, ys = _pixel_centres_um(on.mask.shape, FOLDED.mpp * on.lowres_scale)
+    lesion = TissueModel.from_spec(FOLDED).lesion_mask(xs, ys)
+    assert not (on.qc.fold & lesion & ~fold_truth(FOLDED, xs, ys)).any()
+    assert on.attrs["qc_fold_mm2"] > 0.1 and "qc_fold_mm2" not in off.attrs and off.qc.fold is None
+
+
+def test_fold_detection_off_changes_nothing(painted: Path, tmp_path: Path) -> None:
+    assert QCParams().fingerprint() == DEFAULT_QC_FINGERPRINT
+    assert QCParams(fold_max_angle=5.0).fingerprint() == DEFAULT_QC_FINGERPRINT
+    assert '"folds": true' in QCParams(folds=True).fingerprint()
+    result = _geometry(painted, tmp_path)
+    assert result.qc.fold is None and "qc_fold_mm2" not in result.attrs
+    reference = detect_artifacts(result.lowres_image, PAINTED.mpp * result.lowres_scale, QCParams())
+    np.testing.assert_array_equal(result.qc.removed, reference.removed)
+
+
+def test_fold_is_painted_only_on_tissue_inside_its_band() -> None:
+    plain = replace(FOLDED, folds=(), pen_strokes=())
+    a, b = render_region(plain, 8).astype(float), render_region(replace(plain, folds=FOLDED.folds), 8).astype(float)
+    xs, ys = _pixel_centres_um(a.shape[:2], FOLDED.mpp * 8)
+    inside = fold_truth(FOLDED, xs, ys)
+    assert inside.sum() > 1000
+    assert np.array_equal(a[~inside], b[~inside])
+    np.testing.assert_allclose(b[inside], np.round(a[inside] ** 2 / 255.0), atol=0.5)
 
 
 def test_lesion_next_to_ink_stays_tissue(painted: Path, tmp_path: Path) -> None:
@@ -161,11 +244,23 @@ def test_truth_masks_are_written_and_read_back(painted: Path) -> None:
 
     spec, _ = load_truth(painted.parent / "painted.truth.json")
     assert spec == PAINTED
+    assert not (painted.parent / "painted.fold.png").exists()
     for kind in ("pen", "dark", "blur"):
         mask = np.asarray(Image.open(painted.parent / f"painted.{kind}.png")) > 0
         xs, ys = _pixel_centres_um(mask.shape, 16.0)
         np.testing.assert_array_equal(mask, artifact_truth(PAINTED, xs, ys)[kind])
         assert mask.any()
+
+
+def test_fold_truth_is_written_and_read_back(folded: Path) -> None:
+    from PIL import Image
+
+    spec, _ = load_truth(folded.parent / "folded.truth.json")
+    assert spec == FOLDED
+    mask = np.asarray(Image.open(folded.parent / "folded.fold.png")) > 0
+    xs, ys = _pixel_centres_um(mask.shape, 16.0)
+    np.testing.assert_array_equal(mask, artifact_truth(FOLDED, xs, ys)["fold"])
+    assert mask.any() and not (mask & ~TissueModel.from_spec(FOLDED).tissue(xs, ys)).any()
 
 
 def test_blur_is_painted_only_inside_its_disc() -> None:
@@ -206,6 +301,7 @@ def test_cli_qc_table_resume_and_qc_off(painted: Path, tmp_path: Path) -> None:
     assert before == after + int(row["tiles_dropped_artifact"]) + int(row["tiles_dropped_blurry"])
     assert int(row["tiles_dropped_artifact"]) > 0 and int(row["tiles_dropped_blurry"]) > 0
     assert row["qc"] == "on" and row["min_sharpness"] == "10.0" and row["pen_colors"] == "blue green red black"
+    assert row["fold_mm2"] == row["fold_min_density"] == row["fold_max_angle"] == ""
     with h5py.File(job / "tiles" / "painted.h5") as h5:
         assert len(h5["qc_sharpness"]) == after == len(h5["coords"])
         assert '"min_sharpness": 10.0' in h5["coords"].attrs["qc_params"]
@@ -265,6 +361,9 @@ def test_slide_emptied_by_qc_is_no_tissue_with_the_reason(tmp_path: Path) -> Non
         ({"qc": {"max_artifact": 2}}, "qc.max_artifact"),
         ({"qc": {"dark_max_value": 300}}, "qc.dark_max_value"),
         ({"qc": {"blur": True}}, "qc.blur"),
+        ({"qc": {"folds": True, "fold_min_density": 0.8}}, "qc.fold_min_density"),
+        ({"qc": {"fold_max_angle": 90}}, "qc.fold_max_angle"),
+        ({"qc": {"folds": "yes"}}, "qc.folds"),
     ],
 )
 def test_bad_qc_settings_are_refused(settings: dict, message: str) -> None:

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
+from wsi_ncmi.slides.morphology import dilate, erode, label
+
 PEN_HUES = {"blue": (185.0, 235.0), "green": (70.0, 175.0), "red": (348.0, 15.0)}
 """Hue bands (degrees, HSV) of marker inks; H&E's pinks and purples lie between 250 and 345 degrees."""
 PEN_COLORS = ("blue", "green", "red", "black")
@@ -137,30 +139,6 @@ def ink_mask(
     return ink.reshape(hi.shape), hi
 
 
-def _box(mask: np.ndarray, radius: int, grow: bool) -> np.ndarray:
-    """Dilation (grow) or erosion of a boolean mask by a (2r+1)^2 square, separably, beyond-edge pixels neutral."""
-    if radius <= 0 or not mask.any():  # nothing to grow, and eroding nothing leaves nothing
-        return mask
-    op = np.logical_or if grow else np.logical_and
-    out = mask
-    for axis in (0, 1):
-        shape = list(out.shape)
-        shape[axis] += 2 * radius
-        padded = np.full(shape, not grow)  # np.pad's set-up costs more than the copy on images this size
-        inner = [slice(None), slice(None)]
-        inner[axis] = slice(radius, radius + out.shape[axis])
-        padded[tuple(inner)] = out
-        n = out.shape[axis]
-        window = [slice(None), slice(None)]
-        window[axis] = slice(0, n)
-        acc = padded[tuple(window)].copy()
-        for shift in range(1, 2 * radius + 1):
-            window[axis] = slice(shift, shift + n)
-            op(acc, padded[tuple(window)], out=acc)
-        out = acc
-    return out
-
-
 def _within_box(mask: np.ndarray, margin: int, op: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """op(mask) computed on the mask's bounding box grown by `margin` px and placed back; the same as op on the
     whole image for box dilations, erosions, openings and closings of radius r when margin > 2r (beyond the
@@ -178,18 +156,16 @@ def _within_box(mask: np.ndarray, margin: int, op: Callable[[np.ndarray], np.nda
 
 
 def _opened(mask: np.ndarray, radius: int) -> np.ndarray:
-    return _box(_box(mask, radius, grow=False), radius, grow=True)
+    return dilate(erode(mask, 2 * radius + 1), 2 * radius + 1)
 
 
 def _closed(mask: np.ndarray, radius: int) -> np.ndarray:
-    return _box(_box(mask, radius, grow=True), radius, grow=False)
+    return erode(dilate(mask, 2 * radius + 1), 2 * radius + 1)
 
 
 def _touching_edge(mask: np.ndarray) -> np.ndarray:
     """The 8-connected parts of `mask` that touch the image's border; labelled within the bounding box of `mask`,
     which for borders and strokes is a small part of the image."""
-    from wsi_ncmi.slides.morphology import label
-
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     if rows.size == 0:
         return mask
@@ -231,7 +207,7 @@ def detect_artifacts(
     else:
         dark = near_black
     margin = round(params.margin_um / mpp)
-    removed = _within_box(pen | dark, 2 * margin + 1, lambda m: _box(m, margin, grow=True))
+    removed = _within_box(pen | dark, 2 * margin + 1, lambda m: dilate(m, 2 * margin + 1))
     return QCResult(pen, dark, removed)
 
 
@@ -267,7 +243,7 @@ def with_folds(qc: QCResult, rgb: np.ndarray, tissue: np.ndarray, mpp: float, pa
     margin, added to the removals. Runs after the tissue mask, because the folds' reference is the tissue."""
     fold = fold_mask(rgb, tissue, mpp, params)
     margin = round(params.margin_um / mpp)
-    grown = _within_box(fold, 2 * margin + 1, lambda m: _box(m, margin, grow=True))
+    grown = _within_box(fold, 2 * margin + 1, lambda m: dilate(m, 2 * margin + 1))
     return replace(qc, fold=fold, removed=qc.removed | grown)
 
 

@@ -222,6 +222,13 @@ def test_fold_detection_off_changes_nothing(painted: Path, tmp_path: Path) -> No
     np.testing.assert_array_equal(result.qc.removed, reference.removed)
 
 
+def test_qc_settings_are_read_back_from_the_coords_attribute() -> None:
+    assert QCParams.from_fingerprint(DEFAULT_QC_FINGERPRINT) == QCParams()
+    custom = QCParams(pen_colors=("blue",), margin_um=8.0, folds=True, fold_max_angle=5.0)
+    assert QCParams.from_fingerprint(custom.fingerprint()) == custom
+    assert QCParams.from_fingerprint("off") == QCParams(enabled=False)
+
+
 def test_fold_is_painted_only_on_tissue_inside_its_band() -> None:
     plain = replace(FOLDED, folds=(), pen_strokes=())
     a, b = render_region(plain, 8).astype(float), render_region(replace(plain, folds=FOLDED.folds), 8).astype(float)

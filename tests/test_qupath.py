@@ -151,3 +151,40 @@ def test_overlapping_tiles_union() -> None:
     polygons = union_polygons(np.array([[0, 0], [100, 50]]), 200)
     (polygon,) = polygons
     assert check_polygon([[list(v) for v in ring] for ring in polygon]) == 2 * 200 * 200 - 100 * 150
+
+
+def test_tissue_annotation_is_the_tilers_mask_with_qc_removals_out(tmp_path: Path) -> None:
+    from wsi_ncmi.slides.backend import open_slide
+    from wsi_ncmi.slides.lowres import read_lowres
+    from wsi_ncmi.slides.tissue import TissueParams, tissue_mask
+    from wsi_ncmi.synthetic import PenStroke, SlideSpec, write_slide
+    from wsi_ncmi.tiling import TileTask, TilingParams, tile_geometry
+
+    spec = SlideSpec(
+        "inked",
+        2048,
+        1536,
+        0.5,
+        seed=71,
+        tissue_fraction=0.6,
+        pen_strokes=(PenStroke("blue", ((100, 100), (900, 650))),),
+    )
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    write_slide(spec, slides / "inked.tif")
+    job, out = tmp_path / "job", tmp_path / "out"
+    args = ["--mpp", "2.0", "--tile-size", "64", "--no-thumbnails"]
+    result = runner.invoke(app, ["tile", "--slides", str(slides), "--out", str(job), *args])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["export", "qupath", "--job", str(job), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    collection = json.loads((out / "inked.geojson").read_text())
+    (tissue,) = [f for f in collection["features"] if f["properties"]["objectType"] == "annotation"]
+    area = sum(check_polygon(p) for p in polygons_of(tissue["geometry"]))
+    tiled = tile_geometry(TileTask("inked", str(slides / "inked.tif"), str(job), TilingParams(mpp=2.0, tile_size=64)))
+    assert tiled.qc.pen.any(), "the stroke is found as ink"
+    assert area == pytest.approx(tiled.mask.sum() * tiled.lowres_scale**2, rel=1e-9)
+    with open_slide(str(slides / "inked.tif")) as slide:
+        low = read_lowres(slide, spec.mpp, TissueParams().mask_mpp)
+    unqc = tissue_mask(low.image, spec.mpp * low.scale, TissueParams()).sum() * low.scale**2
+    assert area < unqc * 0.97, "the ink over the tissue is not part of the tissue annotation"

@@ -243,6 +243,23 @@ def _adds_tissue(
     return eligible
 
 
+def tissue_after_qc(
+    image: np.ndarray, mpp: float, tissue: TissueParams, qc_params: QCParams
+) -> tuple[np.ndarray, QCResult | None]:
+    """The tiler's tissue mask of a low-resolution image whose pixels are `mpp` um wide, QC's removals (ink, dark
+    regions, folds) taken out, and QC's masks (None with QC off)."""
+    if not qc_params.enabled:
+        return tissue_mask(image, mpp, tissue), None
+    channels = channel_range(image)
+    qc = detect_artifacts(image, mpp, qc_params, channels)
+    mask = tissue_mask(image, mpp, tissue, exclude=qc.removed, channels=channels)
+    mask &= ~qc.removed
+    if qc_params.folds:
+        qc = with_folds(qc, image, mask, mpp, qc_params)
+        mask &= ~qc.removed
+    return mask, qc
+
+
 def tile_geometry(task: TileTask) -> TilingResult:
     """Open the slide, resolve its resolution, find the tissue and the tiles; writes nothing."""
     params = task.params
@@ -258,15 +275,7 @@ def tile_geometry(task: TileTask) -> TilingResult:
         width, height = slide.dimensions
         backend = slide.backend
     mask_mpp = mpp.value * lowres.scale
-    channels = channel_range(lowres.image)
-    qc = detect_artifacts(lowres.image, mask_mpp, params.qc, channels) if params.qc.enabled else None
-    removed = None if qc is None else qc.removed
-    mask = tissue_mask(lowres.image, mask_mpp, params.tissue, exclude=removed, channels=channels)
-    if removed is not None:
-        mask &= ~removed
-    if qc is not None and params.qc.folds:
-        qc = with_folds(qc, lowres.image, mask, mask_mpp, params.qc)
-        mask &= ~qc.removed
+    mask, qc = tissue_after_qc(lowres.image, mask_mpp, params.tissue, params.qc)
     size0, step0 = geometry.size_level0, geometry.step_level0
     if params.grid == "tissue":
         grid = tissue_grid_coords(mask, lowres.scale, width, height, size0, step0, params.edges)

@@ -3,9 +3,9 @@
 Each tile is a detection (`properties.objectType = "detection"`) whose square is exactly the coords file's tile, with
 `properties.measurements` holding its tissue fraction, every other per-tile float dataset of the coords file (QC
 scores, for example) and, with a run, its attention and the run head's class probabilities of the tile alone.
-The tissue is one annotation: the tiler's mask recomputed from the slide with the coords file's settings (the
-mask itself is not stored), or the union of the tiles when the slide cannot be read. The slide-level prediction is
-in the collection's `properties` and on the tissue annotation.
+The tissue is one annotation: the tiler's mask (QC's removals taken out) recomputed from the slide with the coords
+file's settings (the mask itself is not stored), or the union of the tiles when the slide cannot be read. The
+slide-level prediction is in the collection's `properties` and on the tissue annotation.
 """
 
 from __future__ import annotations
@@ -71,19 +71,22 @@ def _ident(slide_id: str, what: str) -> str:
 
 
 def tissue_polygons(attrs: dict[str, Any], coords: np.ndarray) -> tuple[list[list[list[list[float]]]], str]:
-    """Tissue polygons in level-0 pixels and their source: the tiler's mask recomputed from the slide, or, when
-    the slide cannot be read, the union of the tiles."""
+    """Tissue polygons in level-0 pixels and their source: the tiler's mask (QC's removals taken out) recomputed
+    from the slide, or, when the slide cannot be read, the union of the tiles."""
     from wsi_ncmi.export.contours import mask_polygons, union_polygons
     from wsi_ncmi.slides.backend import SlideError, open_slide
     from wsi_ncmi.slides.lowres import read_lowres
-    from wsi_ncmi.slides.tissue import TissueParams, tissue_mask
+    from wsi_ncmi.slides.qc import QCParams
+    from wsi_ncmi.slides.tissue import TissueParams
+    from wsi_ncmi.tiling import tissue_after_qc
 
     try:
         params = TissueParams(**json.loads(str(attrs["tissue_params"])))
+        qc = QCParams.from_fingerprint(str(attrs.get("qc_params", "off")))
         mpp0 = float(attrs["mpp_level0"])
         with open_slide(str(attrs["slide_path"]), str(attrs.get("backend", "auto"))) as slide:
             low = read_lowres(slide, mpp0, params.mask_mpp)
-        mask = tissue_mask(low.image, mpp0 * low.scale, params)
+        mask, _ = tissue_after_qc(low.image, mpp0 * low.scale, params, qc)
         polygons = [[[[x * low.scale, y * low.scale] for x, y in ring] for ring in p] for p in mask_polygons(mask)]
         return polygons, "tissue mask"
     except (SlideError, OSError, KeyError, TypeError, ValueError):

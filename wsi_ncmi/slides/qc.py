@@ -91,6 +91,11 @@ class QCParams:
                 del values[key]
         return json.dumps(values, sort_keys=True)
 
+    @classmethod
+    def from_fingerprint(cls, text: str) -> QCParams:
+        """The settings a coords file's `qc_params` attribute records (fold settings left out mean folds off)."""
+        return cls(enabled=False) if text == "off" else cls(**json.loads(text))
+
 
 @dataclass(frozen=True)
 class QCResult:

@@ -168,6 +168,18 @@ def _closed(mask: np.ndarray, radius: int) -> np.ndarray:
     return erode(dilate(mask, 2 * radius + 1), 2 * radius + 1)
 
 
+def _without_thin(mask: np.ndarray, mpp: float, params: QCParams) -> np.ndarray:
+    """The mask without its parts narrower than `min_width_um` (an opening, on the mask's bounding box)."""
+    radius = round(params.min_width_um / mpp / 2)
+    return _within_box(mask, 2 * radius + 1, lambda m: _opened(m, radius))
+
+
+def _grown(mask: np.ndarray, mpp: float, params: QCParams) -> np.ndarray:
+    """The mask grown by `margin_um` (blended edges), on its bounding box."""
+    size = 2 * round(params.margin_um / mpp) + 1
+    return _within_box(mask, size, lambda m: dilate(m, size))
+
+
 def _touching_edge(mask: np.ndarray) -> np.ndarray:
     """The 8-connected parts of `mask` that touch the image's border; labelled within the bounding box of `mask`,
     which for borders and strokes is a small part of the image."""
@@ -205,15 +217,13 @@ def detect_artifacts(
     pen, value = ink_mask(rgb, params, channels)
     radius = round(params.min_width_um / mpp / 2)
     pen = _within_box(pen, 2 * radius + 1, lambda m: _opened(_closed(m, radius), radius))
-    near_black = _within_box(value <= params.dark_max_value, 2 * radius + 1, lambda m: _opened(m, radius))
-    dark = _touching_edge(near_black) if near_black.any() else near_black
+    near_black = _without_thin(value <= params.dark_max_value, mpp, params)
+    dark = _touching_edge(near_black)
     if "black" in params.pen_colors:
         pen |= near_black & ~dark
     else:
         dark = near_black
-    margin = round(params.margin_um / mpp)
-    removed = _within_box(pen | dark, 2 * margin + 1, lambda m: dilate(m, 2 * margin + 1))
-    return QCResult(pen, dark, removed)
+    return QCResult(pen, dark, _grown(pen | dark, mpp, params))
 
 
 def fold_mask(rgb: np.ndarray, tissue: np.ndarray, mpp: float, params: QCParams) -> np.ndarray:
@@ -239,17 +249,14 @@ def fold_mask(rgb: np.ndarray, tissue: np.ndarray, mpp: float, params: QCParams)
     along = wide @ (reference / np.linalg.norm(reference))
     dense = wide.sum(axis=2) >= np.float32(params.fold_min_density * reference.sum())
     aligned = along >= np.float32(np.cos(np.radians(params.fold_max_angle))) * np.linalg.norm(wide, axis=2)
-    radius = round(params.min_width_um / mpp / 2)
-    return _within_box(tissue & dense & aligned, 2 * radius + 1, lambda m: _opened(m, radius))
+    return _without_thin(tissue & dense & aligned, mpp, params)
 
 
 def with_folds(qc: QCResult, rgb: np.ndarray, tissue: np.ndarray, mpp: float, params: QCParams) -> QCResult:
     """`qc` with the folds of the tissue mask `tissue` (ink and dark regions already out) found and, grown by the
     margin, added to the removals. Runs after the tissue mask, because the folds' reference is the tissue."""
     fold = fold_mask(rgb, tissue, mpp, params)
-    margin = round(params.margin_um / mpp)
-    grown = _within_box(fold, 2 * margin + 1, lambda m: dilate(m, 2 * margin + 1))
-    return replace(qc, fold=fold, removed=qc.removed | grown)
+    return replace(qc, fold=fold, removed=qc.removed | _grown(fold, mpp, params))
 
 
 def laplacian_energy(rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -237,7 +237,7 @@ def run_folds(folds: list[Fold], arm: dict[str, Any], grid: Grid, classes: list[
 
 def summarise(results: dict[str, dict[str, list[dict[str, float]]]]) -> dict[str, Any]:
     """mean, std per arm; paired differences (per fold/seed) of NCMI arms against CE with the same neck."""
-    from scipy.stats import wilcoxon
+    from wsi_ncmi.evaluation.compare import signed_rank_p
 
     out: dict[str, Any] = {}
     for dataset, per_arm in results.items():
@@ -255,8 +255,7 @@ def summarise(results: dict[str, dict[str, list[dict[str, float]]]]) -> dict[str
             if loss == "ncmi" and base is not None and len(base) == len(runs):
                 for m in ("accuracy", "macro_f1"):
                     delta = np.asarray([r[m] for r in runs]) - np.asarray([b[m] for b in base])
-                    p = float(wilcoxon(delta).pvalue) if np.any(delta != 0) else 1.0
-                    rows[name][f"delta_{m}_vs_ce"] = {"mean": float(delta.mean()), "wilcoxon_p": p}
+                    rows[name][f"delta_{m}_vs_ce"] = {"mean": float(delta.mean()), "wilcoxon_p": signed_rank_p(delta)}
         out[dataset] = rows
     return out
 

@@ -90,6 +90,7 @@ def minimal(case: dict, bags: BagSet, threads: int, budget: float) -> float:
 
 
 def _ms(figures: dict[str, float]) -> dict[str, float]:
+    """summary() figures in milliseconds (the run count as it is)."""
     return {k: v * 1e3 if k != "runs" else v for k, v in figures.items()}
 
 
@@ -144,9 +145,7 @@ def main() -> None:
         for condition, by_variant in times[name].items():
             med = {v: summary(t)["median"] for v, t in by_variant.items()}
             figures[name][condition] = {
-                "step_ms": {
-                    v: {k: x * 1e3 if k != "runs" else x for k, x in summary(t).items()} for v, t in by_variant.items()
-                },
+                "step_ms": {v: _ms(summary(t)) for v, t in by_variant.items()},
                 "ours_over_minimal_default_threads": med["ours"] / med["minimal_default_threads"],
                 "ours_over_minimal_one_thread": med["ours"] / med["minimal_one_thread"],
             }

@@ -318,6 +318,15 @@ def test_optimizer_is_checked_recorded_and_kept_on_resume(small: tuple[Path, Pat
         _train(small, tmp_path / "run", replace(config, optimizer="adamw", epochs=4), resume=True)
 
 
+def test_resume_refuses_the_last_pt_of_another_run(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    config = replace(FAST, epochs=1)
+    for name in ("run", "other"):
+        _train(small, tmp_path / name, config)
+    (tmp_path / "run" / "last.pt").write_bytes((tmp_path / "other" / "last.pt").read_bytes())
+    with pytest.raises(RunError, match=r"last\.pt: does not belong to this run \(run id "):
+        _train(small, tmp_path / "run", replace(config, epochs=2), resume=True)
+
+
 def test_adam_adds_weight_decay_to_the_gradient_and_adamw_does_not() -> None:
     """adam: a step with decay w on gradient g is a step without decay on g + w p (coupled L2); adamw differs."""
     from wsi_ncmi.mil.speed import optimizer

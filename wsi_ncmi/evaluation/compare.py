@@ -73,13 +73,19 @@ def paired(frame: pd.DataFrame, baseline: str = "ce") -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def signed_rank_p(differences: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p of paired differences; 1.0 when every difference is zero (no evidence
+    either way, where scipy would refuse)."""
+    from scipy.stats import wilcoxon
+
+    return float(wilcoxon(differences).pvalue) if np.any(differences != 0) else 1.0
+
+
 def paired_statistics(
     differences: pd.DataFrame, resamples: int = 10000, seed: int = 0, alpha: float = 0.05
 ) -> pd.DataFrame:
     """Per (model, loss) and metric: the mean paired difference, its bootstrap 95% CI (resampling pairs) and the
     two-sided Wilcoxon signed-rank p-value, with a verdict in words ('not significant' when p >= alpha)."""
-    from scipy.stats import wilcoxon
-
     out = []
     rng = np.random.default_rng(seed)
     for (model, loss), group in differences.groupby(["model", "loss"], sort=True):
@@ -91,7 +97,7 @@ def paired_statistics(
                 out.append(row | {"mean_difference": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan})
                 continue
             means = delta[rng.integers(0, len(delta), (resamples, len(delta)))].mean(1)
-            p_value = float(wilcoxon(delta).pvalue) if np.any(delta != 0) else 1.0
+            p_value = signed_rank_p(delta)
             row |= {
                 "mean_difference": float(delta.mean()),
                 "ci_low": float(np.percentile(means, 2.5)),

@@ -45,7 +45,8 @@ def check_trainable(config: TrainConfig, dim: int, classes: list[str]) -> None:
 
 
 def check_resume(run: Path, record: dict[str, Any]) -> None:
-    """RUN/last.pt must load as data and belong to this run's settings, classes and bags."""
+    """RUN/last.pt must load as data and belong to this run's settings, classes and bags (`record`, whose run_id is
+    the one RUN/config.yaml holds)."""
     import torch
 
     from wsi_ncmi.validation import checkpoint_problems
@@ -59,8 +60,7 @@ def check_resume(run: Path, record: dict[str, Any]) -> None:
         raise RunError(
             f"{path}: not a loadable training state ({type(exc).__name__}); start again with --overwrite"
         ) from exc
-    saved = load_yaml(run / "config.yaml") if (run / "config.yaml").exists() else {}
-    problems = checkpoint_problems(checkpoint, {**record, "run_id": saved.get("run_id")})
+    problems = checkpoint_problems(checkpoint, record)
     if missing or problems:
         listed = "; ".join(problems + ([f"missing {', '.join(missing)}"] if missing else []))
         raise RunError(f"{path}: does not belong to this run ({listed}); start again with --overwrite")

@@ -139,13 +139,6 @@ def optimizer(
     return kind(parameters, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
-def adamw(
-    parameters: Iterable[torch.nn.Parameter], lr: float, weight_decay: float, device: torch.device
-) -> torch.optim.Optimizer:
-    """AdamW on the fused kernel where it can be (see `optimizer`)."""
-    return optimizer("adamw", parameters, lr, weight_decay, device)
-
-
 class EpochLosses:
     """An epoch's step losses kept on the device, so no step waits for the device to report its loss.
 

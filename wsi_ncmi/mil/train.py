@@ -156,8 +156,7 @@ def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
 
 
 def build(checkpoint: dict[str, Any]) -> tuple[MILModel, Head]:
-    """Model and head from a checkpoint's names and settings (weights not loaded); see `upgrade` for old ones."""
-    checkpoint = upgrade(checkpoint)
+    """Model and head from the names and settings of a checkpoint in today's layout (`upgrade`), weights not loaded."""
     model = build_model(checkpoint["model"], checkpoint["in_dim"], **checkpoint["model_args"])
     head = build_head(checkpoint["loss"], model.dim, len(checkpoint["classes"]), **checkpoint["loss_args"])
     return model, head
@@ -270,10 +269,6 @@ def _checkpoint(
         "calibration": dict(getattr(head, "calibration", {})),
         **extra,
     }
-
-
-def _save(obj: dict[str, Any], path: Path) -> None:
-    save_torch(obj, path)
 
 
 def _write_history(rows: list[dict[str, Any]], path: Path) -> pd.DataFrame:
@@ -522,7 +517,7 @@ def train(
         if selected:
             best, stale = {"epoch": epoch + 1, "macro_f1": f1, "auc": auc, "val_loss": loss_value}, 0
             if cluster.main:
-                _save(checkpoint, run / "model.pt")
+                save_torch(checkpoint, run / "model.pt")
         else:
             stale += 1
         stopped_early = config.patience is not None and stale >= config.patience
@@ -530,7 +525,7 @@ def train(
         rng_states = _rng_states(device, cluster)
         if cluster.main:
             _write_history(history, run / "history.csv")
-            _save(
+            save_torch(
                 {
                     "checkpoint": checkpoint,
                     "optimizer": session.optimizer.state_dict(),

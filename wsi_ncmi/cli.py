@@ -254,7 +254,7 @@ def embed(
         typer.Option(
             "--workers",
             help="Processes reading tiles (0: the main process), or auto: every core but one on a GPU (at most "
-            "16), one per 16 cores on a CPU (at least one).",
+            "16), one per 16 cores on a CPU (1 to 4).",
         ),
     ] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",

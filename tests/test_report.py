@@ -251,3 +251,19 @@ def test_tile_scores_of_every_aggregator(model: str) -> None:
     else:
         assert scores.tile_probabilities.shape == (37, 3)
         np.testing.assert_allclose(scores.tile_probabilities.sum(1), 1.0, atol=1e-6)
+
+
+def test_report_refuses_a_model_from_another_run(results_job: tuple[Path, Path], tmp_path: Path) -> None:
+    import yaml
+
+    _, run = results_job
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    assert config.get("run_id"), "train writes the run id the model is checked against"
+    config["run_id"] = "another-run"
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "r.html"
+    result = runner.invoke(app, ["report", "--run", str(copy), "--out", str(out)])
+    assert result.exit_code == 2 and "not the model of this run folder" in result.output, result.output
+    assert not out.exists()

@@ -412,7 +412,7 @@ def run_report(
     """Write the HTML report of one run on one split (images of every slide when `job` is given); returns `out`."""
     import pandas as pd
 
-    from wsi_ncmi.mil.train import load_trained
+    from wsi_ncmi.validation import load_run_model
 
     run, out = Path(run), Path(out)
     _check_out(out, overwrite)
@@ -421,7 +421,7 @@ def run_report(
     index = {c: i for i, c in enumerate(classes)}
     probs = predictions[[f"p_{c}" for c in classes]].to_numpy(dtype=float)
     labelled = "y_true" in predictions and bool((predictions["y_true"] != "").all())
-    trained = load_trained(run / "model.pt", device) if (run / "model.pt").exists() else None
+    trained = load_run_model(run, device) if (run / "model.pt").exists() else None
     best_epoch = int(trained.checkpoint["epoch"]) if trained and "epoch" in trained.checkpoint else None
     views: dict[str, SlideView] = {}
     if job is not None and not (Path(job) / "tiles").is_dir():

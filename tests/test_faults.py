@@ -212,11 +212,12 @@ def test_a_slide_another_process_is_tiling_is_busy_not_failed(cohort: Path, tmp_
     first = runner.invoke(app, ["tile", "--manifest", str(manifest), "--out", str(job)])
     assert first.exit_code == 0, first.output
     thumbnail_path(job, "slide_001").unlink()
-    (job / "tiles").joinpath("slide_001.h5.lock").write_text(
-        json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "time": time.time()})
-    )
+    lock = (job / "tiles").joinpath("slide_001.h5.lock")
+    lock.write_text(json.dumps({"host": os.uname().nodename, "pid": os.getpid(), "time": time.time()}))
     second = runner.invoke(app, ["tile", "--manifest", str(manifest), "--out", str(job)])
     assert second.exit_code == 0, second.output
+    assert "busy" in second.output and lock.exists(), "the locked slide is left to its writer"
+    assert not thumbnail_path(job, "slide_001").exists(), "the locked slide was tiled again"
     rows = {r.slide_id: r for r in read_status(job / "status" / "tile.csv")}
     assert rows["slide_001"].status == "ok" and not any(r.failed for r in rows.values())
 

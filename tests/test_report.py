@@ -18,8 +18,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from wsi_ncmi.cli import app
+from wsi_ncmi.evaluation.compare import METRICS, paired_statistics
 from wsi_ncmi.evaluation.predictions import read_predictions
-from wsi_ncmi.evaluation.report import paired_summary, reliability
+from wsi_ncmi.evaluation.report import _paired_cell, reliability
 
 runner = CliRunner()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -210,12 +211,20 @@ def test_reliability_bins_by_hand() -> None:
     assert ece == pytest.approx((2 * 0.135 + 0.28 + 2 * 0.435) / 5)
 
 
-def test_paired_summary_of_constant_differences() -> None:
+def test_paired_cells_of_constant_differences() -> None:
     import pandas as pd
 
-    summary = paired_summary(pd.DataFrame({"delta_auc": [0.05, 0.05, 0.05]}), "auc")
-    assert summary["n"] == 3 and summary["mean"] == pytest.approx(0.05)
-    assert summary["ci"] == pytest.approx([0.05, 0.05])
+    def stats_of(deltas: list[float]) -> pd.Series:
+        columns = {f"delta_{m}": deltas for m in METRICS}
+        differences = pd.DataFrame({"model": "abmil", "loss": "ncmi", "baseline": "ce", **columns})
+        return paired_statistics(differences).set_index("metric").loc["auc"]
+
+    summary = stats_of([0.05, 0.05, 0.05])
+    assert summary["pairs"] == 3 and summary["mean_difference"] == pytest.approx(0.05)
+    assert [summary["ci_low"], summary["ci_high"]] == pytest.approx([0.05, 0.05])
+    assert _paired_cell(summary) == "+0.050 [+0.050, +0.050]"
+    assert _paired_cell(stats_of([0.05])) == "+0.050", "one pair has no CI"
+    assert _paired_cell(stats_of([float("nan")] * 2)) == "n/a"
 
 
 @pytest.mark.parametrize("model", ["abmil", "abmil_plain", "clam_sb", "transmil", "mean", "max"])
@@ -242,3 +251,19 @@ def test_tile_scores_of_every_aggregator(model: str) -> None:
     else:
         assert scores.tile_probabilities.shape == (37, 3)
         np.testing.assert_allclose(scores.tile_probabilities.sum(1), 1.0, atol=1e-6)
+
+
+def test_report_refuses_a_model_from_another_run(results_job: tuple[Path, Path], tmp_path: Path) -> None:
+    import yaml
+
+    _, run = results_job
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    assert config.get("run_id"), "train writes the run id the model is checked against"
+    config["run_id"] = "another-run"
+    (copy / "config.yaml").write_text(yaml.safe_dump(config))
+    out = tmp_path / "r.html"
+    result = runner.invoke(app, ["report", "--run", str(copy), "--out", str(out)])
+    assert result.exit_code == 2 and "not the model of this run folder" in result.output, result.output
+    assert not out.exists()

@@ -254,7 +254,7 @@ def embed(
         typer.Option(
             "--workers",
             help="Processes reading tiles (0: the main process), or auto: every core but one on a GPU (at most "
-            "16), one per 16 cores on a CPU (at least one).",
+            "16), one per 16 cores on a CPU (1 to 4).",
         ),
     ] = "auto",
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
@@ -457,36 +457,25 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
-    from wsi_ncmi.qc_report import write_qc_table
-    from wsi_ncmi.shards import merged_status, status_file, status_stages
-    from wsi_ncmi.status import SUCCESS, write_status
+    from wsi_ncmi.shards import merge_job_status, slides_left
 
+    merged = merge_job_status(job)
+    if not merged:
+        raise _fail(f"{job}: no status files; nothing has run here yet")
     console = Console(highlight=False)
     table = Table(title=f"{job}")
-    for column in ("stage", "ok", "skipped", "no_tissue", "failed", "tiles"):
+    statuses = ("ok", "skipped", "no_tissue", "failed")
+    for column in ("stage", *statuses, "tiles"):
         table.add_column(column, justify="right" if column != "stage" else "left")
-    done: dict[str, set[str]] = {}
     failed = 0
-    stages = status_stages(job)
-    for stage in stages:
-        rows = merged_status(job, stage)
-        if not rows:
-            continue
-        write_status(status_file(job, stage, None), rows)
-        if stage == "tile":
-            write_qc_table(status_file(job, "qc", None), job, [r.slide_id for r in rows if not r.failed])
-        counts = {k: sum(r.status == k for r in rows) for k in ("ok", "skipped", "no_tissue", "failed")}
-        failed += counts["failed"]
-        done[stage] = {r.slide_id for r in rows if r.status in SUCCESS}
-        table.add_row(stage, *map(str, counts.values()), str(sum(r.n_tiles for r in rows if not r.failed)))
-    if not done:
-        raise _fail(f"{job}: no status files; nothing has run here yet")
+    for stage, rows in merged.items():
+        counts = [sum(r.status == k for r in rows) for k in statuses]
+        failed += counts[-1]
+        table.add_row(stage, *map(str, counts), str(sum(r.n_tiles for r in rows if not r.failed)))
     console.print(table)
     if manifest is not None:
         wanted = set(_slide_table(manifest, None)["slide_id"])
-        embed_stages = [stage for stage in stages if stage.startswith("embed")] or ["embed"]
-        for stage in ("tile", *embed_stages):
-            left = sorted(wanted - done.get(stage, set()))
+        for stage, left in slides_left(merged, wanted).items():
             console.print(f"{stage}: {len(left)} slide(s) left" + (f": {', '.join(left[:20])}" if left else ""))
             failed += len(left)
     raise typer.Exit(1 if failed else 0)

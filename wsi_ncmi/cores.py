@@ -20,7 +20,7 @@ def auto_workers(device: str, cores: int | None = None) -> int:
 
     On a GPU the encoder outruns the CPU's JPEG decoding, so every core but the one feeding the GPU reads tiles
     (at most MAX_READERS). On a CPU the encoder is the slow part and shares the cores with the readers: one reader
-    keeps up with it (a core decodes several hundred tiles/s; a CPU encoder embeds tens), one more per 16 cores.
+    keeps up with it (a core decodes several hundred tiles/s; a CPU encoder embeds tens): one per 16 cores, 1 to 4.
     """
     cores = cpu_cores() if cores is None else cores
     if device != "cpu" and _cuda_available(device):

@@ -107,19 +107,24 @@ def run_slides(
         if executor == "dask":
             for index, row in _run_dask(func, items, slide_ids, workers, description, scheduler, resources):
                 record(index, row)
-        elif workers <= 1 or len(items) <= 1:
+        else:
             try:
-                for index, item in enumerate(items):
-                    try:
-                        row = func(item)
-                    except Exception as exc:
-                        row = _crash_row(slide_ids[index], exc)
-                    record(index, row)
+                if workers <= 1 or len(items) <= 1:
+                    for index, item in enumerate(items):
+                        record(index, _row_of(slide_ids[index], func, item))
+                else:
+                    _run_pool(func, items, slide_ids, workers, record)
             except KeyboardInterrupt as stop:
                 raise Interrupted([rows[i] for i in sorted(rows)], len(items), signal_of(stop)) from stop
-        else:
-            _run_pool(func, items, slide_ids, workers, record, rows)
     return [rows[i] for i in range(len(items))]
+
+
+def _row_of(slide_id: str, get: Callable[..., StatusRow], *args: object) -> StatusRow:
+    """`get(*args)`, or the slide's failed row when it raised (a bug, or a worker that died)."""
+    try:
+        return get(*args)
+    except Exception as exc:
+        return _crash_row(slide_id, exc)
 
 
 def _run_pool(
@@ -128,27 +133,20 @@ def _run_pool(
     slide_ids: Sequence[str],
     workers: int,
     record: Callable[[int, StatusRow], None],
-    rows: dict[int, StatusRow],
 ) -> None:
-    """Run the items in a spawn process pool; Ctrl-C or SIGTERM stops it promptly and raises Interrupted."""
+    """Run the items in a spawn process pool; on Ctrl-C or SIGTERM stop the pool promptly and re-raise."""
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_watch_parent, initargs=(os.getpid(),)
     )
     try:
-        futures: dict[Future[StatusRow], int] = {
-            pool.submit(func, item): i for i, item in enumerate(items)
-        }
+        futures: dict[Future[StatusRow], int] = {pool.submit(func, item): i for i, item in enumerate(items)}
         for future in as_completed(futures):
             index = futures[future]
-            try:
-                row = future.result()
-            except Exception as exc:
-                row = _crash_row(slide_ids[index], exc)
-            record(index, row)
-    except KeyboardInterrupt as stop:
+            record(index, _row_of(slide_ids[index], future.result))
+    except KeyboardInterrupt:
         _stop_pool(pool)
-        raise Interrupted([rows[i] for i in sorted(rows)], len(items), signal_of(stop)) from stop
+        raise
     pool.shutdown(wait=True)
 
 
@@ -179,11 +177,7 @@ def _run_dask(
         index = {future.key: i for i, future in enumerate(futures)}
         for future in as_completed(futures):
             i = index[future.key]
-            try:
-                row = future.result()
-            except Exception as exc:
-                row = _crash_row(slide_ids[i], exc)
-            yield i, row
+            yield i, _row_of(slide_ids[i], future.result)
     finally:
         client.close()
         if cluster is not None:

@@ -10,7 +10,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from wsi_ncmi.status import StatusRow, read_status
+from wsi_ncmi.status import SUCCESS, StatusRow, read_status
 
 _SHARD = re.compile(r"^(\d+)/(\d+)$")
 
@@ -52,3 +52,29 @@ def merged_status(job: Path, stage: str) -> list[StatusRow]:
     for path in files:
         rows.update({row.slide_id: row for row in read_status(path)})
     return [rows[k] for k in sorted(rows)]
+
+
+def merge_job_status(job: Path) -> dict[str, list[StatusRow]]:
+    """Merge every stage's whole and shard status files into JOB/status/{stage}.csv, and the QC table of the tiled
+    slides into qc.csv; return the rows per stage (tile first), empty when nothing has run."""
+    from wsi_ncmi.qc_report import write_qc_table
+    from wsi_ncmi.status import write_status
+
+    merged = {}
+    for stage in status_stages(job):
+        rows = merged_status(job, stage)
+        if not rows:
+            continue
+        write_status(status_file(job, stage, None), rows)
+        if stage == "tile":
+            write_qc_table(status_file(job, "qc", None), job, [r.slide_id for r in rows if not r.failed])
+        merged[stage] = rows
+    return merged
+
+
+def slides_left(merged: dict[str, list[StatusRow]], wanted: set[str]) -> dict[str, list[str]]:
+    """Per stage to finish (tile, and each embed stage that has run, or `embed` when none has): the wanted slides
+    it has not done, sorted."""
+    embed_stages = [stage for stage in merged if stage.startswith("embed")] or ["embed"]
+    done = {stage: {r.slide_id for r in rows if r.status in SUCCESS} for stage, rows in merged.items()}
+    return {stage: sorted(wanted - done.get(stage, set())) for stage in ("tile", *embed_stages)}

@@ -412,7 +412,7 @@ def run_report(
     """Write the HTML report of one run on one split (images of every slide when `job` is given); returns `out`."""
     import pandas as pd
 
-    from wsi_ncmi.mil.train import load_trained
+    from wsi_ncmi.validation import load_run_model
 
     run, out = Path(run), Path(out)
     _check_out(out, overwrite)
@@ -421,7 +421,7 @@ def run_report(
     index = {c: i for i, c in enumerate(classes)}
     probs = predictions[[f"p_{c}" for c in classes]].to_numpy(dtype=float)
     labelled = "y_true" in predictions and bool((predictions["y_true"] != "").all())
-    trained = load_trained(run / "model.pt", device) if (run / "model.pt").exists() else None
+    trained = load_run_model(run, device) if (run / "model.pt").exists() else None
     best_epoch = int(trained.checkpoint["epoch"]) if trained and "epoch" in trained.checkpoint else None
     views: dict[str, SlideView] = {}
     if job is not None and not (Path(job) / "tiles").is_dir():
@@ -484,20 +484,6 @@ def _slide_views(
     return views
 
 
-def paired_summary(differences: pd.DataFrame, metric: str, resamples: int = 10000, seed: int = 0) -> dict[str, Any]:
-    """Mean paired difference of `metric` and its percentile bootstrap 95% CI over the pairs (seeded)."""
-    values = differences[f"delta_{metric}"].dropna().to_numpy(dtype=float)
-    if len(values) == 0:
-        return {"n": 0, "mean": math.nan, "ci": None}
-    rng = np.random.default_rng(seed)
-    means = values[rng.integers(0, len(values), (resamples, len(values)))].mean(1)
-    return {
-        "n": len(values),
-        "mean": float(values.mean()),
-        "ci": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))] if len(values) > 1 else None,
-    }
-
-
 def experiment_report(
     runs: list[Path],
     out: Path,
@@ -506,7 +492,7 @@ def experiment_report(
     overwrite: bool = False,
 ) -> Path:
     """Write the comparison of runs (losses/models over seeds): mean ± std, paired differences, a per-seed plot."""
-    from wsi_ncmi.evaluation.compare import METRICS, collect, paired, summarise
+    from wsi_ncmi.evaluation.compare import METRICS, collect, paired, paired_statistics, summarise
 
     out = Path(out)
     _check_out(out, overwrite)
@@ -520,14 +506,12 @@ def experiment_report(
     sections = [section("Mean ± std over runs", table(["model / loss", "runs", *METRICS], rows), "summary")]
     differences = paired(frame, baseline)
     if len(differences):
+        sizes = differences.groupby(["model", "loss"]).size()
         paired_rows = []
-        for (model, loss), group in differences.groupby(["model", "loss"], sort=True):
-            cells = []
-            for metric in METRICS:
-                s = paired_summary(group, metric)
-                ci = f" [{s['ci'][0]:+.3f}, {s['ci'][1]:+.3f}]" if s["ci"] else ""
-                cells.append(f"{s['mean']:+.3f}{ci}" if s["n"] else "n/a")
-            paired_rows.append([escape(f"{model}: {loss} − {baseline}"), str(len(group)), *cells])
+        for (model, loss), group in paired_statistics(differences).groupby(["model", "loss"], sort=True):
+            stats = group.set_index("metric")
+            cells = [_paired_cell(stats.loc[metric]) for metric in METRICS]
+            paired_rows.append([escape(f"{model}: {loss} − {baseline}"), str(sizes[model, loss]), *cells])
         per_seed = [
             [escape(f"{r['model']}: {r['loss']} − {baseline}"), escape(str(r["seed"]))]
             + [f"{r[f'delta_{m}']:+.3f}" if r[f"delta_{m}"] == r[f"delta_{m}"] else "n/a" for m in METRICS]
@@ -561,6 +545,14 @@ def experiment_report(
     data = {"split": split, "baseline": baseline, "runs": json.loads(json.dumps(records, default=str))}
     _write_html(page("Experiment comparison", subtitle, sections, data), out)
     return out
+
+
+def _paired_cell(stats: pd.Series) -> str:
+    """'+mean [low, high]' of one metric's paired differences (no CI from a single pair), or n/a without pairs."""
+    if not stats["pairs"]:
+        return "n/a"
+    ci = f" [{stats['ci_low']:+.3f}, {stats['ci_high']:+.3f}]" if stats["pairs"] > 1 else ""
+    return f"{stats['mean_difference']:+.3f}{ci}"
 
 
 def _per_seed_charts(frame: pd.DataFrame) -> str:

@@ -196,11 +196,11 @@ def section(title: str, body: str, anchor: str = "") -> str:
     return f"<section{ident}><h2>{escape(title)}</h2>{body}</section>"
 
 
-def table(header: list[str], rows: list[list[str]], cls: str = "") -> str:
+def table(header: list[str], rows: list[list[str]]) -> str:
     """A plain HTML table; cells are already-escaped HTML, the first column left-aligned."""
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td{' class=t' if i == 0 else ''}>{c}</td>" for i, c in enumerate(row)) + "</tr>"
         for row in rows
     )
-    return f"<table{f' class={cls}' if cls else ''}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -88,23 +88,44 @@ def qc_row(slide_id: str, attrs: dict[str, Any], n_tiles: int) -> dict[str, str]
     return row
 
 
+def _read_rows(path: Path) -> dict[str, dict[str, str]]:
+    """The rows of a QC table by slide_id (only its known columns); empty when the file does not exist."""
+    if not Path(path).exists():
+        return {}
+    with open(path, newline="") as handle:
+        return {r["slide_id"]: {k: r.get(k, "") for k in COLUMNS} for r in csv.DictReader(handle)}
+
+
+def _write_rows(path: Path, rows: dict[str, dict[str, str]]) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        writer.writerows(rows[k] for k in sorted(rows))
+
+
 def write_qc_table(path: Path, job: Path, slide_ids: list[str]) -> None:
     """Merge the rows of `slide_ids` that have a coords file into the CSV at `path` (a slide's new row replaces its
     old one), atomically."""
     from wsi_ncmi.bags import BagFormatError, read_coords
 
-    path = Path(path)
-    rows: dict[str, dict[str, str]] = {}
-    if path.exists():
-        with open(path, newline="") as handle:
-            rows = {r["slide_id"]: {k: r.get(k, "") for k in COLUMNS} for r in csv.DictReader(handle)}
+    rows = _read_rows(path)
     for slide_id in slide_ids:
         try:
             coords = read_coords(Path(job) / "tiles" / f"{slide_id}.h5")
         except BagFormatError:
             continue
         rows[slide_id] = qc_row(slide_id, coords.attrs, len(coords.coords))
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
-        writer.writeheader()
-        writer.writerows(rows[k] for k in sorted(rows))
+    _write_rows(Path(path), rows)
+
+
+def merge_qc_tables(job: Path) -> None:
+    """Merge JOB/status/qc.csv and every shard's qc.shard-I-of-N.csv into qc.csv (the newest file's row wins), as
+    the stage status files are merged; nothing is read from the coords files."""
+    folder = Path(job) / "status"
+    files = [f for f in (folder / "qc.csv", *folder.glob("qc.shard-*-of-*.csv")) if f.exists()]
+    if not files:
+        return
+    rows: dict[str, dict[str, str]] = {}
+    for path in sorted(files, key=lambda f: f.stat().st_mtime_ns):
+        rows.update(_read_rows(path))
+    _write_rows(folder / "qc.csv", rows)

@@ -55,9 +55,9 @@ def merged_status(job: Path, stage: str) -> list[StatusRow]:
 
 
 def merge_job_status(job: Path) -> dict[str, list[StatusRow]]:
-    """Merge every stage's whole and shard status files into JOB/status/{stage}.csv, and the QC table of the tiled
-    slides into qc.csv; return the rows per stage (tile first), empty when nothing has run."""
-    from wsi_ncmi.qc_report import write_qc_table
+    """Merge every stage's whole and shard status files into JOB/status/{stage}.csv, and the whole and shard QC
+    tables into qc.csv; return the rows per stage (tile first), empty when nothing has run."""
+    from wsi_ncmi.qc_report import merge_qc_tables
     from wsi_ncmi.status import write_status
 
     merged = {}
@@ -66,9 +66,8 @@ def merge_job_status(job: Path) -> dict[str, list[StatusRow]]:
         if not rows:
             continue
         write_status(status_file(job, stage, None), rows)
-        if stage == "tile":
-            write_qc_table(status_file(job, "qc", None), job, [r.slide_id for r in rows if not r.failed])
         merged[stage] = rows
+    merge_qc_tables(job)
     return merged
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from wsi_ncmi.slides.integrity import MAX_IMPOSSIBLE
+from wsi_ncmi.slides.integrity import MAX_IMPOSSIBLE, impossible
 
 if TYPE_CHECKING:
     import torch
@@ -35,9 +35,7 @@ def streams_available(slide_path: str, backend: str, level: int, size: int, coor
 def corrupt(tiles: torch.Tensor) -> torch.Tensor:
     """Per uint8 (n, 3, h, w) tile, whether it has the colours of corrupt JPEG data, by the same test (and
     threshold) as wsi_ncmi.slides.integrity.check_tile."""
-    lo = tiles.amin(dim=1)
-    impossible = (lo <= 2) | ((tiles[:, 1] >= 253) & (lo < 200))
-    share = impossible.sum(dim=(1, 2)).double() / (tiles.shape[2] * tiles.shape[3])
+    share = impossible(tiles.amin(dim=1), tiles[:, 1]).sum(dim=(1, 2)).double() / (tiles.shape[2] * tiles.shape[3])
     return share > MAX_IMPOSSIBLE
 
 

@@ -25,6 +25,7 @@ from wsi_ncmi.encoders.device_decode import corrupt, streams_available
 from wsi_ncmi.encoders.embed import EmbedSettings, SlideWork, TileDataset, bag_path, embed_slides
 from wsi_ncmi.encoders.registry import Preprocess
 from wsi_ncmi.encoders.resize import resize
+from wsi_ncmi.slides.backend import open_slide
 from wsi_ncmi.slides.direct import direct_reader
 from wsi_ncmi.slides.integrity import MAX_IMPOSSIBLE, check_tile
 from wsi_ncmi.synthetic import SlideSpec, render_region, write_slide
@@ -134,9 +135,10 @@ def test_slides_the_device_cannot_decode_fall_back_to_the_cpu(slides: dict[str, 
     job = _tile(slides, tmp_path / "job")
     coords = read_coords(job / "tiles" / "tiled.h5")
     level, size = int(coords.attrs["read_level"]), int(coords.attrs["patch_size"])
-    assert streams_available(str(slides["tiled"]), "openslide", level, size, coords.coords)
-    assert not streams_available(str(slides["tiled"]), "openslide", level, size, coords.coords + np.array([128, 0]))
-    assert not streams_available(str(slides["tiled"]), "openslide", level, 128, coords.coords)
+    with open_slide(slides["tiled"], "openslide") as slide:
+        assert streams_available(slide, level, size, coords.coords)
+        assert not streams_available(slide, level, size, coords.coords + np.array([128, 0]))
+        assert not streams_available(slide, level, 128, coords.coords)
     rows = embed_slides([(s, None) for s in slides], job, DEVICE, progress=False)
     assert [r.status for r in rows] == ["ok", "ok"]
     device = {s: read_bag(bag_path(job, "resnet18", s)).features for s in slides}

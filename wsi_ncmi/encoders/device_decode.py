@@ -18,17 +18,15 @@ from wsi_ncmi.slides.integrity import MAX_IMPOSSIBLE, impossible
 if TYPE_CHECKING:
     import torch
 
+    from wsi_ncmi.slides.backend import Slide
 
-def streams_available(slide_path: str, backend: str, level: int, size: int, coords: np.ndarray) -> bool:
-    """Whether every tile at `coords` (level 0) of `size` px read at `level` is one whole JPEG stream of the slide."""
-    from wsi_ncmi.slides.backend import open_slide
+
+def streams_available(slide: Slide, level: int, size: int, coords: np.ndarray) -> bool:
+    """Whether every tile at `coords` (level 0) of `size` px read at `level` of the open `slide` is one whole JPEG
+    stream of it; decided from the TIFF's tile layout, which is read once per slide and level and cached."""
     from wsi_ncmi.slides.direct import reader_for
 
-    try:
-        with open_slide(slide_path, backend) as slide:
-            reader = reader_for(slide, level, size)
-    except Exception:
-        return False
+    reader = reader_for(slide, level, size)
     return reader is not None and all(reader.streamable(int(x), int(y)) for x, y in coords)
 
 

@@ -17,7 +17,7 @@ import math
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +118,6 @@ class SlideWork:
     slide_path: str
     outputs: dict[str, Path]
     coords: CoordsFile
-    warnings: list[str] = field(default_factory=list)
     decode: str = "cpu"
 
     @property
@@ -156,7 +155,6 @@ class TileDataset(Dataset):
         self.stain = stain or StainNormaliser()
         self.backend = backend
         self.max_open = max_open
-        self.reads = 0
         self._slides: dict[int, Slide] = {}
 
     def __len__(self) -> int:
@@ -174,7 +172,6 @@ class TileDataset(Dataset):
 
     def read(self, slide_index: int, tile_index: int, fresh: bool = False) -> np.ndarray:
         """The decoded tile at the tiling's tile size (uint8 HWC): the one read shared by every encoder."""
-        self.reads += 1
         work = self.work[slide_index]
         x, y = work.coords.coords[tile_index]
         slide = self._slide(slide_index, fresh)

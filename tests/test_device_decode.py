@@ -14,9 +14,9 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-import tifffile
 import torch
 from PIL import Image
+from test_embed import _corrupt_tile_under
 from typer.testing import CliRunner
 
 from wsi_ncmi.bags import read_bag, read_bag_attrs, read_coords
@@ -25,6 +25,7 @@ from wsi_ncmi.encoders.device_decode import corrupt, streams_available
 from wsi_ncmi.encoders.embed import EmbedSettings, SlideWork, TileDataset, bag_path, embed_slides
 from wsi_ncmi.encoders.registry import Preprocess
 from wsi_ncmi.encoders.resize import resize
+from wsi_ncmi.slides.backend import open_slide
 from wsi_ncmi.slides.direct import direct_reader
 from wsi_ncmi.slides.integrity import MAX_IMPOSSIBLE, check_tile
 from wsi_ncmi.synthetic import SlideSpec, render_region, write_slide
@@ -134,9 +135,10 @@ def test_slides_the_device_cannot_decode_fall_back_to_the_cpu(slides: dict[str, 
     job = _tile(slides, tmp_path / "job")
     coords = read_coords(job / "tiles" / "tiled.h5")
     level, size = int(coords.attrs["read_level"]), int(coords.attrs["patch_size"])
-    assert streams_available(str(slides["tiled"]), "openslide", level, size, coords.coords)
-    assert not streams_available(str(slides["tiled"]), "openslide", level, size, coords.coords + np.array([128, 0]))
-    assert not streams_available(str(slides["tiled"]), "openslide", level, 128, coords.coords)
+    with open_slide(slides["tiled"], "openslide") as slide:
+        assert streams_available(slide, level, size, coords.coords)
+        assert not streams_available(slide, level, size, coords.coords + np.array([128, 0]))
+        assert not streams_available(slide, level, 128, coords.coords)
     rows = embed_slides([(s, None) for s in slides], job, DEVICE, progress=False)
     assert [r.status for r in rows] == ["ok", "ok"]
     device = {s: read_bag(bag_path(job, "resnet18", s)).features for s in slides}
@@ -157,15 +159,7 @@ def test_unreadable_tiles_fall_back_as_on_the_cpu(slides: dict[str, Path], tmp_p
     job = _tile({"damaged": damaged}, tmp_path / "job")
     coords = read_coords(job / "tiles" / "damaged.h5")
     x0, y0 = coords.coords[len(coords.coords) // 2]
-    with tifffile.TiffFile(damaged) as tif:
-        page = tif.pages[int(coords.attrs["read_level"])]
-        downsample = tif.pages[0].shape[1] / page.shape[1]
-        across = -(-page.shape[1] // page.tilewidth)
-        index = int(y0 / downsample) // page.tilelength * across + int(x0 / downsample) // page.tilewidth
-        offset, count = page.dataoffsets[index], page.databytecounts[index]
-    with open(damaged, "r+b") as handle:
-        handle.seek(offset)
-        handle.write(b"\x00" * count)
+    _corrupt_tile_under(damaged, int(coords.attrs["read_level"]), int(x0), int(y0))
     tolerant = replace(CPU, max_failed_fraction=0.9)
     cpu, _ = _embed(job, tolerant, "damaged")
     cpu_failed = read_bag(bag_path(job, "resnet18", "damaged")).metadata["failed_tiles"].tolist()

@@ -148,12 +148,33 @@ def test_retiling_makes_the_bag_stale(job: Path, small_slide: Path) -> None:
 
 
 def test_missing_and_foreign_coords_files(job: Path) -> None:
-    row = plan_slide("nope", None, job, FAST, {"encoder": "resnet18"})
+    work, rows = plan_slide("nope", None, job, FAST, [{"encoder": "resnet18"}, {"encoder": "uni"}])
+    assert work is None and set(rows) == {"resnet18", "uni"}
+    row = rows["uni"]
     assert row.status == "failed" and "nope.h5" in row.error and "wsi-ncmi tile" in row.error
     with h5py.File(job / "tiles" / "small.h5", "a") as h5:
         h5["coords"].attrs["format_version"] = 99
-    row = plan_slide("small", None, job, FAST, {"encoder": "resnet18"})
-    assert row.status == "failed" and "format_version 99" in row.error
+    work, rows = plan_slide("small", None, job, FAST, [{"encoder": "resnet18"}])
+    row = rows["resnet18"]
+    assert work is None and row.status == "failed" and "format_version 99" in row.error
+
+
+def test_a_slide_is_opened_once_to_plan_every_encoder(job: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wsi_ncmi.encoders import embed
+
+    opened: list[str] = []
+
+    def counting(path: str, backend: str = "auto") -> object:
+        opened.append(path)
+        return open_slide(path, backend)
+
+    monkeypatch.setattr(embed, "open_slide", counting)
+    names = ["resnet18", "uni", "virchow2"]
+    work, rows = plan_slide("small", None, job, FAST, [{"encoder": n} for n in names], decode="device")
+    assert rows == {} and work is not None and list(work.outputs) == names
+    assert len(opened) == 1 and work.decode == "device"
+    work, _ = plan_slide("small", None, job, FAST, [{"encoder": "resnet18"}])
+    assert len(opened) == 2 and work is not None and work.decode == "cpu"
 
 
 def test_changed_slide_file_is_refused(job: Path, small_slide: Path, tmp_path: Path) -> None:

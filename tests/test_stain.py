@@ -223,7 +223,8 @@ def test_embedding_reads_normalised_tiles_and_records_the_target(job: Path, tmp_
     assert json.loads(bag.metadata["stain_params"]) == stain.DEFAULT_MACENKO
     assert not np.allclose(bag.features, unnormalised)
 
-    work = plan_slide("svs_025", None, job, macenko, {"encoder": "resnet18"})
+    work, _ = plan_slide("svs_025", None, job, macenko, [{"encoder": "resnet18"}])
+    assert work is not None
     index = len(work.coords.coords) // 2
     with open_slide(work.slide_path) as slide:
         x, y = work.coords.coords[index]

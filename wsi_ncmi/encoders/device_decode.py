@@ -13,31 +13,27 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from wsi_ncmi.slides.integrity import MAX_IMPOSSIBLE
+from wsi_ncmi.slides.integrity import MAX_IMPOSSIBLE, impossible
 
 if TYPE_CHECKING:
     import torch
 
+    from wsi_ncmi.slides.backend import Slide
 
-def streams_available(slide_path: str, backend: str, level: int, size: int, coords: np.ndarray) -> bool:
-    """Whether every tile at `coords` (level 0) of `size` px read at `level` is one whole JPEG stream of the slide."""
-    from wsi_ncmi.slides.backend import open_slide
+
+def streams_available(slide: Slide, level: int, size: int, coords: np.ndarray) -> bool:
+    """Whether every tile at `coords` (level 0) of `size` px read at `level` of the open `slide` is one whole JPEG
+    stream of it; decided from the TIFF's tile layout, which is read once per slide and level and cached."""
     from wsi_ncmi.slides.direct import reader_for
 
-    try:
-        with open_slide(slide_path, backend) as slide:
-            reader = reader_for(slide, level, size)
-    except Exception:
-        return False
+    reader = reader_for(slide, level, size)
     return reader is not None and all(reader.streamable(int(x), int(y)) for x, y in coords)
 
 
 def corrupt(tiles: torch.Tensor) -> torch.Tensor:
     """Per uint8 (n, 3, h, w) tile, whether it has the colours of corrupt JPEG data, by the same test (and
     threshold) as wsi_ncmi.slides.integrity.check_tile."""
-    lo = tiles.amin(dim=1)
-    impossible = (lo <= 2) | ((tiles[:, 1] >= 253) & (lo < 200))
-    share = impossible.sum(dim=(1, 2)).double() / (tiles.shape[2] * tiles.shape[3])
+    share = impossible(tiles.amin(dim=1), tiles[:, 1]).sum(dim=(1, 2)).double() / (tiles.shape[2] * tiles.shape[3])
     return share > MAX_IMPOSSIBLE
 
 

@@ -17,7 +17,7 @@ import math
 import threading
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +118,6 @@ class SlideWork:
     slide_path: str
     outputs: dict[str, Path]
     coords: CoordsFile
-    warnings: list[str] = field(default_factory=list)
     decode: str = "cpu"
 
     @property
@@ -156,7 +155,6 @@ class TileDataset(Dataset):
         self.stain = stain or StainNormaliser()
         self.backend = backend
         self.max_open = max_open
-        self.reads = 0
         self._slides: dict[int, Slide] = {}
 
     def __len__(self) -> int:
@@ -174,7 +172,6 @@ class TileDataset(Dataset):
 
     def read(self, slide_index: int, tile_index: int, fresh: bool = False) -> np.ndarray:
         """The decoded tile at the tiling's tile size (uint8 HWC): the one read shared by every encoder."""
-        self.reads += 1
         work = self.work[slide_index]
         x, y = work.coords.coords[tile_index]
         slide = self._slide(slide_index, fresh)
@@ -311,55 +308,87 @@ def _legacy_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
     return {"preprocess": f"resize={size},bilinear,crop={size}"}
 
 
+def _existing_bag(out: Path, coords: CoordsFile, expected: dict[str, Any], slide_id: str) -> StatusRow | None:
+    """The final row of an encoder whose bag exists (skipped; failed when made with other settings or tiles), or
+    None when the bag is missing or unreadable and the slide still needs this encoder."""
+    if not out.exists():
+        return None
+    try:
+        attrs = read_bag_attrs(out)
+    except BagFormatError:
+        return None
+    mpp, source = float(coords.attrs["mpp_level0"]), str(coords.attrs["mpp_source"])
+    attrs = {**UNRECORDED, **_legacy_attrs(attrs), **attrs}
+    changed = [f"{k} was {attrs.get(k)!r}, now {v!r}" for k, v in expected.items() if attrs.get(k) != v]
+    if attrs.get("coords_sha256") != coords_digest(coords.coords):
+        changed.append("the slide was tiled again since")
+    if changed:
+        return StatusRow(
+            slide_id,
+            FAILED,
+            mpp_level0=mpp,
+            mpp_source=source,
+            error=f"{out}: bag exists with other settings ({'; '.join(changed)}); pass --overwrite to embed it again",
+        )
+    return StatusRow(slide_id, SKIPPED, n_tiles=len(coords.coords), mpp_level0=mpp, mpp_source=source)
+
+
+def _check_slide(work: SlideWork, backend: str, decode: str) -> str:
+    """Open the slide once: the error when it cannot be opened or its size is not the tiled one, else '' (and, for
+    decode 'device', the work decodes on the device when every tile is one whole JPEG tile of the slide)."""
+    coords = work.coords
+    if not len(coords.coords):
+        return ""
+    was = (int(coords.attrs["level0_width"]), int(coords.attrs["level0_height"]))
+    try:
+        with open_slide(work.slide_path, backend) as slide:
+            now = tuple(slide.dimensions)
+            if now != was:
+                return (
+                    f"{work.slide_path}: slide is {now[0]}x{now[1]} px but was {was[0]}x{was[1]} when tiled; "
+                    "the file changed: tile it again with --overwrite"
+                )
+            if decode == "device" and streams_available(slide, work.read_level, work.read_size, coords.coords):
+                work.decode = "device"
+    except SlideError as exc:
+        return str(exc)
+    return ""
+
+
 def plan_slide(
-    slide_id: str, slide_path: str | None, job: Path, settings: EmbedSettings, expected: dict[str, Any]
-) -> SlideWork | StatusRow:
-    """Check one slide's inputs and one encoder's existing bag: work to do, or its final row (skipped / failed)."""
-    out = bag_path(job, expected["encoder"], slide_id)
+    slide_id: str,
+    slide_path: str | None,
+    job: Path,
+    settings: EmbedSettings,
+    expected: list[dict[str, Any]],
+    decode: str = "cpu",
+) -> tuple[SlideWork | None, dict[str, StatusRow]]:
+    """Check one slide's inputs (its coords file read and the slide opened once, whatever the number of encoders)
+    and each encoder's existing bag: the work left (None when there is none), and the final rows (skipped /
+    failed) of the encoders that need no work; `decode` is the run's resolved decode path."""
+    names = [e["encoder"] for e in expected]
     try:
         coords = read_coords(Path(job) / "tiles" / f"{slide_id}.h5")
     except BagFormatError as exc:
-        return StatusRow(slide_id, FAILED, error=str(exc))
-    mpp = float(coords.attrs["mpp_level0"])
-    source = str(coords.attrs["mpp_source"])
-    if out.exists() and not settings.overwrite:
-        try:
-            attrs = read_bag_attrs(out)
-        except BagFormatError:
-            attrs = None
-        if attrs is not None:
-            attrs = {**UNRECORDED, **_legacy_attrs(attrs), **attrs}
-            changed = [f"{k} was {attrs.get(k)!r}, now {v!r}" for k, v in expected.items() if attrs.get(k) != v]
-            if attrs.get("coords_sha256") != coords_digest(coords.coords):
-                changed.append("the slide was tiled again since")
-            if changed:
-                return StatusRow(
-                    slide_id,
-                    FAILED,
-                    mpp_level0=mpp,
-                    mpp_source=source,
-                    error=f"{out}: bag exists with other settings ({'; '.join(changed)}); pass "
-                    "--overwrite to embed it again",
-                )
-            return StatusRow(slide_id, SKIPPED, n_tiles=len(coords.coords), mpp_level0=mpp, mpp_source=source)
-    path = slide_path or str(coords.attrs["slide_path"])
-    if len(coords.coords):
-        try:
-            with open_slide(path, settings.backend) as slide:
-                now = slide.dimensions
-        except SlideError as exc:
-            return StatusRow(slide_id, FAILED, mpp_level0=mpp, mpp_source=source, error=str(exc))
-        was = (int(coords.attrs["level0_width"]), int(coords.attrs["level0_height"]))
-        if tuple(now) != was:
-            return StatusRow(
-                slide_id,
-                FAILED,
-                mpp_level0=mpp,
-                mpp_source=source,
-                error=f"{path}: slide is {now[0]}x{now[1]} px but was {was[0]}x{was[1]} when tiled; "
-                "the file changed: tile it again with --overwrite",
-            )
-    return SlideWork(slide_id, path, {expected["encoder"]: out}, coords)
+        return None, {name: StatusRow(slide_id, FAILED, error=str(exc)) for name in names}
+    rows: dict[str, StatusRow] = {}
+    outputs: dict[str, Path] = {}
+    for name, attrs in zip(names, expected, strict=True):
+        out = bag_path(job, name, slide_id)
+        done = None if settings.overwrite else _existing_bag(out, coords, attrs, slide_id)
+        if done is None:
+            outputs[name] = out
+        else:
+            rows[name] = done
+    if not outputs:
+        return None, rows
+    work = SlideWork(slide_id, slide_path or str(coords.attrs["slide_path"]), outputs, coords)
+    error = _check_slide(work, settings.backend, decode)
+    if error:
+        mpp, source = float(coords.attrs["mpp_level0"]), str(coords.attrs["mpp_source"])
+        failed = {name: StatusRow(slide_id, FAILED, mpp_level0=mpp, mpp_source=source, error=error) for name in outputs}
+        return None, {**rows, **failed}
+    return work, rows
 
 
 @dataclass
@@ -408,15 +437,13 @@ def embed_encoders(
         bag_path(job, spec.name, "x").parent.mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict[str, StatusRow]] = {name: {} for name in runs}
     merged: dict[str, SlideWork] = {}
+    decode = resolve_decode(settings, device)
     for slide_id, path in slides:
-        for name, run in runs.items():
-            planned = plan_slide(slide_id, path, Path(job), settings, run.expected)
-            if isinstance(planned, StatusRow):
-                rows[name][slide_id] = planned
-            elif slide_id in merged:
-                merged[slide_id].outputs.update(planned.outputs)
-            else:
-                merged[slide_id] = planned
+        planned, done = plan_slide(slide_id, path, Path(job), settings, [r.expected for r in runs.values()], decode)
+        for name, row in done.items():
+            rows[name][slide_id] = row
+        if planned is not None:
+            merged[slide_id] = planned
     locks = []
     for item in merged.values():
         for name, out in list(item.outputs.items()):
@@ -502,9 +529,13 @@ def storable(features: np.ndarray, dtype: str) -> tuple[np.ndarray, int, str]:
         limit = float(np.finfo(np.float16).max)
         if (peak > limit).any():
             row = int(np.argmax(peak > limit))
-            return features, row, (
-                f"feature values up to {float(peak[row]):.4g}, beyond float16's range ({limit:g}); embed it with "
-                "--feature-dtype float32"
+            return (
+                features,
+                row,
+                (
+                    f"feature values up to {float(peak[row]):.4g}, beyond float16's range ({limit:g}); embed it with "
+                    "--feature-dtype float32"
+                ),
             )
     return features.astype(dtype), -1, ""
 
@@ -533,12 +564,6 @@ def _run(
         return rows
     names = list(runs)
     device = runs[names[0]].embedder.device
-    if resolve_decode(settings, device) == "device":
-        for item in work:
-            if streams_available(
-                item.slide_path, settings.backend, item.read_level, item.read_size, item.coords.coords
-            ):
-                item.decode = "device"
     stain = StainNormaliser.from_attrs(runs[names[0]].expected)
     dataset = TileDataset(work, [runs[name].spec.preprocess for name in names], settings.backend, stain=stain)
     loader = DataLoader(

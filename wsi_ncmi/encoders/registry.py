@@ -85,21 +85,24 @@ class Checkpoint:
     repo: str = ""
     url: str = ""
 
+    def _repo_folder(self) -> Path:
+        """The hub cache folder of the repo."""
+        return hub_cache() / f"models--{self.repo.replace('/', '--')}"
+
     def expected(self) -> Path:
         """Where the file is looked for (for a hub repo: its snapshot folder, revision `main` or any)."""
         if not self.repo:
             import torch
 
             return Path(torch.hub.get_dir()) / "checkpoints" / self.filename
-        folder = hub_cache() / f"models--{self.repo.replace('/', '--')}"
-        return folder / "snapshots" / "<revision>" / self.filename
+        return self._repo_folder() / "snapshots" / "<revision>" / self.filename
 
     def local(self) -> Path | None:
         """The file in the local cache, or None; never touches the network."""
         if not self.repo:
             path = self.expected()
             return path if path.is_file() else None
-        folder = hub_cache() / f"models--{self.repo.replace('/', '--')}"
+        folder = self._repo_folder()
         ref = folder / "refs" / "main"
         revisions = [ref.read_text().strip()] if ref.is_file() else []
         snapshots = folder / "snapshots"

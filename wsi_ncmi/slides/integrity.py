@@ -10,6 +10,8 @@ produce (over half of the silently garbled tiles in our measurements).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 MAX_IMPOSSIBLE = 0.05
@@ -20,11 +22,16 @@ class CorruptTileError(Exception):
     """A tile decoded into colours no stained slide has: its compressed data is corrupt."""
 
 
+def impossible(lowest: Any, green: Any) -> Any:
+    """Per pixel, from its lowest channel and its green channel (numpy arrays or torch tensors alike), whether its
+    colour is impossible: a channel at black (<= 2), or green saturated (>= 253) while red or blue is below 200; a
+    saturated red (eosin) or blue (hematoxylin) channel is ordinary in bright stained tissue."""
+    return (lowest <= 2) | ((green >= 253) & (lowest < 200))
+
+
 def impossible_fraction(rgb: np.ndarray) -> float:
-    """Share of pixels with a channel at black (<= 2), or with green saturated (>= 253) while red or blue is below
-    200: a saturated red (eosin) or blue (hematoxylin) channel is ordinary in bright stained tissue."""
-    lo = rgb.min(axis=-1)
-    return float(((lo <= 2) | ((rgb[..., 1] >= 253) & (lo < 200))).mean())
+    """Share of the pixels of `rgb` (H x W x 3 uint8) with an impossible colour."""
+    return float(impossible(rgb.min(axis=-1), rgb[..., 1]).mean())
 
 
 def check_tile(rgb: np.ndarray, where: str) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from wsi_ncmi.slides.backend import SLIDE_EXTENSIONS
+from wsi_ncmi.slides.formats import find_slides
 
 KNOWN_COLUMNS = ("slide_id", "label", "case_id", "center", "path", "mpp")
 _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
@@ -140,12 +140,13 @@ def _normalise(frame: pd.DataFrame, base: Path) -> pd.DataFrame:
 
 
 def list_slides(folder: Path | str) -> pd.DataFrame:
-    """A manifest for every slide file directly in `folder` (slide_id = file stem), sorted by name."""
+    """A manifest for every slide directly in `folder`, sorted by name: slide files (slide_id = file stem, without
+    `.ome`) and DICOM series folders (slide_id = folder name)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ManifestError(folder, ["--slides folder does not exist or is not a folder"])
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SLIDE_EXTENSIONS)
-    frame = pd.DataFrame({"slide_id": [p.stem for p in files], "path": [str(p.resolve()) for p in files]}, dtype=str)
+    slides = find_slides(folder)
+    frame = pd.DataFrame({"slide_id": [i for i, _ in slides], "path": [str(p.resolve()) for _, p in slides]}, dtype=str)
     problems = validate(frame, folder, require=["path"])
     if problems:
         raise ManifestError(folder, problems)

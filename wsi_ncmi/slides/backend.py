@@ -1,4 +1,5 @@
-"""One small interface over OpenSlide and tiffslide, so the rest of the code never cares which one opened a slide."""
+"""One small interface over the slide readers (OpenSlide, tiffslide, wsidicom, pylibCZIrw), so the rest of the code
+never cares which one opened a slide, or which format it is."""
 
 from __future__ import annotations
 
@@ -8,8 +9,18 @@ from typing import Any
 
 import numpy as np
 
-SLIDE_EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
-BACKENDS = ("auto", "openslide", "tiffslide")
+from wsi_ncmi.slides.formats import CZI_EXTENSION, TIFF_EXTENSIONS, slide_format
+
+SLIDE_EXTENSIONS = (*TIFF_EXTENSIONS, CZI_EXTENSION)
+"""Suffixes of slide files; a DICOM slide is a folder of `.dcm` files (see wsi_ncmi.slides.formats)."""
+BACKENDS = ("auto", "openslide", "tiffslide", "wsidicom", "pylibczirw")
+AUTO_ORDER = {
+    "tiff": ("openslide", "tiffslide"),
+    "ome-tiff": ("tiffslide",),
+    "dicom": ("openslide", "wsidicom"),
+    "czi": ("pylibczirw",),
+}
+"""The readers `auto` tries per format, in order (OpenSlide sees only the first level of an OME-TIFF)."""
 ASSOCIATED_IMAGES = ("label", "macro")
 """The associated images kept beside thumbnails: the slide label and the macro (overview) photograph."""
 
@@ -25,6 +36,9 @@ class Slide:
     path: Path
     backend: str
     handle: Any = field(repr=False)
+    format: str = "tiff"
+    extra_properties: dict[str, str] = field(default_factory=dict, repr=False)
+    """Metadata the reader does not expose itself (an OME-TIFF's OME-XML pixel size), merged into `properties`."""
     _tiff: Any = field(default=None, init=False, repr=False)
     _tiff_tried: bool = field(default=False, init=False, repr=False)
 
@@ -46,7 +60,7 @@ class Slide:
 
     @property
     def properties(self) -> dict[str, str]:
-        return {str(k): str(v) for k, v in self.handle.properties.items()}
+        return {**{str(k): str(v) for k, v in self.handle.properties.items()}, **self.extra_properties}
 
     def read_region(self, location: tuple[int, int], level: int, size: tuple[int, int]) -> np.ndarray:
         """RGB uint8 array (h, w, 3) of `size` pixels at `level`, top-left at level-0 `location`.
@@ -88,7 +102,7 @@ class Slide:
     def read_level(self, level: int) -> np.ndarray | None:
         """The whole of `level` as RGB, decoded straight from the TIFF pyramid (several times faster than a region
         read of the same pixels); None when the file is not a TIFF whose pyramid matches this slide's levels."""
-        tiff = self._tiff_pyramid()
+        tiff = self._tiff_pyramid() if self.format in ("tiff", "ome-tiff") else None
         if tiff is None:
             return None
         pages = tiff.series[0].levels[level].pages
@@ -157,42 +171,92 @@ def _matching_tiff(slide: Slide) -> Any:
     return None
 
 
-def _open_openslide(path: Path) -> Any:
+def _open_openslide(path: Path, fmt: str) -> Any:
     import openslide
 
+    if fmt == "dicom":
+        from wsi_ncmi.slides.dicom import open_openslide
+
+        return open_openslide(path)
     return openslide.OpenSlide(str(path))
 
 
-def _open_tiffslide(path: Path) -> Any:
+def _open_tiffslide(path: Path, fmt: str) -> Any:
     import tiffslide
 
+    if fmt not in ("tiff", "ome-tiff"):
+        raise ValueError(f"tiffslide does not read {fmt.upper()}")
     return tiffslide.TiffSlide(str(path))
 
 
+def _open_wsidicom(path: Path, fmt: str) -> Any:
+    if fmt != "dicom":
+        raise ValueError(f"wsidicom reads DICOM only, not {fmt.upper()}")
+    from wsi_ncmi.slides.dicom import WsiDicomSlide
+
+    return WsiDicomSlide(path)
+
+
+def _open_pylibczirw(path: Path, fmt: str) -> Any:
+    if fmt != "czi":
+        raise ValueError(f"pylibCZIrw reads CZI only, not {fmt.upper()}")
+    from wsi_ncmi.slides.czi import CziSlide
+
+    return CziSlide(path)
+
+
+OPENERS = {
+    "openslide": _open_openslide,
+    "tiffslide": _open_tiffslide,
+    "wsidicom": _open_wsidicom,
+    "pylibczirw": _open_pylibczirw,
+}
+
+
+def _extra_properties(slide: Slide) -> dict[str, str]:
+    """Metadata a reader leaves out: an OME-TIFF's OME-XML, read here when tiffslide opened it."""
+    if slide.format != "ome-tiff" or slide.backend != "tiffslide":
+        return {}
+    from wsi_ncmi.slides.ome import tiff_ome_properties
+
+    return tiff_ome_properties(slide.handle.ts_tifffile)
+
+
 def open_slide(path: Path | str, backend: str = "auto") -> Slide:
-    """Open a slide with OpenSlide, tiffslide, or (auto) OpenSlide first and tiffslide when OpenSlide refuses it."""
+    """Open a slide file (or a DICOM series folder) with the reader named, or (auto) the readers of its format in
+    turn: OpenSlide then tiffslide for the TIFF family, tiffslide for OME-TIFF, OpenSlide then wsidicom for DICOM,
+    pylibCZIrw for CZI."""
     path = Path(path)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if not path.exists():
         raise SlideError(f"{path}: file not found; check the manifest's path column or the --slides folder")
-    if not path.is_file():
+    fmt = slide_format(path)
+    if path.is_dir() and not any(p.suffix.lower() == ".dcm" for p in path.iterdir()):
+        raise SlideError(f"{path}: a folder without .dcm files; give a slide file, or a folder of one DICOM series")
+    if not path.is_dir() and not path.is_file():
         raise SlideError(f"{path}: not a file; give the path of the slide file itself")
-    order = ["openslide", "tiffslide"] if backend == "auto" else [backend]
-    errors = []
+    order = AUTO_ORDER[fmt] if backend == "auto" else (backend,)
+    errors, missing = [], []
     for name in order:
-        opener = _open_openslide if name == "openslide" else _open_tiffslide
         try:
-            handle = opener(path)
+            handle = OPENERS[name](path, fmt)
+        except ImportError as exc:
+            missing.append(str(exc))
+            continue
         except Exception as exc:
             errors.append(f"{name}: {type(exc).__name__}: {exc}".strip())
             continue
-        slide = Slide(path, name, handle)
+        slide = Slide(path, name, handle, fmt)
         if slide.level_count < 1 or min(slide.dimensions) < 1:
             slide.close()
             errors.append(f"{name}: no image levels")
             continue
+        slide.extra_properties = _extra_properties(slide)
         return slide
+    if missing:
+        tried = f"; {'; '.join(errors)}" if errors else ""
+        raise SlideError(f"{path}: {missing[0]}{tried}")
     raise SlideError(
         f"{path}: not a readable slide ({'; '.join(errors)}); check the file is a whole-slide image "
         "that is fully copied"

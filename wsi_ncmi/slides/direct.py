@@ -4,7 +4,9 @@ A region read through OpenSlide or tiffslide decodes the slide's tiles, composes
 converts it; when a tile of ours is exactly one (or a square block of) the TIFF's own tiles, the compressed
 bytes can be read and decoded directly, several times faster, with the same pixels. Anything else (another
 compression, tiles that do not line up, a pyramid tifffile sees differently from the slide library, a missing
-tile) reads through the library as before. WSI_NCMI_DIRECT_READ=0 turns the direct path off.
+tile) reads through the library as before. DICOM slides whose frames are baseline YCbCr JPEG tiles of a
+TILED_FULL instance are read the same way (their frames are whole JPEG streams). WSI_NCMI_DIRECT_READ=0 turns the
+direct path off.
 """
 
 from __future__ import annotations
@@ -178,8 +180,40 @@ def direct_reader(
         return None
 
 
+@functools.lru_cache(maxsize=8)
+def dicom_reader(path: str, size: int, width: int, height: int, downsample: float) -> DirectReader | None:
+    """The direct reader of the DICOM series' level of `width` x `height` px for regions of `size` px, or None when
+    its frames cannot serve them (see wsi_ncmi.slides.dicom.frame_table)."""
+    if os.environ.get(SWITCH, "1").strip() == "0":
+        return None
+    from wsi_ncmi.slides.dicom import decode_frame, frame_table
+
+    table = frame_table(path, width, height)
+    if table is None or size % table.tile_width or size % table.tile_height:
+        return None
+    return DirectReader(
+        table.path,
+        size,
+        float(downsample),
+        width,
+        height,
+        table.tile_width,
+        table.tile_height,
+        table.offsets,
+        table.counts,
+        None,
+        decode_frame,
+        True,
+    )
+
+
 def reader_for(slide: Slide, level: int, size: int) -> DirectReader | None:
     """The (cached) direct reader of an open slide's level for regions of `size` px, or None."""
+    if slide.format == "dicom":
+        width, height = slide.level_dimensions[level]
+        return dicom_reader(str(slide.path), size, width, height, slide.level_downsamples[level])
+    if slide.format not in ("tiff", "ome-tiff"):
+        return None
     return direct_reader(str(slide.path), level, size, tuple(slide.level_dimensions), slide.level_downsamples[level])
 
 

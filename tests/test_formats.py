@@ -1,0 +1,380 @@
+"""DICOM WSI, OME-TIFF and CZI: one synthetic slide written again in each format by the format's own writer
+(pydicom for DICOM, tifffile's OME writer, pylibCZIrw), then read, tiled and embedded as the TIFF it came from.
+
+The DICOM instances and the OME-TIFF carry the TIFF's own JPEG tiles, so every level has the TIFF's pixels; the
+CZI holds the decoded level 0 (pylibCZIrw writes pixels, not JPEG tiles, and no pyramid), so its level 0 has the
+TIFF's pixels and its lower levels are libCZI's reductions of it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from wsi_ncmi.bags import read_bag, read_coords
+from wsi_ncmi.cli import app
+from wsi_ncmi.cohort.manifest import list_slides
+from wsi_ncmi.slides import backend
+from wsi_ncmi.slides.backend import SlideError, open_slide
+from wsi_ncmi.slides.direct import SWITCH, dicom_reader, direct_reader, read_direct, reader_for
+from wsi_ncmi.slides.formats import find_slides
+from wsi_ncmi.slides.mpp import metadata_mpp, resolve_mpp
+from wsi_ncmi.slides.ome import ome_properties
+from wsi_ncmi.synthetic import SlideSpec, write_slide
+from wsi_ncmi.tiling import TileTask, TilingParams, tile_slide
+
+runner = CliRunner()
+MPP = 0.25
+SOURCES = {
+    "alpha": SlideSpec("alpha", 2048, 1536, MPP, seed=31, tissue_fraction=0.5),
+    "beta": SlideSpec("beta", 2048, 1536, MPP, seed=32, tissue_fraction=0.5),
+}
+SOURCES_OF_FORMAT = {"dicom": "{}_dicom", "ome-tiff": "{}_ome.ome.tif", "czi": "{}_czi.czi"}
+MPP_SOURCE = {"dicom": "DICOM PixelSpacing", "ome-tiff": "OME PhysicalSizeX", "czi": "CZI Scaling"}
+BACKEND = {"dicom": "openslide", "ome-tiff": "tiffslide", "czi": "pylibczirw"}
+
+
+def _jpeg_tiles(tiff: tifffile.TiffFile, page: tifffile.TiffPage) -> list[bytes]:
+    handle = tiff.filehandle
+    tiles = []
+    for offset, count in zip(page.dataoffsets, page.databytecounts, strict=True):
+        handle.seek(offset)
+        tiles.append(handle.read(count))
+    return tiles
+
+
+def write_dicom(source: Path, folder: Path, mpp: float | None = MPP) -> Path:
+    """A DICOM WSI series (one VL Whole Slide Microscopy instance per level, TILED_FULL, baseline JPEG frames that
+    are the TIFF's own tiles), written with pydicom; `mpp=None` leaves PixelSpacing out."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.sequence import Sequence
+    from pydicom.uid import JPEGBaseline8Bit, VLWholeSlideMicroscopyImageStorage, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    study, series, frame_of_reference = generate_uid(), generate_uid(), generate_uid()
+    with tifffile.TiffFile(source) as tiff:
+        levels = tiff.series[0].levels
+        for index, level in enumerate(levels):
+            page = level.pages[0]
+            height, width = level.shape[:2]
+            scale = source_width(tiff) / width
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID = VLWholeSlideMicroscopyImageStorage
+            meta.MediaStorageSOPInstanceUID = generate_uid()
+            meta.TransferSyntaxUID = JPEGBaseline8Bit
+            ds = Dataset()
+            ds.file_meta = meta
+            ds.SOPClassUID = VLWholeSlideMicroscopyImageStorage
+            ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame_of_reference
+            ds.Modality, ds.PatientName, ds.PatientID = "SM", "synthetic", "synthetic"
+            ds.StudyDate = ds.ContentDate = "20260101"
+            ds.StudyTime = ds.ContentTime = "000000"
+            ds.SeriesNumber, ds.InstanceNumber = 1, index + 1
+            resampled = index > 0
+            ds.ImageType = [
+                "DERIVED" if resampled else "ORIGINAL",
+                "PRIMARY",
+                "VOLUME",
+                "RESAMPLED" if resampled else "NONE",
+            ]
+            ds.DimensionOrganizationType = "TILED_FULL"
+            ds.Rows, ds.Columns = page.tilelength, page.tilewidth
+            ds.TotalPixelMatrixRows, ds.TotalPixelMatrixColumns = height, width
+            ds.TotalPixelMatrixFocalPlanes = ds.NumberOfOpticalPaths = 1
+            ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL_422", 0
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+            ds.LossyImageCompression = "01"
+            optical_path = Dataset()
+            optical_path.OpticalPathIdentifier = "0"
+            ds.OpticalPathSequence = Sequence([optical_path])
+            if mpp is not None:
+                spacing = mpp * scale / 1000
+                measures = Dataset()
+                measures.PixelSpacing = [spacing, spacing]
+                measures.SliceThickness = 0.001
+                shared = Dataset()
+                shared.PixelMeasuresSequence = Sequence([measures])
+                ds.SharedFunctionalGroupsSequence = Sequence([shared])
+                ds.ImagedVolumeWidth, ds.ImagedVolumeHeight, ds.ImagedVolumeDepth = (
+                    width * spacing,
+                    height * spacing,
+                    0.001,
+                )
+            frames = _jpeg_tiles(tiff, page)
+            ds.NumberOfFrames = len(frames)
+            ds.PixelData = encapsulate(frames)
+            ds["PixelData"].VR = "OB"
+            ds.save_as(folder / f"level{index}.dcm", enforce_file_format=True)
+    return folder
+
+
+def source_width(tiff: tifffile.TiffFile) -> int:
+    return int(tiff.series[0].levels[0].shape[1])
+
+
+def write_ome(source: Path, path: Path, size_nm: float | None = MPP * 1000) -> Path:
+    """An OME-TIFF pyramid (sub-IFDs) of the TIFF's own JPEG tiles, written with tifffile's OME writer; the pixel
+    size goes into the OME-XML in nanometres (`size_nm=None` leaves it out)."""
+    size = {} if size_nm is None else {"PhysicalSizeX": size_nm, "PhysicalSizeXUnit": "nm"}
+    size |= {} if size_nm is None else {"PhysicalSizeY": size_nm, "PhysicalSizeYUnit": "nm"}
+    with tifffile.TiffFile(source) as tiff, tifffile.TiffWriter(path, ome=True) as writer:
+        levels = tiff.series[0].levels
+        for index, level in enumerate(levels):
+            first = {"subifds": len(levels) - 1, "metadata": {"axes": "YXS", **size}}
+            writer.write(
+                iter(_jpeg_tiles(tiff, level.pages[0])),
+                shape=level.shape,
+                dtype=np.uint8,
+                tile=(level.pages[0].tilelength, level.pages[0].tilewidth),
+                photometric="ycbcr",
+                compression="jpeg",
+                subsampling=(2, 2),
+                **(first if index == 0 else {"subfiletype": 1, "metadata": None}),
+            )
+    return path
+
+
+def write_czi(source: Path, path: Path, mpp: float | None = MPP, origin: tuple[int, int] = (1000, 400)) -> Path:
+    """A CZI mosaic of the TIFF's decoded level 0 in 1024-px sub-blocks (BGR, as CZI stores colour) placed at
+    `origin`, written with pylibCZIrw; the scaling metadata in metres, as the CZI format defines it."""
+    from pylibCZIrw import czi as pyczi
+
+    image = tifffile.imread(source)
+    with pyczi.create_czi(str(path), exist_ok=True) as czi:
+        for y in range(0, image.shape[0], 1024):
+            for x in range(0, image.shape[1], 1024):
+                block = np.ascontiguousarray(image[y : y + 1024, x : x + 1024, ::-1])
+                czi.write(block, location=(origin[0] + x, origin[1] + y))
+        scale = {} if mpp is None else {"scale_x": mpp * 1e-6, "scale_y": mpp * 1e-6}
+        czi.write_metadata(document_name=path.stem, **scale)
+    return path
+
+
+@pytest.fixture(scope="module")
+def formats(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One folder of slides: each source as the TIFF and as a DICOM folder, an OME-TIFF and a CZI."""
+    pytest.importorskip("pydicom")
+    pytest.importorskip("pylibCZIrw")
+    folder = tmp_path_factory.mktemp("formats")
+    paths = {}
+    for name, spec in SOURCES.items():
+        tif = write_slide(spec, folder / f"{name}.tif")
+        paths[f"{name}:tiff"] = tif
+        paths[f"{name}:dicom"] = write_dicom(tif, folder / f"{name}_dicom")
+        paths[f"{name}:ome-tiff"] = write_ome(tif, folder / f"{name}_ome.ome.tif")
+        paths[f"{name}:czi"] = write_czi(tif, folder / f"{name}_czi.czi")
+    return paths
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches() -> None:
+    direct_reader.cache_clear()
+    dicom_reader.cache_clear()
+
+
+def test_a_slides_folder_lists_every_format(formats: dict[str, Path]) -> None:
+    folder = formats["alpha:tiff"].parent
+    (folder / "notes").mkdir(exist_ok=True)
+    table = list_slides(folder)
+    expected = sorted(
+        [name for name in SOURCES]
+        + [f"{name}_dicom" for name in SOURCES]
+        + [f"{name}_ome" for name in SOURCES]
+        + [f"{name}_czi" for name in SOURCES]
+    )
+    assert sorted(table["slide_id"]) == expected
+    paths = dict(zip(table["slide_id"], table["path"], strict=True))
+    assert Path(paths["alpha_dicom"]).is_dir(), "a DICOM slide is its series folder"
+    assert not any(p.endswith(".dcm") for p in table["path"])
+    assert find_slides(formats["alpha:dicom"]) == [("alpha_dicom", formats["alpha:dicom"])], (
+        "a --slides folder of loose .dcm files is one slide named after the folder"
+    )
+
+
+@pytest.mark.parametrize("fmt", ["dicom", "ome-tiff", "czi"])
+def test_each_format_reads_the_source_pixels_with_its_own_mpp(formats: dict[str, Path], fmt: str) -> None:
+    with open_slide(formats["alpha:tiff"]) as tiff, open_slide(formats[f"alpha:{fmt}"]) as slide:
+        assert (slide.format, slide.backend) == (fmt, BACKEND[fmt])
+        assert slide.dimensions == tiff.dimensions == (2048, 1536)
+        mpp = resolve_mpp(slide.properties)
+        assert mpp.value == pytest.approx(MPP) and mpp.source == MPP_SOURCE[fmt]
+        regions = [((300, 200), (500, 400)), ((1900, 1400), (300, 300)), ((-50, -30), (200, 100))]
+        for location, size in regions:
+            assert np.array_equal(slide.read_region(location, 0, size), tiff.read_region(location, 0, size)), location
+        if fmt != "czi":
+            assert slide.level_dimensions == tiff.level_dimensions
+            for level in range(1, tiff.level_count):
+                size = tiff.level_dimensions[level]
+                assert np.array_equal(slide.read_region((0, 0), level, size), tiff.read_region((0, 0), level, size))
+        else:
+            assert slide.level_dimensions[:2] == [(2048, 1536), (1024, 768)] and slide.level_downsamples[1] == 2.0
+            half = slide.read_region((0, 0), 1, (1024, 768))
+            assert np.array_equal(half, tiff.read_region((0, 0), 0, (2048, 1536))[::2, ::2])
+
+
+def test_any_instance_names_a_dicom_slide_and_wsidicom_reads_it_too(
+    formats: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("wsidicom")
+    folder = formats["alpha:dicom"]
+    with open_slide(folder / "level1.dcm") as one, open_slide(formats["alpha:tiff"]) as tiff:
+        assert one.level_dimensions == tiff.level_dimensions
+        expected = tiff.read_region((700, 500), 1, (300, 200))
+        assert np.array_equal(one.read_region((700, 500), 1, (300, 200)), expected)
+
+    def refuse(path: Path, fmt: str) -> None:
+        raise OSError("unsupported")
+
+    monkeypatch.setitem(backend.OPENERS, "openslide", refuse)
+    with open_slide(folder) as fallback:
+        assert fallback.backend == "wsidicom"
+        assert resolve_mpp(fallback.properties).source == "DICOM PixelSpacing"
+        assert np.array_equal(fallback.read_region((700, 500), 1, (300, 200)), expected)
+        beyond = fallback.read_region((1900, 1400), 0, (300, 300))
+        assert (beyond[136:] == 255).all() and (beyond[:, 148:] == 255).all()
+
+
+@pytest.mark.parametrize(("fmt", "module", "extra"), [("czi", "pylibCZIrw", "czi"), ("dicom", "wsidicom", "dicom")])
+def test_a_missing_extra_is_one_line_naming_it(
+    formats: dict[str, Path], monkeypatch: pytest.MonkeyPatch, fmt: str, module: str, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)
+    if fmt == "dicom":
+        monkeypatch.setitem(backend.OPENERS, "openslide", lambda path, fmt: (_ for _ in ()).throw(OSError("no")))
+    with pytest.raises(SlideError) as caught:
+        open_slide(formats[f"alpha:{fmt}"])
+    message = str(caught.value)
+    assert "\n" not in message and f"pip install 'wsi-ncmi[{extra}]'" in message
+
+
+@pytest.mark.parametrize("fmt", ["dicom", "ome-tiff"])
+def test_jpeg_tiles_are_read_directly_and_streamed_for_the_device(
+    formats: dict[str, Path], fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open_slide(formats["alpha:tiff"]) as tiff, open_slide(formats[f"alpha:{fmt}"]) as slide:
+        for level in range(slide.level_count):
+            reader = reader_for(slide, level, 256)
+            assert reader is not None, level
+            width, height = slide.level_dimensions[level]
+            scale = int(slide.level_downsamples[level])
+            for x, y in [(0, 0), (256, 512), (width - width % 256, height - height % 256)]:
+                location = (x * scale, y * scale)
+                direct = read_direct(slide, location, level, 256)
+                assert np.array_equal(direct, tiff.read_region(location, level, (256, 256))), (level, x, y)
+        reader = reader_for(slide, 0, 256)
+        assert reader.streamable(256, 256) and reader.stream(256, 256)[:2] == b"\xff\xd8"
+        assert reader_for(slide, 0, 384) is None
+    monkeypatch.setenv(SWITCH, "0")
+    direct_reader.cache_clear()
+    dicom_reader.cache_clear()
+    with open_slide(formats[f"alpha:{fmt}"]) as slide:
+        assert reader_for(slide, 0, 256) is None
+
+
+def test_a_czi_has_no_direct_reader_and_reads_through_pylibczirw(formats: dict[str, Path]) -> None:
+    with open_slide(formats["alpha:czi"]) as slide:
+        assert reader_for(slide, 0, 256) is None
+        assert read_direct(slide, (0, 0), 0, 256) is None
+
+
+@pytest.mark.parametrize("fmt", ["ome-tiff", "czi", "czi-micrometres"])
+def test_a_slide_without_mpp_fails_alone(formats: dict[str, Path], tmp_path: Path, fmt: str) -> None:
+    source = formats["alpha:tiff"]
+    if fmt == "ome-tiff":
+        path = write_ome(source, tmp_path / "bare.ome.tif", size_nm=None)
+    elif fmt == "czi":
+        path = write_czi(source, tmp_path / "bare.czi", mpp=None)
+    else:
+        path = write_czi(source, tmp_path / "micrometres.czi", mpp=MPP * 1e6)
+    (tmp_path / "job").mkdir()
+    row = tile_slide(TileTask("bare", str(path), str(tmp_path / "job"), TilingParams(mpp=2.0, tile_size=64)))
+    assert row.status == "failed" and "no microns-per-pixel" in row.error
+
+
+OME_UNITS = {"nm": 1e-3, "\u00b5m": 1.0, "\u03bcm": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6, "\u00c5": 1e-4}
+
+
+@settings(deadline=None)
+@given(
+    mpp=st.floats(min_value=0.06, max_value=19.0),
+    unit=st.sampled_from(sorted(OME_UNITS)),
+    namespace=st.sampled_from(["2016-06", "2015-01"]),
+)
+def test_ome_pixel_size_is_converted_from_its_unit(mpp: float, unit: str, namespace: str) -> None:
+    value = mpp / OME_UNITS[unit]
+    xml = (
+        f'<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/{namespace}"><Image ID="Image:0">'
+        f'<Pixels PhysicalSizeX="{value!r}" PhysicalSizeXUnit="{unit}" PhysicalSizeY="{value!r}" '
+        f'PhysicalSizeYUnit="{unit}"/></Image></OME>'
+    )
+    found = metadata_mpp(ome_properties(xml))
+    assert found is not None and found[0] == pytest.approx(mpp, rel=1e-9) and found[1] == "OME PhysicalSizeX"
+
+
+def test_ome_default_unit_is_micrometres_and_odd_xml_gives_nothing() -> None:
+    xml = (
+        '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06"><Image><Pixels PhysicalSizeX="0.5"/></Image>'
+        "</OME>"
+    )
+    assert metadata_mpp(ome_properties(xml))[:2] == (0.5, "OME PhysicalSizeX")
+    assert ome_properties("<OME") == {} and ome_properties(None) == {} and ome_properties("<OME/>") == {}
+
+
+def _manifest(formats: dict[str, Path], path: Path) -> Path:
+    """Every slide of the folder found by `--slides`-style discovery, labelled by its source; the CZIs are the
+    test centre."""
+    table = list_slides(formats["alpha:tiff"].parent)
+    table["label"] = ["positive" if s.startswith("beta") else "negative" for s in table["slide_id"]]
+    table["center"] = ["1" if s.endswith("_czi") else "0" for s in table["slide_id"]]
+    table[["slide_id", "label", "center", "path"]].to_csv(path, index=False)
+    return path
+
+
+def test_one_run_tiles_and_embeds_every_format_like_its_tiff(formats: dict[str, Path], tmp_path: Path) -> None:
+    manifest = _manifest(formats, tmp_path / "manifest.csv")
+    config = tmp_path / "pipeline.yaml"
+    config.write_text(
+        f"manifest: {manifest}\njob: job\nruns: runs\n"
+        "tiling: {mpp: 0.25, tile_size: 256}\n"
+        "embedding: {encoder: resnet18, weights: random, batch_size: 16, workers: 0, device: cpu, seed: 0}\n"
+        "splits: {scheme: holdout-center, test_centers: ['1'], val_frac: 0.34, seed: 1}\n"
+        "training: {model: abmil, model_args: {dim: 32}, epochs: 1, warmup_epochs: 0, device: cpu}\n"
+        "losses: [ce]\nseeds: [1]\nevaluate: {split: test, bootstrap: 10}\n"
+    )
+    result = runner.invoke(app, ["run", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    job = tmp_path / "job"
+    status = pd.read_csv(job / "status" / "tile.csv", dtype=str).set_index("slide_id")
+    assert (status["status"] == "ok").all(), status
+    for name in SOURCES:
+        reference = read_coords(job / "tiles" / f"{name}.h5")
+        features = read_bag(job / "features" / "resnet18" / f"{name}.h5")
+        for fmt, pattern in SOURCES_OF_FORMAT.items():
+            slide_id = pattern.format(name).removesuffix(".ome.tif").removesuffix(".czi")
+            assert status.loc[slide_id, "mpp_source"] == MPP_SOURCE[fmt]
+            coords = read_coords(job / "tiles" / f"{slide_id}.h5")
+            bag = read_bag(job / "features" / "resnet18" / f"{slide_id}.h5")
+            assert (job / "thumbnails" / f"{slide_id}.jpg").exists()
+            if fmt == "czi":
+                shared = {tuple(c) for c in coords.coords} & {tuple(c) for c in reference.coords}
+                assert len(shared) >= 0.9 * max(len(coords.coords), len(reference.coords)), slide_id
+                mine = {tuple(c): f for c, f in zip(coords.coords, bag.features, strict=True)}
+                theirs = {tuple(c): f for c, f in zip(reference.coords, features.features, strict=True)}
+                assert all(np.array_equal(mine[c], theirs[c]) for c in shared), slide_id
+            else:
+                assert np.array_equal(coords.coords, reference.coords), slide_id
+                assert np.array_equal(bag.features, features.features), slide_id
+    predictions = pd.read_csv(tmp_path / "runs" / "abmil_ce_seed1_fold0" / "predictions_test.csv")
+    assert sorted(predictions["slide_id"]) == ["alpha_czi", "beta_czi"]
+    qc = pd.read_csv(job / "status" / "qc.csv", dtype=str)
+    assert len(qc) == 8

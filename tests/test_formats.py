@@ -9,6 +9,7 @@ TIFF's pixels and its lower levels are libCZI's reductions of it.
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +20,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from wsi_ncmi.bags import read_bag, read_coords
+from wsi_ncmi.bags import read_bag, read_bag_attrs, read_coords
 from wsi_ncmi.cli import app
 from wsi_ncmi.cohort.manifest import list_slides
+from wsi_ncmi.encoders.embed import EmbedSettings, bag_path, embed_slides
 from wsi_ncmi.slides import backend
 from wsi_ncmi.slides.backend import SlideError, open_slide
 from wsi_ncmi.slides.direct import SWITCH, dicom_reader, direct_reader, read_direct, reader_for
@@ -29,7 +31,7 @@ from wsi_ncmi.slides.formats import find_slides
 from wsi_ncmi.slides.mpp import metadata_mpp, resolve_mpp
 from wsi_ncmi.slides.ome import ome_properties
 from wsi_ncmi.synthetic import SlideSpec, write_slide
-from wsi_ncmi.tiling import TileTask, TilingParams, tile_slide
+from wsi_ncmi.tiling import TileTask, TilingParams, tile_slide, tile_slides
 
 runner = CliRunner()
 MPP = 0.25
@@ -285,6 +287,28 @@ def test_a_czi_has_no_direct_reader_and_reads_through_pylibczirw(formats: dict[s
     with open_slide(formats["alpha:czi"]) as slide:
         assert reader_for(slide, 0, 256) is None
         assert read_direct(slide, (0, 0), 0, 256) is None
+
+
+@pytest.mark.parametrize("fmt", ["dicom", "ome-tiff", "czi"])
+def test_device_decoding_serves_jpeg_formats_and_steps_aside_for_czi(
+    formats: dict[str, Path], tmp_path: Path, fmt: str
+) -> None:
+    """0.5 um/px, 256 px: every read is one 256-px JPEG tile of level 1, which the device path decodes (here on the
+    CPU, with torchvision's libjpeg: the same pixels); a CZI has no JPEG tiles and decodes the CPU way."""
+    table = pd.DataFrame({"slide_id": ["s"], "path": [str(formats[f"alpha:{fmt}"])], "mpp": [np.nan]})
+    job = tmp_path / "job"
+    rows = tile_slides(table, job, TilingParams(mpp=0.5, tile_size=256), progress=False)
+    assert rows[0].status == "ok" and rows[0].n_tiles > 0, rows
+    cpu = EmbedSettings(encoder="resnet18", weights="random", batch_size=8, workers=0, device="cpu", decode="cpu")
+    expected = embed_slides([("s", None)], job, cpu, progress=False)[0]
+    assert expected.status == "ok", expected
+    reference = read_bag(bag_path(job, "resnet18", "s")).features
+    device = replace(cpu, decode="device", overwrite=True)
+    row = embed_slides([("s", None)], job, device, progress=False)[0]
+    assert row.status == "ok", row
+    attrs = read_bag_attrs(bag_path(job, "resnet18", "s"))
+    assert attrs["decode"] == ("cpu" if fmt == "czi" else "device")
+    assert np.array_equal(read_bag(bag_path(job, "resnet18", "s")).features, reference)
 
 
 @pytest.mark.parametrize("fmt", ["ome-tiff", "czi", "czi-micrometres"])

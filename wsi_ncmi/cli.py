@@ -167,7 +167,12 @@ def tile(
         bool | None,
         typer.Option("--thumbnails/--no-thumbnails", help="Write thumbnails and label/macro images [yes]."),
     ] = None,
-    backend: Annotated[str | None, typer.Option("--backend", help="auto, openslide or tiffslide [auto].")] = None,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend", help="auto (each format's own reader), openslide, tiffslide, wsidicom or pylibczirw [auto]."
+        ),
+    ] = None,
     assume_mpp: Annotated[
         float | None,
         typer.Option("--assume-mpp", help="Level-0 um/px for slides whose metadata has none."),

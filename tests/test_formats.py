@@ -341,6 +341,8 @@ def test_a_slide_without_mpp_fails_alone(formats: dict[str, Path], tmp_path: Pat
     (tmp_path / "job").mkdir()
     row = tile_slide(TileTask("bare", str(path), str(tmp_path / "job"), TilingParams(mpp=2.0, tile_size=64)))
     assert row.status == "failed" and "no microns-per-pixel" in row.error
+    if fmt == "czi-micrometres":
+        assert "CZI Scaling gives 250000 um/px" in row.error
 
 
 OME_UNITS = {"nm": 1e-3, "\u00b5m": 1.0, "\u03bcm": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6, "\u00c5": 1e-4}

@@ -165,7 +165,7 @@ def frame_table(path: str, width: int, height: int) -> FrameTable | None:
                     continue
                 usable = (
                     str(ds.file_meta.TransferSyntaxUID) == JPEG_BASELINE
-                    and ds.get("DimensionOrganizationType", "TILED_FULL") == "TILED_FULL"
+                    and ds.get("DimensionOrganizationType", "") == "TILED_FULL"
                     and int(ds.get("TotalPixelMatrixFocalPlanes", 1)) == 1
                     and int(ds.get("NumberOfOpticalPaths", 1)) == 1
                     and "ConcatenationUID" not in ds

@@ -149,6 +149,12 @@ def resolve_mpp(properties: dict[str, str], manifest_mpp: float | None = None, a
             f"no microns-per-pixel in the metadata; assumed {10.0 / power:g} um/px from {power:g}x "
             "objective power (set the manifest's mpp column to be exact)",
         )
+    ignored = "".join(
+        f" ({source} gives {mx:g} um/px, outside {MPP_RANGE[0]}-{MPP_RANGE[1]})"
+        for mx, _, source in _format_fields(properties)
+        if mx is not None
+    )
     raise MppError(
-        "no microns-per-pixel in the slide's metadata; add an mpp column to the manifest or pass --assume-mpp"
+        f"no microns-per-pixel in the slide's metadata{ignored}; add an mpp column to the manifest or pass "
+        "--assume-mpp"
     )

@@ -234,9 +234,12 @@ def test_each_format_reads_the_source_pixels_with_its_own_mpp(formats: dict[str,
             assert slide.level_dimensions == tiff.level_dimensions
             for level in range(1, tiff.level_count):
                 size = tiff.level_dimensions[level]
-                assert np.array_equal(slide.read_region((0, 0), level, size), tiff.read_region((0, 0), level, size))
+                whole = tiff.read_region((0, 0), level, size)
+                assert np.array_equal(slide.read_region((0, 0), level, size), whole)
+                assert np.array_equal(slide.read_level(level), whole), "whole levels decode straight from the tiles"
         else:
             assert slide.level_dimensions[:2] == [(2048, 1536), (1024, 768)] and slide.level_downsamples[1] == 2.0
+            assert slide.read_level(1) is None
             half = slide.read_region((0, 0), 1, (1024, 768))
             assert np.array_equal(half, tiff.read_region((0, 0), 0, (2048, 1536))[::2, ::2])
 

@@ -101,7 +101,12 @@ class Slide:
 
     def read_level(self, level: int) -> np.ndarray | None:
         """The whole of `level` as RGB, decoded straight from the TIFF pyramid (several times faster than a region
-        read of the same pixels); None when the file is not a TIFF whose pyramid matches this slide's levels."""
+        read of the same pixels), or from a DICOM level's JPEG frames; None when the file is neither a TIFF whose
+        pyramid matches this slide's levels nor a DICOM level of JPEG frames."""
+        if self.format == "dicom":
+            from wsi_ncmi.slides.dicom import read_whole_level
+
+            return read_whole_level(str(self.path), *self.level_dimensions[level])
         tiff = self._tiff_pyramid() if self.format in ("tiff", "ome-tiff") else None
         if tiff is None:
             return None

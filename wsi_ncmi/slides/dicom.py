@@ -192,3 +192,23 @@ def decode_frame(data: bytes, index: int, jpegtables: bytes | None = None) -> tu
     import imagecodecs
 
     return imagecodecs.jpeg8_decode(data), None, None
+
+
+def read_whole_level(path: str, width: int, height: int) -> np.ndarray | None:
+    """The whole volume level of `width` x `height` px as RGB, decoded frame by frame from its JPEG frames (as
+    OpenSlide decodes them, without composing regions); None when its frames cannot be read directly."""
+    table = frame_table(path, width, height)
+    if table is None:
+        return None
+    across = -(-width // table.tile_width)
+    th, tw = table.tile_height, table.tile_width
+    image = np.empty((-(-height // th) * th, across * tw, 3), dtype=np.uint8)
+    with open(table.path, "rb") as handle:
+        for index, (offset, count) in enumerate(zip(table.offsets, table.counts, strict=True)):
+            handle.seek(int(offset))
+            frame = decode_frame(handle.read(int(count)), index)[0]
+            if frame.shape != (th, tw, 3):
+                return None
+            row, col = divmod(index, across)
+            image[row * th : (row + 1) * th, col * tw : (col + 1) * tw] = frame
+    return np.ascontiguousarray(image[:height, :width])

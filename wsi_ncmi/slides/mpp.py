@@ -154,7 +154,5 @@ def resolve_mpp(properties: dict[str, str], manifest_mpp: float | None = None, a
         for mx, _, source in _format_fields(properties)
         if mx is not None
     )
-    raise MppError(
-        f"no microns-per-pixel in the slide's metadata{ignored}; add an mpp column to the manifest or pass "
-        "--assume-mpp"
-    )
+    fix = "add an mpp column to the manifest or pass --assume-mpp"
+    raise MppError(f"no microns-per-pixel in the slide's metadata{ignored}; {fix}")

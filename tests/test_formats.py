@@ -304,6 +304,33 @@ def test_jpeg_tiles_are_read_directly_and_streamed_for_the_device(
         assert reader_for(slide, 0, 256) is None
 
 
+def test_without_pydicom_a_dicom_slide_reads_through_openslide(
+    formats: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "pydicom", None)
+    with open_slide(formats["alpha:dicom"]) as slide, open_slide(formats["alpha:tiff"]) as tiff:
+        assert slide.backend == "openslide"
+        assert reader_for(slide, 0, 256) is None and slide.read_level(1) is None
+        assert np.array_equal(slide.read_region((256, 256), 0, (256, 256)), tiff.read_region((256, 256), 0, (256, 256)))
+
+
+def test_tile_slides_folder_tiles_every_format(formats: dict[str, Path], tmp_path: Path) -> None:
+    folder = formats["alpha:tiff"].parent
+    args = ["tile", "--slides", str(folder), "--out", str(tmp_path / "job"), "--mpp", "2", "--tile-size", "64"]
+    result = runner.invoke(app, [*args, "--no-thumbnails", "--qc", "off"])
+    assert result.exit_code == 0, result.output
+    status = pd.read_csv(tmp_path / "job" / "status" / "tile.csv", dtype=str).set_index("slide_id")
+    assert status.loc["beta_dicom", "mpp_source"] == "DICOM PixelSpacing"
+    assert status.loc["beta_ome", "mpp_source"] == "OME PhysicalSizeX"
+    assert status.loc["beta_czi", "mpp_source"] == "CZI Scaling"
+    assert status.loc["beta", "mpp_source"] == "metadata"
+    assert (status["status"] == "ok").all()
+    tiles = status["n_tiles"].astype(int)
+    for name in SOURCES:
+        assert tiles[f"{name}_dicom"] == tiles[f"{name}_ome"] == tiles[name] > 0
+        assert abs(tiles[f"{name}_czi"] - tiles[name]) <= 0.1 * tiles[name]
+
+
 def test_a_czi_has_no_direct_reader_and_reads_through_pylibczirw(formats: dict[str, Path]) -> None:
     with open_slide(formats["alpha:czi"]) as slide:
         assert reader_for(slide, 0, 256) is None

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from wsi_ncmi.slides.formats import CZI_EXTENSION, TIFF_EXTENSIONS, slide_format
+from wsi_ncmi.slides.formats import CZI_EXTENSION, TIFF_EXTENSIONS, MissingExtraError, slide_format
 
 SLIDE_EXTENSIONS = (*TIFF_EXTENSIONS, CZI_EXTENSION)
 """Suffixes of slide files; a DICOM slide is a folder of `.dcm` files (see wsi_ncmi.slides.formats)."""
@@ -246,7 +246,7 @@ def open_slide(path: Path | str, backend: str = "auto") -> Slide:
     for name in order:
         try:
             handle = OPENERS[name](path, fmt)
-        except ImportError as exc:
+        except MissingExtraError as exc:
             missing.append(str(exc))
             continue
         except Exception as exc:

@@ -55,7 +55,7 @@ class CziSlide:
         try:
             from pylibCZIrw import czi as pyczi
         except ImportError as exc:
-            raise ImportError(missing_extra("czi", "reading CZI slides", exc)) from exc
+            raise missing_extra("czi", "reading CZI slides", exc) from exc
         self._reader = pyczi.CziReader(str(path))
         try:
             kinds = self._reader.pixel_types

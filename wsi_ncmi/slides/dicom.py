@@ -59,7 +59,7 @@ class WsiDicomSlide:
         try:
             from wsidicom import WsiDicom
         except ImportError as exc:
-            raise ImportError(missing_extra("dicom", "the wsidicom fallback for DICOM slides", exc)) from exc
+            raise missing_extra("dicom", "the wsidicom fallback for DICOM slides", exc) from exc
         path = Path(path)
         self._wsi = WsiDicom.open(path if path.is_dir() else series_files(path))
         try:

@@ -16,9 +16,13 @@ DICOM_EXTENSION = ".dcm"
 FORMATS = ("tiff", "ome-tiff", "dicom", "czi")
 
 
-def missing_extra(extra: str, what: str, exc: ImportError) -> str:
-    """The one-line message for a missing optional package: what needs it and the pip command that adds it."""
-    return f"{what} needs the '{extra}' extra: pip install 'wsi-ncmi[{extra}]' ({exc})"
+class MissingExtraError(ImportError):
+    """A format's reader needs an optional package that is not installed; the message names the pip extra."""
+
+
+def missing_extra(extra: str, what: str, exc: ImportError) -> MissingExtraError:
+    """The one-line error for a missing optional package: what needs it and the pip command that adds it."""
+    return MissingExtraError(f"{what} needs the '{extra}' extra: pip install 'wsi-ncmi[{extra}]' ({exc})")
 
 
 def dicom_files(folder: Path) -> list[Path]:

@@ -20,7 +20,6 @@ from wsi_ncmi.slides.formats import dicom_files, missing_extra
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 SPACING = "dicom.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing"
 ITEM, SEQUENCE_END = 0xE000, 0xE0DD
-ASSOCIATED = {"LABEL": "label", "OVERVIEW": "macro"}
 
 
 def series_files(path: Path | str) -> list[Path]:

@@ -93,6 +93,8 @@ def focus_scores(
     side = max(3, int(size0 / pixel0))
     read_side = side * factor
     centres = (np.arange(side) + 0.5) * pixel0
+    padded = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=bool)
+    padded[:-1, :-1] = mask  # beyond the mask (tiles over the slide's edge) is no tissue
     for run in _strips(coords, size0):
         x0, y0 = (int(v) for v in coords[run[0]])
         offsets = np.round((coords[run, 0] - x0) / downsample).astype(np.int64)
@@ -100,8 +102,8 @@ def focus_scores(
         strip = strip.sum(axis=2, dtype=np.uint16)
         blocks = np.stack([strip[:, o : o + read_side] for o in offsets.tolist()]).astype(np.float32) / 3.0
         grey = blocks.reshape(len(run), side, factor, side, factor).mean(axis=(2, 4))
-        rows = np.clip(((y0 + centres) / mask_scale).astype(np.int64), 0, mask.shape[0] - 1)
-        cols = np.clip(((coords[run, 0][:, None] + centres) / mask_scale).astype(np.int64), 0, mask.shape[1] - 1)
-        tissue = mask[rows[None, :, None], cols[:, None, :]]
+        rows = ((y0 + centres) / mask_scale).astype(np.int64)
+        cols = ((coords[run, 0][:, None] + centres) / mask_scale).astype(np.int64)
+        tissue = padded[np.minimum(rows, mask.shape[0])[None, :, None], np.minimum(cols, mask.shape[1])[:, None, :]]
         scores[run] = rms_laplacian(grey, tissue)
     return scores

@@ -1,7 +1,7 @@
 """Focus scores where focus shows: each candidate tile read at about `focus_mpp` (1-2 um/px) from the nearest finer
 pyramid level, a row of neighbouring tiles per read, and scored by the RMS Laplacian of its tissue's grey level
 (the mean of R, G and B: red ink or blood leaves little contrast in any one channel).
-Memory is one strip of at most STRIP_TILES tiles at that resolution, whatever the slide's size."""
+Memory is one strip at most STRIP_PIXELS pixels wide at that resolution, whatever the slide's size."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import numpy as np
 from wsi_ncmi.slides.backend import Slide
 from wsi_ncmi.slides.lowres import mask_level
 
-STRIP_TILES = 16
-"""Most tiles read in one region (one row of neighbours): fewer reads, bounded memory."""
+STRIP_PIXELS = 1024
+"""Widest region read at once, in pixels at the focus resolution (16 tiles of 128 um at 2 um/px): one read for a
+row of neighbouring tiles, and memory bounded whatever the slide's size."""
 BLOCKS = 8
 """A tile's focus comes from its BLOCKS x BLOCKS parts (16 um each for a 128 um tile)."""
 QUANTILE = 0.5
@@ -26,9 +27,9 @@ def focus_resolution(slide: Slide, mpp0: float, focus_mpp: float) -> tuple[int, 
     return level, factor, mpp0 * slide.level_downsamples[level] * factor
 
 
-def _strips(coords: np.ndarray, size0: int) -> list[np.ndarray]:
+def _strips(coords: np.ndarray, size0: int, width0: float) -> list[np.ndarray]:
     """Indices of `coords` in runs read together: same row, each tile touching or overlapping the previous one,
-    at most STRIP_TILES per run."""
+    a run at most `width0` level-0 pixels wide (or one tile)."""
     order = np.lexsort((coords[:, 0], coords[:, 1]))
     runs: list[list[int]] = []
     for i in order.tolist():
@@ -37,7 +38,7 @@ def _strips(coords: np.ndarray, size0: int) -> list[np.ndarray]:
             last is not None
             and coords[last[-1], 1] == coords[i, 1]
             and coords[i, 0] - coords[last[-1], 0] <= size0
-            and len(last) < STRIP_TILES
+            and coords[i, 0] + size0 - coords[last[0], 0] <= width0
         ):
             last.append(i)
         else:
@@ -95,7 +96,7 @@ def focus_scores(
     centres = (np.arange(side) + 0.5) * pixel0
     padded = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=bool)
     padded[:-1, :-1] = mask  # beyond the mask (tiles over the slide's edge) is no tissue
-    for run in _strips(coords, size0):
+    for run in _strips(coords, size0, STRIP_PIXELS * pixel0):
         x0, y0 = (int(v) for v in coords[run[0]])
         offsets = np.round((coords[run, 0] - x0) / downsample).astype(np.int64)
         strip = slide.read_region((x0, y0), level, (int(offsets[-1]) + read_side, read_side))

@@ -392,12 +392,12 @@ def test_rms_laplacian_is_the_definition() -> None:
 
 
 def test_focus_is_read_in_bounded_strips_with_the_same_scores(painted, tmp_path: Path, monkeypatch) -> None:
-    from wsi_ncmi.slides import focus
+    from wsi_ncmi.slides import direct, focus
     from wsi_ncmi.slides.backend import Slide, open_slide
 
     path, _ = painted(BLURRED[0])
     unjudged = _tile(path, tmp_path, blur=False)
-    reads: list[tuple[int, int]] = []
+    reads: list[tuple[int, int, int]] = []
     original = Slide.read_region
 
     def recording(self, location, level, size):
@@ -406,14 +406,23 @@ def test_focus_is_read_in_bounded_strips_with_the_same_scores(painted, tmp_path:
 
     monkeypatch.setattr(Slide, "read_region", recording)
     args = (unjudged.coords, unjudged.geometry.size_level0, MPP, 2.0, unjudged.mask, unjudged.lowres_scale)
-    with open_slide(str(path)) as slide:
-        strips = focus.focus_scores(slide, *args)
-        assert {level for level, _, _ in reads} == {2}  # the 2 um/px level, never level 0
-        assert max(w for _, w, _ in reads) <= focus.STRIP_PIXELS and max(h for _, _, h in reads) == 64
-        monkeypatch.setattr(focus, "STRIP_PIXELS", 64)
-        single = focus.focus_scores(slide, *args)
+    try:
+        with open_slide(str(path)) as slide:
+            tiles = focus.focus_scores(slide, *args)  # from the TIFF's own JPEG tiles
+            assert reads == []
+            monkeypatch.setenv(direct.SWITCH, "0")
+            direct.direct_reader.cache_clear()
+            strips = focus.focus_scores(slide, *args)  # through the slide library, a strip per read
+            assert {level for level, _, _ in reads} == {2}  # the 2 um/px level, never level 0
+            assert max(w for _, w, _ in reads) <= focus.STRIP_PIXELS and max(h for _, _, h in reads) == 64
+            assert len(unjudged.coords) > len(reads) > 0
+            monkeypatch.setattr(focus, "STRIP_PIXELS", 64)
+            single = focus.focus_scores(slide, *args)
+    finally:
+        direct.direct_reader.cache_clear()
+    assert len(reads) > len(unjudged.coords)
     np.testing.assert_array_equal(strips, single)
-    assert len(reads) > len(unjudged.coords) > 0
+    np.testing.assert_array_equal(tiles, strips)
 
 
 def test_blur_off_keeps_blurred_tiles_and_reads_as_yaml_off(painted, tmp_path: Path) -> None:

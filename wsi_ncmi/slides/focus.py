@@ -15,9 +15,55 @@ STRIP_PIXELS = 1024
 row of neighbouring tiles, and memory bounded whatever the slide's size."""
 BLOCKS = 8
 """A tile's focus comes from its BLOCKS x BLOCKS parts (16 um each for a 128 um tile)."""
-QUANTILE = 0.5
-"""A tile scores as the part at this quantile of its parts' focus: it reads as blurry once more than this share
-of it is, so a tile mostly out of focus never passes on the strength of its sharp corner."""
+
+
+class _LevelReader:
+    """Regions of one pyramid level for strips read top to bottom: composed from the TIFF's own JPEG tiles, each
+    decoded once and kept only while strips still need its row (several times faster than a region read of the
+    slide library, same pixels); through the slide library when the file has no such tiles or a region does not
+    start on a whole pixel of the level."""
+
+    def __init__(self, slide: Slide, level: int) -> None:
+        from wsi_ncmi.slides.direct import reader_for
+
+        self.slide, self.level = slide, level
+        self.downsample = slide.level_downsamples[level]
+        self.direct = next(
+            (r for r in (reader_for(slide, level, side) for side in (256, 512)) if r and r.size == r.tile_width),
+            None,
+        )
+        self.tiles: dict[tuple[int, int], np.ndarray] = {}
+
+    def _tile(self, col: int, row: int) -> np.ndarray:
+        if (col, row) not in self.tiles:
+            reader = self.direct
+            x, y = col * reader.tile_width * self.downsample, row * reader.tile_height * self.downsample
+            pixels = reader(round(x), round(y)) if x == round(x) and y == round(y) else None
+            if pixels is None:
+                size = (reader.tile_width, reader.tile_height)
+                pixels = self.slide.read_region((round(x), round(y)), self.level, size)
+            self.tiles[(col, row)] = pixels
+        return self.tiles[(col, row)]
+
+    def read(self, x0: int, y0: int, width: int, height: int) -> np.ndarray:
+        """RGB uint8 (height, width, 3) at this level, top-left at level-0 (x0, y0), as Slide.read_region."""
+        left, top = x0 / self.downsample, y0 / self.downsample
+        if self.direct is None or left != int(left) or top != int(top):
+            return self.slide.read_region((x0, y0), self.level, (width, height))
+        left, top = int(left), int(top)
+        tw, th = self.direct.tile_width, self.direct.tile_height
+        first_row = top // th
+        self.tiles = {key: tile for key, tile in self.tiles.items() if key[1] >= first_row}
+        out = np.empty((height, width, 3), dtype=np.uint8)
+        for row in range(first_row, (top + height - 1) // th + 1):
+            for col in range(left // tw, (left + width - 1) // tw + 1):
+                tile = self._tile(col, row)
+                ys = slice(max(row * th, top), min((row + 1) * th, top + height))
+                xs = slice(max(col * tw, left), min((col + 1) * tw, left + width))
+                out[ys.start - top : ys.stop - top, xs.start - left : xs.stop - left] = tile[
+                    ys.start - row * th : ys.stop - row * th, xs.start - col * tw : xs.stop - col * tw
+                ]
+        return out
 
 
 def focus_resolution(slide: Slide, mpp0: float, focus_mpp: float) -> tuple[int, int, float]:
@@ -46,10 +92,19 @@ def _strips(coords: np.ndarray, size0: int, width0: float) -> list[np.ndarray]:
     return [np.asarray(run) for run in runs]
 
 
+def _block_matrix(blocks: int, part: int, n: int) -> np.ndarray:
+    """(blocks, n) float32 with ones where column j lies in block i (the last n - blocks * part columns in none):
+    sums over square blocks of a stack of images as two matrix products, far cheaper than summing reshaped axes."""
+    out = np.zeros((blocks, n), dtype=np.float32)
+    for i in range(blocks):
+        out[i, i * part : (i + 1) * part] = 1.0
+    return out
+
+
 def rms_laplacian(grey: np.ndarray, tissue: np.ndarray, blocks: int = BLOCKS) -> np.ndarray:
     """Focus of each image in a stack (k, n, n) of float32 grey images: the RMS 4-neighbour Laplacian over the
     tissue of each of its `blocks` x `blocks` parts (image border left out), and, over the parts at least
-    half tissue, and the QUANTILE of those, so a tile mostly out of focus scores as such even where a sharp edge
+    half tissue, the median of those, so a tile mostly out of focus scores as such even where a sharp edge
     crosses it. An image with no such part scores over all its tissue; 0 when it has none."""
     k, n = grey.shape[:2]
     lap = np.zeros_like(grey)
@@ -62,16 +117,17 @@ def rms_laplacian(grey: np.ndarray, tissue: np.ndarray, blocks: int = BLOCKS) ->
     part = n // blocks
     if part < 4:
         blocks, part = 1, n
-    cut = (slice(None), slice(0, blocks * part), slice(0, blocks * part))
-    shape = (k, blocks, part, blocks, part)
-    part_energy = energy[cut].reshape(shape).sum(axis=(2, 4)).reshape(k, -1)
-    part_count = inner[cut].reshape(shape).sum(axis=(2, 4)).reshape(k, -1)
+    pick = _block_matrix(blocks, part, n)
+    part_energy = (pick @ energy @ pick.T).reshape(k, -1)
+    part_count = (pick @ inner.astype(np.float32) @ pick.T).reshape(k, -1)
     whole = np.sqrt(energy.sum(axis=(1, 2)) / np.maximum(inner.sum(axis=(1, 2)), 1))
     full = part_count * 2 >= part * part
     rms = np.sqrt(np.divide(part_energy, part_count, out=np.zeros(part_energy.shape), where=full))
-    some = full.any(axis=1)
-    ranked = np.where(full | ~some[:, None], rms, np.nan)
-    return np.where(some, np.nanquantile(ranked, QUANTILE, axis=1), whole).astype(np.float32)
+    ranked = np.sort(np.where(full, rms, np.inf), axis=1)
+    count = full.sum(axis=1)
+    rows = np.arange(k)
+    middle = (ranked[rows, np.maximum(count - 1, 0) // 2] + ranked[rows, count // 2]) / 2
+    return np.where(count > 0, middle, whole).astype(np.float32)
 
 
 def focus_scores(
@@ -96,13 +152,19 @@ def focus_scores(
     centres = (np.arange(side) + 0.5) * pixel0
     padded = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), dtype=bool)
     padded[:-1, :-1] = mask  # beyond the mask (tiles over the slide's edge) is no tissue
+    reduce = _block_matrix(side, factor, read_side)
+    reader = _LevelReader(slide, level)
     for run in _strips(coords, size0, STRIP_PIXELS * pixel0):
         x0, y0 = (int(v) for v in coords[run[0]])
         offsets = np.round((coords[run, 0] - x0) / downsample).astype(np.int64)
-        strip = slide.read_region((x0, y0), level, (int(offsets[-1]) + read_side, read_side))
-        strip = strip.sum(axis=2, dtype=np.uint16)
-        blocks = np.stack([strip[:, o : o + read_side] for o in offsets.tolist()]).astype(np.float32) / 3.0
-        grey = blocks.reshape(len(run), side, factor, side, factor).mean(axis=(2, 4))
+        strip = reader.read(x0, y0, int(offsets[-1]) + read_side, read_side)
+        summed = strip[..., 0].astype(np.float32)
+        summed += strip[..., 1]
+        summed += strip[..., 2]
+        grey = np.stack([summed[:, o : o + read_side] for o in offsets.tolist()])
+        if factor > 1:
+            grey = reduce @ grey @ reduce.T
+        grey *= np.float32(1.0 / (3 * factor * factor))
         rows = ((y0 + centres) / mask_scale).astype(np.int64)
         cols = ((coords[run, 0][:, None] + centres) / mask_scale).astype(np.int64)
         tissue = padded[np.minimum(rows, mask.shape[0])[None, :, None], np.minimum(cols, mask.shape[1])[:, None, :]]

@@ -13,6 +13,9 @@ from wsi_ncmi.slides.lowres import mask_level
 STRIP_PIXELS = 1024
 """Widest region read at once, in pixels at the focus resolution (16 tiles of 128 um at 2 um/px): one read for a
 row of neighbouring tiles, and memory bounded whatever the slide's size."""
+GLASS_RANGE = 15
+"""A pixel whose brightest and darkest channels differ by less than this is glass (a hole, the slide's background
+inside the mask's coarser outline), not tissue, for focus: flat glass would dilute a tile's score."""
 BLOCKS = 8
 """A tile's focus comes from its BLOCKS x BLOCKS parts (16 um each for a 128 um tile)."""
 
@@ -105,7 +108,8 @@ def rms_laplacian(grey: np.ndarray, tissue: np.ndarray, blocks: int = BLOCKS) ->
     """Focus of each image in a stack (k, n, n) of float32 grey images: the RMS 4-neighbour Laplacian over the
     tissue of each of its `blocks` x `blocks` parts (image border left out), and, over the parts at least
     half tissue, the median of those, so a tile mostly out of focus scores as such even where a sharp edge
-    crosses it. An image with no such part scores over all its tissue; 0 when it has none."""
+    crosses it. An image with such parts over less than half of it (an edge tile, whose few parts can all miss
+    sparse nuclei) scores over all its tissue instead; 0 when it has none."""
     k, n = grey.shape[:2]
     lap = np.zeros_like(grey)
     lap[:, 1:-1, 1:-1] = (
@@ -127,7 +131,7 @@ def rms_laplacian(grey: np.ndarray, tissue: np.ndarray, blocks: int = BLOCKS) ->
     count = full.sum(axis=1)
     rows = np.arange(k)
     middle = (ranked[rows, np.maximum(count - 1, 0) // 2] + ranked[rows, count // 2]) / 2
-    return np.where(count > 0, middle, whole).astype(np.float32)
+    return np.where(count * 2 >= blocks * blocks, middle, whole).astype(np.float32)
 
 
 def focus_scores(
@@ -140,7 +144,8 @@ def focus_scores(
     mask_scale: float,
 ) -> np.ndarray:
     """Focus score of each tile (float32, (N,); `rms_laplacian` of the mean of R, G and B at about `focus_mpp`)
-    over its tissue: the tiler's mask (`mask_scale` level-0 pixels per mask pixel), QC's removals already out."""
+    over its tissue: pixels inside the tiler's mask (`mask_scale` level-0 pixels per mask pixel, QC's removals
+    already out) that are not glass."""
     scores = np.zeros(len(coords), dtype=np.float32)
     if len(coords) == 0:
         return scores
@@ -158,15 +163,20 @@ def focus_scores(
         x0, y0 = (int(v) for v in coords[run[0]])
         offsets = np.round((coords[run, 0] - x0) / downsample).astype(np.int64)
         strip = reader.read(x0, y0, int(offsets[-1]) + read_side, read_side)
-        summed = strip[..., 0].astype(np.float32)
-        summed += strip[..., 1]
-        summed += strip[..., 2]
+        red, green, blue = strip[..., 0], strip[..., 1], strip[..., 2]
+        summed = red.astype(np.float32)
+        summed += green
+        summed += blue
+        coloured = np.maximum(np.maximum(red, green), blue) - np.minimum(np.minimum(red, green), blue)
+        coloured = (coloured >= GLASS_RANGE).astype(np.float32)
         grey = np.stack([summed[:, o : o + read_side] for o in offsets.tolist()])
+        stained = np.stack([coloured[:, o : o + read_side] for o in offsets.tolist()])
         if factor > 1:
-            grey = reduce @ grey @ reduce.T
+            grey, stained = reduce @ grey @ reduce.T, reduce @ stained @ reduce.T
         grey *= np.float32(1.0 / (3 * factor * factor))
         rows = ((y0 + centres) / mask_scale).astype(np.int64)
         cols = ((coords[run, 0][:, None] + centres) / mask_scale).astype(np.int64)
         tissue = padded[np.minimum(rows, mask.shape[0])[None, :, None], np.minimum(cols, mask.shape[1])[:, None, :]]
+        tissue &= stained * 2 >= factor * factor
         scores[run] = rms_laplacian(grey, tissue)
     return scores

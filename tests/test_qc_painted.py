@@ -220,6 +220,7 @@ def test_smooth_tissue_is_kept(painted, tmp_path: Path, painting: Painting) -> N
     assert recall >= 0.95 and (kept & clean).sum() / clean.sum() >= 0.95, recall
     assert on.attrs["qc_focus_median"] > QCParams().min_sharpness
     assert removal_warning(on.attrs, len(on.coords)) == ""
+    assert on.attrs["qc_pen_mm2"] == on.attrs["qc_dark_mm2"] == 0.0  # no stain taken for blue/green/black ink
 
 
 @pytest.mark.parametrize("painting", BLURRED, ids=lambda p: p.name)
@@ -238,6 +239,7 @@ def test_blurred_box_is_removed_and_sharp_tissue_kept(painted, tmp_path: Path, p
     covered, baseline = (_covered(r.coords, size0, clean.shape) for r in (on, unjudged))
     assert (covered & clean).sum() / (baseline & clean).sum() >= 0.95
     assert on.attrs["qc_tiles_blurry"] == dropped.sum()
+    assert on.attrs["qc_pen_mm2"] == on.attrs["qc_dark_mm2"] == 0.0
 
 
 @pytest.mark.parametrize("painting", BLEEDING, ids=lambda p: p.name)

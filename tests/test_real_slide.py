@@ -73,7 +73,7 @@ def test_real_slide_tiles_with_qc_and_embeds(slides: Path, tmp_path: Path) -> No
         a, b = {tuple(c) for c in svs["coords"][:].tolist()}, {tuple(c) for c in tif["coords"][:].tolist()}
         assert len(a & b) >= 0.95 * max(len(a), len(b))
         assert tif["coords"].attrs["read_level"] == 0 and svs["coords"].attrs["mpp_level0"] == pytest.approx(0.499)
-        assert (tif["qc_sharpness"][:] >= 10.0).all()
+        assert (tif["qc_sharpness"][:] >= 0.35 * tif["coords"].attrs["qc_focus_median"]).all()
 
     manifest = tmp_path / "manifest.csv"
     manifest.write_text(f"slide_id,path\ncmu_pyramid,{slides / 'cmu_pyramid.tif'}\n")

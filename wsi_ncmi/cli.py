@@ -463,6 +463,7 @@ def status(
     from rich.table import Table
 
     from wsi_ncmi.shards import merge_job_status, slides_left
+    from wsi_ncmi.status import qc_warned
 
     merged = merge_job_status(job)
     if not merged:
@@ -478,6 +479,14 @@ def status(
         failed += counts[-1]
         table.add_row(stage, *map(str, counts), str(sum(r.n_tiles for r in rows if not r.failed)))
     console.print(table)
+    warned = qc_warned(merged.get("tile", []))
+    if warned:
+        console.print(
+            f"quality control warnings: {len(warned)} slide(s) lost more than qc.warn_removed of their tissue or "
+            f"tiles (warning column of tile.csv and qc.csv): {', '.join(warned[:20])}"
+            + (f" and {len(warned) - 20} more" if len(warned) > 20 else ""),
+            soft_wrap=True,
+        )
     if manifest is not None:
         wanted = set(_slide_table(manifest, None)["slide_id"])
         for stage, left in slides_left(merged, wanted).items():

@@ -1,5 +1,6 @@
-"""The quality-control table JOB/status/qc.csv (one row per tiled slide, from its coords file's attributes) and the
-reason a slide ended with no tiles. Fold columns are blank for slides tiled without fold detection."""
+"""The quality-control table JOB/status/qc.csv (one row per tiled slide, from its coords file's attributes), the
+reason a slide ended with no tiles, and the warning on a slide that QC took much of. Fold columns are blank for
+slides tiled without fold detection."""
 
 from __future__ import annotations
 
@@ -17,13 +18,19 @@ THRESHOLDS = (
     "min_width_um",
     "margin_um",
     "max_artifact",
+    "blur",
+    "focus_mpp",
     "min_sharpness",
+    "blur_mad",
+    "blur_ratio",
+    "warn_removed",
     "fold_min_density",
     "fold_max_angle",
 )
 COLUMNS = (
     "slide_id",
     "qc",
+    "tissue_before_qc_mm2",
     "tissue_mm2",
     "pen_mm2",
     "dark_mm2",
@@ -32,8 +39,12 @@ COLUMNS = (
     "tiles_after_qc",
     "tiles_dropped_artifact",
     "tiles_dropped_blurry",
+    "focus_median",
+    "warning",
     *THRESHOLDS,
 )
+QC_WARNING = "quality control removed"
+"""How every QC warning in a status row begins (a large removal, or all of a slide's tiles), for counting them."""
 
 
 def no_tiles_reason(attrs: dict[str, Any]) -> str:
@@ -51,9 +62,32 @@ def no_tiles_reason(attrs: dict[str, Any]) -> str:
         else ("pen/dark", "")
     )
     return (
-        f"quality control removed all {before} tiles ({before - blurry} {kinds}, {blurry} blurry; "
+        f"{QC_WARNING} all {before} tiles ({before - blurry} {kinds}, {blurry} blurry; "
         f"pen {float(attrs.get('qc_pen_mm2', 0)):.2f} mm^2, dark {float(attrs.get('qc_dark_mm2', 0)):.2f} mm^2{fold}): "
         "empty coords file written (check the thumbnail; --qc off or the qc settings in the config keep them)"
+    )
+
+
+def removal_warning(attrs: dict[str, Any], n_tiles: int) -> str:
+    """The warning for a slide whose QC removed more than `warn_removed` of its tissue (against the tissue mask
+    with QC off, blurry tiles' tissue included) or of its tiles, naming what and how much; '' otherwise."""
+    settings = str(attrs.get("qc_params", "off"))
+    if settings == "off" or "qc_tissue_before_mm2" not in attrs:
+        return ""
+    limit = float(json.loads(settings).get("warn_removed", 0.25))
+    before_mm2 = float(attrs["qc_tissue_before_mm2"])
+    kept_mm2 = max(float(attrs["qc_tissue_mm2"]) - float(attrs.get("qc_blurry_mm2", 0.0)), 0.0)
+    tissue_share = 1.0 - kept_mm2 / before_mm2 if before_mm2 > 0 else 0.0
+    tiles, blurry = int(attrs["qc_tiles_before"]), int(attrs["qc_tiles_blurry"])
+    tile_share = (tiles - n_tiles) / tiles if tiles else 0.0
+    if max(tissue_share, tile_share) <= limit:
+        return ""
+    fold = f", fold {float(attrs['qc_fold_mm2']):.2f} mm^2" if "qc_fold_mm2" in attrs else ""
+    return (
+        f"{QC_WARNING} {tissue_share:.0%} of the tissue ({before_mm2 - kept_mm2:.2f} of {before_mm2:.2f} mm^2) and "
+        f"{tile_share:.0%} of the tiles ({tiles - n_tiles} of {tiles}: {tiles - n_tiles - blurry} pen/dark"
+        f"{'/fold' if fold else ''}, {blurry} blurry; pen {float(attrs['qc_pen_mm2']):.2f} mm^2, dark "
+        f"{float(attrs['qc_dark_mm2']):.2f} mm^2{fold}), more than qc.warn_removed ({limit:.0%}): check the thumbnail"
     )
 
 
@@ -66,7 +100,11 @@ def qc_row(slide_id: str, attrs: dict[str, Any], n_tiles: int) -> dict[str, str]
     if "qc_tiles_before" not in attrs:
         return row
     before, blurry = int(attrs["qc_tiles_before"]), int(attrs["qc_tiles_blurry"])
+    before_mm2 = attrs.get("qc_tissue_before_mm2")
     row.update(
+        tissue_before_qc_mm2="" if before_mm2 is None else f"{float(before_mm2):.4f}",
+        focus_median=f"{float(attrs['qc_focus_median']):.2f}" if "qc_focus_median" in attrs else "",
+        warning=no_tiles_reason(attrs) if n_tiles == 0 else removal_warning(attrs, n_tiles),
         tissue_mm2=f"{float(attrs['qc_tissue_mm2']):.4f}",
         pen_mm2=f"{float(attrs['qc_pen_mm2']):.4f}",
         dark_mm2=f"{float(attrs['qc_dark_mm2']):.4f}",

@@ -37,6 +37,14 @@ class StatusRow:
 COLUMNS = [f.name for f in fields(StatusRow)]
 
 
+def qc_warned(rows: list[StatusRow]) -> list[str]:
+    """The slides (sorted) whose row warns that quality control removed more than its share of their tissue or
+    tiles, or all of their tiles."""
+    from wsi_ncmi.qc_report import QC_WARNING
+
+    return sorted(row.slide_id for row in rows if QC_WARNING in row.warning and not row.failed)
+
+
 def read_status(path: Path) -> list[StatusRow]:
     """Rows of a status CSV; empty when the file does not exist."""
     if not Path(path).exists():

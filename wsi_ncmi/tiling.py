@@ -13,7 +13,7 @@ import numpy as np
 
 from wsi_ncmi.bags import BagFormatError, read_coords, write_coords
 from wsi_ncmi.locks import LockedError, slide_lock
-from wsi_ncmi.qc_report import no_tiles_reason, write_qc_table
+from wsi_ncmi.qc_report import no_tiles_reason, removal_warning, write_qc_table
 from wsi_ncmi.slides.backend import BACKENDS, SlideError, open_slide
 from wsi_ncmi.slides.grid import (
     EDGES,
@@ -27,7 +27,15 @@ from wsi_ncmi.slides.grid import (
 from wsi_ncmi.slides.lowres import LowRes, read_lowres, read_mask_and_thumbnail
 from wsi_ncmi.slides.mpp import MppError, resolve_mpp
 from wsi_ncmi.slides.overlay import draw_thumbnail, save_image
-from wsi_ncmi.slides.qc import QCParams, QCResult, detect_artifacts, select_tiles, with_folds
+from wsi_ncmi.slides.qc import (
+    QCParams,
+    QCResult,
+    TileSelection,
+    detect_artifacts,
+    select_tiles,
+    with_focus,
+    with_folds,
+)
 from wsi_ncmi.slides.tissue import TissueParams, channel_range, tissue_mask
 from wsi_ncmi.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
 from wsi_ncmi.validation import check_settings
@@ -186,6 +194,7 @@ def _existing(task: TileTask) -> StatusRow | None:
         n_tiles=len(existing.coords),
         mpp_level0=float(attrs["mpp_level0"]),
         mpp_source=str(attrs["mpp_source"]),
+        warning=_qc_warning(attrs, len(existing.coords)),
     )
 
 
@@ -257,7 +266,22 @@ def tissue_after_qc(
     if qc_params.folds:
         qc = with_folds(qc, image, mask, mpp, qc_params)
         mask &= ~qc.removed
+    if qc.removed.any():
+        qc = replace(qc, tissue_before=int(np.count_nonzero(tissue_mask(image, mpp, tissue, channels=channels))))
     return mask, qc
+
+
+def _judge_focus(
+    task: TileTask, chosen: TileSelection, grid: np.ndarray, size0: int, mpp0: float, mask: np.ndarray, scale: float
+) -> TileSelection:
+    """`chosen` with its out-of-focus tiles dropped, their focus read from the slide at about qc.focus_mpp."""
+    from wsi_ncmi.slides.focus import focus_resolution, focus_scores
+
+    qc = task.params.qc
+    with open_slide(task.path, task.params.backend) as slide:
+        focus_mpp = focus_resolution(slide, mpp0, qc.focus_mpp)[2]
+        scores = focus_scores(slide, grid[chosen.keep], size0, mpp0, qc.focus_mpp, mask, scale)
+    return with_focus(chosen, scores, qc, (size0 * mpp0) ** 2 / 1e6, focus_mpp)
 
 
 def tile_geometry(task: TileTask) -> TilingResult:
@@ -283,7 +307,9 @@ def tile_geometry(task: TileTask) -> TilingResult:
         grid = grid_coords(width, height, size0, step0, params.edges)
     if params.grid == "slide" and params.edges == "inward":
         grid = grid[_adds_tissue(grid, mask, lowres.scale, width, height, size0, step0, params.min_tissue)]
-    chosen = select_tiles(lowres.image, mask, qc, params.qc, lowres.scale, mask_mpp, grid, size0, params.min_tissue)
+    chosen = select_tiles(mask, qc, params.qc, lowres.scale, mask_mpp, grid, size0, params.min_tissue)
+    if qc is not None and params.qc.blur:
+        chosen = _judge_focus(task, chosen, grid, size0, mpp.value, mask, lowres.scale)
     keep = chosen.keep
     attrs = {
         **params.fingerprint(),
@@ -347,6 +373,11 @@ def write_thumbnails(
         save_image(image, associated_path(job, slide_id, name))
 
 
+def _qc_warning(attrs: dict[str, Any], n_tiles: int) -> str:
+    """What a slide's status row says of QC: why it has no tiles, or that QC removed more than its share."""
+    return no_tiles_reason(attrs) if not n_tiles else removal_warning(attrs, n_tiles)
+
+
 def _tile(task: TileTask) -> StatusRow:
     result = tile_geometry(task)
     job = Path(task.job)
@@ -359,9 +390,7 @@ def _tile(task: TileTask) -> StatusRow:
         write_thumbnails(job, task.slide_id, result, removals)
     n = len(result.coords)
     status = OK if n else NO_TISSUE
-    warning = result.warning
-    if not n:
-        warning = "; ".join(filter(None, [warning, no_tiles_reason(result.attrs)]))
+    warning = "; ".join(filter(None, [result.warning, _qc_warning(result.attrs, n)]))
     return StatusRow(
         task.slide_id,
         status,

@@ -334,6 +334,21 @@ def slide_table(predictions: pd.DataFrame, classes: list[str], views: dict[str, 
     )
 
 
+def qc_warnings(job: Path, slide_ids: list[str]) -> str | None:
+    """A table of the slides among `slide_ids` whose tiling status warns that quality control removed more than
+    its share of their tissue or tiles (None when none does), so a reviewer sees them without opening thumbnails."""
+    from wsi_ncmi.shards import merged_status
+    from wsi_ncmi.status import qc_warned
+
+    wanted = set(slide_ids)
+    rows = {row.slide_id: row for row in merged_status(Path(job), "tile") if row.slide_id in wanted}
+    warned = qc_warned(list(rows.values()))
+    if not warned:
+        return None
+    intro = f"<p>{len(warned)} slide(s) lost more than qc.warn_removed of their tissue or tiles to quality control.</p>"
+    return intro + table(["slide", "warning"], [[escape(s), escape(rows[s].warning)] for s in warned])
+
+
 def _save_jpeg(image: Any, path: Path, side: int = IMAGE_SIDE) -> None:
     """Scale a PIL image so its longest side is at most `side`, and save it as a JPEG atomically."""
     from PIL import Image
@@ -454,6 +469,9 @@ def run_report(
     if labelled:
         sections.append(section("Per centre", centre_table(predictions, classes), "centres"))
     sections.append(section(f"Slides ({len(predictions)})", slide_table(predictions, classes, views), "per-slide"))
+    warned = None if job is None else qc_warnings(Path(job), predictions["slide_id"].tolist())
+    if warned:
+        sections.append(section("Quality control warnings", warned, "qc-warnings"))
     training = config["training"]
     title = f"{run.name}: {split} split"
     subtitle = (

@@ -1,6 +1,6 @@
-"""Slide quality control on the low-resolution image: pen ink, near-black regions and (optionally) tissue folds as
-masks at the tissue mask's resolution, and a sharpness score per tile. Plain numpy, so it costs little beside the
-tissue mask itself."""
+"""Slide quality control: pen ink, near-black regions and (optionally) tissue folds as masks on the low-resolution
+image the tissue mask comes from (plain numpy), and blurry tiles called from focus scores read at 1-2 um/px
+(slides/focus.py) relative to the slide's own tiles."""
 
 from __future__ import annotations
 
@@ -15,6 +15,11 @@ from wsi_ncmi.slides.morphology import dilate, erode, label
 PEN_HUES = {"blue": (185.0, 235.0), "green": (70.0, 175.0), "red": (348.0, 15.0)}
 """Hue bands (degrees, HSV) of marker inks; H&E's pinks and purples lie between 250 and 345 degrees."""
 PEN_COLORS = ("blue", "green", "red", "black")
+DEFAULT_PEN_COLORS = ("blue", "green", "black")
+"""Red is looked for only on request: haemorrhage (dense red blood cells) reaches red ink's colour at the mask's
+resolution, and removing it silently costs more than keeping a red stroke."""
+MIN_REFERENCE_TILES = 8
+"""Fewer candidate tiles than this give no reliable median: only the absolute floor calls tiles blurry then."""
 RED_MIN_SATURATION = 0.6
 """Red ink needs more saturation than the other hues: eosin-rich tissue reaches the red band at lower saturation."""
 FOLD_KEYS = ("folds", "fold_min_density", "fold_max_angle")
@@ -29,8 +34,12 @@ class QCParams:
     pen_min_saturation: HSV saturation (0-1) an ink pixel needs. dark_max_value: HSV value (0-255) at or below
     which a pixel is near-black. min_width_um: ink and dark regions narrower than this are ignored (specks, JPEG).
     margin_um: removals grow by this much (blended stroke edges). max_artifact: a tile with more of its area in
-    removals is dropped. min_sharpness: tiles whose tissue has a lower RMS Laplacian (grey levels on the
-    mask-resolution image) are dropped as out of focus; 0 keeps them all.
+    removals is dropped.
+    blur: drop out-of-focus tiles. Each candidate tile is read at about `focus_mpp` um/px and scored by the RMS
+    Laplacian of its tissue (grey levels); a tile is blurry when its score is below `min_sharpness` (an absolute
+    floor: featureless), or when it lies more than `blur_mad` robust standard deviations (1.4826 MAD, on log
+    scores) below the slide's median score and below `blur_ratio` times that median.
+    warn_removed: a slide whose QC removed more than this share of its tissue or of its tiles gets a warning.
     folds: also remove tissue folds (off by default; validated on synthetic slides only). A fold is the same
     tissue twice, so its optical density (OD = log10(255 / I) per channel) is about twice the tissue's with the
     same mix of stains. Reference: the median colour of the tissue's lighter half. fold_min_density: a fold's OD
@@ -41,13 +50,18 @@ class QCParams:
     """
 
     enabled: bool = True
-    pen_colors: tuple[str, ...] = PEN_COLORS
+    pen_colors: tuple[str, ...] = DEFAULT_PEN_COLORS
     pen_min_saturation: float = 0.4
     dark_max_value: int = 60
     min_width_um: float = 24.0
     margin_um: float = 16.0
     max_artifact: float = 0.25
-    min_sharpness: float = 10.0
+    blur: bool = True
+    focus_mpp: float = 2.0
+    min_sharpness: float = 1.0
+    blur_mad: float = 3.0
+    blur_ratio: float = 0.35
+    warn_removed: float = 0.25
     folds: bool = False
     fold_min_density: float = 1.6
     fold_max_angle: float = 7.0
@@ -65,13 +79,17 @@ class QCParams:
             out.append(f"qc.pen_min_saturation must be in [0, 1], got {self.pen_min_saturation}")
         if not (isinstance(self.dark_max_value, int) and 0 <= self.dark_max_value <= 255):
             out.append(f"qc.dark_max_value must be an integer 0-255, got {self.dark_max_value!r}")
-        for key in ("min_width_um", "margin_um", "min_sharpness"):
+        for key in ("min_width_um", "margin_um", "min_sharpness", "blur_mad"):
             if not getattr(self, key) >= 0:
                 out.append(f"qc.{key} must be >= 0, got {getattr(self, key)}")
-        if not 0.0 <= self.max_artifact <= 1.0:
-            out.append(f"qc.max_artifact must be a fraction in [0, 1], got {self.max_artifact}")
-        if not isinstance(self.folds, bool):
-            out.append(f"qc.folds must be true or false, got {self.folds!r}")
+        for key in ("max_artifact", "blur_ratio", "warn_removed"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                out.append(f"qc.{key} must be a fraction in [0, 1], got {getattr(self, key)}")
+        if not 0.25 <= self.focus_mpp <= 4.0:
+            out.append(f"qc.focus_mpp must be in [0.25, 4] um/px (focus shows at 1-2), got {self.focus_mpp}")
+        for key in ("folds", "blur"):
+            if not isinstance(getattr(self, key), bool):
+                out.append(f"qc.{key} must be true or false, got {getattr(self, key)!r}")
         if not self.fold_min_density > 1.0:
             out.append(
                 f"qc.fold_min_density must be more than 1 (folds are denser than tissue), got {self.fold_min_density}"
@@ -100,12 +118,15 @@ class QCParams:
 @dataclass(frozen=True)
 class QCResult:
     """QC masks at the tissue mask's resolution (same shape): `pen`, `dark` and `fold` (None when folds are not
-    looked for) as detected, `removed` their union grown by the margin (what is taken out of the tissue)."""
+    looked for) as detected, `removed` their union grown by the margin (what is taken out of the tissue), and the
+    size of the tissue before QC (what a warning compares the removals with)."""
 
     pen: np.ndarray
     dark: np.ndarray
     removed: np.ndarray
     fold: np.ndarray | None = None
+    tissue_before: int | None = None
+    """Pixels of the tissue mask as QC off finds it (None: the same as after QC, nothing was removed)."""
 
 
 def _hue(r: np.ndarray, g: np.ndarray, b: np.ndarray, hi: np.ndarray, delta: np.ndarray) -> np.ndarray:
@@ -259,27 +280,20 @@ def with_folds(qc: QCResult, rgb: np.ndarray, tissue: np.ndarray, mpp: float, pa
     return replace(qc, fold=fold, removed=qc.removed | _grown(fold, mpp, params))
 
 
-def laplacian_energy(rgb: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Squared 4-neighbour Laplacian of the green channel (int32, exact; 0 on the image's border): local focus
-    energy. Green carries most of H&E's contrast (haematoxylin and eosin both absorb it). Integer arithmetic on
-    int16 (|Laplacian| <= 1020) is cheaper than float; `out` (int32, the image's shape) is filled when given."""
-    grey = rgb[..., 1].astype(np.int16)
-    energy = np.zeros(grey.shape, dtype=np.int32) if out is None else out
-    inner = grey[1:-1, 1:-1] * np.int16(4)
-    inner -= grey[:-2, 1:-1]
-    inner -= grey[2:, 1:-1]
-    inner -= grey[1:-1, :-2]
-    inner -= grey[1:-1, 2:]
-    wide = inner.astype(np.int32)
-    np.multiply(wide, wide, out=energy[1:-1, 1:-1])
-    return energy
-
-
-def sharpness_from_sums(tissue: np.ndarray, energy: np.ndarray) -> np.ndarray:
-    """RMS Laplacian over each tile's tissue (float32, grey levels) from the tile sums of the tissue mask and of
-    the Laplacian energy on it; a tile without tissue scores 0."""
-    energy = np.maximum(energy, 0.0)
-    return np.sqrt(np.divide(energy, tissue, out=np.zeros_like(energy), where=tissue > 0)).astype(np.float32)
+def blurry_tiles(scores: np.ndarray, params: QCParams) -> np.ndarray:
+    """Which tiles' focus scores call them out of focus: below the absolute floor `min_sharpness`, or far below the
+    slide's own median (more than `blur_mad` robust standard deviations of the log score, and under `blur_ratio`
+    of the median), so that uniformly smooth tissue stays and a blurred patch on a sharp slide goes."""
+    scores = np.asarray(scores, dtype=np.float64)
+    out = scores < params.min_sharpness
+    positive = np.log(scores[scores > 0])
+    if len(positive) < MIN_REFERENCE_TILES:
+        return out
+    median = float(np.median(positive))
+    spread = 1.4826 * float(np.median(np.abs(positive - median)))
+    with np.errstate(divide="ignore"):
+        logs = np.log(scores)
+    return out | ((logs < median - params.blur_mad * spread) & (scores < params.blur_ratio * np.exp(median)))
 
 
 @dataclass
@@ -295,7 +309,6 @@ class TileSelection:
 
 
 def select_tiles(
-    rgb: np.ndarray,
     tissue: np.ndarray,
     qc: QCResult | None,
     params: QCParams,
@@ -305,35 +318,55 @@ def select_tiles(
     size0: int,
     min_tissue: float,
 ) -> TileSelection:
-    """Keep the grid's tiles with at least `min_tissue` of tissue left after QC, at most `max_artifact` of
-    removals and (when `min_sharpness` > 0) sharp enough; `tissue` must already exclude `qc.removed`.
-    `mpp` is the image's um per pixel."""
+    """Keep the grid's tiles with at least `min_tissue` of tissue left after QC and at most `max_artifact` of
+    removals; `tissue` must already exclude `qc.removed`. Focus is judged afterwards (`with_focus`), on the tiles
+    kept here. `mpp` is the mask's um per pixel."""
     from wsi_ncmi.slides.grid import TileSums
 
     pixel_mm2 = mpp * mpp / 1e6
-    summary: dict[str, float | int] = {"qc_tissue_mm2": float(np.count_nonzero(tissue) * pixel_mm2)}
-    planes = [tissue]
-    if qc is not None:
-        energy = laplacian_energy(rgb)
-        energy *= tissue
-        planes += [energy, qc.removed] if qc.removed.any() else [energy]
+    kept_pixels = int(np.count_nonzero(tissue))
+    summary: dict[str, float | int] = {"qc_tissue_mm2": float(kept_pixels * pixel_mm2)}
+    planes = [tissue] if qc is None or not qc.removed.any() else [tissue, qc.removed]
     sums = TileSums.of(planes, scale, grid, size0)
     fractions = np.clip(sums.exact(0) / (size0 / scale) ** 2, 0.0, 1.0).astype(np.float32)
     keep = (fractions >= min_tissue) & (fractions > 0)
     if qc is None:
         summary.update(qc_pen_mm2=0.0, qc_dark_mm2=0.0, qc_tiles_before=int(keep.sum()), qc_tiles_blurry=0)
         return TileSelection(keep, fractions, None, summary)
-    artifact = sums.rounded(2) / (size0 / scale) ** 2 if len(planes) == 3 else np.zeros(len(grid))
+    artifact = sums.rounded(1) / (size0 / scale) ** 2 if len(planes) == 2 else np.zeros(len(grid))
     before = fractions + artifact  # `tissue` excludes the removals, so their areas add up
     keep &= artifact <= params.max_artifact
-    sharpness = np.where(keep, sharpness_from_sums(sums.rounded(0), sums.rounded(1)), np.float32(0.0))
-    blurry = keep & (sharpness < params.min_sharpness)
     if qc.fold is not None:
         summary["qc_fold_mm2"] = float(np.count_nonzero(qc.fold) * pixel_mm2)
+    tissue_before = kept_pixels if qc.tissue_before is None else qc.tissue_before
     summary.update(
         qc_pen_mm2=float(np.count_nonzero(qc.pen) * pixel_mm2),
         qc_dark_mm2=float(np.count_nonzero(qc.dark) * pixel_mm2),
+        qc_tissue_before_mm2=float(tissue_before * pixel_mm2),
         qc_tiles_before=int(((before >= min_tissue) & (before > 0)).sum()),
-        qc_tiles_blurry=int(blurry.sum()),
+        qc_tiles_blurry=0,
+        qc_blurry_mm2=0.0,
     )
-    return TileSelection(keep & ~blurry, fractions, sharpness, summary, blurry)
+    return TileSelection(keep, fractions, None, summary, np.zeros(len(grid), dtype=bool))
+
+
+def with_focus(
+    chosen: TileSelection, scores: np.ndarray, params: QCParams, tile_mm2: float, focus_mpp: float
+) -> TileSelection:
+    """`chosen` with its blurry tiles dropped: `scores` are the focus scores of its kept tiles (in order), measured
+    at `focus_mpp` um/px; `tile_mm2` is one tile's area, for the tissue the blurry tiles held."""
+    kept = np.flatnonzero(chosen.keep)
+    blurry_kept = blurry_tiles(scores, params)
+    blurry = np.zeros(len(chosen.keep), dtype=bool)
+    blurry[kept[blurry_kept]] = True
+    sharpness = np.zeros(len(chosen.keep), dtype=np.float32)
+    sharpness[kept] = scores
+    positive = scores[scores > 0]
+    summary = {
+        **chosen.summary,
+        "qc_tiles_blurry": int(blurry.sum()),
+        "qc_blurry_mm2": float(chosen.tissue_fraction[blurry].sum() * tile_mm2),
+        "qc_focus_mpp": float(focus_mpp),
+        "qc_focus_median": float(np.median(positive)) if len(positive) else 0.0,
+    }
+    return TileSelection(chosen.keep & ~blurry, chosen.tissue_fraction, sharpness, summary, blurry)

@@ -41,6 +41,8 @@ from common import RESULTS, summary, write_result
 RUNNER = Path(__file__).parent / "peer_runner.py"
 SEEDS = (0, 1, 2)
 VENV = RESULTS / "tmp" / "peers-venv"
+PEER_PACKAGES = ("hs2p[openslide]==6.1.0", "torchmil==1.0.2")
+"""The peers, pinned: the versions the README table reports."""
 
 
 def peer_python() -> Path:
@@ -56,10 +58,10 @@ def peer_python() -> Path:
         ).stdout.strip()
         Path(purelib, "reuse_project_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     installed = subprocess.run(
-        [python, "-m", "pip", "install", "-q", "hs2p[openslide]", "torchmil"], capture_output=True, text=True
+        [python, "-m", "pip", "install", "-q", *PEER_PACKAGES], capture_output=True, text=True
     )
     if installed.returncode:
-        raise RuntimeError(f"pip install hs2p[openslide] torchmil failed: {installed.stderr.strip()[-800:]}")
+        raise RuntimeError(f"pip install {' '.join(PEER_PACKAGES)} failed: {installed.stderr.strip()[-800:]}")
     return python
 
 

@@ -11,12 +11,12 @@ minimum tissue coverage 0.01); ours are QC on, thumbnails on, minimum tissue 0.1
 --qc off (hs2p does no pixel QC by default) and, on the batch, also --no-thumbnails; hs2p with the Otsu
 configuration of earlier rounds of this table (`seg_params: {method: otsu}`, minimum coverage 0.1). Six 0.25 um/px
 synthetic slides (four 20k x 15k, two 40k x 30k px; written once into benchmarks/results/tmp/peer-slides/). Fresh
-processes, the tools alternating (the order reversed every repeat), `--repeats` times; CPU time (user + system,
-waited-for children included) of each whole process. Figures: the batch of six (goals: ours with --qc off <= 0.7x
-hs2p's defaults, ours with its defaults <= 1.0x, and QC's own cost: the paired difference of the two), and the
-per-slide work at each size, from the difference between runs on one slide and on eight of that size. Quality of
-the tile sets against the synthetic truth: tissue-area recall and precision, and the share of tiles under 1%
-tissue.
+processes pinned to one CPU (`--cpu`, the last by default), the tools alternating (the order reversed every
+repeat), `--repeats` times; CPU time (user + system, waited-for children included) of each whole process.
+Figures: the batch of six (goals: ours with --qc off <= 0.7x hs2p's defaults, ours with its defaults <= 1.0x, and
+QC's own cost: the paired difference of the two), and the per-slide work at each size, from the difference between
+runs on one slide and on eight of that size. Quality of the tile sets against the synthetic truth: tissue-area
+recall and precision, and the share of tiles under 1% tissue.
 Training: binary bags, ABMIL from torchmil against ours (abmil + CE), same optimiser, learning rate and steps;
 median step time ratio (goal <= 1.0) and validation accuracy of each.
 
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -132,11 +133,13 @@ def benchmark_slides(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def cpu_seconds(command: list[str]) -> tuple[float, float]:
-    """CPU seconds (user + system, its waited-for children included) and wall seconds of one whole process."""
+def cpu_seconds(command: list[str], cpu: int | None = None) -> tuple[float, float]:
+    """CPU seconds (user + system, its waited-for children included) and wall seconds of one whole process, pinned
+    to CPU `cpu` when given (its threads then cannot spin on other cores, and every tool gets the same core)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=pin)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
@@ -245,7 +248,9 @@ def _per_slide(cpu: dict[str, dict]) -> dict:
     }
 
 
-def _time_runs(python: Path, paths: dict[str, Path], tmp: Path, repeats: int) -> tuple[dict, dict]:
+def _time_runs(
+    python: Path, paths: dict[str, Path], tmp: Path, repeats: int, cpu: int | None
+) -> tuple[dict, dict]:
     """CPU and wall seconds of every tool on every slide set, alternating tools; tile sets of the first batch run."""
     times: dict[str, dict[str, list[tuple[float, float]]]] = {}
     outputs: dict[str, Path] = {}
@@ -262,7 +267,7 @@ def _time_runs(python: Path, paths: dict[str, Path], tmp: Path, repeats: int) ->
                 commands[tool] = hs2p_command(python, sorted((tmp / run).iterdir()), work, work / tool, extra)
             tools = [tool for tool in commands if run == "batch" or tool not in BATCH_ONLY]
             for tool in tools[:: 1 if repeat % 2 == 0 else -1]:
-                times.setdefault(tool, {}).setdefault(run, []).append(cpu_seconds(commands[tool]))
+                times.setdefault(tool, {}).setdefault(run, []).append(cpu_seconds(commands[tool], cpu))
             if run == "batch" and repeat == 0:
                 outputs = {tool: work / tool for tool in ("ours", "ours_qc_off", *HS2P)}
             else:
@@ -270,17 +275,18 @@ def _time_runs(python: Path, paths: dict[str, Path], tmp: Path, repeats: int) ->
     return times, outputs
 
 
-def tiling(python: Path, repeats: int) -> dict:
+def tiling(python: Path, repeats: int, pin: int | None) -> dict:
     paths = benchmark_slides(RESULTS / "tmp" / "peer-slides")
     readers = {"ours": ours_coords, "ours_qc_off": ours_coords, **dict.fromkeys(HS2P, hs2p_coords)}
     with tempfile.TemporaryDirectory() as tmp:
-        times, outputs = _time_runs(python, paths, Path(tmp), repeats)
+        times, outputs = _time_runs(python, paths, Path(tmp), repeats, pin)
         quality = {tool: {} for tool in readers}
         for copy, name in enumerate(RUNS["batch"]):
             truth = truth_grid(name)
             for tool, read in readers.items():
                 quality[tool][name] = tile_quality(truth, *read(outputs[tool], f"{paths[name].stem}_{copy}"))
-    out: dict = {"repeats": repeats, "slides": {name: [w, h] for name, w, h, _ in SLIDES}, "runs": dict(RUNS)}
+    slides = {name: [w, h] for name, w, h, _ in SLIDES}
+    out: dict = {"repeats": repeats, "pinned_to_cpu": pin, "slides": slides, "runs": dict(RUNS)}
     for tool, runs in times.items():
         cpu = {
             run: {"cpu_seconds": summary([c for c, _ in pairs]), "wall_seconds": summary([w for _, w in pairs])}
@@ -416,6 +422,10 @@ def training(python: Path, steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="whole tiling runs per tool and slide set, alternated")
+    parser.add_argument("--out", default="peers", help="result name under benchmarks/results/")
+    parser.add_argument(
+        "--cpu", type=int, default=(os.cpu_count() or 1) - 1, help="pin every tiling process to this CPU (-1: none)"
+    )
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--full", action="store_true", help="1,000 training steps")
     parser.add_argument(
@@ -424,7 +434,7 @@ def main() -> None:
     args = parser.parse_args()
 
     payload: dict = {"benchmark": "peers"}
-    previous = RESULTS / "peers.json"
+    previous = RESULTS / f"{args.out}.json"
     if args.part != "all" and previous.exists():
         kept = {k: v for k, v in json.loads(previous.read_text()).items() if k in ("tiling", "training")}
         payload.update({k: v for k, v in kept.items() if k != args.part})
@@ -433,10 +443,10 @@ def main() -> None:
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         payload["error"] = f"peers could not be installed: {exc}"
         print(payload["error"])
-        print(f"wrote {write_result('peers', payload)}")
+        print(f"wrote {write_result(args.out, payload)}")
         return
     for name, part in (
-        ("tiling", lambda: tiling(python, args.repeats)),
+        ("tiling", lambda: tiling(python, args.repeats, None if args.cpu < 0 else args.cpu)),
         ("training", lambda: training(python, max(args.steps, 1000) if args.full else args.steps)),
     ):
         if args.part not in ("all", name):
@@ -446,7 +456,7 @@ def main() -> None:
         except RuntimeError as exc:
             payload[name] = {"error": str(exc)}
             print(f"peers {name}: {exc}")
-    print(f"wrote {write_result('peers', payload)}")
+    print(f"wrote {write_result(args.out, payload)}")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ from wsi_ncmi.synthetic import SlideSpec, write_slide
 
 ROOT = Path(__file__).resolve().parents[1]
 
-NEVER_IN_TILE = ("pandas", "torch", "torchvision", "matplotlib", "sklearn", "scipy", "timm", "dask", "distributed")
-"""Libraries no part of a tile run uses."""
+NEVER_IN_TILE = (
+    "pandas", "pydantic", "torch", "torchvision", "matplotlib", "sklearn", "scipy", "timm", "dask", "distributed"
+)
+"""Libraries no part of a tile run uses (pydantic came with typer 0.29, which pyproject.toml keeps out)."""
 NOT_BEFORE_FIRST_OPEN = (*NEVER_IN_TILE, "h5py", "tifffile", "tiffslide", "openslide", "yaml")
 """Also used by a tile run, but only once a slide is open (readers) or written (coords files)."""
 

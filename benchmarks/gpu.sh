@@ -24,7 +24,7 @@ if [[ "${1:-}" == "--dry-run" ]]; then
     EMBED=(--precision fp32 --batch-size 16 --size 4096x3072 --repeats 1 --decode cpu,device)
     DECODE=(--size 4096x3072 --tiles 50 --repeats 1)
     TRAIN=(--repeats 1 --sizes 200)
-    MIL=(--bags 8 --tiles 50 --features 64 --epochs 2)
+    MIL=(--bags 64 --tiles 20 --features 32 --epochs 2)
 else
     "$PY" -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'gpu.sh: torch sees no CUDA device')"
     DEVICE=cuda

@@ -35,6 +35,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/heatmap.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/report.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/peers.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/startup.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/mil_throughput.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/qc.py $(BENCH_ARGS)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/ncmi_ablation.py $(BENCH_ARGS)
 

@@ -112,7 +112,7 @@ def main() -> None:
     load = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         job, slide_id = make_job(Path(tmp), width, height)
-        slide_path = Path(tmp) / f"{slide_id}.tif"
+        slide_path = Path(read_coords(job / "tiles" / f"{slide_id}.h5").attrs["slide_path"])
         single = single_process(slide_path, args.tiles, args.repeats, args.device)
         loader = readers(job, slide_id, args.repeats, counts)
     load.append(os.getloadavg()[0])

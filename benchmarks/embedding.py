@@ -4,8 +4,11 @@ Figures: tiles/s of the whole embed pipeline (read, decode, resize, normalise, m
 path (cpu: reader processes decode; device: they pass on JPEG streams and the main process decodes and resizes
 on the device); tiles/s of the model alone on tensors already in memory (same batch size); tiles/s of reading
 and decoding alone (the DataLoader without a model, each path). The ratio pipeline / model-alone shows how well
-I/O hides behind compute (goal >= 0.85). Peak RSS of a fresh process embedding a slide (the first path), for two
-slide sizes, shows memory is flat in the number of tiles.
+I/O hides behind compute (goal >= 0.85). Against the physical ceiling: FLOPs per tile (torch's FLOP counter on
+one tile through the encoder, built on the meta device) and the tiles/s an assumed peak would give at full use
+(`--peak-tflops`; on CUDA 989 by default, dense bf16 of an H100/H200-class GPU); model-alone and pipeline over that
+ceiling. Peak RSS of a fresh process embedding a slide (the first path), for two slide sizes, shows memory is flat
+in the number of tiles. Slides are written once into benchmarks/results/tmp/embed-slides/ and reused.
 
     python benchmarks/embedding.py                                  # resnet18, CPU, fp32
     python benchmarks/embedding.py --encoder resnet50_trunc --device cuda --precision bf16 --batch-size 256 \
@@ -25,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import pandas as pd
 import torch
-from common import in_child, summary, write_result
+from common import RESULTS, in_child, summary, write_result
 from torch.utils.data import DataLoader
 
 from wsi_ncmi.bags import read_coords
@@ -46,10 +49,15 @@ from wsi_ncmi.encoders.weights import load_encoder
 from wsi_ncmi.synthetic import SlideSpec, write_slide
 from wsi_ncmi.tiling import TilingParams, tile_slides
 
+DEFAULT_PEAK_TFLOPS = 989.0
+"""Dense bf16 peak of an H100/H200-class GPU (SXM), the ceiling assumed on CUDA unless --peak-tflops says another."""
+
 
 def make_job(tmp: Path, width: int, height: int) -> tuple[Path, str]:
-    slide = tmp / f"s{width}.tif"
-    write_slide(SlideSpec(f"s{width}", width, height, 0.25, seed=3, tissue_fraction=0.7), slide)
+    slide = RESULTS / "tmp" / "embed-slides" / f"s{width}x{height}.tif"
+    if not slide.exists():
+        slide.parent.mkdir(parents=True, exist_ok=True)
+        write_slide(SlideSpec(slide.stem, width, height, 0.25, seed=3, tissue_fraction=0.7), slide)
     job = tmp / f"job{width}"
     table = pd.DataFrame({"slide_id": [slide.stem], "path": [str(slide)], "mpp": [float("nan")]})
     tile_slides(table, job, TilingParams(), progress=False)
@@ -81,6 +89,20 @@ def model_alone(settings: EmbedSettings, n_tiles: int) -> float:
     return time.perf_counter() - start
 
 
+def flops_per_tile(name: str) -> int:
+    """FLOPs of one tile through the encoder (multiply-adds count two), counted on the meta device: no weights, no
+    arithmetic."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    spec = get_encoder(name)
+    with torch.device("meta"):
+        model = spec.build().eval()
+    tile = torch.empty(1, 3, spec.input_size, spec.input_size, device="meta")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(tile)
+    return int(counter.get_total_flops())
+
+
 def read_alone(job: Path, slide_id: str, settings: EmbedSettings) -> float:
     """Seconds to read and decode every tile into the encoder's uint8 inputs, on the device for decode device."""
     coords = read_coords(job / "tiles" / f"{slide_id}.h5")
@@ -110,7 +132,13 @@ def main() -> None:
     parser.add_argument("--decode", default="auto", help="comma-separated decode paths to time: auto, cpu, device")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="embedding", help="result name under benchmarks/results/")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=None, help=f"assumed peak for the ceiling [CUDA: {DEFAULT_PEAK_TFLOPS}]"
+    )
     args = parser.parse_args()
+    peak = args.peak_tflops or (DEFAULT_PEAK_TFLOPS if resolve_device(args.device).type == "cuda" else None)
+    flops = flops_per_tile(args.encoder)
+    ceiling = peak * 1e12 / flops if peak else None
     size = args.size or ("32768x24576" if args.full else "16384x12288")
     width, height = (int(v) for v in size.split("x"))
     settings = EmbedSettings(
@@ -165,7 +193,18 @@ def main() -> None:
             **{f"read_decode_{d}": summary(read[d]) for d in paths},
         },
         "peak_rss_mib": {f"{n_small} tiles": rss_small, f"{n} tiles": rss_large},
+        "flops_per_tile": flops,
+        "assumed_peak_tflops": peak,
+        "ceiling_tiles_per_s": ceiling,
     }
+    if ceiling:
+        figures["model_alone_over_ceiling"] = figures["model_alone_tiles_per_s"] / ceiling
+        for rates in figures["by_decode"].values():
+            rates["pipeline_over_ceiling"] = rates["pipeline_tiles_per_s"] / ceiling
+    print(
+        f"embedding {args.encoder}: {flops / 1e9:.1f} GFLOP per tile; ceiling "
+        + (f"{ceiling:.0f} tiles/s at an assumed {peak:g} TFLOPS" if ceiling else "not computed (no --peak-tflops)")
+    )
     print(f"embedding model_alone_tiles_per_s: {figures['model_alone_tiles_per_s']:.2f}")
     for d, rates in figures["by_decode"].items():
         for key, value in rates.items():

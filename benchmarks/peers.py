@@ -4,15 +4,19 @@ Both peers are installed into a throw-away venv under benchmarks/results/tmp/ (n
 reuses this environment's torch through a .pth file so nothing large is downloaded. If a peer cannot be
 installed or run, the results file says exactly why.
 
-Tiling: whole command-line runs as a user starts them (`wsi-ncmi tile` and `python -m hs2p`), one worker, 0.5
-um/px and 256 px tiles, minimum tissue 0.1, hs2p with Otsu segmentation and no previews, ours with its defaults
-(quality control and thumbnails on), with --qc off, and on the batch also with --qc off --no-thumbnails. Six
-0.25 um/px synthetic slides (four 20k x 15k, two 40k x 30k px; written once into
-benchmarks/results/tmp/peer-slides/). Fresh processes, the tools alternating, `--repeats` times; CPU time (user
-+ system, waited-for children included) of each whole process. Figures: the batch of six (goal: ours <= 0.7x
-hs2p), and the per-slide work at each size, from the difference between runs on one slide and on eight of that
-size (goal: ours <= hs2p at 40k). Quality of the tile sets against the synthetic truth: tissue-area recall and
-precision, and the share of tiles under 1% tissue.
+Tiling: whole command-line runs as a user starts them (`wsi-ncmi tile` and `python -m hs2p`), each tool at its own
+defaults with only the resolution (0.5 um/px), the tile size (256 px) and one worker set, and hs2p's previews off.
+hs2p's defaults are read from the installed package and recorded (6.1.0: HSV segmentation at downsample 64,
+minimum tissue coverage 0.01); ours are QC on, thumbnails on, minimum tissue 0.1. Extra, labelled rows: ours with
+--qc off (hs2p does no pixel QC by default) and, on the batch, also --no-thumbnails; hs2p with the Otsu
+configuration of earlier rounds of this table (`seg_params: {method: otsu}`, minimum coverage 0.1). Six 0.25 um/px
+synthetic slides (four 20k x 15k, two 40k x 30k px; written once into benchmarks/results/tmp/peer-slides/). Fresh
+processes pinned to one CPU (`--cpu`, the last by default), the tools alternating (the order reversed every
+repeat), `--repeats` times; CPU time (user + system, waited-for children included) of each whole process.
+Figures: the batch of six (goals: ours with --qc off <= 0.7x hs2p's defaults, ours with its defaults <= 1.0x, and
+QC's own cost: the paired difference of the two), and the per-slide work at each size, from the difference between
+runs on one slide and on eight of that size. Quality of the tile sets against the synthetic truth: tissue-area
+recall and precision, and the share of tiles under 1% tissue.
 Training: binary bags, ABMIL from torchmil against ours (abmil + CE), same optimiser, learning rate and steps;
 median step time ratio (goal <= 1.0) and validation accuracy of each.
 
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -41,6 +46,8 @@ from common import RESULTS, summary, write_result
 RUNNER = Path(__file__).parent / "peer_runner.py"
 SEEDS = (0, 1, 2)
 VENV = RESULTS / "tmp" / "peers-venv"
+PEER_PACKAGES = ("hs2p[openslide]==6.1.0", "torchmil==1.0.2")
+"""The peers, pinned: the versions the README table reports."""
 
 
 def peer_python() -> Path:
@@ -56,10 +63,10 @@ def peer_python() -> Path:
         ).stdout.strip()
         Path(purelib, "reuse_project_env.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     installed = subprocess.run(
-        [python, "-m", "pip", "install", "-q", "hs2p[openslide]", "torchmil"], capture_output=True, text=True
+        [python, "-m", "pip", "install", "-q", *PEER_PACKAGES], capture_output=True, text=True
     )
     if installed.returncode:
-        raise RuntimeError(f"pip install hs2p[openslide] torchmil failed: {installed.stderr.strip()[-800:]}")
+        raise RuntimeError(f"pip install {' '.join(PEER_PACKAGES)} failed: {installed.stderr.strip()[-800:]}")
     return python
 
 
@@ -88,11 +95,20 @@ HS2P_CONFIG = """csv: {csv}
 output_dir: {out}
 tiling:
   params: {{requested_spacing_um: 0.5, requested_tile_size_px: 256}}
-  seg_params: {{method: otsu}}
   preview: {{save_mask_preview: false, save_tiling_preview: false}}
-  masks: {{min_coverage: {{tissue: 0.1}}}}
-speed: {{num_workers: 1}}
+{extra}speed: {{num_workers: 1}}
 """
+HS2P = {
+    "hs2p": "",
+    "hs2p_otsu": "  seg_params: {method: otsu}\n  masks: {min_coverage: {tissue: 0.1}}\n",
+}
+"""hs2p's runs: its defaults (only the resolution, tile size, one worker and no previews set), and the Otsu
+configuration earlier rounds of this table used (batch only)."""
+HS2P_DEFAULTS = (
+    "import json; from omegaconf import OmegaConf; from hs2p.configs.loader import default_config as c; "
+    "print(json.dumps({'seg_params': OmegaConf.to_container(c.tiling.seg_params), "
+    "'min_coverage': OmegaConf.to_container(c.tiling.masks.min_coverage), 'backend': c.tiling.backend}))"
+)
 
 
 def _spec(name: str) -> Any:
@@ -117,11 +133,13 @@ def benchmark_slides(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def cpu_seconds(command: list[str]) -> tuple[float, float]:
-    """CPU seconds (user + system, its waited-for children included) and wall seconds of one whole process."""
+def cpu_seconds(command: list[str], cpu: int | None = None) -> tuple[float, float]:
+    """CPU seconds (user + system, its waited-for children included) and wall seconds of one whole process, pinned
+    to CPU `cpu` when given (its threads then cannot spin on other cores, and every tool gets the same core)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True)
+    pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=pin)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
@@ -132,18 +150,20 @@ def cpu_seconds(command: list[str]) -> tuple[float, float]:
 OURS = {"ours": [], "ours_qc_off": ["--qc", "off"], "ours_qc_off_no_thumbnails": ["--qc", "off", "--no-thumbnails"]}
 """Our runs: the defaults (quality control and thumbnails on), without quality control (hs2p does none by
 default), and without thumbnails either (batch only)."""
+BATCH_ONLY = ("ours_qc_off_no_thumbnails", "hs2p_otsu")
 
 
 def ours_command(folder: Path, out: Path, flags: list[str]) -> list[str]:
     return [sys.executable, "-m", "wsi_ncmi", "tile", "--slides", str(folder), "--out", str(out), *flags]
 
 
-def hs2p_command(python: Path, paths: list[Path], work: Path, out: Path) -> list[str]:
-    """hs2p's command line on `paths`, with its CSV and YAML config written into `work`."""
+def hs2p_command(python: Path, paths: list[Path], work: Path, out: Path, extra: str = "") -> list[str]:
+    """hs2p's command line on `paths`, with its CSV and YAML config (`extra`: lines under `tiling:`) written into
+    `work`."""
     rows = ["sample_id,image_path", *(f"{p.stem},{p}" for p in paths)]
     (work / "slides.csv").write_text("\n".join(rows) + "\n")
-    config = work / "hs2p.yaml"
-    config.write_text(HS2P_CONFIG.format(csv=work / "slides.csv", out=out))
+    config = work / f"{out.name}.yaml"
+    config.write_text(HS2P_CONFIG.format(csv=work / "slides.csv", out=out, extra=extra))
     return [str(python), "-m", "hs2p", str(config), "--output-dir", str(out), "--skip-datetime"]
 
 
@@ -228,7 +248,9 @@ def _per_slide(cpu: dict[str, dict]) -> dict:
     }
 
 
-def _time_runs(python: Path, paths: dict[str, Path], tmp: Path, repeats: int) -> tuple[dict, dict]:
+def _time_runs(
+    python: Path, paths: dict[str, Path], tmp: Path, repeats: int, cpu: int | None
+) -> tuple[dict, dict]:
     """CPU and wall seconds of every tool on every slide set, alternating tools; tile sets of the first batch run."""
     times: dict[str, dict[str, list[tuple[float, float]]]] = {}
     outputs: dict[str, Path] = {}
@@ -240,32 +262,31 @@ def _time_runs(python: Path, paths: dict[str, Path], tmp: Path, repeats: int) ->
         for run in RUNS:
             work = tmp / f"{run}-{repeat}"
             work.mkdir()
-            commands = {
-                tool: ours_command(tmp / run, work / tool, flags)
-                for tool, flags in OURS.items()
-                if run == "batch" or "no_thumbnails" not in tool
-            }
-            commands["hs2p"] = hs2p_command(python, sorted((tmp / run).iterdir()), work, work / "hs2p")
-            for tool in list(commands)[:: 1 if repeat % 2 == 0 else -1]:
-                times.setdefault(tool, {}).setdefault(run, []).append(cpu_seconds(commands[tool]))
+            commands = {tool: ours_command(tmp / run, work / tool, flags) for tool, flags in OURS.items()}
+            for tool, extra in HS2P.items():
+                commands[tool] = hs2p_command(python, sorted((tmp / run).iterdir()), work, work / tool, extra)
+            tools = [tool for tool in commands if run == "batch" or tool not in BATCH_ONLY]
+            for tool in tools[:: 1 if repeat % 2 == 0 else -1]:
+                times.setdefault(tool, {}).setdefault(run, []).append(cpu_seconds(commands[tool], cpu))
             if run == "batch" and repeat == 0:
-                outputs = {tool: work / tool for tool in ("ours", "ours_qc_off", "hs2p")}
+                outputs = {tool: work / tool for tool in ("ours", "ours_qc_off", *HS2P)}
             else:
                 shutil.rmtree(work)
     return times, outputs
 
 
-def tiling(python: Path, repeats: int) -> dict:
+def tiling(python: Path, repeats: int, pin: int | None) -> dict:
     paths = benchmark_slides(RESULTS / "tmp" / "peer-slides")
-    readers = {"ours": ours_coords, "ours_qc_off": ours_coords, "hs2p": hs2p_coords}
+    readers = {"ours": ours_coords, "ours_qc_off": ours_coords, **dict.fromkeys(HS2P, hs2p_coords)}
     with tempfile.TemporaryDirectory() as tmp:
-        times, outputs = _time_runs(python, paths, Path(tmp), repeats)
+        times, outputs = _time_runs(python, paths, Path(tmp), repeats, pin)
         quality = {tool: {} for tool in readers}
         for copy, name in enumerate(RUNS["batch"]):
             truth = truth_grid(name)
             for tool, read in readers.items():
                 quality[tool][name] = tile_quality(truth, *read(outputs[tool], f"{paths[name].stem}_{copy}"))
-    out: dict = {"repeats": repeats, "slides": {name: [w, h] for name, w, h, _ in SLIDES}, "runs": dict(RUNS)}
+    slides = {name: [w, h] for name, w, h, _ in SLIDES}
+    out: dict = {"repeats": repeats, "pinned_to_cpu": pin, "slides": slides, "runs": dict(RUNS)}
     for tool, runs in times.items():
         cpu = {
             run: {"cpu_seconds": summary([c for c, _ in pairs]), "wall_seconds": summary([w for _, w in pairs])}
@@ -273,8 +294,16 @@ def tiling(python: Path, repeats: int) -> dict:
         }
         out[tool] = {"runs": cpu, **(_per_slide(cpu) if "20k_x1" in cpu else {})}
     batch = {tool: out[tool]["runs"]["batch"]["cpu_seconds"]["median"] for tool in times}
+    paired = {tool: [cpu for cpu, _ in runs["batch"]] for tool, runs in times.items()}
+    qc_cost = [on - off for on, off in zip(paired["ours"], paired["ours_qc_off"], strict=True)]
+    out["qc_cost_batch_cpu_seconds"] = summary(qc_cost)
+    out["qc_cost_share_of_ours_batch"] = float(np.median(qc_cost)) / batch["ours"]
     for tool in OURS:
-        out[f"batch_cpu_ratio_{tool}_over_hs2p"] = batch[tool] / batch["hs2p"]
+        for peer in HS2P:
+            out[f"batch_cpu_ratio_{tool}_over_{peer}"] = batch[tool] / batch[peer]
+            out[f"batch_cpu_ratio_{tool}_over_{peer}_per_repeat"] = summary(
+                [a / b for a, b in zip(paired[tool], paired[peer], strict=True)]
+            )
         for size in ("20k", "40k"):
             key = f"per_slide_cpu_seconds_{size}"
             if key in out[tool]:
@@ -283,6 +312,8 @@ def tiling(python: Path, repeats: int) -> dict:
     out["hs2p_version"] = subprocess.run(
         [str(python), "-c", "import importlib.metadata as m; print(m.version('hs2p'))"], capture_output=True, text=True
     ).stdout.strip()
+    out["hs2p_defaults"] = run_json([str(python), "-c", HS2P_DEFAULTS])
+    out["hs2p_configs"] = {tool: HS2P_CONFIG.format(csv="CSV", out="OUT", extra=extra) for tool, extra in HS2P.items()}
     peer = out["hs2p"]
     for tool in OURS:
         ours = out[tool]
@@ -294,9 +325,14 @@ def tiling(python: Path, repeats: int) -> dict:
             else ""
         )
         print(
-            f"peers tiling {tool}: batch of {len(SLIDES)} slides, whole-process CPU / hs2p "
-            f"{out[f'batch_cpu_ratio_{tool}_over_hs2p']:.2f} ({batch[tool]:.2f} s vs {batch['hs2p']:.2f} s){per_slide}"
+            f"peers tiling {tool}: batch of {len(SLIDES)} slides, whole-process CPU / hs2p defaults "
+            f"{out[f'batch_cpu_ratio_{tool}_over_hs2p']:.2f} ({batch[tool]:.2f} s vs {batch['hs2p']:.2f} s), / hs2p "
+            f"Otsu {out[f'batch_cpu_ratio_{tool}_over_hs2p_otsu']:.2f} ({batch['hs2p_otsu']:.2f} s){per_slide}"
         )
+    print(
+        f"peers tiling: QC's own cost on the batch {out['qc_cost_batch_cpu_seconds']['median']:.3f} s "
+        f"({out['qc_cost_share_of_ours_batch']:.1%} of ours with its defaults)"
+    )
     for tool, figures in out["quality"].items():
         print(
             f"peers tiling {tool}: {figures['tiles']} tiles, tissue recall {figures['tissue_recall']:.3f}, precision "
@@ -386,6 +422,10 @@ def training(python: Path, steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="whole tiling runs per tool and slide set, alternated")
+    parser.add_argument("--out", default="peers", help="result name under benchmarks/results/")
+    parser.add_argument(
+        "--cpu", type=int, default=(os.cpu_count() or 1) - 1, help="pin every tiling process to this CPU (-1: none)"
+    )
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--full", action="store_true", help="1,000 training steps")
     parser.add_argument(
@@ -394,7 +434,7 @@ def main() -> None:
     args = parser.parse_args()
 
     payload: dict = {"benchmark": "peers"}
-    previous = RESULTS / "peers.json"
+    previous = RESULTS / f"{args.out}.json"
     if args.part != "all" and previous.exists():
         kept = {k: v for k, v in json.loads(previous.read_text()).items() if k in ("tiling", "training")}
         payload.update({k: v for k, v in kept.items() if k != args.part})
@@ -403,10 +443,10 @@ def main() -> None:
     except (RuntimeError, subprocess.CalledProcessError) as exc:
         payload["error"] = f"peers could not be installed: {exc}"
         print(payload["error"])
-        print(f"wrote {write_result('peers', payload)}")
+        print(f"wrote {write_result(args.out, payload)}")
         return
     for name, part in (
-        ("tiling", lambda: tiling(python, args.repeats)),
+        ("tiling", lambda: tiling(python, args.repeats, None if args.cpu < 0 else args.cpu)),
         ("training", lambda: training(python, max(args.steps, 1000) if args.full else args.steps)),
     ):
         if args.part not in ("all", name):
@@ -416,7 +456,7 @@ def main() -> None:
         except RuntimeError as exc:
             payload[name] = {"error": str(exc)}
             print(f"peers {name}: {exc}")
-    print(f"wrote {write_result('peers', payload)}")
+    print(f"wrote {write_result(args.out, payload)}")
 
 
 if __name__ == "__main__":

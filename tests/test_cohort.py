@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import string
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from typer.testing import CliRunner
 
 from wsi_ncmi.cli import app
 from wsi_ncmi.cohort.camelyon17 import STAGES, StageLabelsError, pn_stage, read_stage_labels, stage_kappa
-from wsi_ncmi.cohort.manifest import ManifestError, class_names, read_manifest, unsafe_id_reason
+from wsi_ncmi.cohort.manifest import ManifestError, class_names, read_columns, read_manifest, unsafe_id_reason
 from wsi_ncmi.cohort.splits import SplitError, make_splits, read_split, write_splits
 
 runner = CliRunner()
@@ -95,6 +96,33 @@ def test_strict_reports_unknown_columns(tmp_path: Path) -> None:
     assert "scanner" in read_manifest(path).columns
     with pytest.raises(ManifestError, match="unknown column 'scanner'"):
         read_manifest(path, strict=True)
+
+
+def test_csv_reading_without_pandas(tmp_path: Path) -> None:
+    """The csv-module reader: BOM and padded header, blank lines skipped, short rows padded, quoted commas kept;
+    the DataFrame for other commands holds the same columns."""
+    path = tmp_path / "m.csv"
+    path.write_text('\ufeffslide_id , label,path\n\ns1,a,"x,1.svs"\ns2,b\n', encoding="utf-8")
+    columns = read_columns(path)
+    assert columns["slide_id"] == ["s1", "s2"] and columns["label"] == ["a", "b"]
+    assert columns["path"] == [str(tmp_path / "x,1.svs"), ""]
+    assert all(math.isnan(v) for v in columns["mpp"]) and columns["case_id"] == ["s1", "s2"]
+    assert read_manifest(path).to_dict("list").keys() == columns.keys()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("slide_id,label\ns1,a,extra\n", "row 2: 3 fields but the header has 2"),
+        ("slide_id,label,label\ns1,a,b\n", "column 'label' appears more than once"),
+        ("", "no header row"),
+    ],
+)
+def test_unreadable_csv_is_named(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "m.csv"
+    path.write_text(text)
+    with pytest.raises(ManifestError, match=message):
+        read_columns(path)
 
 
 def _cohort(n_cases: int, seed: int, centers: int = 5, nodes: int = 2) -> pd.DataFrame:

@@ -455,3 +455,11 @@ def test_thumbnail_shading_matches_plain_blending_exactly(seed: int) -> None:
     coords = np.array([[0, 0], [256, 512], [1024, 256]])
     args = (image, 5.0, mask, 19.0, coords, 256, removals)
     np.testing.assert_array_equal(draw_thumbnail(*args), _reference_thumbnail(*args))
+
+
+@given(st.lists(st.integers(-5, 40), max_size=60))
+def test_distinct_positions_are_np_unique(values: list[int]) -> None:
+    from wsi_ncmi.slides.grid import _distinct
+
+    array = np.asarray(values, dtype=np.int64)
+    assert np.array_equal(_distinct(array), np.unique(array))

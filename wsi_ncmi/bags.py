@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 from wsi_ncmi.atomic import PENDING, GuardedFile, h5_atomic, raise_write_error, save_torch
@@ -104,6 +103,8 @@ def write_coords(
 
 def read_coords_attrs(path: Path) -> dict[str, Any]:
     """The attributes of a coords file, without reading the coordinates."""
+    import h5py
+
     path = Path(path)
     try:
         with h5py.File(path, "r") as h5:
@@ -123,6 +124,8 @@ def read_coords_attrs(path: Path) -> dict[str, Any]:
 
 def read_coords(path: Path) -> CoordsFile:
     """Read and validate a coords file written by `write_coords`."""
+    import h5py
+
     path = Path(path)
     attrs = read_coords_attrs(path)
     with h5py.File(path, "r") as h5:
@@ -161,6 +164,8 @@ class BagWriter:
 
     def __init__(self, path: Path, n_tiles: int, dim: int, dtype: str = "float32"):
         import os
+
+        import h5py
 
         self.path = Path(path)
         self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
@@ -226,6 +231,8 @@ class Bag:
 
 def read_bag_attrs(path: Path) -> dict[str, Any]:
     """The `features` attributes of a bag (empty for CLAM/TRIDENT bags, which carry none of ours)."""
+    import h5py
+
     path = Path(path)
     try:
         with h5py.File(path, "r") as h5:
@@ -243,6 +250,8 @@ def read_bag(path: Path, slide_id: str | None = None) -> Bag:
 
     `metadata['source']` says which; ours and TRIDENT's coords attributes are kept in `metadata['coords_attrs']`.
     """
+    import h5py
+
     path = Path(path)
     slide_id = slide_id or path.stem
     attrs = read_bag_attrs(path)

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    import pandas as pd
-
+    from wsi_ncmi.cohort.manifest import Columns
     from wsi_ncmi.faults import Interrupted
 
 app = typer.Typer(
@@ -91,13 +90,14 @@ def _summary(rows: list, stage: str, status_csv: Path) -> int:
     return 1 if failed else 0
 
 
-def _slide_table(manifest: Path | None, slides: Path | None) -> pd.DataFrame:
-    from wsi_ncmi.cohort.manifest import ManifestError, list_slides, read_manifest
+def _slide_table(manifest: Path | None, slides: Path | None) -> Columns:
+    """The slides of --manifest or --slides as validated manifest columns (no pandas: `tile` starts fast)."""
+    from wsi_ncmi.cohort.manifest import ManifestError, read_columns, slide_columns
 
     if (manifest is None) == (slides is None):
         raise _fail("give exactly one of --manifest M.csv or --slides DIR")
     try:
-        return read_manifest(manifest, require=["path"]) if manifest else list_slides(slides)
+        return read_columns(manifest, require=["path"]) if manifest else slide_columns(slides)
     except ManifestError as exc:
         raise _fail(str(exc)) from exc
 
@@ -218,7 +218,7 @@ def tile(
     except (ConfigError, ValueError, TypeError) as exc:
         raise _fail(f"tiling settings: {exc}") from exc
     table = _slide_table(manifest, slides)
-    if table.empty:
+    if not table["slide_id"]:
         raise _fail("no slides to tile (empty manifest or no slide files in the folder)")
     part = _shard(shard)
     try:
@@ -349,7 +349,8 @@ def embed(
         raise _fail(f"{job}: no tiles/ folder; run `wsi-ncmi tile --out {job}` first")
     if manifest is not None or slides is not None:
         table = _slide_table(manifest, slides)
-        targets = [(str(r.slide_id), str(r.path) or None) for r in table.itertuples(index=False)]
+        pairs = zip(table["slide_id"], table["path"], strict=True)
+        targets = [(str(slide_id), str(path) or None) for slide_id, path in pairs]
     else:
         targets = [(p.stem, None) for p in sorted((job / "tiles").glob("*.h5"))]
     part = _shard(shard)
@@ -1071,11 +1072,34 @@ def demo(
     raise typer.Exit(code)
 
 
+def _only_command(args: list[str]) -> Any:
+    """The command line for `args`: when they start with a command's name, a group holding only that command, so
+    start-up skips building every other command's options (typer reads each signature's type hints); the whole app
+    otherwise (top-level help, command groups, typos)."""
+    import copy
+
+    import typer.main
+
+    name = args[0] if args else None
+    chosen = [
+        info
+        for info in app.registered_commands
+        if info.callback is not None and (info.name or typer.main.get_command_name(info.callback.__name__)) == name
+    ]
+    if not chosen:
+        return app
+    lean = copy.copy(app)
+    lean.registered_commands, lean.registered_groups = chosen, []
+    return typer.main.get_group(lean)
+
+
 def main() -> None:
     """The `wsi-ncmi` entry point: faults (bad input, full disk, Ctrl-C, SIGTERM) end in one line and an exit code."""
+    import sys
+
     from wsi_ncmi.faults import run_command_line
 
-    run_command_line(app)
+    run_command_line(_only_command(sys.argv[1:]))
 
 
 if __name__ == "__main__":

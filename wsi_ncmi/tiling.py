@@ -412,8 +412,9 @@ def tile_slides(
     executor: str = "local",
     scheduler: str | None = None,
 ) -> list[StatusRow]:
-    """Tile every slide of a validated manifest table (or of one shard of it) into JOB; write the status CSV
-    (JOB/status/tile.csv, or tile.shard-I-of-N.csv) and the QC table (qc.csv likewise); return the rows."""
+    """Tile every slide of a validated manifest (its columns, or a DataFrame; or of one shard of it) into JOB; write
+    the status CSV (JOB/status/tile.csv, or tile.shard-I-of-N.csv) and the QC table (qc.csv likewise); return the
+    rows."""
     from wsi_ncmi.faults import Interrupted
     from wsi_ncmi.jobdir import prepare_job
     from wsi_ncmi.runner import run_slides
@@ -421,18 +422,10 @@ def tile_slides(
     from wsi_ncmi.status import write_status
 
     job = prepare_job(job, ("tiles", "thumbnails", "status"))
-    if shard is not None:
-        slides = slides[[shard_of(s, shard[1]) == shard[0] for s in slides["slide_id"]]]
     tasks = [
-        TileTask(
-            str(r.slide_id),
-            str(r.path),
-            str(job),
-            params,
-            None if math.isnan(r.mpp) else float(r.mpp),
-            overwrite,
-        )
-        for r in slides.itertuples(index=False)
+        TileTask(str(slide_id), str(path), str(job), params, None if math.isnan(mpp) else float(mpp), overwrite)
+        for slide_id, path, mpp in zip(slides["slide_id"], slides["path"], slides["mpp"], strict=True)
+        if shard is None or shard_of(slide_id, shard[1]) == shard[0]
     ]
     ids = [t.slide_id for t in tasks]
     try:

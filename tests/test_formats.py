@@ -241,7 +241,9 @@ def test_each_format_reads_the_source_pixels_with_its_own_mpp(formats: dict[str,
             assert slide.level_dimensions[:2] == [(2048, 1536), (1024, 768)] and slide.level_downsamples[1] == 2.0
             assert slide.read_level(1) is None
             half = slide.read_region((0, 0), 1, (1024, 768))
-            assert np.array_equal(half, tiff.read_region((0, 0), 0, (2048, 1536))[::2, ::2])
+            full = tiff.read_region((0, 0), 0, (2048, 1536)).astype(np.float64)
+            box = (full[0::2, 0::2] + full[1::2, 0::2] + full[0::2, 1::2] + full[1::2, 1::2]) / 4
+            assert np.abs(half.astype(np.float64) - box).max() <= 0.5, "no stored pyramid: level 0 box-averaged"
 
 
 def test_any_instance_names_a_dicom_slide_and_wsidicom_reads_it_too(
@@ -430,6 +432,7 @@ def test_one_run_tiles_and_embeds_every_format_like_its_tiff(formats: dict[str, 
     job = tmp_path / "job"
     status = pd.read_csv(job / "status" / "tile.csv", dtype=str).set_index("slide_id")
     assert (status["status"] == "ok").all(), status
+    qc_rows = pd.read_csv(job / "status" / "qc.csv", dtype=str).set_index("slide_id")
     for name in SOURCES:
         reference = read_coords(job / "tiles" / f"{name}.h5")
         features = read_bag(bag_path(job, ENCODER, name))
@@ -441,8 +444,11 @@ def test_one_run_tiles_and_embeds_every_format_like_its_tiff(formats: dict[str, 
             assert (job / "thumbnails" / f"{slide_id}.jpg").exists()
             assert (job / "thumbnails" / f"{slide_id}.label.png").exists() == (fmt == "dicom"), slide_id
             if fmt == "czi":
+                # The tissue grid is the TIFF's; the blur check scores focus on a different reduction (box-averaged
+                # RGB here, the TIFF's JPEG-compressed level there), so its drops may differ: README, Slide formats.
                 shared = {tuple(c) for c in coords.coords} & {tuple(c) for c in reference.coords}
-                assert len(shared) >= 0.9 * max(len(coords.coords), len(reference.coords)), slide_id
+                assert len(shared) >= 0.9 * len(reference.coords), slide_id
+                assert qc_rows.loc[slide_id, "tiles_before_qc"] == qc_rows.loc[name, "tiles_before_qc"], slide_id
                 mine = {tuple(c): f for c, f in zip(coords.coords, bag.features, strict=True)}
                 theirs = {tuple(c): f for c, f in zip(reference.coords, features.features, strict=True)}
                 close = [np.allclose(mine[c], theirs[c], rtol=1e-5, atol=1e-6) for c in shared]

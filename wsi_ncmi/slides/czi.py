@@ -2,8 +2,9 @@
 
 The slide's level 0 is the bounding rectangle of its level-0 sub-blocks (CZI coordinates may start anywhere;
 they are shifted so the slide starts at (0, 0)). Lower levels are whole-factor reductions (2, 4, 8, ...) read
-with libCZI's scaling accessor, which uses the file's pyramid where it has one and subsamples level 0 where it
-has not. Areas without data read as white. The pixel size comes from the scaling metadata
+with libCZI's scaling accessor where the file stores a pyramid; without one, level 0 is read and box-averaged
+here, because libCZI would subsample it (aliasing fine texture, so blur would look sharp).
+Areas without data read as white. The pixel size comes from the scaling metadata
 (`Scaling/Items/Distance[@Id=X|Y]/Value`, metres), exposed as `czi.Scaling.X`/`czi.Scaling.Y`.
 """
 
@@ -47,6 +48,31 @@ def _magnification(metadata: dict[str, Any]) -> dict[str, str]:
     return {} if value is None else {"czi.NominalMagnification": str(value)}
 
 
+def _has_pyramid(reader: Any) -> bool:
+    """Whether the file stores reduced sub-blocks (a zoom below 1); without them libCZI subsamples level 0."""
+    found: list[bool] = []
+
+    def visit(_index: int, info: Any) -> bool:
+        if info.get_zoom() < 0.99:
+            found.append(True)
+            return False
+        return True
+
+    reader.enumerate_subblocks(visit)
+    return bool(found)
+
+
+def _block_mean(pixels: np.ndarray, factor: int, size: tuple[int, int]) -> np.ndarray:
+    """`pixels` reduced by `factor` with box averaging (h, w, 3): subsampling would alias fine texture, which the
+    blur check and tissue detection at coarse levels must not see as detail."""
+    h, w = size
+    padded = np.full((h * factor, w * factor, pixels.shape[2]), 255, dtype=np.uint8)
+    rows, cols = min(padded.shape[0], pixels.shape[0]), min(padded.shape[1], pixels.shape[1])
+    padded[:rows, :cols] = pixels[:rows, :cols]
+    blocks = padded.reshape(h, factor, w, factor, -1).mean(axis=(1, 3), dtype=np.float32)
+    return np.rint(blocks).astype(np.uint8)
+
+
 class CziSlide:
     """An open CZI with the slide-library interface the rest of the code uses (dimensions, levels, properties,
     read_region returning RGB arrays)."""
@@ -70,6 +96,7 @@ class CziSlide:
             if width < 1 or height < 1:
                 raise ValueError("no image data")
             metadata = self._reader.metadata
+            self.stored_pyramid = _has_pyramid(self._reader)
         except Exception:
             self._reader.close()
             raise
@@ -90,8 +117,13 @@ class CziSlide:
         w, h = size
         factor = int(self.level_downsamples[level])
         roi = (self._origin[0] + x, self._origin[1] + y, w * factor, h * factor)
-        zoom = 1.0 / factor if factor > 1 else None
-        bgr = self._reader.read(roi=roi, zoom=zoom, pixel_type="Bgr24", background_pixel=WHITE)
+        if factor > 1 and not self.stored_pyramid:
+            bgr = _block_mean(
+                self._reader.read(roi=roi, pixel_type="Bgr24", background_pixel=WHITE), factor, (h, w)
+            )
+        else:
+            zoom = 1.0 / factor if factor > 1 else None
+            bgr = self._reader.read(roi=roi, zoom=zoom, pixel_type="Bgr24", background_pixel=WHITE)
         out = np.full((h, w, 3), 255, dtype=np.uint8)
         rows, cols = min(h, bgr.shape[0]), min(w, bgr.shape[1])
         out[:rows, :cols] = bgr[:rows, :cols, ::-1]

@@ -178,12 +178,16 @@ def test_checkpoints_carry_every_resolved_setting(small: tuple[Path, Path, Path]
     assert data["loss_args"] == {
         "class_weights": None,
         "temperature": 0.2,
-        "decay": 0.999,
-        "centroids": "epoch",
+        "decay": 0.999999,
+        "centroids": "anchor",
         "ema_alpha": 0.99,
+        "centre": "frozen",
+        "centre_samples": 128,
+        "separation": "mean_all",
+        "tau_smoothing": None,
     }
     assert data["model_args"] == {"dim": 32, "dropout": 0.0, "attention_dim": 256, "neck": "none"}
-    assert data["select"] == "best_f1" and set(data["calibration"]) == {"tau", "at_bound"}
+    assert data["select"] == "best_f1" and set(data["calibration"]) == {"tau", "at_bound", "separable", "smoothing"}
 
 
 def test_a_model_without_parameters_predicts(small: tuple[Path, Path, Path], tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ after each step), the last epoch is kept and scored on the test signals. Arms: C
 re-estimated each epoch, class-mean centroids, the separations). Each seed shares its initial network and batch
 order between arms; paired differences against CE, Wilcoxon signed-rank p. Writes
 benchmarks/results/ncmi_repro.json (or --out); `--table` prints the README table; `--quick` is a smoke test
-(2 seeds, 2 epochs).
+(2 seeds, 2 epochs). The JSON is rewritten after every run, seed by seed, so a stopped run keeps its pairs.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -159,6 +161,18 @@ def run_one(arm: str, seed: int, batch: int, recipe: Recipe, kind: str = "resnet
     return out
 
 
+@contextmanager
+def _pool(workers: int) -> Iterator[Callable[..., Iterable[Any]]]:
+    """imap_unordered over `workers` spawned processes, or the built-in map in this process."""
+    if workers <= 1:
+        yield map
+        return
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield lambda func, jobs: pool.imap_unordered(func, jobs, chunksize=1)
+
+
 def _job(job: tuple[str, int, int, Recipe, str]) -> tuple[str, int, int, dict[str, float], float]:
     start = time.perf_counter()
     result = run_one(*job)
@@ -172,7 +186,8 @@ def summarise(runs: dict[str, list[dict[str, float]]]) -> dict[str, Any]:
 
     ce = {r["seed"]: r["test_accuracy"] for r in runs.get("ce", [])}
     out = {}
-    for arm, results in runs.items():
+    for arm in sorted(runs, key=lambda a: list(ARMS).index(a) if a in ARMS else len(ARMS)):
+        results = runs[arm]
         acc = [r["test_accuracy"] for r in results]
         row: dict[str, Any] = {
             "runs": len(acc),
@@ -232,29 +247,23 @@ def main(argv: list[str] | None = None) -> None:
     recipe = Recipe(epochs=2 if args.quick else args.epochs or Recipe.epochs)
     seeds = 2 if args.quick else args.seeds
     arms = args.arms or list(ARMS)
-    jobs = [(arm, seed, args.batch, recipe, args.network) for arm in arms for seed in range(seeds)]
-    start = time.perf_counter()
-    if args.workers > 1:
-        import multiprocessing
-
-        with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
-            done = pool.map(_job, jobs, chunksize=1)
-    else:
-        done = [_job(job) for job in jobs]
-    runs: dict[str, list[dict[str, float]]] = {}
-    for arm, seed, _, result, seconds in done:
-        runs.setdefault(arm, []).append({"seed": seed, **result, "seconds": seconds})
-    payload = {
+    jobs = [(arm, seed, args.batch, recipe, args.network) for seed in range(seeds) for arm in arms]
+    payload: dict[str, Any] = {
         "recipe": {**recipe.__dict__, "milestones": list(recipe.milestones)},
         "batch": args.batch,
         "network": args.network,
         "seeds": seeds,
         "arms": {arm: ARMS[arm] for arm in arms},
         "ncmi_defaults": build_head("ncmi", 64, 10).settings,
-        "wall_seconds": time.perf_counter() - start,
-        "runs": runs,
+        "runs": {},
     }
-    path = write_result(args.out.stem, payload | {"summary": summarise(runs)}, args.out.parent)
+    start = time.perf_counter()
+    with _pool(args.workers) as pool:
+        for arm, seed, _, result, seconds in pool(_job, jobs):
+            payload["runs"].setdefault(arm, []).append({"seed": seed, **result, "seconds": seconds})
+            payload |= {"done": sum(map(len, payload["runs"].values())), "jobs": len(jobs)}
+            payload["wall_seconds"] = time.perf_counter() - start
+            path = write_result(args.out.stem, payload | {"summary": summarise(payload["runs"])}, args.out.parent)
     print(table(payload), end="")
     print(f"wrote {path}")
 

@@ -345,7 +345,7 @@ def test_built_heads_record_every_setting_with_its_default() -> None:
     assert build_model("abmil", 8).settings == {"dim": 512, "dropout": 0.25, "attention_dim": 256, "neck": "none"}
 
 
-@pytest.mark.filterwarnings("ignore:NCMI probability calibration")
+@pytest.mark.filterwarnings("ignore:NCMI calibration")
 def test_training_temperature_reaches_the_checkpoint_and_changes_the_model(tmp_path) -> None:
     import numpy as np
 

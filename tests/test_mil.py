@@ -129,7 +129,7 @@ def _old_layout(data: dict, projector: bool) -> dict:
     """The checkpoint layout earlier versions wrote: no neck setting, an NCMI projector inside the head."""
     old = {**data, "model_args": {k: v for k, v in data["model_args"].items() if k != "neck"}}
     old["state_dict"] = {k: v for k, v in data["state_dict"].items() if not k.startswith("neck.")}
-    old["head_state"] = dict(data["head_state"])
+    old["head_state"] = {k: v for k, v in data["head_state"].items() if not k.startswith("centre_")}
     old["loss_args"] = {k: v for k, v in data["loss_args"].items() if k in ("temperature", "decay", "centroids")}
     if projector:
         old["loss_args"]["projector"] = "mlp"
@@ -146,7 +146,7 @@ def test_checkpoints_written_before_the_neck_predict_as_trained(
     formula gives: pooled embedding -> Linear-ReLU-Linear (when present) -> nearest centroid in KL."""
     neck = "mlp" if projector else "none"
     config = replace(FAST, loss="ncmi", epochs=1, model_args={"dim": 32, "dropout": 0.0, "neck": neck})
-    _train(small, tmp_path / "run", config)
+    _train(small, tmp_path / "run", replace(config, loss_args={"centroids": "epoch"}))
     old = _old_layout(torch.load(tmp_path / "run" / "model.pt", weights_only=True), projector)
     torch.save(old, tmp_path / "old.pt")
     manifest, features, split = small
@@ -178,12 +178,16 @@ def test_checkpoints_carry_every_resolved_setting(small: tuple[Path, Path, Path]
     assert data["loss_args"] == {
         "class_weights": None,
         "temperature": 0.2,
-        "decay": 0.999,
-        "centroids": "epoch",
+        "decay": 0.999999,
+        "centroids": "anchor",
         "ema_alpha": 0.99,
+        "centre": "frozen",
+        "centre_samples": 128,
+        "separation": "mean_all",
+        "tau_smoothing": None,
     }
     assert data["model_args"] == {"dim": 32, "dropout": 0.0, "attention_dim": 256, "neck": "none"}
-    assert data["select"] == "best_f1" and set(data["calibration"]) == {"tau", "at_bound"}
+    assert data["select"] == "best_f1" and set(data["calibration"]) == {"tau", "at_bound", "separable", "smoothing"}
 
 
 def test_a_model_without_parameters_predicts(small: tuple[Path, Path, Path], tmp_path: Path) -> None:

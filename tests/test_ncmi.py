@@ -21,8 +21,11 @@ def literal_kl(p: list[float], q: list[float]) -> float:
     return sum(pi * (math.log(pi) - math.log(qi)) for pi, qi in zip(p, q, strict=True))
 
 
-def literal_loss(h: torch.Tensor, mu: torch.Tensor, q: torch.Tensor, y: list[int], t: float, w: list[float]) -> float:
-    """mean_i w_{y_i} D(P_i||Q_{y_i}) / (1/(C-1) sum_{c != y_i} D(Q_c||P_i) + eps), one number at a time."""
+def literal_loss(
+    h: torch.Tensor, mu: torch.Tensor, q: torch.Tensor, y: list[int], t: float, w: list[float], sep: str = "mean_other"
+) -> float:
+    """mean_i w_{y_i} D(P_i||Q_{y_i}) / (SEP_i + eps), one number at a time; SEP_i over the other classes is
+    1/(C-1) sum (mean_other), 1/C sum (mean_all) or the harmonic mean (softmin) of D(Q_c||P_i)."""
     total = 0.0
     centroids = q.tolist()
     for row, label in zip(h.tolist(), y, strict=True):
@@ -31,13 +34,21 @@ def literal_loss(h: torch.Tensor, mu: torch.Tensor, q: torch.Tensor, y: list[int
         p = literal_sigmax([d / norm / t for d in diff])
         cmi = literal_kl(p, centroids[label])
         others = [literal_kl(centroids[c], p) for c in range(len(centroids)) if c != label]
-        total += w[label] * cmi / (sum(others) / len(others) + 1e-8)
+        separation = {
+            "mean_other": sum(others) / len(others),
+            "mean_all": sum(others) / len(centroids),
+            "softmin": len(others) / sum(1 / (d + 1e-8) for d in others),
+        }[sep]
+        total += w[label] * cmi / (separation + 1e-8)
     return total / len(y)
 
 
 def _setup(seed: int = 0, n: int = 6, m: int = 8, c: int = 3) -> tuple[NCMIHead, torch.Tensor, torch.Tensor]:
     torch.manual_seed(seed)
-    head = NCMIHead(m, c, temperature=0.2, class_weights=[1.0, 2.0, 0.5][:c])
+    head = NCMIHead(
+        m, c, temperature=0.2, class_weights=[1.0, 2.0, 0.5][:c], centroids="epoch", centre="epoch",
+        separation="mean_other",
+    )  # fmt: skip
     h = torch.randn(n, m, dtype=torch.float64)
     y = torch.tensor([i % c for i in range(n)])
     head.epoch_pass(torch.randn(20, m), torch.tensor([i % c for i in range(20)]))
@@ -94,7 +105,7 @@ def test_no_gradient_reaches_mu_or_centroids() -> None:
 
 
 def test_q_step_gives_class_means_and_the_training_centre() -> None:
-    head = NCMIHead(8, 3).double()
+    head = NCMIHead(8, 3, centroids="epoch", centre="epoch").double()
     h = torch.randn(30, 8, dtype=torch.float64)
     y = torch.arange(30) % 3
     head.epoch_pass(h, y)
@@ -141,7 +152,7 @@ def test_no_nan_or_inf_reaches_the_optimiser(case: str) -> None:
 
 
 def test_running_centre_and_ema_centroids() -> None:
-    head = NCMIHead(8, 2, decay=0.9, centroids="ema", ema_alpha=0.5)
+    head = NCMIHead(8, 2, decay=0.9, centroids="ema", ema_alpha=0.5, centre="epoch")
     h = torch.randn(1, 8)
     q_before = head.centroids.clone()
     head.after_step(h, torch.tensor([1]))
@@ -205,7 +216,7 @@ def test_neck_feeds_the_same_formula_and_is_trained() -> None:
 def test_centred_segment_collapses_to_two_directions_without_a_projector() -> None:
     """Why the projector exists: pooled embeddings that differ by one mixing weight give two distinct P's."""
     torch.manual_seed(7)
-    head = NCMIHead(16, 4).double()
+    head = NCMIHead(16, 4, centroids="epoch", centre="epoch").double()
     negative, positive = torch.rand(16, dtype=torch.float64), torch.rand(16, dtype=torch.float64)
     alpha = torch.tensor([0.0, 0.1, 0.4, 0.9], dtype=torch.float64)[:, None]
     h = (1 - alpha) * negative + alpha * positive
@@ -215,7 +226,7 @@ def test_centred_segment_collapses_to_two_directions_without_a_projector() -> No
     torch.testing.assert_close(head.centroids[2], head.centroids[3])
     assert not torch.allclose(head.centroids[1], head.centroids[2])
     neck = build_neck("mlp", 16).double()
-    projected = NCMIHead(16, 4).double()
+    projected = NCMIHead(16, 4, centroids="epoch", centre="epoch").double()
     with torch.no_grad():
         projected.epoch_pass(neck(h), y)
         assert projected.predict(neck(h)).tolist() == [0, 1, 2, 3]
@@ -267,18 +278,54 @@ def test_class_weights_scale_a_one_bag_step(loss: str) -> None:
             torch.testing.assert_close(weighted.loss(h, y), w * plain.loss(h, y))
 
 
-def test_tau_at_a_grid_bound_warns_and_is_recorded() -> None:
-    torch.manual_seed(10)
-    head = NCMIHead(8, 2)
-    h = torch.cat([torch.randn(10, 8) + 4 * torch.eye(8)[0], torch.randn(10, 8) - 4 * torch.eye(8)[0]])
-    y = torch.tensor([0] * 10 + [1] * 10)
+def _separable(seed: int, n: int = 10) -> tuple[NCMIHead, torch.Tensor, torch.Tensor]:
+    """A head whose class means separate its validation embeddings perfectly (two far clusters)."""
+    torch.manual_seed(seed)
+    head = NCMIHead(8, 2, centroids="epoch", centre="epoch")
+    h = torch.cat([torch.randn(n, 8) + 4 * torch.eye(8)[0], torch.randn(n, 8) - 4 * torch.eye(8)[0]])
+    y = torch.tensor([0] * n + [1] * n)
     head.epoch_pass(h, y)
-    with pytest.warns(UserWarning, match="tau stopped at the lower bound"):
+    return head, h, y
+
+
+def test_a_separable_validation_set_gives_a_finite_tau_and_no_0_or_1_probabilities() -> None:
+    """Plain NLL falls all the way to tau = 0 there (exact 0/1 probabilities, a meaningless AUC); the smoothed fit
+    stops inside its search, says so once per head in our words, from the caller's line, and records it."""
+    head, h, y = _separable(10)
+    with pytest.warns(UserWarning) as said:
+        for _ in range(3):
+            head.calibrate(h, y)
+    assert len(said) == 1 and "separated perfectly" in str(said[0].message) and "tau_smoothing" in str(said[0].message)
+    assert said[0].filename == __file__
+    record = head.calibration
+    assert record["separable"] and record["at_bound"] is None and record["smoothing"] == pytest.approx(1 / 22)
+    probs = head.probabilities(h)
+    assert float(probs.min()) > 0 and float(probs.max()) < 1 and math.isfinite(float(head.tau))
+    own = probs[torch.arange(len(y)), y]
+    assert float(own.min()) > 0.5 and 0.85 < float(own.mean()) < 1 - 1 / 22 + 0.01
+
+
+def test_tau_smoothing_is_a_setting_and_a_search_bound_is_said_once() -> None:
+    head, h, y = _separable(11)
+    sharper = NCMIHead(8, 2, centroids="epoch", centre="epoch", tau_smoothing=1e-3)
+    sharper.load_state_dict(head.state_dict())
+    with pytest.warns(UserWarning, match="separated perfectly"):
         head.calibrate(h, y)
-    assert head.calibration["at_bound"] == "lower" and head.calibration["tau"] == pytest.approx(1e-4)
+        sharper.calibrate(h, y)
+    assert float(sharper.tau) < float(head.tau) and sharper.calibration["smoothing"] == 1e-3
+    flipped = 1 - y
+    with pytest.warns(UserWarning) as said:
+        head.calibrate(h, flipped)
+        head.calibrate(h, flipped)
+    assert [str(w.message).split(";")[0] for w in said] == [
+        f"NCMI calibration: tau stopped at the upper bound of its search ({float(head.tau):.3g})"
+    ]
+    assert head.calibration["at_bound"] == "upper" and not head.calibration["separable"]
     inside, h2, y2 = _setup(5, n=60)
     inside.calibrate(h2, y2)
-    assert inside.calibration["at_bound"] is None
+    assert inside.calibration["at_bound"] is None and not inside.calibration["separable"]
+    with pytest.raises(ValueError, match="tau_smoothing"):
+        NCMIHead(8, 2, tau_smoothing=1.0)
 
 
 def test_built_heads_record_every_setting_with_its_default() -> None:
@@ -286,15 +333,19 @@ def test_built_heads_record_every_setting_with_its_default() -> None:
     assert head.settings == {
         "class_weights": None,
         "temperature": 0.2,
-        "decay": 0.999,
-        "centroids": "epoch",
+        "decay": 0.999999,
+        "centroids": "anchor",
         "ema_alpha": 0.99,
+        "centre": "frozen",
+        "centre_samples": 128,
+        "separation": "mean_all",
+        "tau_smoothing": None,
     }
     assert build_head("ce", 8, 2, label_smoothing=0.1).settings == {"class_weights": None, "label_smoothing": 0.1}
     assert build_model("abmil", 8).settings == {"dim": 512, "dropout": 0.25, "attention_dim": 256, "neck": "none"}
 
 
-@pytest.mark.filterwarnings("ignore:NCMI probability calibration")
+@pytest.mark.filterwarnings("ignore:NCMI calibration")
 def test_training_temperature_reaches_the_checkpoint_and_changes_the_model(tmp_path) -> None:
     import numpy as np
 
@@ -319,3 +370,168 @@ def test_training_temperature_reaches_the_checkpoint_and_changes_the_model(tmp_p
     assert [t.head.temperature for t in trained.values()] == [0.1, 1.0]
     low, high = (dict(t.model.named_parameters()) for t in trained.values())
     assert any(not torch.equal(low[name], high[name]) for name in low)
+
+
+@pytest.mark.parametrize("separation", ["mean_other", "mean_all", "softmin"])
+def test_each_separation_equals_its_literal_formula(separation: str) -> None:
+    head, h, y = _setup(12)
+    head.separation = separation
+    expected = literal_loss(h, head.mu, head.centroids, y.tolist(), 0.2, head.class_weights.tolist(), separation)
+    assert float(head.loss(h, y)) == pytest.approx(expected, rel=1e-9)
+
+
+def test_softmin_separation_penalises_a_merged_centroid_more_than_the_mean() -> None:
+    """A bag of class 0 sitting on class 1's centroid (classes 0 and 1 merged): a mean over the three other classes
+    barely notices, the soft minimum does; with every other class equally far the two agree."""
+    torch.manual_seed(13)
+    log_p = N.log_sigmax(torch.randn(1, 16, dtype=torch.float64) / 0.2)
+    far = N.log_sigmax(torch.randn(4, 16, dtype=torch.float64) / 0.2)
+    merged = far.clone()
+    merged[1] = N.log_sigmax(log_p[0] + 1e-3 * torch.randn(16, dtype=torch.float64))
+    y = torch.tensor([0])
+    ratio = {}
+    for separation in ("mean_other", "softmin"):
+        loss_far = N.ncmi_loss(log_p, far, y, separation=separation)
+        loss_merged = N.ncmi_loss(log_p, merged, y, separation=separation)
+        ratio[separation] = float(loss_merged / loss_far)
+    assert ratio["mean_other"] < 2 and ratio["softmin"] > 100
+    equally_far = far.clone()
+    equally_far[1:] = far[1]
+    _, sep_mean = N.ncmi_terms(log_p, equally_far, y, "mean_other")
+    _, sep_soft = N.ncmi_terms(log_p, equally_far, y, "softmin")
+    torch.testing.assert_close(sep_mean, sep_soft)
+
+
+@pytest.mark.parametrize("case", ["P equals Q", "near-identical in float32", "merged centroids", "h equals mu"])
+@pytest.mark.parametrize("separation", ["mean_other", "mean_all", "softmin"])
+def test_loss_is_never_negative_nor_non_finite(case: str, separation: str) -> None:
+    """A KL of near-identical float32 distributions rounds below 0; divided by a separation near 0 it gave
+    validation losses of -6,000. Both terms are float64 and clamped, so the loss is >= 0 and finite."""
+    torch.manual_seed(14)
+    u = torch.randn(64, 32) / 0.2
+    log_p = N.log_sigmax(u)
+    y = torch.zeros(64, dtype=torch.long)
+    if case == "P equals Q":
+        log_q = log_p[:4].clone()
+        log_q[0] = log_p[0]
+        rows = log_p[:1]
+    elif case == "near-identical in float32":
+        log_q = torch.stack([N.log_sigmax(u[0] + 1e-4 * torch.randn(32)) for _ in range(4)])
+        rows = N.log_sigmax(u[0] + 1e-4 * torch.randn(64, 32))
+    elif case == "merged centroids":
+        rows = log_p
+        log_q = log_p[:1].expand(4, -1).clone()
+    else:
+        head = NCMIHead(32, 4, separation=separation, centre="epoch")
+        h = torch.randn(1, 32).expand(3, -1).clone().requires_grad_(True)
+        head.mu.copy_(h.detach()[0])
+        loss = head.loss(h, torch.tensor([0, 1, 2]))
+        loss.backward()
+        assert float(loss.detach()) >= 0 and torch.isfinite(loss) and float(h.grad.abs().max()) == 0.0
+        return
+    cmi, sep = N.ncmi_terms(rows, log_q, y[: len(rows)], separation)
+    assert float(cmi.min()) >= 0 and float(sep.min()) >= 0
+    loss = N.ncmi_loss(rows, log_q, y[: len(rows)], separation=separation)
+    assert torch.isfinite(loss) and float(loss) >= 0
+
+
+def test_frozen_centre_is_the_first_steps_train_mode_mean_and_no_epoch_pass_moves_it() -> None:
+    torch.manual_seed(15)
+    head = NCMIHead(8, 3, centre_samples=6, decay=0.9)
+    y = torch.arange(6) % 3
+    head.epoch_pass(torch.randn(30, 8) + 5, torch.arange(30) % 3)
+    assert torch.equal(head.mu, torch.zeros(8)) and not bool(head.centre_ready)
+    h = torch.randn(6, 8, requires_grad=True)
+    expected = literal_loss(h.detach().double(), h.detach().double().mean(0), head.centroids.double(), y.tolist(),
+                            0.2, [1.0] * 3, "mean_all")  # fmt: skip
+    assert float(head.loss(h, y).detach()) == pytest.approx(expected, rel=1e-6)
+    head.after_step(h.detach(), y)
+    torch.testing.assert_close(head.mu, h.detach().mean(0))
+    assert bool(head.centre_ready) and int(head.centre_seen) == 6
+    centre = head.mu.clone()
+    head.epoch_pass(torch.randn(30, 8) - 5, torch.arange(30) % 3)
+    assert torch.equal(head.mu, centre)
+    step = torch.randn(4, 8)
+    head.after_step(step, y[:4])
+    torch.testing.assert_close(head.mu, 0.9 * centre + 0.1 * step.mean(0))
+    epoch = NCMIHead(8, 3, centre="epoch")
+    later = torch.randn(30, 8) - 5
+    epoch.epoch_pass(later, torch.arange(30) % 3)
+    torch.testing.assert_close(epoch.mu, later.mean(0))
+
+
+def test_one_bag_steps_average_the_first_centre_until_enough_bags_or_the_first_epoch_end() -> None:
+    """The mean of one bag is that bag: its step is centred on itself, has no direction and adds no gradient; the
+    next steps average in until `centre_samples` bags were seen (or an epoch pass ends the first epoch)."""
+    torch.manual_seed(16)
+    head = NCMIHead(8, 2, centre_samples=3)
+    bags = torch.randn(5, 8)
+    for i in range(3):
+        h = bags[i : i + 1].clone().requires_grad_(True)
+        loss = head.loss(h, torch.tensor([i % 2]))
+        loss.backward()
+        assert torch.isfinite(loss) and (float(h.grad.abs().max()) == 0.0) == (i == 0)
+        head.after_step(h.detach(), torch.tensor([i % 2]))
+        torch.testing.assert_close(head.mu, bags[: i + 1].mean(0))
+        assert bool(head.centre_ready) == (i == 2)
+    head.after_step(bags[3:4], torch.tensor([1]))
+    torch.testing.assert_close(head.mu, bags[:3].mean(0), atol=1e-5, rtol=0)
+    short = NCMIHead(8, 2, centre_samples=100)
+    short.after_step(bags[:2], torch.tensor([0, 1]))
+    short.epoch_pass(bags, torch.tensor([0, 1, 0, 1, 0]))
+    assert bool(short.centre_ready) and int(short.centre_seen) == 2
+    torch.testing.assert_close(short.mu, bags[:2].mean(0))
+
+
+def test_state_written_before_the_centre_setting_loads_with_its_old_behaviour() -> None:
+    """An old head state (no centre buffers; anchor files without class means) loads strictly, and the head then
+    re-estimates mu at every epoch pass and separates over the other classes, as it was trained."""
+    torch.manual_seed(17)
+    for mode in ("epoch", "anchor"):
+        old = NCMIHead(8, 3, centroids=mode, centre="epoch").state_dict()
+        for key in ("centre_seen", "centre_ready", "class_centroids"):
+            old.pop(key, None)
+        old["mu"] = torch.randn(8)
+        head = build_head("ncmi", 8, 3, centroids=mode, decay=0.999)
+        head.load_state_dict(old)
+        assert (head.centre, head.separation) == ("epoch", "mean_other")
+        assert head.settings["centre"] == "epoch" and head.settings["separation"] == "mean_other"
+        torch.testing.assert_close(head.mu, old["mu"])
+        h = torch.randn(12, 8)
+        head.epoch_pass(h, torch.arange(12) % 3)
+        torch.testing.assert_close(head.mu, h.mean(0))
+    new = build_head("ncmi", 8, 3)
+    new.load_state_dict(NCMIHead(8, 3).state_dict())
+    assert new.centre == "frozen" and new.settings["centre"] == "frozen"
+
+
+def test_default_ncmi_learns_a_separable_problem_with_mini_batches_and_batchnorm() -> None:
+    """The authors' regime in miniature: a BatchNorm network, SGD, batches of 32, the head driven as training
+    drives it (epoch pass before and after each epoch, after_step after each step)."""
+    torch.manual_seed(18)
+    means = 3 * torch.randn(4, 16)
+    y = torch.arange(400) % 4
+    x = means[y] + torch.randn(400, 16)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(16, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(), torch.nn.Linear(32, 16)
+    )
+    head = build_head("ncmi", 16, 4)
+    optimiser = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+
+    def embed() -> torch.Tensor:
+        net.eval()
+        with torch.no_grad():
+            return net(x)
+
+    head.epoch_pass(embed(), y)
+    for _ in range(8):
+        net.train()
+        for index in torch.randperm(400).split(32):
+            h = net(x[index])
+            loss = head.loss(h, y[index])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            head.after_step(h.detach(), y[index])
+        head.epoch_pass(embed(), y)
+    assert bool(head.centre_ready) and float((head.predict(embed()) == y).float().mean()) > 0.95

@@ -142,16 +142,31 @@ class CMIConstrainedHead(LinearHead):
 class NCMIHead(Head):
     """NCMI: P(h) = sigmax(centred, L2-normalised h / T); loss CMI/SEP; prediction argmin_c D(P(h) || Q_c).
 
-    State (buffers, saved with the model): mu (running centre), centroids Q (C, m), tau (probability calibration).
-    centroids: 'epoch' (Q-step at every epoch boundary), 'ema' (plus per-step moving averages) or 'anchor'
-    (fixed sigmax(10 e_c) anchors in the loss; prediction uses the class means of the Q-step, kept in
-    `class_centroids`). The head has no parameters: whatever sits between pooling and h (the model's neck) is
-    shared with every other loss.
+    State (buffers, saved with the model): mu (the centre), centroids Q (C, m), tau (probability calibration).
+
+    centroids, what the loss pulls towards: 'anchor' (the authors' form, the default) fixed sigmax(10 e_c) anchors,
+    while prediction uses the class means of the latest pass over the training bags (`class_centroids`); 'epoch'
+    the class means themselves; 'ema' those plus per-step moving averages. Training against class means lets
+    classes share a centroid: a separation averaged over the other classes barely notices a merge with one or two
+    of them (KL between merged centroids ~1e-4), so the loss falls while training accuracy stalls with a
+    block-shaped confusion matrix. `separation: softmin` (see wsi_ncmi.mil.ncmi.SEPARATIONS) penalises a merge.
+
+    centre, how mu is set: 'frozen' (the authors' form, the default) takes the mean of the train-mode embeddings of
+    the first training step, then moves mu only by the per-step moving average with `decay` (0.999999: all but
+    fixed); no epoch pass touches it (with batch statistics in the model, eval-mode embeddings are centred
+    differently, and every re-estimate shifts every centred vector). The authors' first step holds 128 samples; the
+    mean of one bag is that bag, with no direction, so a smaller first step is averaged with the next ones until
+    `centre_samples` embeddings were seen or the first epoch ended (a bag equal to the centre adds no gradient).
+    'epoch' re-estimates mu from all training embeddings at every epoch pass (eval mode), plus the moving average.
+
+    The head has no parameters: whatever sits between pooling and h (the model's neck) is shared with every loss.
     """
 
     needs_epoch_pass = True
     CENTROID_MODES = ("epoch", "ema", "anchor")
-    TAU_GRID = (1e-4, 1e2)
+    CENTRE_MODES = ("frozen", "epoch")
+    TAU_SPAN = 1e6
+    """tau is searched in [s / TAU_SPAN, s * TAU_SPAN], s the median spread of a validation bag's scores."""
 
     def __init__(
         self,
@@ -159,19 +174,36 @@ class NCMIHead(Head):
         n_classes: int,
         class_weights: list[float] | None = None,
         temperature: float = 0.2,
-        decay: float = 0.999,
-        centroids: str = "epoch",
+        decay: float = 0.999999,
+        centroids: str = "anchor",
         ema_alpha: float = 0.99,
+        centre: str = "frozen",
+        centre_samples: int = 128,
+        separation: str = "mean_all",
+        tau_smoothing: float | None = None,
     ):
         super().__init__(dim, n_classes, class_weights)
         if dim < n_classes:
             raise ValueError(f"the embedding size ({dim}) must be at least the number of classes ({n_classes})")
-        if centroids not in self.CENTROID_MODES:
-            raise ValueError(f"centroids must be one of {', '.join(self.CENTROID_MODES)}, got {centroids!r}")
-        if temperature <= 0 or not 0 <= decay < 1 or not 0 <= ema_alpha < 1:
-            raise ValueError("need temperature > 0, 0 <= decay < 1 and 0 <= ema_alpha < 1")
+        for name, value, known in (
+            ("centroids", centroids, self.CENTROID_MODES),
+            ("centre", centre, self.CENTRE_MODES),
+            ("separation", separation, N.SEPARATIONS),
+        ):
+            if value not in known:
+                raise ValueError(f"{name} must be one of {', '.join(known)}, got {value!r}")
+        if temperature <= 0 or not 0 <= decay < 1 or not 0 <= ema_alpha < 1 or centre_samples < 1:
+            raise ValueError("need temperature > 0, 0 <= decay < 1, 0 <= ema_alpha < 1 and centre_samples >= 1")
+        if tau_smoothing is not None and not 0 < tau_smoothing < 1:
+            raise ValueError(f"tau_smoothing must be in (0, 1) or null (1/(n + 2)), got {tau_smoothing}")
         self.temperature, self.decay, self.mode, self.ema_alpha = float(temperature), float(decay), centroids, ema_alpha
+        self.centre, self.centre_samples, self.separation = centre, int(centre_samples), separation
+        self.tau_smoothing = None if tau_smoothing is None else float(tau_smoothing)
         self.register_buffer("mu", torch.zeros(dim))
+        self.register_buffer("centre_seen", torch.tensor(0))
+        """How many train-mode embeddings the frozen centre's first estimate averages."""
+        self.register_buffer("centre_ready", torch.tensor(False))
+        """True once the frozen centre's first estimate is complete; from then on only the moving average moves it."""
         anchors = torch.zeros(n_classes, dim)
         anchors[torch.arange(n_classes), torch.arange(n_classes)] = 10.0
         self.register_buffer("centroids", N.log_sigmax(anchors).exp())
@@ -179,75 +211,126 @@ class NCMIHead(Head):
             self.register_buffer("class_centroids", self.centroids.clone())
         self.register_buffer("tau", torch.tensor(1.0))
         self.calibration: dict[str, Any] = {}
-        """The last fit of tau: its value and whether it sits at a bound of the search grid."""
+        """The last fit of tau: its value, the smoothing used, whether validation was separable or a bound was hit."""
+        self._said: set[str] = set()
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
+        """A state written before the centre setting keeps its behaviour: centre 'epoch', separation 'mean_other'."""
+        if prefix + "mu" in state_dict and prefix + "centre_ready" not in state_dict:
+            self.centre, self.separation = "epoch", "mean_other"
+            self.settings.update(centre="epoch", separation="mean_other")
+            state_dict[prefix + "centre_seen"] = torch.tensor(0)
+            state_dict[prefix + "centre_ready"] = torch.tensor(False)
+            if self.mode == "anchor" and prefix + "class_centroids" not in state_dict:
+                state_dict[prefix + "class_centroids"] = state_dict[prefix + "centroids"].clone()
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def embed(self, h: torch.Tensor) -> torch.Tensor:
-        """The embedding NCMI acts on: h in the centre's precision."""
-        return h.to(self.mu.dtype)
+        """The embedding NCMI acts on: h in float64, so near-identical distributions keep their (small) KL."""
+        return h.double()
 
     def predict_centroids(self) -> torch.Tensor:
         """The centroids prediction uses: the class means (also in anchor mode, whose anchors only shape the loss)."""
         return self.class_centroids if self.mode == "anchor" else self.centroids
 
     def log_p(self, h: torch.Tensor) -> torch.Tensor:
-        return N.log_p(self.embed(h), self.mu, self.temperature)
+        return N.log_p(self.embed(h), self.mu.double(), self.temperature)
+
+    def training_centre(self, h: torch.Tensor) -> torch.Tensor:
+        """mu for a loss: during the frozen centre's first estimate, a training step (h with gradient) is centred on
+        the mean that includes its own embeddings, as the authors' first step is; otherwise the stored mu."""
+        mu = self.mu.double()
+        if self.centre == "frozen" and not bool(self.centre_ready) and torch.is_grad_enabled() and h.requires_grad:
+            seen = int(self.centre_seen)
+            mu = (mu * seen + self.embed(h).detach().sum(0)) / (seen + len(h))
+        return mu
 
     def loss(self, h: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return N.ncmi_loss(self.log_p(h), N.safe_log(self.centroids), y, self.class_weights)
+        log_p = N.log_p(self.embed(h), self.training_centre(h), self.temperature)
+        return N.ncmi_loss(log_p, N.safe_log(self.centroids), y, self.class_weights, self.separation)
 
     def kl_to_centroids(self, h: torch.Tensor) -> torch.Tensor:
-        return N.kl_rows_to_centroids(self.log_p(h), N.safe_log(self.predict_centroids()))
+        return N.kl_rows_to_centroids(self.log_p(h), N.safe_log(self.predict_centroids().double()))
 
     def scores(self, h: torch.Tensor) -> torch.Tensor:
         return -self.kl_to_centroids(h)
 
     def probabilities(self, h: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.scores(h) / self.tau, dim=-1)
+        return torch.softmax(self.scores(h) / self.tau.double(), dim=-1)
 
     @torch.no_grad()
     def epoch_pass(self, h: torch.Tensor, y: torch.Tensor) -> None:
+        """Class means of P over the training embeddings; mu too in centre 'epoch'. In centre 'frozen' a pass after
+        training started only ends the centre's first estimate (the first epoch is over)."""
         e = self.embed(h)
-        self.mu.copy_(e.mean(0))
-        q = N.class_means(N.log_p(e, self.mu, self.temperature).exp(), y, self.n_classes)
-        (self.class_centroids if self.mode == "anchor" else self.centroids).copy_(q / q.sum(1, keepdim=True))
+        if self.centre == "epoch":
+            self.mu.copy_(e.mean(0))
+        elif int(self.centre_seen) > 0:
+            self.centre_ready.fill_(True)
+        q = N.class_means(N.log_p(e, self.mu.double(), self.temperature).exp(), y, self.n_classes)
+        target = self.class_centroids if self.mode == "anchor" else self.centroids
+        target.copy_(q / q.sum(1, keepdim=True))
 
     @torch.no_grad()
     def after_step(self, h: torch.Tensor, y: torch.Tensor) -> None:
-        e = self.embed(h.float())
+        e = self.embed(h)
+        if self.centre == "frozen" and not bool(self.centre_ready):
+            seen = int(self.centre_seen)
+            self.mu.copy_((self.mu.double() * seen + e.sum(0)) / (seen + len(e)))
+            self.centre_seen.fill_(seen + len(e))
+            self.centre_ready.fill_(seen + len(e) >= self.centre_samples)
+        else:
+            self.mu.mul_(self.decay).add_(e.mean(0).to(self.mu.dtype), alpha=1 - self.decay)
         if self.mode == "ema":
-            p = N.log_p(e, self.mu, self.temperature).exp()
+            p = N.log_p(e, self.mu.double(), self.temperature).exp().to(self.centroids.dtype)
             for row, label in zip(p, y.tolist(), strict=True):
                 self.centroids[label].mul_(self.ema_alpha).add_(row, alpha=1 - self.ema_alpha)
                 self.centroids[label].div_(self.centroids[label].sum())
-        self.mu.mul_(self.decay).add_(e.mean(0), alpha=1 - self.decay)
 
-    @torch.no_grad()
     def calibrate(self, h: torch.Tensor, y: torch.Tensor) -> None:
-        """tau = argmin over a log grid (then refined) of the validation NLL of softmax(-KL / tau).
-
-        A minimum at a bound of the grid (validation separable, or scores carrying no information) is warned about
-        and recorded in `calibration`: probabilities are then as sharp or as flat as the grid allows, no more.
-        """
+        """tau = argmin of the validation NLL of softmax(-KL / tau) against labels smoothed by `tau_smoothing`
+        (default 1/(n + 2) for n validation bags, the rule of succession), on a log grid around the scores' spread,
+        then refined. Without the smoothing a perfectly separated validation set drives tau to 0 and probabilities
+        to exactly 0 and 1; with it tau stays finite. That case, and a bound of the grid, are said once per head and
+        recorded in `calibration`."""
         if len(y) == 0:
             return
-        scores = self.scores(h)
+        with torch.no_grad():
+            scores = self.scores(h)
+            n, c = scores.shape
+            smoothing = 1.0 / (n + 2) if self.tau_smoothing is None else self.tau_smoothing
+            target = torch.full_like(scores, smoothing / (c - 1))
+            target[torch.arange(n), y] = 1.0 - smoothing
+            spread = float((scores.max(1).values - scores.min(1).values).median())
+            scale = spread if math.isfinite(spread) and spread > 0 else 1.0
 
-        def nll(log_tau: float) -> float:
-            return float(F.cross_entropy(scores / math.exp(log_tau), y))
+            def nll(log_tau: float) -> float:
+                return float(-(target * torch.log_softmax(scores / math.exp(log_tau), -1)).sum(1).mean())
 
-        low, high = (math.log(b) for b in self.TAU_GRID)
-        grid = torch.linspace(low, high, 121).tolist()
-        best = min(grid, key=nll)
-        step = grid[1] - grid[0]
-        fine = torch.linspace(max(low, best - step), min(high, best + step), 41).tolist()
-        log_tau = min(fine, key=nll)
-        self.tau.fill_(math.exp(log_tau))
+            low, high = math.log(scale / self.TAU_SPAN), math.log(scale * self.TAU_SPAN)
+            grid = torch.linspace(high, low, 121).tolist()
+            best = min(grid, key=nll)
+            step = grid[0] - grid[1]
+            log_tau = min(torch.linspace(min(high, best + step), max(low, best - step), 41).tolist(), key=nll)
+            own = scores.gather(1, y[:, None]).squeeze(1)
+            separable = bool((own > scores.scatter(1, y[:, None], -math.inf).max(1).values).all())
+        tau = math.exp(log_tau)
+        self.tau.fill_(tau)
         bound = "lower" if log_tau <= low + 1e-9 else "upper" if log_tau >= high - 1e-9 else None
-        self.calibration = {"tau": math.exp(log_tau), "at_bound": bound}
-        if bound is not None:
+        self.calibration = {"tau": tau, "at_bound": bound, "separable": separable, "smoothing": smoothing}
+        if separable and "separable" not in self._said:
+            self._said.add("separable")
             warnings.warn(
-                f"NCMI probability calibration: tau stopped at the {bound} bound of its search grid "
-                f"({self.TAU_GRID[0]:g}..{self.TAU_GRID[1]:g}); validation probabilities are as "
-                f"{'sharp' if bound == 'lower' else 'flat'} as the grid allows",
+                f"NCMI calibration: the {n} validation bags are separated perfectly, so tau ({tau:.3g}) is set by "
+                f"the label smoothing of its fit (tau_smoothing {smoothing:.3g}; unset means 1/(n + 2)), not by the "
+                "data; calibration in the checkpoint records each fit",
+                stacklevel=2,
+            )
+        if bound is not None and "bound" not in self._said:
+            self._said.add("bound")
+            warnings.warn(
+                f"NCMI calibration: tau stopped at the {bound} bound of its search ({tau:.3g}); the validation scores "
+                f"carry {'no usable' if bound == 'upper' else 'too little spread for'} information, so probabilities "
+                f"are as {'flat' if bound == 'upper' else 'sharp'} as the search allows",
                 stacklevel=2,
             )

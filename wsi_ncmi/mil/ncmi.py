@@ -3,8 +3,11 @@
 sigmax(u)_i = sigmoid(u_i) / sum_j sigmoid(u_j)          a probability vector over the m embedding coordinates
 P(h)        = sigmax(((h - mu) / ||h - mu||) / T)
 CMI_i       = D(P_i || Q_{y_i})                          concentration
-SEP_i       = mean over c != y_i of D(Q_c || P_i)        separation
+SEP_i       = mean over c != y_i of D(Q_c || P_i)        separation (`mean_other`; see SEPARATIONS)
 L           = mean_i w_{y_i} CMI_i / (SEP_i + eps)
+
+Both KL terms are formed in float64 and clamped at 0, so the ratio is never negative (a KL of near-identical
+distributions can round below 0 in float32) and a separation near 0 cannot flip its sign.
 """
 
 from __future__ import annotations
@@ -15,6 +18,13 @@ import torch.nn.functional as F
 LOG_FLOOR = -30.0
 """log-probabilities are clamped here (exp(-30) ~ 1e-13), so a zero probability never yields -inf."""
 EPS = 1e-8
+SEPARATIONS = ("mean_other", "mean_all", "softmin")
+"""How SEP_i combines D(Q_c || P_i) over the other classes c != y_i:
+mean_other: their mean, 1/(C-1) sum (the paper's text);
+mean_all:   1/C sum with the own class zeroed (the authors' code): mean_other times (C-1)/C;
+softmin:    their harmonic mean, a soft minimum ruled by the nearest other centroid, so that a sample sitting on
+            another class's centroid (two classes merged) has a separation near 0 and a large loss; with a mean,
+            merging with one of several other classes costs almost nothing."""
 
 
 def log_sigmax(u: torch.Tensor) -> torch.Tensor:
@@ -24,9 +34,10 @@ def log_sigmax(u: torch.Tensor) -> torch.Tensor:
 
 
 def centred_direction(h: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-    """(h - mu) / ||h - mu||, with the norm floored so h == mu gives zeros, not NaN."""
+    """(h - mu) / ||h - mu||; h == mu (no direction) gives zeros with zero gradient, not NaN nor a 1/eps gradient."""
     diff = h - mu
-    return diff / diff.norm(dim=-1, keepdim=True).clamp_min(EPS)
+    norm = diff.norm(dim=-1, keepdim=True)
+    return torch.where(norm > EPS, diff / norm.clamp_min(EPS), torch.zeros_like(diff))
 
 
 def log_p(h: torch.Tensor, mu: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -54,24 +65,36 @@ def kl_centroids_to_rows(log_p_rows: torch.Tensor, log_q: torch.Tensor) -> torch
     return (q[None, :, :] * (log_q[None, :, :] - log_p_rows.clamp_min(LOG_FLOOR)[:, None, :])).sum(-1)
 
 
-def ncmi_terms(log_p_rows: torch.Tensor, log_q: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample CMI_i = D(P_i||Q_{y_i}) and SEP_i = mean_{c != y_i} D(Q_c||P_i)."""
+def ncmi_terms(
+    log_p_rows: torch.Tensor, log_q: torch.Tensor, y: torch.Tensor, separation: str = "mean_other"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample CMI_i = D(P_i||Q_{y_i}) and SEP_i over the other classes (see SEPARATIONS), float64, both >= 0."""
+    if separation not in SEPARATIONS:
+        raise ValueError(f"separation must be one of {', '.join(SEPARATIONS)}, got {separation!r}")
+    log_p_rows, log_q = log_p_rows.double(), log_q.double()
     n_classes = log_q.shape[0]
-    cmi = kl_rows_to_centroids(log_p_rows, log_q).gather(1, y[:, None]).squeeze(1)
-    to_rows = kl_centroids_to_rows(log_p_rows, log_q)
+    cmi = kl_rows_to_centroids(log_p_rows, log_q).gather(1, y[:, None]).squeeze(1).clamp_min(0.0)
+    to_rows = kl_centroids_to_rows(log_p_rows, log_q).clamp_min(0.0)
     others = torch.ones_like(to_rows).scatter_(1, y[:, None], 0.0)
-    sep = (to_rows * others).sum(1) / max(n_classes - 1, 1)
+    if separation == "softmin":
+        sep = others.sum(1).clamp_min(1) / (others / (to_rows + EPS)).sum(1).clamp_min(EPS)
+    else:
+        sep = (to_rows * others).sum(1) / (max(n_classes - 1, 1) if separation == "mean_other" else n_classes)
     return cmi, sep
 
 
 def ncmi_loss(
-    log_p_rows: torch.Tensor, log_q: torch.Tensor, y: torch.Tensor, class_weights: torch.Tensor | None = None
+    log_p_rows: torch.Tensor,
+    log_q: torch.Tensor,
+    y: torch.Tensor,
+    class_weights: torch.Tensor | None = None,
+    separation: str = "mean_other",
 ) -> torch.Tensor:
-    """mean_i w_{y_i} * CMI_i / (SEP_i + eps)."""
-    cmi, sep = ncmi_terms(log_p_rows, log_q, y)
+    """mean_i w_{y_i} * CMI_i / (SEP_i + eps): float64, never negative nor non-finite."""
+    cmi, sep = ncmi_terms(log_p_rows, log_q, y, separation)
     ratio = cmi / (sep + EPS)
     if class_weights is not None:
-        ratio = ratio * class_weights[y]
+        ratio = ratio * class_weights[y].double()
     return ratio.mean()
 
 

@@ -128,8 +128,6 @@ def synth(
         raise _fail(f"--size {size!r} is not WIDTHxHEIGHT in pixels, e.g. 8192x6144") from exc
     if fmt not in ("tiff", "svs"):
         raise _fail(f"--format {fmt!r}: use tiff or svs")
-    if not out.parent.is_dir():
-        raise _fail(f"{out}: parent folder {out.parent} does not exist; create it first")
     cohort = CohortSpec(slides, centers, nodes_per_case, width, height, mpp, seed, fmt)
     try:
         prepare_synth_folder(out, cohort, overwrite)
@@ -1048,8 +1046,6 @@ def demo(
     from wsi_ncmi.demo import DemoSettings, run_demo
     from wsi_ncmi.encoders.weights import WeightsError
 
-    if not out.parent.is_dir():
-        raise _fail(f"{out}: parent folder {out.parent} does not exist; create it first")
     try:
         code = run_demo(out, DemoSettings(workers=workers, weights=weights, encoder=encoder))
     except WeightsError as exc:

@@ -22,6 +22,7 @@ import numpy as np
 from wsi_ncmi.atomic import atomic_path
 from wsi_ncmi.evaluation.report_page import page, section, table
 from wsi_ncmi.evaluation.svg import Series, chart
+from wsi_ncmi.folders import FolderError, make_parents
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,8 +60,10 @@ def files_dir(out: Path) -> Path:
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not overwrite:
         raise ReportError(f"{out}: exists; pass --overwrite to replace it, or choose another --out")
-    if not out.parent.is_dir():
-        raise ReportError(f"{out}: folder {out.parent} does not exist; create it first")
+    try:
+        make_parents(out)
+    except FolderError as exc:
+        raise ReportError(str(exc)) from exc
 
 
 def _write_html(text: str, out: Path) -> None:

@@ -309,7 +309,7 @@ def embed(
     --device cpu: start GPU workers with `dask worker ... --resources GPU=1`, one CUDA_VISIBLE_DEVICES each.
     """
     from wsi_ncmi.encoders.registry import encoder_folder
-    from wsi_ncmi.encoders.weights import PUBLISHED, WeightsError
+    from wsi_ncmi.encoders.weights import PUBLISHED, WeightsError, check_weights
     from wsi_ncmi.shards import shard_of, status_file
     from wsi_ncmi.status import write_status
 
@@ -336,7 +336,9 @@ def embed(
             stain_target=None if stain_target is None else str(stain_target),
             decode=decode,
         )
-    except ValueError as exc:
+        for name in encoders:
+            check_weights(name, weights, allow_download)
+    except (ValueError, WeightsError) as exc:
         raise _fail(str(exc)) from exc
     if not (job / "tiles").is_dir():
         raise _fail(f"{job}: no tiles/ folder; run `wsi-ncmi tile --out {job}` first")
@@ -993,6 +995,9 @@ def run(
         str | None, typer.Option("--executor", help="local or dask for the per-slide stages [the file's].")
     ] = None,
     dask_scheduler: SchedulerOption = None,
+    allow_download: Annotated[
+        bool, typer.Option("--allow-download", help="Download missing encoder weights (otherwise nothing is).")
+    ] = False,
 ) -> None:
     """Run tile -> embed -> splits -> train (losses x seeds) -> evaluate -> compare -> reports from one YAML file."""
     from wsi_ncmi.cohort.manifest import ManifestError
@@ -1008,6 +1013,8 @@ def run(
         pipeline = PipelineConfig.from_yaml(config)
         pipeline.executor = executor or pipeline.executor
         pipeline.dask_scheduler = dask_scheduler or pipeline.dask_scheduler
+        if allow_download:
+            pipeline.embedding["allow_download"] = True
         result = run_pipeline(pipeline)
     except (
         PipelineError,
@@ -1041,13 +1048,19 @@ def demo(
         ),
     ] = "random",
     encoder: Annotated[str, typer.Option("--encoder", help="Tile encoder.")] = "resnet18",
+    allow_download: Annotated[
+        bool, typer.Option("--allow-download", help="Download missing encoder weights (otherwise nothing is).")
+    ] = False,
 ) -> None:
-    """Run the whole pipeline on a built-in synthetic CAMELYON-style cohort: NCMI against CE, no downloads."""
+    """Run the whole pipeline on a built-in synthetic CAMELYON-style cohort: NCMI against CE.
+
+    Nothing is downloaded unless --allow-download; the encoder's weights are checked before any work."""
     from wsi_ncmi.demo import DemoSettings, run_demo
     from wsi_ncmi.encoders.weights import WeightsError
 
     try:
-        code = run_demo(out, DemoSettings(workers=workers, weights=weights, encoder=encoder))
+        settings = DemoSettings(workers=workers, weights=weights, encoder=encoder, allow_download=allow_download)
+        code = run_demo(out, settings)
     except WeightsError as exc:
         raise _fail(str(exc)) from exc
     raise typer.Exit(code)

@@ -227,8 +227,9 @@ def test_paired_cells_of_constant_differences() -> None:
     assert _paired_cell(stats_of([float("nan")] * 2)) == "n/a"
 
 
+@pytest.mark.parametrize("neck", ["none", "mlp"])
 @pytest.mark.parametrize("model", ["abmil", "abmil_plain", "clam_sb", "transmil", "mean", "max"])
-def test_tile_scores_of_every_aggregator(model: str) -> None:
+def test_tile_scores_of_every_aggregator(model: str, neck: str) -> None:
     import torch
 
     from wsi_ncmi.evaluation.heatmap import tile_scores
@@ -237,7 +238,7 @@ def test_tile_scores_of_every_aggregator(model: str) -> None:
     from wsi_ncmi.mil.train import Trained
 
     torch.manual_seed(0)
-    net = build_model(model, 24, dim=16).eval()
+    net = build_model(model, 24, dim=16, neck=neck).eval()
     trained = Trained(net, build_head("ce", net.dim, 3).eval(), ["a", "b", "c"], np.full(3, 1 / 3), {"model": model})
     features = np.random.default_rng(1).normal(size=(37, 24)).astype(np.float32)
     scores = tile_scores(trained, features)
@@ -251,6 +252,9 @@ def test_tile_scores_of_every_aggregator(model: str) -> None:
     else:
         assert scores.tile_probabilities.shape == (37, 3)
         np.testing.assert_allclose(scores.tile_probabilities.sum(1), 1.0, atol=1e-6)
+        for i in (0, 17, 36):
+            alone = tile_scores(trained, features[i : i + 1]).probabilities
+            np.testing.assert_allclose(scores.tile_probabilities[i], alone, atol=1e-5, err_msg="a bag of that tile")
 
 
 def test_report_refuses_a_model_from_another_run(results_job: tuple[Path, Path], tmp_path: Path) -> None:

@@ -34,10 +34,10 @@ def attention_scores(run: Path, bag_path: Path, device: str = "cpu") -> tuple[np
 
 @dataclass(frozen=True)
 class TileScores:
-    """One bag under a loaded model: tile attention (None for models without), the head's class probabilities of
-    each tile embedding alone (only where the slide embedding is the attention-weighted mean of the tile embeddings,
-    as in abmil, abmil_plain and clam_sb, so the head reads both alike), the slide's class probabilities and
-    prediction."""
+    """One bag under a loaded model: tile attention (None for models without), each tile's class probabilities
+    (the model's prediction for a bag holding that tile alone: its embedding through the model's neck and head;
+    only where the slide embedding is the attention-weighted mean of the tile embeddings, as in abmil, abmil_plain
+    and clam_sb with any neck, so tiles and slide are read alike), the slide's class probabilities and prediction."""
 
     attention: np.ndarray | None
     tile_probabilities: np.ndarray | None
@@ -57,8 +57,9 @@ def tile_scores(trained: Trained, features: np.ndarray) -> TileScores:
         attention = None if output.attention is None else output.attention.float().cpu().numpy()
         tiles = None
         pooled = output.attention is not None and output.tiles is not None
-        if pooled and torch.allclose(output.attention @ output.tiles, output.h, rtol=1e-3, atol=1e-4):
-            tiles = trained.head.probabilities(output.tiles.float()).double().cpu().numpy()
+        neck = trained.model.neck
+        if pooled and torch.allclose(neck(output.attention @ output.tiles), output.h, rtol=1e-3, atol=1e-4):
+            tiles = trained.head.probabilities(neck(output.tiles).float()).double().cpu().numpy()
     return TileScores(attention, tiles, probabilities, predicted)
 
 

@@ -21,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
@@ -29,6 +30,24 @@ ExecutorOption = Annotated[str, typer.Option("--executor", help="local or dask (
 SchedulerOption = Annotated[
     str | None, typer.Option("--dask-scheduler", help="tcp://HOST:8786 of a running cluster [a LocalCluster].")
 ]
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from wsi_ncmi import __version__
+
+        typer.echo(f"wsi-ncmi {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Options that come before the command."""
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -858,7 +877,7 @@ def compare(
         typer.Option(
             "--paired",
             help="Also write per-seed/fold differences against --baseline (OUT with _paired) and their mean, "
-            "bootstrap 95%% CI and Wilcoxon signed-rank p-value (OUT with _paired_stats).",
+            "bootstrap 95% CI and Wilcoxon signed-rank p-value (OUT with _paired_stats).",
         ),
     ] = False,
     baseline: Annotated[str, typer.Option("--baseline", help="Baseline loss for --paired.")] = "ce",

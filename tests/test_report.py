@@ -86,7 +86,8 @@ def test_run_report_is_offline_and_complete(report: Path, results_job: tuple[Pat
         else:
             heat = Image.open(report.parent / unquote(rows[slide_id]["data-heat"])).convert("RGB")
             thumb = Image.open(report.parent / unquote(rows[slide_id]["data-thumb"])).convert("RGB")
-            assert max(heat.size) <= 640 and max(thumb.size) <= 640
+            tiles = Image.open(report.parent / unquote(rows[slide_id]["data-tiles"]))
+            assert max(heat.size) <= 640 and max(thumb.size) <= 640 and max(tiles.size) <= 640
             colour = np.asarray(heat).astype(int)
             assert (np.ptp(colour, axis=2) > 80).mean() > 0.01, "the heatmap shows coloured tiles"
     metrics = json.loads((run / "metrics_test.json").read_text())

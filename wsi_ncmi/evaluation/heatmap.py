@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -99,9 +99,6 @@ def draw_heatmap(
 ) -> None:
     """Thumbnail with attention (percentile-ranked, colour map + legend) over the tissue tiles, and a montage of
     the top-k attended tiles read from the slide."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from wsi_ncmi.slides.backend import open_slide
@@ -112,24 +109,37 @@ def draw_heatmap(
         low = read_lowres(slide, mpp0, thumbnail_mpp)
         tiles = [slide.read_region(tuple(coords[i]), read_level, (read_size, read_size)) for i in top]
     blended = attention_overlay(low.image, low.scale, coords, attention, size0)
-    cmap = plt.get_cmap("turbo")
-    columns = int(np.ceil(np.sqrt(max(len(tiles), 1))))
-    fig = plt.figure(figsize=(14, 6.5))
-    grid = fig.add_gridspec(columns, 2 * columns, width_ratios=[*([1.0] * columns), *([0.5] * columns)])
-    ax = fig.add_subplot(grid[:, :columns])
-    ax.imshow(blended, vmin=0, vmax=1)
-    ax.set_title(title)
-    ax.axis("off")
-    bar = fig.colorbar(plt.cm.ScalarMappable(cmap=cmap), ax=ax, fraction=0.035, pad=0.01)
-    bar.set_label("attention (percentile within slide)")
-    for k, tile in enumerate(tiles):
-        sub = fig.add_subplot(grid[k // columns, columns + k % columns])
-        sub.imshow(tile)
-        sub.set_title(f"#{k + 1}", fontsize=7)
-        sub.axis("off")
+    fig = heatmap_figure(blended, tiles, title)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def heatmap_figure(blended: np.ndarray, tiles: list[np.ndarray], title: str) -> Any:
+    """The heatmap figure: the overlay with its colour bar in one panel and the top tiles in another beside it,
+    so the montage never covers the colour bar's ticks or label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = int(np.ceil(np.sqrt(max(len(tiles), 1))))
+    fig = plt.figure(figsize=(14, 6.5))
+    left, right = fig.subfigures(1, 2, width_ratios=[1.45, 1.0], wspace=0.02)
+    ax = left.subplots()
+    ax.imshow(blended, vmin=0, vmax=1)
+    ax.set_title(title)
+    ax.axis("off")
+    bar = left.colorbar(plt.cm.ScalarMappable(cmap=plt.get_cmap("turbo")), ax=ax, fraction=0.05, pad=0.02)
+    bar.set_label("attention (percentile within slide)")
+    right.suptitle(f"top {len(tiles)} attended tiles", fontsize=10)
+    grid = right.add_gridspec(columns, columns)
+    for k, tile in enumerate(tiles):
+        sub = right.add_subplot(grid[k // columns, k % columns])
+        sub.imshow(tile)
+        sub.set_title(f"#{k + 1}", fontsize=7)
+        sub.axis("off")
+    return fig
 
 
 def attention_overlay(

@@ -115,6 +115,8 @@ def _slide_table(manifest: Path | None, slides: Path | None) -> pd.DataFrame:
 
     if (manifest is None) == (slides is None):
         raise _fail("give exactly one of --manifest M.csv or --slides DIR")
+    if slides is not None and not slides.is_dir():
+        raise _fail(f"{slides}: --slides folder does not exist or is not a folder; give the folder of slide files")
     try:
         return read_manifest(manifest, require=["path"]) if manifest else list_slides(slides)
     except ManifestError as exc:
@@ -478,6 +480,8 @@ def status(
 
     from wsi_ncmi.shards import merge_job_status, slides_left
 
+    if not job.is_dir():
+        raise _fail(f"{job}: no such job folder; give the folder `wsi-ncmi tile --out` wrote")
     merged = merge_job_status(job)
     if not merged:
         raise _fail(f"{job}: no status files; nothing has run here yet")
@@ -838,13 +842,15 @@ def heatmap(
     from wsi_ncmi.bags import BagFormatError, read_coords_attrs
     from wsi_ncmi.encoders.embed import bag_path
     from wsi_ncmi.evaluation.evaluate import run_config
-    from wsi_ncmi.evaluation.heatmap import attention_scores, check_bag_tiles, draw_heatmap
+    from wsi_ncmi.evaluation.heatmap import attention_scores, check_bag_tiles, check_slide_known, draw_heatmap
     from wsi_ncmi.mil.train import RunError
     from wsi_ncmi.slides.backend import SlideError
 
     out = out or run / f"heatmap_{slide}.png"
     try:
-        encoder = run_config(run)["encoder"].get("encoder", "")
+        config = run_config(run)
+        check_slide_known(job, slide, config.get("inputs", {}).get("manifest"))
+        encoder = config["encoder"].get("encoder", "")
         bag = bag_path(job, encoder, slide)
         attrs = read_coords_attrs(job / "tiles" / f"{slide}.h5")
         check_bag_tiles(bag, job / "tiles" / f"{slide}.h5")

@@ -63,6 +63,30 @@ def tile_scores(trained: Trained, features: np.ndarray) -> TileScores:
     return TileScores(attention, tiles, probabilities, predicted)
 
 
+def check_slide_known(job: Path, slide_id: str, manifest: Path | str | None) -> None:
+    """Refuse a slide id that is neither tiled in JOB nor in the run's manifest (a case id, a typo) as unknown,
+    naming close matches; a known slide without tiles is left to the coords reader, which says to tile it."""
+    import difflib
+
+    tiles = Path(job) / "tiles"
+    if not tiles.is_dir():
+        raise ValueError(f"{job}: no tiles/ folder; give the job folder `wsi-ncmi tile --out` wrote")
+    if (tiles / f"{slide_id}.h5").exists():
+        return
+    known = sorted(p.stem for p in tiles.glob("*.h5"))
+    if manifest is not None and Path(manifest).is_file():
+        from wsi_ncmi.cohort.manifest import ManifestError, read_manifest
+
+        try:
+            if slide_id in set(read_manifest(manifest)["slide_id"]):
+                return
+        except ManifestError:
+            pass
+    close = difflib.get_close_matches(slide_id, known, n=3, cutoff=0.5) or known[:3]
+    hint = f"; slides here include {', '.join(close)}" if close else ""
+    raise ValueError(f"unknown slide {slide_id!r}: not tiled in {tiles} and not in the run's manifest{hint}")
+
+
 def check_bag_tiles(bag_path: Path, coords_path: Path) -> None:
     """Refuse a bag embedded from other tiles than the slide's current coords file (the slide was tiled again):
     its attention would be drawn at stale positions. Bags without a coords digest are compared by coordinates."""

@@ -455,3 +455,36 @@ def test_heatmap_montage_leaves_the_colour_bar_clear(count: int) -> None:
     for ax in montage:
         assert not bar_box.overlaps(ax.get_tightbbox(renderer)), ax.get_title()
     plt.close(fig)
+
+
+@pytest.mark.parametrize("loss", ["ncmi", "ce"])
+def test_learning_curves_png_keeps_legends_off_the_data_and_says_what_each_curve_is(
+    loss: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from wsi_ncmi.evaluation import plots
+
+    history = pd.DataFrame(
+        {"epoch": [1, 2, 3], "train_loss": [1.2, 0.9, 0.8], "val_loss": [0.2, 0.18, 0.17],
+         "val_macro_f1": [0.3, 0.4, 0.5], "val_ncmi": [1e-8, -2e-8, 3e-9]}
+    )  # fmt: skip
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    plots.curves_figure(history, tmp_path / "curves.png", loss)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = figures[0]
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legends = [ax.get_legend() for ax in fig.get_axes() if ax.get_legend() is not None]
+    assert legends
+    for legend in legends:
+        for ax in fig.get_axes():
+            assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+    words = " ".join(" ".join(t.get_text() for t in fig.texts).split())
+    assert "training mode" in words and "evaluation mode" in words and "says nothing" in words
+    assert ("not comparable with a cross-entropy" in words) == (loss == "ncmi")
+    plt.close(fig)

@@ -113,18 +113,18 @@ def _not_cached(spec: EncoderSpec) -> WeightsError:
 
 def check_weights(encoder: str, weights: str, allow_download: bool = False) -> None:
     """Refuse, before any slide is touched, an unknown encoder, a --weights file that does not exist, or published
-    weights missing from the local cache when downloads are not allowed (a timm-managed cache is not known here)."""
+    weights missing from the local cache when downloads are not allowed (`timm:` names are built, and their cache
+    read, by timm itself when embedding starts)."""
     from wsi_ncmi.encoders.registry import get_encoder
 
-    try:
-        spec = get_encoder(encoder)
-    except KeyError as exc:
-        raise WeightsError(str(exc.args[0])) from exc
-    if weights == "random":
-        return
-    if weights in PUBLISHED:
-        if spec.checkpoint is not None and not allow_download and spec.checkpoint.local() is None:
+    if not encoder.startswith("timm:"):
+        try:
+            spec = get_encoder(encoder)
+        except KeyError as exc:
+            raise WeightsError(str(exc.args[0])) from exc
+        if weights in PUBLISHED and spec.checkpoint is not None and not allow_download and not spec.checkpoint.local():
             raise _not_cached(spec)
+    if weights == "random" or weights in PUBLISHED:
         return
     if not Path(weights).is_file():
         raise WeightsError(f"--weights {weights!r}: not 'pretrained', 'random' or an existing file")

@@ -33,6 +33,7 @@ SchedulerOption = Annotated[
 
 
 def _show_version(value: bool) -> None:
+    """--version: print the package version and stop before any command runs."""
     if value:
         from wsi_ncmi import __version__
 

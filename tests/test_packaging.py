@@ -105,3 +105,27 @@ def test_python_version_agrees_between_pyproject_and_readme() -> None:
     minimum = re.search(r">=\s*(3\.\d+)", requires).group(1)
     stated = set(re.findall(r"Python >= (3\.\d+)", (ROOT / "README.md").read_text()))
     assert stated == {minimum} and minimum == "3.11"
+
+
+@pytest.mark.skipif(not (ROOT / ".git").exists(), reason="needs the source checkout")
+def test_license_is_an_spdx_expression(tmp_path: Path) -> None:
+    """The license is the SPDX string setuptools >= 77 reads (the TOML-table form is deprecated), and the built
+    wheel's metadata carries it as a License-Expression."""
+    import zipfile
+
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert pyproject["project"]["license"] == "Apache-2.0"
+    setuptools_req = next(r for r in pyproject["build-system"]["requires"] if r.startswith("setuptools"))
+    assert int(re.search(r">=\s*(\d+)", setuptools_req).group(1)) >= 77
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp_path), str(ROOT)],
+        capture_output=True,
+        text=True,
+    )
+    assert build.returncode == 0, build.stderr
+    assert "license" not in build.stderr.lower()
+    wheel = next(tmp_path.glob("wsi_ncmi-*.whl"))
+    with zipfile.ZipFile(wheel) as archive:
+        name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = archive.read(name).decode()
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()

@@ -73,3 +73,12 @@ def test_readme_command_parses(line: str) -> None:
     elif words[0] == "docker":
         words = words[words.index("wsi-ncmi") :]
     parse(typer.main.get_command(app), words[1:])
+
+
+def test_cpu_only_install_is_documented_not_default() -> None:
+    text = (ROOT / "README.md").read_text()
+    line = next(c.strip() for c in text.splitlines() if "download.pytorch.org/whl/cpu" in c and "pip install" in c)
+    words = shlex.split(line)
+    assert words[:2] == [".venv/bin/pip", "install"] and {"torch", "torchvision"} <= set(words)
+    assert words[words.index("-c") + 1] == "constraints.txt", "the CPU wheels follow the pinned versions"
+    assert "index-url" not in (ROOT / "Makefile").read_text(), "PyPI's (CUDA) torch stays the default"

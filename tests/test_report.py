@@ -8,8 +8,10 @@ import re
 import shutil
 import subprocess
 from collections.abc import Callable
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
@@ -20,7 +22,7 @@ from typer.testing import CliRunner
 from wsi_ncmi.cli import app
 from wsi_ncmi.evaluation.compare import METRICS, paired_statistics
 from wsi_ncmi.evaluation.predictions import read_predictions
-from wsi_ncmi.evaluation.report import _paired_cell, reliability
+from wsi_ncmi.evaluation.report import _paired_cell, digits_to_differ, reliability, tile_montage
 
 runner = CliRunner()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -86,7 +88,8 @@ def test_run_report_is_offline_and_complete(report: Path, results_job: tuple[Pat
         else:
             heat = Image.open(report.parent / unquote(rows[slide_id]["data-heat"])).convert("RGB")
             thumb = Image.open(report.parent / unquote(rows[slide_id]["data-thumb"])).convert("RGB")
-            assert max(heat.size) <= 640 and max(thumb.size) <= 640
+            tiles = Image.open(report.parent / unquote(rows[slide_id]["data-tiles"]))
+            assert max(heat.size) <= 640 and max(thumb.size) <= 640 and max(tiles.size) <= 640
             colour = np.asarray(heat).astype(int)
             assert (np.ptp(colour, axis=2) > 80).mean() > 0.01, "the heatmap shows coloured tiles"
     metrics = json.loads((run / "metrics_test.json").read_text())
@@ -227,8 +230,9 @@ def test_paired_cells_of_constant_differences() -> None:
     assert _paired_cell(stats_of([float("nan")] * 2)) == "n/a"
 
 
+@pytest.mark.parametrize("neck", ["none", "mlp"])
 @pytest.mark.parametrize("model", ["abmil", "abmil_plain", "clam_sb", "transmil", "mean", "max"])
-def test_tile_scores_of_every_aggregator(model: str) -> None:
+def test_tile_scores_of_every_aggregator(model: str, neck: str) -> None:
     import torch
 
     from wsi_ncmi.evaluation.heatmap import tile_scores
@@ -237,7 +241,7 @@ def test_tile_scores_of_every_aggregator(model: str) -> None:
     from wsi_ncmi.mil.train import Trained
 
     torch.manual_seed(0)
-    net = build_model(model, 24, dim=16).eval()
+    net = build_model(model, 24, dim=16, neck=neck).eval()
     trained = Trained(net, build_head("ce", net.dim, 3).eval(), ["a", "b", "c"], np.full(3, 1 / 3), {"model": model})
     features = np.random.default_rng(1).normal(size=(37, 24)).astype(np.float32)
     scores = tile_scores(trained, features)
@@ -251,6 +255,9 @@ def test_tile_scores_of_every_aggregator(model: str) -> None:
     else:
         assert scores.tile_probabilities.shape == (37, 3)
         np.testing.assert_allclose(scores.tile_probabilities.sum(1), 1.0, atol=1e-6)
+        for i in (0, 17, 36):
+            alone = tile_scores(trained, features[i : i + 1]).probabilities
+            np.testing.assert_allclose(scores.tile_probabilities[i], alone, atol=1e-5, err_msg="a bag of that tile")
 
 
 def test_report_refuses_a_model_from_another_run(results_job: tuple[Path, Path], tmp_path: Path) -> None:
@@ -267,3 +274,217 @@ def test_report_refuses_a_model_from_another_run(results_job: tuple[Path, Path],
     result = runner.invoke(app, ["report", "--run", str(copy), "--out", str(out)])
     assert result.exit_code == 2 and "not the model of this run folder" in result.output, result.output
     assert not out.exists()
+
+
+LAYOUT_CHECK = r"""
+(function () {
+  function box(e) { var r = e.getBoundingClientRect(); return {l: r.left, t: r.top, r: r.right, b: r.bottom}; }
+  function overlap(a, b) { return a.l < b.r - 0.5 && b.l < a.r - 0.5 && a.t < b.b - 0.5 && b.t < a.b - 0.5; }
+  function check() {
+    var problems = [];
+    document.querySelectorAll('svg.chart').forEach(function (svg) {
+      var name = svg.getAttribute('aria-label'), frame = svg.querySelector('.frame');
+      var texts = Array.prototype.slice.call(svg.querySelectorAll('text'));
+      svg.querySelectorAll('g.legend, text.lg').forEach(function (g) {
+        if (overlap(box(g), box(frame))) problems.push(name + ': legend over the plot: ' + g.textContent);
+      });
+      texts.forEach(function (one, i) {
+        texts.slice(i + 1).forEach(function (other) {
+          if (overlap(box(one), box(other))) {
+            problems.push(name + ': "' + one.textContent + '" overlaps "' + other.textContent + '"');
+          }
+        });
+      });
+      if (box(svg).r > window.innerWidth) problems.push(name + ': chart beyond the window');
+    });
+    var holder = document.querySelector('.tablebox');
+    if (holder && holder.scrollWidth > holder.clientWidth + 1) {
+      problems.push('slide table needs ' + holder.scrollWidth + ' px, shows ' + holder.clientWidth);
+    }
+    if (holder && box(holder).r > window.innerWidth) problems.push('slide table ends beyond the window');
+    var parts = Array.prototype.slice.call(document.querySelectorAll('#detail figure, #detail img, #detail .head'));
+    parts.forEach(function (one, i) {
+      parts.slice(i + 1).forEach(function (other) {
+        if (!one.contains(other) && !other.contains(one) && overlap(box(one), box(other))) {
+          problems.push('slide panel: ' + one.tagName + ' overlaps ' + other.tagName);
+        }
+      });
+      if (box(one).r > window.innerWidth) problems.push('slide panel: ' + one.tagName + ' beyond the window');
+    });
+    var images = Array.prototype.slice.call(document.querySelectorAll('#detail img'));
+    images.forEach(function (img) {
+      if (!img.complete || img.naturalWidth === 0) problems.push('image not loaded: ' + img.getAttribute('src'));
+      if (img.naturalWidth > 640) problems.push('image wider than 640 px: ' + img.getAttribute('src'));
+    });
+    var charts = document.querySelectorAll('svg.chart').length;
+    document.body.setAttribute('data-layout', JSON.stringify({problems: problems, images: images.length,
+      charts: charts}));
+  }
+  window.addEventListener('load', function () { setTimeout(check, 500); });
+})();
+"""
+
+
+def layout_problems(page: Path, tmp_path: Path, width: int = 1280, fragment: str = "") -> dict[str, Any]:
+    """Open a copy of `page` with LAYOUT_CHECK added at `width` px in chromium: boxes that overlap (legend on a
+    plot, text on text, images on each other), a slide table that needs horizontal scrolling, images over 640 px."""
+    probe = page.with_name(f"{page.stem}.layout.html")
+    probe.write_text(page.read_text(encoding="utf-8").replace("</body>", f"<script>{LAYOUT_CHECK}</script></body>"))
+    done = _chromium(["--dump-dom", f"--window-size={width},1200"], probe.resolve().as_uri() + fragment, tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.search(r'data-layout="([^"]*)"', done.stdout)
+    assert found, "the layout check did not run"
+    return json.loads(unescape(found.group(1)))
+
+
+def four_class_run(folder: Path) -> Path:
+    """A run folder as `evaluate` leaves it, with the CAMELYON-17 classes and ids, for the table's width; two
+    probabilities of one slide differ only in the fourth decimal."""
+    import pandas as pd
+    import yaml
+
+    classes = ["negative", "itc", "micro", "macro"]
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(4), size=24)
+    probs[0] = [0.473857, 0.474174, 0.051969, 0.0]
+    ids = [f"patient_{100 + i:03d}_node_{i % 5}" for i in range(24)]
+    truth = [classes[i % 4] for i in range(24)]
+    table = pd.DataFrame(
+        {
+            "slide_id": ids,
+            "case_id": [s[:11] for s in ids],
+            "center": [str(3 + i % 2) for i in range(24)],
+            "split": "test",
+            "y_true": truth,
+            "y_pred": [classes[int(p.argmax())] for p in probs],
+            **{f"p_{c}": probs[:, k] for k, c in enumerate(classes)},
+            "flag": "",
+        }
+    )
+    folder.mkdir()
+    table.to_csv(folder / "predictions_test.csv", index=False)
+    matrix = np.zeros((4, 4), int)
+    for t, p in zip(truth, table["y_pred"], strict=True):
+        matrix[classes.index(t), classes.index(p)] += 1
+    metrics = {"classes": classes, "macro_f1": 0.3, "accuracy": 0.4, "n_slides": 24,
+               "confusion_matrix": {"matrix": matrix.tolist()}}  # fmt: skip
+    (folder / "metrics_test.json").write_text(json.dumps(metrics))
+    (folder / "config.yaml").write_text(yaml.safe_dump({"training": {"model": "abmil", "loss": "ncmi", "seed": 1}}))
+    return folder
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it with apt)")
+def test_run_report_layout_at_1280_px(report: Path, tmp_path: Path) -> None:
+    found = layout_problems(report, tmp_path, fragment="#slide=r3")
+    assert found["problems"] == [] and found["images"] == 3 and found["charts"] >= 5
+    wide = layout_problems(report, tmp_path, width=1920, fragment="#slide=r3")
+    assert wide["problems"] == []
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it with apt)")
+def test_four_class_slide_table_fits_at_1280_px(tmp_path: Path) -> None:
+    run = four_class_run(tmp_path / "run")
+    out = tmp_path / "four.html"
+    result = runner.invoke(app, ["report", "--run", str(run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "<td data-v='0.473857'>0.4739</td><td data-v='0.474174'>0.4742</td>" in out.read_text()
+    found = layout_problems(out, tmp_path)
+    assert found["problems"] == [] and found["charts"] == 2
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it with apt)")
+def test_experiment_report_layout(tmp_path: Path, fake_run: Callable) -> None:
+    scores = [("ce", 1, 0.5), ("ce", 2, 0.6), ("ncmi", 1, 0.6), ("ncmi", 2, 0.8)]
+    runs = [fake_run(tmp_path / f"{loss}{seed}", loss, seed, f1) for loss, seed, f1 in scores]
+    out = tmp_path / "experiment.html"
+    assert runner.invoke(app, ["report", "--runs", *map(str, runs), "--out", str(out)]).exit_code == 0
+    found = layout_problems(out, tmp_path)
+    assert found["problems"] == [] and found["charts"] == 3
+
+
+@pytest.mark.parametrize(
+    ("values", "digits"),
+    [([0.473857, 0.474174, 0.051969, 0.0], 4), ([0.2, 0.3, 0.5], 3), ([0.5, 0.5], 3), ([0.000003, 0.000002, 1.0], 3),
+     ([0.1234561, 0.1234564], 6)],
+)  # fmt: skip
+def test_probabilities_read_differently_when_they_differ(values: list[float], digits: int) -> None:
+    assert digits_to_differ(np.asarray(values)) == digits
+
+
+@pytest.mark.parametrize("count", [1, 5, 8, 16])
+def test_top_tile_montage_fits_the_image_side(count: int) -> None:
+    tiles = [np.full((256, 256, 3), 40 * k % 255, np.uint8) for k in range(count)]
+    montage = tile_montage(tiles)
+    assert max(montage.size) <= 640
+    columns = min(count, 5)
+    assert montage.size == (columns * 116 - 4, -(-count // columns) * 116 - 4)
+
+
+@pytest.mark.parametrize("width", [600, 1024, 2048])
+def test_thumbnail_legend_is_readable_at_640_px_and_keeps_every_entry(width: int) -> None:
+    from wsi_ncmi.slides.overlay import CONTOUR, REMOVED, TILES, _legend
+
+    entries = [(CONTOUR, "tissue"), (TILES, "tiles (48123)")]
+    entries += [(REMOVED[k], f"{name} (removed)") for k, name in enumerate(("pen", "dark", "blur", "fold"))]
+    entries.append((REMOVED[4], "blurry tiles (removed: 120)"))
+    band = _legend(width, entries)
+    assert band.shape[1] == width
+    colours = {tuple(c) for c in band.reshape(-1, 3).tolist()}
+    assert {tuple(colour) for colour, _ in entries} <= colours, "no entry is cut off"
+    shown = np.asarray(Image.fromarray(band).resize((640, round(band.shape[0] * 640 / width)), Image.BILINEAR))
+    dark_rows = (shown.min(axis=(1, 2)) < 100).astype(int)
+    runs = [len(r) for r in "".join(map(str, dark_rows)).split("0") if r]
+    assert runs and min(runs) >= 8, f"text lines {runs} px high at 640 px"
+
+
+@pytest.mark.parametrize("count", [4, 16])
+def test_heatmap_montage_leaves_the_colour_bar_clear(count: int) -> None:
+    import matplotlib.pyplot as plt
+
+    from wsi_ncmi.evaluation.heatmap import heatmap_figure
+
+    rng = np.random.default_rng(0)
+    tiles = [rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for _ in range(count)]
+    fig = heatmap_figure(rng.random((300, 400, 3)), tiles, "slide: class")
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    bar = next(ax for ax in fig.get_axes() if ax.get_label() == "<colorbar>")
+    montage = [ax for ax in fig.get_axes() if ax.get_title().startswith("#")]
+    assert len(montage) == count
+    bar_box = bar.get_tightbbox(renderer)
+    for ax in montage:
+        assert not bar_box.overlaps(ax.get_tightbbox(renderer)), ax.get_title()
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("loss", ["ncmi", "ce"])
+def test_learning_curves_png_keeps_legends_off_the_data_and_says_what_each_curve_is(
+    loss: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from wsi_ncmi.evaluation import plots
+
+    history = pd.DataFrame(
+        {"epoch": [1, 2, 3], "train_loss": [1.2, 0.9, 0.8], "val_loss": [0.2, 0.18, 0.17],
+         "val_macro_f1": [0.3, 0.4, 0.5], "val_ncmi": [1e-8, -2e-8, 3e-9]}
+    )  # fmt: skip
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    plots.curves_figure(history, tmp_path / "curves.png", loss)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = figures[0]
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legends = [ax.get_legend() for ax in fig.get_axes() if ax.get_legend() is not None]
+    assert legends
+    for legend in legends:
+        for ax in fig.get_axes():
+            assert not legend.get_window_extent(renderer).overlaps(ax.get_window_extent(renderer))
+    words = " ".join(" ".join(t.get_text() for t in fig.texts).split())
+    assert "training mode" in words and "evaluation mode" in words and "says nothing" in words
+    assert ("not comparable with a cross-entropy" in words) == (loss == "ncmi")
+    plt.close(fig)

@@ -243,10 +243,10 @@ def test_bad_manifests_are_refused_before_any_work(tmp_path: Path, rows: list[di
 
 
 def test_output_folder_problems(slide_dir: Path, tmp_path: Path) -> None:
-    missing_parent = runner.invoke(app, ["tile", "--slides", str(slide_dir), "--out", str(tmp_path / "a" / "b")])
-    assert missing_parent.exit_code == 2 and "parent folder" in missing_parent.output
     a_file = tmp_path / "file"
     a_file.write_text("x")
+    blocked_parent = runner.invoke(app, ["tile", "--slides", str(slide_dir), "--out", str(a_file / "b" / "job")])
+    assert blocked_parent.exit_code == 2 and f"{a_file} is a file, not a folder" in blocked_parent.output
     not_a_folder = runner.invoke(app, ["tile", "--slides", str(slide_dir), "--out", str(a_file)])
     assert not_a_folder.exit_code == 2 and "not a folder" in not_a_folder.output
 

@@ -14,6 +14,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from wsi_ncmi.folders import make_parents
+
 PENDING: set[Path] = set()
 """Temporary files and lock files this process is writing now; `remove_pending` deletes them when it is stopped."""
 
@@ -28,7 +30,8 @@ def remove_pending() -> None:
 
 @contextmanager
 def atomic_path(path: Path | str) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success rename it to `path`, on error remove it.
+    """Yield a temporary path beside `path` (creating the folders above it); on success rename it to `path`, on
+    error remove it.
 
     An interrupted writer therefore never leaves a half-written file under the final name; an OSError that names
     no file (a full disk) is raised again naming `path`.
@@ -36,6 +39,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a folder; give a file name", str(path))
+    make_parents(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     PENDING.add(tmp)
     try:

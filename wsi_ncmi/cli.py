@@ -20,6 +20,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
@@ -28,6 +29,25 @@ ExecutorOption = Annotated[str, typer.Option("--executor", help="local or dask (
 SchedulerOption = Annotated[
     str | None, typer.Option("--dask-scheduler", help="tcp://HOST:8786 of a running cluster [a LocalCluster].")
 ]
+
+
+def _show_version(value: bool) -> None:
+    """--version: print the package version and stop before any command runs."""
+    if value:
+        from wsi_ncmi import __version__
+
+        typer.echo(f"wsi-ncmi {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Options that come before the command."""
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -96,6 +116,8 @@ def _slide_table(manifest: Path | None, slides: Path | None) -> Columns:
 
     if (manifest is None) == (slides is None):
         raise _fail("give exactly one of --manifest M.csv or --slides DIR")
+    if slides is not None and not slides.is_dir():
+        raise _fail(f"{slides}: --slides folder does not exist or is not a folder; give the folder of slide files")
     try:
         return read_columns(manifest, require=["path"]) if manifest else slide_columns(slides)
     except ManifestError as exc:
@@ -128,8 +150,6 @@ def synth(
         raise _fail(f"--size {size!r} is not WIDTHxHEIGHT in pixels, e.g. 8192x6144") from exc
     if fmt not in ("tiff", "svs"):
         raise _fail(f"--format {fmt!r}: use tiff or svs")
-    if not out.parent.is_dir():
-        raise _fail(f"{out}: parent folder {out.parent} does not exist; create it first")
     cohort = CohortSpec(slides, centers, nodes_per_case, width, height, mpp, seed, fmt)
     try:
         prepare_synth_folder(out, cohort, overwrite)
@@ -316,7 +336,7 @@ def embed(
     --device cpu: start GPU workers with `dask worker ... --resources GPU=1`, one CUDA_VISIBLE_DEVICES each.
     """
     from wsi_ncmi.encoders.registry import encoder_folder
-    from wsi_ncmi.encoders.weights import PUBLISHED, WeightsError
+    from wsi_ncmi.encoders.weights import PUBLISHED, WeightsError, check_weights
     from wsi_ncmi.shards import shard_of, status_file
     from wsi_ncmi.status import write_status
 
@@ -343,7 +363,9 @@ def embed(
             stain_target=None if stain_target is None else str(stain_target),
             decode=decode,
         )
-    except ValueError as exc:
+        for name in encoders:
+            check_weights(name, weights, allow_download)
+    except (ValueError, WeightsError) as exc:
         raise _fail(str(exc)) from exc
     if not (job / "tiles").is_dir():
         raise _fail(f"{job}: no tiles/ folder; run `wsi-ncmi tile --out {job}` first")
@@ -466,6 +488,8 @@ def status(
     from wsi_ncmi.shards import merge_job_status, slides_left
     from wsi_ncmi.status import qc_warned
 
+    if not job.is_dir():
+        raise _fail(f"{job}: no such job folder; give the folder `wsi-ncmi tile --out` wrote")
     merged = merge_job_status(job)
     if not merged:
         raise _fail(f"{job}: no status files; nothing has run here yet")
@@ -834,13 +858,15 @@ def heatmap(
     from wsi_ncmi.bags import BagFormatError, read_coords_attrs
     from wsi_ncmi.encoders.embed import bag_path
     from wsi_ncmi.evaluation.evaluate import run_config
-    from wsi_ncmi.evaluation.heatmap import attention_scores, check_bag_tiles, draw_heatmap
+    from wsi_ncmi.evaluation.heatmap import attention_scores, check_bag_tiles, check_slide_known, draw_heatmap
     from wsi_ncmi.mil.train import RunError
     from wsi_ncmi.slides.backend import SlideError
 
     out = out or run / f"heatmap_{slide}.png"
     try:
-        encoder = run_config(run)["encoder"].get("encoder", "")
+        config = run_config(run)
+        check_slide_known(job, slide, config.get("inputs", {}).get("manifest"))
+        encoder = config["encoder"].get("encoder", "")
         bag = bag_path(job, encoder, slide)
         attrs = read_coords_attrs(job / "tiles" / f"{slide}.h5")
         check_bag_tiles(bag, job / "tiles" / f"{slide}.h5")
@@ -873,7 +899,7 @@ def compare(
         typer.Option(
             "--paired",
             help="Also write per-seed/fold differences against --baseline (OUT with _paired) and their mean, "
-            "bootstrap 95%% CI and Wilcoxon signed-rank p-value (OUT with _paired_stats).",
+            "bootstrap 95% CI and Wilcoxon signed-rank p-value (OUT with _paired_stats).",
         ),
     ] = False,
     baseline: Annotated[str, typer.Option("--baseline", help="Baseline loss for --paired.")] = "ce",
@@ -1010,6 +1036,9 @@ def run(
         str | None, typer.Option("--executor", help="local or dask for the per-slide stages [the file's].")
     ] = None,
     dask_scheduler: SchedulerOption = None,
+    allow_download: Annotated[
+        bool, typer.Option("--allow-download", help="Download missing encoder weights (otherwise nothing is).")
+    ] = False,
 ) -> None:
     """Run tile -> embed -> splits -> train (losses x seeds) -> evaluate -> compare -> reports from one YAML file."""
     from wsi_ncmi.cohort.manifest import ManifestError
@@ -1025,6 +1054,8 @@ def run(
         pipeline = PipelineConfig.from_yaml(config)
         pipeline.executor = executor or pipeline.executor
         pipeline.dask_scheduler = dask_scheduler or pipeline.dask_scheduler
+        if allow_download:
+            pipeline.embedding["allow_download"] = True
         result = run_pipeline(pipeline)
     except (
         PipelineError,
@@ -1058,15 +1089,19 @@ def demo(
         ),
     ] = "random",
     encoder: Annotated[str, typer.Option("--encoder", help="Tile encoder.")] = "resnet18",
+    allow_download: Annotated[
+        bool, typer.Option("--allow-download", help="Download missing encoder weights (otherwise nothing is).")
+    ] = False,
 ) -> None:
-    """Run the whole pipeline on a built-in synthetic CAMELYON-style cohort: NCMI against CE, no downloads."""
+    """Run the whole pipeline on a built-in synthetic CAMELYON-style cohort: NCMI against CE.
+
+    Nothing is downloaded unless --allow-download; the encoder's weights are checked before any work."""
     from wsi_ncmi.demo import DemoSettings, run_demo
     from wsi_ncmi.encoders.weights import WeightsError
 
-    if not out.parent.is_dir():
-        raise _fail(f"{out}: parent folder {out.parent} does not exist; create it first")
     try:
-        code = run_demo(out, DemoSettings(workers=workers, weights=weights, encoder=encoder))
+        settings = DemoSettings(workers=workers, weights=weights, encoder=encoder, allow_download=allow_download)
+        code = run_demo(out, settings)
     except WeightsError as exc:
         raise _fail(str(exc)) from exc
     raise typer.Exit(code)

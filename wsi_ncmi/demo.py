@@ -29,6 +29,7 @@ class DemoSettings:
     seeds: tuple[int, ...] = (1, 2, 3)
     weights: str = "random"
     encoder: str = "resnet18"
+    allow_download: bool = False
     bootstrap: int = 1000
     losses: tuple[str, ...] = field(default=("ncmi", "ce"))
 
@@ -46,6 +47,7 @@ def demo_pipeline(out: Path, settings: DemoSettings, manifest: Path) -> Pipeline
         embedding={
             "encoder": settings.encoder,
             "weights": settings.weights,
+            "allow_download": settings.allow_download,
             "batch_size": 64,
             "workers": max(0, settings.workers - 1),
             "device": "auto",
@@ -68,11 +70,14 @@ def demo_pipeline(out: Path, settings: DemoSettings, manifest: Path) -> Pipeline
 
 
 def run_demo(out: Path, settings: DemoSettings = DemoSettings(), console: Console | None = None) -> int:
-    """Synthesise the cohort into OUT/cohort and run every stage into OUT/job and OUT/runs; return the exit code."""
+    """Synthesise the cohort into OUT/cohort and run every stage into OUT/job and OUT/runs; return the exit code.
+    The encoder's weights are checked first, so missing weights fail in a second, not after the tiling."""
     from rich.markdown import Markdown
 
+    from wsi_ncmi.encoders.weights import check_weights
     from wsi_ncmi.pipeline import run_pipeline
 
+    check_weights(settings.encoder, settings.weights, settings.allow_download)
     console = console or Console(highlight=False)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -5,21 +5,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from wsi_ncmi.folders import FolderError, make_parents
+
 
 class JobDirError(Exception):
     """The job folder cannot be used; the message says why and what to do."""
 
 
 def prepare_job(job: Path | str, subfolders: tuple[str, ...] = ("status",)) -> Path:
-    """Create JOB (its parent must exist) and its subfolders; refuse a JOB that is a file or not writable."""
+    """Create JOB (and the folders above it) and its subfolders; refuse a JOB that is a file or not writable."""
     job = Path(job)
     if job.exists() and not job.is_dir():
         raise JobDirError(f"{job}: exists and is not a folder; choose another --out")
     if not job.exists():
-        if not job.parent.is_dir():
-            raise JobDirError(f"{job}: parent folder {job.parent} does not exist; create it first")
         try:
-            job.mkdir()
+            make_parents(job).mkdir()
+        except FolderError as exc:
+            raise JobDirError(str(exc)) from exc
         except OSError as exc:
             raise JobDirError(f"{job}: cannot create the job folder ({exc.strerror})") from exc
     if not os.access(job, os.R_OK | os.W_OK | os.X_OK):

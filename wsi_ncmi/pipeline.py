@@ -72,6 +72,7 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
     from wsi_ncmi.cohort.manifest import read_manifest
     from wsi_ncmi.cohort.splits import make_splits, write_splits
     from wsi_ncmi.encoders.embed import EmbedSettings, bag_path, embed_slides
+    from wsi_ncmi.encoders.weights import check_weights
     from wsi_ncmi.evaluation.compare import collect, summarise, to_markdown, write_table, write_text
     from wsi_ncmi.evaluation.evaluate import evaluate_run
     from wsi_ncmi.evaluation.report import pipeline_reports
@@ -84,6 +85,8 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
     console = console or Console(highlight=False)
     total = 7
     table = read_manifest(config.manifest, require=["path", "label"])
+    settings = EmbedSettings(**config.embedding)
+    check_weights(settings.encoder, settings.weights, settings.allow_download)
     config.job.parent.mkdir(parents=True, exist_ok=True)
     config.runs.mkdir(parents=True, exist_ok=True)
     _stage(console, 1, total, f"tiling {len(table)} slides -> {config.job}")
@@ -97,7 +100,6 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
     )
     failed = {r.slide_id for r in rows if r.failed}
     _stage(console, 2, total, "embedding tiles into feature bags")
-    settings = EmbedSettings(**config.embedding)
     targets = [(s, p) for s, p in zip(table["slide_id"], table["path"], strict=True) if s not in failed]
     if config.executor == "dask":
         from wsi_ncmi.encoders.embed import embed_on_dask

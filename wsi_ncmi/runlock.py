@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from wsi_ncmi.folders import FolderError, make_parents
 from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
 
 RUN_OUTPUTS = ("model.pt", "last.pt", "history.csv", "config.yaml", "curves.png")
@@ -19,10 +20,12 @@ def run_lock(run: Path) -> Iterator[None]:
     from wsi_ncmi.mil.train import RunError
 
     run = Path(run)
-    if not run.parent.is_dir():
-        raise RunError(f"{run}: parent folder {run.parent} does not exist; create it first")
     if run.exists() and not run.is_dir():
         raise RunError(f"{run}: exists and is not a folder; choose another --out")
+    try:
+        make_parents(run)
+    except FolderError as exc:
+        raise RunError(str(exc)) from exc
     try:
         lock = acquire_lock(run.parent / f".{run.name}")
     except LockedError as exc:

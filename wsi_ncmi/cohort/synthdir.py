@@ -24,6 +24,7 @@ def _spec_record(cohort: Any) -> dict[str, Any]:
 def prepare_synth_folder(out: Path, cohort: Any, overwrite: bool) -> None:
     """Refuse an --out holding another cohort unless `overwrite` (then remove its files); record `cohort`'s settings."""
     from wsi_ncmi.atomic import atomic_path
+    from wsi_ncmi.folders import make_parents
 
     out = Path(out)
     wanted = _spec_record(cohort)
@@ -47,6 +48,6 @@ def prepare_synth_folder(out: Path, cohort: Any, overwrite: bool) -> None:
         for name in present:
             target = out / name
             shutil.rmtree(target) if target.is_dir() else target.unlink()
-    out.mkdir(exist_ok=True)
+    make_parents(out).mkdir(exist_ok=True)
     with atomic_path(out / SPEC_FILE) as tmp:
         tmp.write_text(json.dumps(wanted, indent=1))

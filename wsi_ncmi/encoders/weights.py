@@ -100,6 +100,36 @@ def hub_online() -> Iterator[None]:
             os.environ["HF_HUB_OFFLINE"] = env
 
 
+def _not_cached(spec: EncoderSpec) -> WeightsError:
+    """The error for published weights missing from the local cache: where to put them, or what to pass."""
+    assert spec.checkpoint is not None
+    source = spec.checkpoint.repo or spec.checkpoint.url
+    return WeightsError(
+        f"{spec.name}: weights file {spec.checkpoint.filename} (from {source}) not in the local cache; put it "
+        f"at {spec.checkpoint.expected()} (HF_HOME / HF_HUB_CACHE / TORCH_HOME), pass --weights PATH, or pass "
+        "--allow-download"
+    )
+
+
+def check_weights(encoder: str, weights: str, allow_download: bool = False) -> None:
+    """Refuse, before any slide is touched, an unknown encoder, a --weights file that does not exist, or published
+    weights missing from the local cache when downloads are not allowed (`timm:` names are built, and their cache
+    read, by timm itself when embedding starts)."""
+    from wsi_ncmi.encoders.registry import get_encoder
+
+    if not encoder.startswith("timm:"):
+        try:
+            spec = get_encoder(encoder)
+        except KeyError as exc:
+            raise WeightsError(str(exc.args[0])) from exc
+        if weights in PUBLISHED and spec.checkpoint is not None and not allow_download and not spec.checkpoint.local():
+            raise _not_cached(spec)
+    if weights == "random" or weights in PUBLISHED:
+        return
+    if not Path(weights).is_file():
+        raise WeightsError(f"--weights {weights!r}: not 'pretrained', 'random' or an existing file")
+
+
 def _published_file(spec: EncoderSpec, allow_download: bool) -> Path:
     """The entry's checkpoint from the local cache, downloaded first only when allowed."""
     assert spec.checkpoint is not None
@@ -107,12 +137,7 @@ def _published_file(spec: EncoderSpec, allow_download: bool) -> Path:
     if found is not None:
         return found
     if not allow_download:
-        source = spec.checkpoint.repo or spec.checkpoint.url
-        raise WeightsError(
-            f"{spec.name}: weights file {spec.checkpoint.filename} (from {source}) not in the local cache; put it "
-            f"at {spec.checkpoint.expected()} (HF_HOME / HF_HUB_CACHE / TORCH_HOME), pass --weights PATH, or pass "
-            "--allow-download"
-        )
+        raise _not_cached(spec)
     try:
         if spec.checkpoint.repo:
             from huggingface_hub import hf_hub_download

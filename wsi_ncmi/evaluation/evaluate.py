@@ -191,7 +191,8 @@ def evaluate_run(
             trained, table, split, name, features, run, bootstrap, seed, pn_stage, skip_missing, last
         )
     if (run / "history.csv").exists():
-        curves_figure(pd.read_csv(run / "history.csv"), run / "curves.png")
+        loss = config.get("training", {}).get("loss")
+        curves_figure(pd.read_csv(run / "history.csv"), run / "curves.png", loss)
     return results
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,10 +34,10 @@ def attention_scores(run: Path, bag_path: Path, device: str = "cpu") -> tuple[np
 
 @dataclass(frozen=True)
 class TileScores:
-    """One bag under a loaded model: tile attention (None for models without), the head's class probabilities of
-    each tile embedding alone (only where the slide embedding is the attention-weighted mean of the tile embeddings,
-    as in abmil, abmil_plain and clam_sb, so the head reads both alike), the slide's class probabilities and
-    prediction."""
+    """One bag under a loaded model: tile attention (None for models without), each tile's class probabilities
+    (the model's prediction for a bag holding that tile alone: its embedding through the model's neck and head;
+    only where the slide embedding is the attention-weighted mean of the tile embeddings, as in abmil, abmil_plain
+    and clam_sb with any neck, so tiles and slide are read alike), the slide's class probabilities and prediction."""
 
     attention: np.ndarray | None
     tile_probabilities: np.ndarray | None
@@ -57,9 +57,34 @@ def tile_scores(trained: Trained, features: np.ndarray) -> TileScores:
         attention = None if output.attention is None else output.attention.float().cpu().numpy()
         tiles = None
         pooled = output.attention is not None and output.tiles is not None
-        if pooled and torch.allclose(output.attention @ output.tiles, output.h, rtol=1e-3, atol=1e-4):
-            tiles = trained.head.probabilities(output.tiles.float()).double().cpu().numpy()
+        neck = trained.model.neck
+        if pooled and torch.allclose(neck(output.attention @ output.tiles), output.h, rtol=1e-3, atol=1e-4):
+            tiles = trained.head.probabilities(neck(output.tiles).float()).double().cpu().numpy()
     return TileScores(attention, tiles, probabilities, predicted)
+
+
+def check_slide_known(job: Path, slide_id: str, manifest: Path | str | None) -> None:
+    """Refuse a slide id that is neither tiled in JOB nor in the run's manifest (a case id, a typo) as unknown,
+    naming close matches; a known slide without tiles is left to the coords reader, which says to tile it."""
+    import difflib
+
+    tiles = Path(job) / "tiles"
+    if not tiles.is_dir():
+        raise ValueError(f"{job}: no tiles/ folder; give the job folder `wsi-ncmi tile --out` wrote")
+    if (tiles / f"{slide_id}.h5").exists():
+        return
+    known = sorted(p.stem for p in tiles.glob("*.h5"))
+    if manifest is not None and Path(manifest).is_file():
+        from wsi_ncmi.cohort.manifest import ManifestError, read_manifest
+
+        try:
+            if slide_id in set(read_manifest(manifest)["slide_id"]):
+                return
+        except ManifestError:
+            pass
+    close = difflib.get_close_matches(slide_id, known, n=3, cutoff=0.5) or known[:3]
+    hint = f"; slides here include {', '.join(close)}" if close else ""
+    raise ValueError(f"unknown slide {slide_id!r}: not tiled in {tiles} and not in the run's manifest{hint}")
 
 
 def check_bag_tiles(bag_path: Path, coords_path: Path) -> None:
@@ -98,9 +123,6 @@ def draw_heatmap(
 ) -> None:
     """Thumbnail with attention (percentile-ranked, colour map + legend) over the tissue tiles, and a montage of
     the top-k attended tiles read from the slide."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from wsi_ncmi.slides.backend import open_slide
@@ -111,24 +133,37 @@ def draw_heatmap(
         low = read_lowres(slide, mpp0, thumbnail_mpp)
         tiles = [slide.read_region(tuple(coords[i]), read_level, (read_size, read_size)) for i in top]
     blended = attention_overlay(low.image, low.scale, coords, attention, size0)
-    cmap = plt.get_cmap("turbo")
-    columns = int(np.ceil(np.sqrt(max(len(tiles), 1))))
-    fig = plt.figure(figsize=(14, 6.5))
-    grid = fig.add_gridspec(columns, 2 * columns, width_ratios=[*([1.0] * columns), *([0.5] * columns)])
-    ax = fig.add_subplot(grid[:, :columns])
-    ax.imshow(blended, vmin=0, vmax=1)
-    ax.set_title(title)
-    ax.axis("off")
-    bar = fig.colorbar(plt.cm.ScalarMappable(cmap=cmap), ax=ax, fraction=0.035, pad=0.01)
-    bar.set_label("attention (percentile within slide)")
-    for k, tile in enumerate(tiles):
-        sub = fig.add_subplot(grid[k // columns, columns + k % columns])
-        sub.imshow(tile)
-        sub.set_title(f"#{k + 1}", fontsize=7)
-        sub.axis("off")
+    fig = heatmap_figure(blended, tiles, title)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+
+
+def heatmap_figure(blended: np.ndarray, tiles: list[np.ndarray], title: str) -> Any:
+    """The heatmap figure: the overlay with its colour bar in one panel and the top tiles in another beside it,
+    so the montage never covers the colour bar's ticks or label."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    columns = int(np.ceil(np.sqrt(max(len(tiles), 1))))
+    fig = plt.figure(figsize=(14, 6.5))
+    left, right = fig.subfigures(1, 2, width_ratios=[1.45, 1.0], wspace=0.02)
+    ax = left.subplots()
+    ax.imshow(blended, vmin=0, vmax=1)
+    ax.set_title(title)
+    ax.axis("off")
+    bar = left.colorbar(plt.cm.ScalarMappable(cmap=plt.get_cmap("turbo")), ax=ax, fraction=0.05, pad=0.02)
+    bar.set_label("attention (percentile within slide)")
+    right.suptitle(f"top {len(tiles)} attended tiles", fontsize=10)
+    grid = right.add_gridspec(columns, columns)
+    for k, tile in enumerate(tiles):
+        sub = right.add_subplot(grid[k // columns, k % columns])
+        sub.imshow(tile)
+        sub.set_title(f"#{k + 1}", fontsize=7)
+        sub.axis("off")
+    return fig
 
 
 def attention_overlay(

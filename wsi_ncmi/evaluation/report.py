@@ -22,6 +22,7 @@ import numpy as np
 from wsi_ncmi.atomic import atomic_path
 from wsi_ncmi.evaluation.report_page import page, section, table
 from wsi_ncmi.evaluation.svg import Series, chart
+from wsi_ncmi.folders import FolderError, make_parents
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,8 +60,10 @@ def files_dir(out: Path) -> Path:
 def _check_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not overwrite:
         raise ReportError(f"{out}: exists; pass --overwrite to replace it, or choose another --out")
-    if not out.parent.is_dir():
-        raise ReportError(f"{out}: folder {out.parent} does not exist; create it first")
+    try:
+        make_parents(out)
+    except FolderError as exc:
+        raise ReportError(str(exc)) from exc
 
 
 def _write_html(text: str, out: Path) -> None:
@@ -218,14 +221,17 @@ def reliability_chart(y_true: np.ndarray, probs: np.ndarray) -> str:
     return chart(series, "Reliability (top-class confidence)", "mean confidence", "accuracy", (0, 1), (0, 1))
 
 
-def curves_charts(history: pd.DataFrame, best_epoch: int | None) -> str:
-    """Loss, validation macro-F1 and validation NCMI per epoch; the selected epoch is marked."""
+def curves_charts(history: pd.DataFrame, best_epoch: int | None, loss: str | None = None) -> str:
+    """Loss, validation macro-F1 and validation NCMI per epoch; the selected epoch is marked; what each curve is
+    said below them."""
+    from wsi_ncmi.evaluation.plots import curve_notes
+
     epochs = history["epoch"].tolist()
     charts = []
     panels = (
         ("loss", [("train", "train_loss"), ("validation", "val_loss")]),
         ("validation macro-F1 / accuracy", [("macro-F1", "val_macro_f1"), ("accuracy", "val_accuracy")]),
-        ("validation NCMI", [("NCMI", "val_ncmi")]),
+        ("validation NCMI (diagnostic)", [("NCMI", "val_ncmi")]),
     )
     for title, columns in panels:
         series = [Series(name, epochs, history[col].tolist()) for name, col in columns if col in history]
@@ -235,8 +241,9 @@ def curves_charts(history: pd.DataFrame, best_epoch: int | None) -> str:
                 series.append(
                     Series(f"selected (epoch {best_epoch})", [best_epoch] * 2, [min(values), max(values)], dash=True)
                 )
-        charts.append(chart(series, title, "epoch", title.split(" / ")[0]))
-    return f"<div class=charts>{''.join(charts)}</div>"
+        charts.append(chart(series, title, "epoch", title.split(" / ")[0].split(" (")[0]))
+    notes = "".join(f"<li>{escape(note)}</li>" for note in curve_notes(loss))
+    return f"<div class=charts>{''.join(charts)}</div><ul class='muted notes'>{notes}</ul>"
 
 
 def ncmi_section(metrics: dict[str, Any]) -> str:
@@ -274,6 +281,18 @@ def centre_table(predictions: pd.DataFrame, classes: list[str]) -> str:
     return table(["centre", "slides", "accuracy", "balanced acc.", "macro-F1", "true classes"], rows)
 
 
+def digits_to_differ(values: np.ndarray, least: int = 3, most: int = 6) -> int:
+    """The fewest decimals (at least `least`, at most `most`) at which values that differ also read differently,
+    so two class probabilities of a slide never show the same number unless they are the same (values that read
+    0.000 may stay alike)."""
+    distinct = np.unique(np.asarray(values, dtype=float))
+    distinct = distinct[distinct >= 0.5 * 10.0**-least]
+    for digits in range(least, most):
+        if len(np.unique(np.round(distinct, digits))) == len(distinct):
+            return digits
+    return most
+
+
 def slide_table(predictions: pd.DataFrame, classes: list[str], views: dict[str, SlideView]) -> str:
     """The per-slide table: sortable headers, one row per predicted slide carrying its image paths."""
     flags = slide_flags(predictions, classes)
@@ -293,6 +312,7 @@ def slide_table(predictions: pd.DataFrame, classes: list[str], views: dict[str, 
     for i, row in enumerate(predictions.to_dict("records")):
         view = views.get(row["slide_id"], SlideView())
         confidence = float(probs[i].max())
+        digits = digits_to_differ(probs[i])
         truth = row.get("y_true", "")
         summary = (
             f"case {row['case_id']}, centre {row['center'] or '-'}: true {truth or '-'}, predicted {row['y_pred']}"
@@ -314,9 +334,9 @@ def slide_table(predictions: pd.DataFrame, classes: list[str], views: dict[str, 
             f"<td class=t>{escape(str(row['center']))}</td>",
             f"<td class=t>{escape(str(truth))}</td>",
             f"<td class='t pred'>{escape(row['y_pred'])}</td>",
-            *[f"<td data-v='{p:.6f}'>{p:.3f}</td>" for p in probs[i]],
-            f"<td data-v='{confidence:.6f}'>{confidence:.3f}</td>",
-            "<td class=t>"
+            *[f"<td data-v='{p:.6f}'>{p:.{digits}f}</td>" for p in probs[i]],
+            f"<td data-v='{confidence:.6f}'>{confidence:.{digits}f}</td>",
+            "<td class='t fl'>"
             + "".join(f"<span class='flag {f}'>{f.replace('_', ' ')}</span>" for f in flags[i])
             + "</td>",
         ]
@@ -407,11 +427,23 @@ def slide_view(job: Path, slide_id: str, trained: Trained | None, encoder: str, 
         return SlideView(thumb, note=f"no heatmap: slide {attrs['slide_path']} not readable ({exc})")
     blended = attention_overlay(low.image, low.scale, bag.coords, scores.attention, int(attrs["patch_size_level0"]))
     _save_jpeg(Image.fromarray((blended * 255).round().astype(np.uint8)), folder / f"{slide_id}.heat.jpg")
-    montage = Image.new("RGB", (TILE_SIDE * len(tiles) + 4 * (len(tiles) - 1), TILE_SIDE), "white")
-    for k, tile in enumerate(tiles):
-        montage.paste(Image.fromarray(tile).resize((TILE_SIDE, TILE_SIDE)), (k * (TILE_SIDE + 4), 0))
-    _save_jpeg(montage, folder / f"{slide_id}.tiles.jpg", side=montage.width)
+    _save_jpeg(tile_montage(tiles), folder / f"{slide_id}.tiles.jpg")
     return SlideView(thumb, f"{rel}/{name}.heat.jpg", f"{rel}/{name}.tiles.jpg")
+
+
+def tile_montage(tiles: list[np.ndarray], gap: int = 4) -> Any:
+    """The top tiles, TILE_SIDE px each, in rows that wrap at IMAGE_SIDE, so the montage is never wider than the
+    other images of a slide (a PIL image)."""
+    from PIL import Image
+
+    columns = max(1, min(len(tiles), (IMAGE_SIDE + gap) // (TILE_SIDE + gap)))
+    rows = max(1, -(-len(tiles) // columns))
+    step = TILE_SIDE + gap
+    montage = Image.new("RGB", (columns * step - gap, rows * step - gap), "white")
+    for k, tile in enumerate(tiles):
+        corner = ((k % columns) * step, (k // columns) * step)
+        montage.paste(Image.fromarray(tile).resize((TILE_SIDE, TILE_SIDE)), corner)
+    return montage
 
 
 def run_report(
@@ -463,7 +495,11 @@ def run_report(
         ]
     if (run / "history.csv").exists():
         sections.append(
-            section("Learning curves", curves_charts(pd.read_csv(run / "history.csv"), best_epoch), "curves")
+            section(
+                "Learning curves",
+                curves_charts(pd.read_csv(run / "history.csv"), best_epoch, config["training"].get("loss")),
+                "curves",
+            )
         )
     sections.append(section("NCMI diagnostic", ncmi_section(metrics), "ncmi"))
     if labelled:

@@ -30,6 +30,8 @@ svg .yt{font-size:10px;text-anchor:end;fill:#444}svg .xl{font-size:11px;text-anc
 svg .lg{font-size:10px;fill:#333}svg .frame{fill:none;stroke:#999}svg .grid{stroke:#eee}
 table{border-collapse:collapse;margin:6px 0}
 th,td{border:1px solid var(--bd);padding:3px 8px;text-align:right;white-space:nowrap}
+#slides{font-size:13px}#slides th,#slides td{padding:2px 5px}#slides td.fl{white-space:normal;min-width:90px}
+ul.notes{font-size:12px;max-width:1100px;padding-left:18px}
 th{background:var(--bg);text-align:center}td.t{text-align:left}
 table.cm td{min-width:56px;text-align:center}
 #slides th{cursor:pointer;user-select:none;position:sticky;top:0}
@@ -43,13 +45,15 @@ tr.wrong td.pred{color:var(--bad);font-weight:600}
 .tools{display:flex;gap:10px;align-items:center;margin:8px 0}
 .tools input,.tools select{padding:4px 6px;border:1px solid var(--bd);border-radius:4px}
 .split{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
-.tablebox{max-height:640px;overflow:auto;border:1px solid var(--bd);flex:1 1 600px}
-#detail{flex:0 0 420px;border:1px solid var(--bd);border-radius:6px;padding:10px;min-height:200px;
-position:sticky;top:8px}
+.tablebox{max-height:640px;overflow:auto;border:1px solid var(--bd);flex:0 1 auto;max-width:100%}
+#detail{flex:1 1 440px;max-width:1340px;border:1px solid var(--bd);border-radius:6px;padding:10px;
+min-height:200px;display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:4px 18px;
+align-items:start}
+#detail>.head{grid-column:1/-1}#detail figure{margin:0;max-width:640px}
 #detail img{width:100%;display:block;margin:4px 0 10px;border:1px solid var(--bd)}
 #detail h3{margin:0 0 6px;font-size:15px}.legend{height:10px;border-radius:2px;
 background:linear-gradient(90deg,#30123b,#4686fb,#1be5b5,#a4fc3c,#fbb938,#e4460a,#7a0403)}
-.legend+div{display:flex;justify-content:space-between;font-size:11px;color:var(--mut)}
+.scale{display:flex;justify-content:space-between;font-size:11px;color:var(--mut)}
 .muted{color:var(--mut)}.note{color:var(--warn)}
 #errors{display:none;background:#fbe3e1;color:var(--bad);padding:8px 24px}
 """
@@ -118,18 +122,21 @@ SCRIPT = r"""
     if (!row) return;
     rows().forEach(function (r) { r.classList.remove('sel'); });
     row.classList.add('sel');
-    var d = row.dataset, html = '<h3>' + esc(d.slide) + '</h3><div class="muted">' + esc(d.summary) + '</div>';
+    var d = row.dataset, html = '<div class="head"><h3>' + esc(d.slide) + '</h3><div class="muted">' +
+      esc(d.summary) + '</div>';
     if (d.note) html += '<p class="note">' + esc(d.note) + '</p>';
-    if (d.heat) {
-      html += '<b>Attention</b><div class="legend"></div><div><span>lowest</span>' +
-        '<span>percentile within slide</span><span>highest</span></div>' + image(d.heat, 'attention of ' + d.slide);
-    }
-    if (d.tiles) html += '<b>Top attended tiles</b>' + image(d.tiles, 'top tiles of ' + d.slide);
-    if (d.thumb) {
-      html += '<b>Thumbnail</b> <span class="muted">(tissue contour green, tiles blue)</span>' +
-        image(d.thumb, 'thumbnail of ' + d.slide);
-    }
     if (!d.heat && !d.thumb) html += '<p class="muted">No images: write the report with --job JOB.</p>';
+    html += '</div>';
+    if (d.heat) {
+      html += '<figure><b>Attention</b><div class="legend"></div><div class="scale"><span>lowest</span>' +
+        '<span>percentile within slide</span><span>highest</span></div>' + image(d.heat, 'attention of ' + d.slide);
+      if (d.tiles) html += '<b>Top attended tiles</b>' + image(d.tiles, 'top tiles of ' + d.slide);
+      html += '</figure>';
+    }
+    if (d.thumb) {
+      html += '<figure><b>Thumbnail</b> <span class="muted">(tissue contour green, tiles blue)</span>' +
+        image(d.thumb, 'thumbnail of ' + d.slide) + '</figure>';
+    }
     detail.innerHTML = html;
     detail.setAttribute('data-slide', d.slide);
   }

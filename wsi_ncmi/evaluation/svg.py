@@ -7,6 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
+LEGEND_LINE = 14
+"""Height of one legend line below a chart, in px."""
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 
 
@@ -56,8 +58,14 @@ def chart(
     width: int = 380,
     height: int = 270,
 ) -> str:
-    """An SVG line/point chart with axes, ticks, a legend and a <title> tooltip per point."""
+    """An SVG line/point chart with axes, ticks, a legend and a <title> tooltip per point.
+
+    `height` is the plot's; the legend goes below the axis label, one line per named series, so it never covers
+    the data and the SVG grows by its lines."""
     left, right, top, bottom = 60, 12, 26, 40
+    named = sum(1 for s in series if s.name)
+    legend_top = height + 4
+    total = height + (named * LEGEND_LINE + 8 if named else 0)
     xs = [v for s in series for v in _finite(s.x)] or [0.0, 1.0]
     ys = [v for s in series for v in _finite(s.y)] or [0.0, 1.0]
     x0, x1 = xlim or (min(xs), max(xs))
@@ -76,8 +84,8 @@ def chart(
         return top + (1 - (y - y0) / (y1 - y0)) * ph
 
     parts = [
-        f'<svg class="chart" viewBox="0 0 {width} {height}" '
-        f'width="{width}" height="{height}" role="img" aria-label="{escape(title)}">',
+        f'<svg class="chart" viewBox="0 0 {width} {total}" '
+        f'width="{width}" height="{total}" role="img" aria-label="{escape(title)}">',
         f'<text x="{width / 2}" y="16" class="ct">{escape(title)}</text>',
         f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" class="frame"/>',
     ]
@@ -88,7 +96,7 @@ def chart(
         parts.append(f'<text x="{px(value):.1f}" y="{top + ph + 14}" class="xt">{escape(label)}</text>')
     parts.append(f'<text x="{left + pw / 2}" y="{height - 6}" class="xl">{escape(xlabel)}</text>')
     parts.append(f'<text transform="translate(12 {top + ph / 2}) rotate(-90)" class="xl">{escape(ylabel)}</text>')
-    legend_y = top + 12
+    legend_y = legend_top + LEGEND_LINE / 2
     for i, s in enumerate(series):
         color = s.color or PALETTE[i % len(PALETTE)]
         points = [
@@ -109,9 +117,10 @@ def chart(
                 )
         if s.name:
             parts.append(
-                f'<line x1="{left + 8}" x2="{left + 22}" y1="{legend_y}" y2="{legend_y}" stroke="{color}" '
-                f'stroke-width="2.5"{dash}/><text x="{left + 26}" y="{legend_y + 4}" class="lg">{escape(s.name)}</text>'
+                f'<g class="legend"><line x1="{left}" x2="{left + 14}" y1="{legend_y}" y2="{legend_y}" '
+                f'stroke="{color}" stroke-width="2.5"{dash}/><text x="{left + 18}" y="{legend_y + 4}" '
+                f'class="lg">{escape(s.name)}</text></g>'
             )
-            legend_y += 14
+            legend_y += LEGEND_LINE
     parts.append("</svg>")
     return "".join(parts)

@@ -23,8 +23,6 @@ def prepare_run(run: Path, resume: bool, overwrite: bool) -> None:
         if not (run / "last.pt").exists():
             raise RunError(f"{run}: nothing to resume (no last.pt); start the run without --resume")
         return
-    if not run.parent.is_dir():
-        raise RunError(f"{run}: parent folder {run.parent} does not exist; create it first")
     if run.exists() and not run.is_dir():
         raise RunError(f"{run}: exists and is not a folder; choose another --out")
     started = [p for p in run.iterdir() if p.name != "config.yaml"] if run.is_dir() else []

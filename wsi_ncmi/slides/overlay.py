@@ -111,17 +111,27 @@ def _legend_entry(colour: tuple[int, int, int], text: str, size: int) -> np.ndar
 
 
 def _legend(width: int, entries: list[tuple[tuple[int, int, int], str]]) -> np.ndarray:
-    """A white band, `width` px wide, with a colour swatch and a label for each entry (cut off at the right)."""
-    size = max(12, width // 80)
-    band = np.full((size * 2, width, 3), 255, dtype=np.uint8)
+    """A white band, `width` px wide, with a colour swatch and a label for each entry, wrapped onto as many lines
+    as needed. The text is 1/40 of the width (at least 12 px), so it stays readable when the thumbnail is shown
+    640 px wide (16 px) or 420 px wide (10 px)."""
+    size = max(12, width // 40)
+    lines: list[list[np.ndarray]] = [[]]
     x = size // 2
     for colour, text in entries:
         entry = _legend_entry(tuple(colour), text, size)
-        span = min(entry.shape[1], width - x)
-        if span <= 0:
-            break
-        band[:, x : x + span] = entry[:, :span]
+        if lines[-1] and x + entry.shape[1] > width:
+            lines.append([])
+            x = size // 2
+        lines[-1].append(entry)
         x += entry.shape[1]
+    band = np.full((size * 2 * len(lines), width, 3), 255, dtype=np.uint8)
+    for row, line in enumerate(lines):
+        x = size // 2
+        for entry in line:
+            span = min(entry.shape[1], width - x)
+            if span > 0:
+                band[row * size * 2 : (row + 1) * size * 2, x : x + span] = entry[:, :span]
+            x += entry.shape[1]
     return band
 
 

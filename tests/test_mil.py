@@ -659,6 +659,9 @@ def test_sgd_with_a_step_schedule_decays_at_the_milestones(small: tuple[Path, Pa
         _train(small, tmp_path / "run", replace(config, milestones=[3], epochs=6), resume=True)
     with pytest.raises(RunError, match="trained with bags_per_step 4, resumed with 2"):
         _train(small, tmp_path / "run", replace(config, bags_per_step=2, epochs=6), resume=True)
+    other_neck = replace(config, model_args={"dim": 32, "neck": "none"}, epochs=6)
+    with pytest.raises(RunError, match=r"trained with neck mlp, resumed with none; resume with model_args: \{neck"):
+        _train(small, tmp_path / "run", other_neck, resume=True)
 
 
 def test_schedule_factors_at_the_boundaries() -> None:

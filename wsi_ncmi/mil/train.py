@@ -598,7 +598,7 @@ def train(
 
 def _check_loop_settings(checkpoint: dict[str, Any], config: TrainConfig, path: Path) -> None:
     """Refuse to resume with an optimiser, schedule or step size other than last.pt's (its optimiser state and
-    step count belong to them)."""
+    step count belong to them), or with another neck (a run from before the default neck became mlp)."""
     for key, legacy in LOOP_SETTINGS.items():
         saved, now = checkpoint.get(key, legacy), getattr(config, key)
         if saved != now:
@@ -606,6 +606,12 @@ def _check_loop_settings(checkpoint: dict[str, Any], config: TrainConfig, path: 
                 f"{path}: trained with {key} {saved}, resumed with {now}; resume with {key}: {saved} "
                 "or start again with --overwrite"
             )
+    saved_neck, neck = upgrade(checkpoint)["model_args"]["neck"], config.model_args["neck"]
+    if saved_neck != neck:
+        raise RunError(
+            f"{path}: trained with neck {saved_neck}, resumed with {neck}; resume with model_args: {{neck: "
+            f"{saved_neck}}} or start again with --overwrite"
+        )
 
 
 class _Step(torch.nn.Module):

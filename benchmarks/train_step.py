@@ -9,8 +9,15 @@ tests) and 10k-tile bags (1024-d, abmil dim 512); validation is one 16-tile bag,
 Each case runs on the machine as it is ("idle") and with CPU burner processes beside it ("loaded"); runs are
 interleaved, medians reported. Goal: ours / minimal <= 1.2.
 
+`--bags-per-step 1 8 32` measures instead training throughput (bags/s) of `train()` at each `bags_per_step`
+(abmil, CE, default settings otherwise): the median over epochs 2.. of bags / epoch seconds, so start-up is left
+out (an epoch's seconds include the validation of one 16-tile bag). Cases (`--cases`): the tiny bags above and
+128 bags of 1k tiles (1024-d, abmil dim 512); by default tiny on the CPU, both on CUDA. `--device cuda` runs the
+same on the GPU (bf16 autocast) and writes under results/gpu/.
+
     python benchmarks/train_step.py                 # 3 rounds
     python benchmarks/train_step.py --repeats 5 --burners 2
+    python benchmarks/train_step.py --bags-per-step 1 8 32 [--device cuda]
 """
 
 from __future__ import annotations
@@ -39,6 +46,11 @@ CASES = {
 }
 EPOCHS = 2
 CLASSES = 4
+THROUGHPUT_CASES = {
+    "tiny": CASES["tiny"],
+    "1k": {"bags": 128, "tiles": (1000, 1000), "features": 1024, "model_args": {"dim": 512}},
+}
+THROUGHPUT_EPOCHS = 3
 
 
 def make_bags(case: dict, seed: int) -> BagSet:
@@ -89,6 +101,41 @@ def minimal(case: dict, bags: BagSet, threads: int, budget: float) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def throughput(case: dict, bags: BagSet, val: BagSet, folder: Path, per_step: int, device: str) -> list[float]:
+    """Bags/s of each epoch after the first of a train() call with `per_step` bags per optimiser step."""
+    config = TrainConfig(
+        model="abmil", loss="ce", epochs=THROUGHPUT_EPOCHS, warmup_epochs=0, device=device,
+        model_args=case["model_args"], bags_per_step=per_step,
+    )  # fmt: skip
+    run = Path(tempfile.mkdtemp(dir=folder))
+    result = train(bags, val, [str(c) for c in range(CLASSES)], config, run, progress=False)
+    return [len(bags) / seconds for seconds in result.history["seconds"].iloc[1:]]
+
+
+def sweep(sizes: list[int], device: str, repeats: int, out: str, cases: list[str]) -> None:
+    """bags/s at each bags_per_step, runs interleaved; JSON in results/ (results/gpu/ on CUDA)."""
+    figures: dict = {"benchmark": "train_step_bags_per_step", "device": device, "epochs": THROUGHPUT_EPOCHS}
+    if device.startswith("cuda"):
+        figures["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in cases:
+            case = THROUGHPUT_CASES[name]
+            bags, val = make_bags(case, 0), make_bags({**case, "bags": 1, "tiles": (16, 16)}, 1)
+            rates: dict[int, list[float]] = {n: [] for n in sizes}
+            for r in range(repeats):
+                for n in sizes[r % len(sizes) :] + sizes[: r % len(sizes)]:
+                    rates[n] += throughput(case, bags, val, Path(tmp), n, device)
+            medians = {n: summary(v)["median"] for n, v in rates.items()}
+            figures[name] = {
+                "case": dict(case),
+                "bags_per_s": {str(n): summary(v) for n, v in rates.items()},
+                "speedup_over_first": {str(n): m / medians[sizes[0]] for n, m in medians.items()},
+            }
+            for n in sizes:
+                print(f"{name}: bags_per_step {n:>3}: {summary(rates[n])['median']:.1f} bags/s on {device}", flush=True)
+    print(f"wrote {write_result(('gpu/' if device.startswith('cuda') else '') + out, figures)}")
+
+
 def _ms(figures: dict[str, float]) -> dict[str, float]:
     """summary() figures in milliseconds (the run count as it is)."""
     return {k: v * 1e3 if k != "runs" else v for k, v in figures.items()}
@@ -103,8 +150,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--burners", type=int, default=1, help="CPU burner processes in the loaded condition")
     parser.add_argument("--budget", type=float, default=20.0, help="seconds at most per minimal-loop run")
-    parser.add_argument("--out", default="train_step")
+    parser.add_argument("--out", default=None, help="results file name [train_step or train_step_bags_per_step]")
+    parser.add_argument("--bags-per-step", type=int, nargs="+", help="measure bags/s at these bags_per_step instead")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (the bags_per_step sweep)")
+    parser.add_argument("--cases", nargs="+", choices=sorted(THROUGHPUT_CASES), help="[tiny; on cuda: tiny 1k]")
     args = parser.parse_args()
+    if args.bags_per_step:
+        cases = args.cases or (["tiny", "1k"] if args.device.startswith("cuda") else ["tiny"])
+        sweep(args.bags_per_step, args.device, args.repeats, args.out or "train_step_bags_per_step", cases)
+        return
+    args.out = args.out or "train_step"
     default_threads = torch.get_num_threads()
     variants = ("ours", "minimal_default_threads", "minimal_one_thread")
     times: dict[str, dict[str, dict[str, list[float]]]] = {

@@ -83,7 +83,13 @@ def results_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     parts = ["train", "train", "val", "test", "test", "test"]
     pd.DataFrame({"slide_id": ids, "split": parts}).to_csv(split, index=False)
     config = replace(
-        TrainConfig(), model="abmil", loss="ce", epochs=2, warmup_epochs=0, device="cpu", model_args={"dim": 16}
+        TrainConfig(),
+        model="abmil",
+        loss="ce",
+        epochs=2,
+        warmup_epochs=0,
+        device="cpu",
+        model_args={"dim": 16, "neck": "none"},
     )
     run = root / "run"
     train_run(manifest, job / "features" / "synthetic", split, run, config, progress=False)

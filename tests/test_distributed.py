@@ -37,7 +37,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     return manifest, out / "features", split
 
 
-def _train(cohort: tuple[Path, Path, Path], run: Path, processes: int) -> str:
+def _train(cohort: tuple[Path, Path, Path], run: Path, processes: int, settings: str = "") -> str:
     manifest, features, split = cohort
     args = [
         "train",
@@ -60,8 +60,8 @@ def _train(cohort: tuple[Path, Path, Path], run: Path, processes: int) -> str:
         "--seed",
         "3",
     ]
-    config = run.parent / "tiny.yaml"
-    config.write_text("model_args: {dim: 32, dropout: 0.0}\nwarmup_epochs: 0\n")
+    config = run.parent / f"{run.name}.yaml"
+    config.write_text("model_args: {dim: 32, dropout: 0.0}\nwarmup_epochs: 0\n" + settings)
     args += ["--config", str(config)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     if processes == 1:
@@ -101,3 +101,27 @@ def test_two_gloo_processes_train_one_run(cohort: tuple[Path, Path, Path], tmp_p
     single = pd.read_csv(tmp_path / "single" / "history.csv")
     assert abs(single["val_macro_f1"].max() - history["val_macro_f1"].max()) <= 0.3
     assert not list((tmp_path / "ddp").glob(".*tmp*"))
+
+
+def test_two_gloo_processes_step_on_batches_of_bags_with_a_batchnorm_neck(
+    cohort: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """Each rank takes 4 of its bags a step; the BatchNorm statistics are averaged over the ranks after each epoch,
+    so every rank embeds with rank 0's saved model: the centroids gathered from both ranks are those the saved
+    model gives."""
+    settings = "bags_per_step: 4\nmodel_args: {dim: 32, dropout: 0.0, neck: bn}\nloss_args: {centroids: epoch}\n"
+    output = _train(cohort, tmp_path / "ddp", 2, settings)
+    assert output.count("selected epoch") == 1
+    state = torch.load(tmp_path / "ddp" / "last.pt", weights_only=True)
+    manifest, features, split = cohort
+    parts = join_split(read_manifest(manifest), read_split(split), CLASSES)
+    share = -(-len(parts["train"]) // 2)
+    assert state["scheduler"]["last_epoch"] == 3 * -(-share // 4)
+    assert state["checkpoint"]["bags_per_step"] == 4
+    trained = load_trained(tmp_path / "ddp" / "last.pt")
+    assert float(trained.model.neck.running_var.sub(1).abs().sum()) > 0
+    bags = load_bagset(parts["train"]["slide_id"].tolist(), parts["train"]["y"].tolist(), features)
+    saved = trained.head.centroids.clone()
+    h, _ = embed_bags(trained.model, bags, torch.device("cpu"))
+    trained.head.epoch_pass(h, torch.from_numpy(bags.labels))
+    torch.testing.assert_close(trained.head.centroids, saved, rtol=1e-4, atol=1e-6)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from wsi_ncmi.cli import app
 from wsi_ncmi.cohort.manifest import read_manifest
 from wsi_ncmi.cohort.splits import read_split
-from wsi_ncmi.mil.data import BagDataError, join_split, load_bagset
+from wsi_ncmi.mil.data import BagDataError, join_split, load_bagset, step_groups
 from wsi_ncmi.mil.models import MODELS, build_model
 from wsi_ncmi.mil.run import train_run
 from wsi_ncmi.mil.train import RunError, TrainConfig, load_trained, predict
@@ -58,7 +58,7 @@ def test_models_give_an_embedding_and_attention(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_dim_none_keeps_the_tile_features(name: str) -> None:
     kwargs = {"n_classes": 2, "k_sample": 2} if name == "clam_sb" else {}
-    model = build_model(name, 24, dim=None, dropout=0.0, **kwargs).eval()
+    model = build_model(name, 24, dim=None, dropout=0.0, neck="none", **kwargs).eval()
     assert model.dim == 24
     assert list(model.project.parameters()) == []
     x = torch.randn(9, 24)
@@ -186,12 +186,20 @@ def test_checkpoints_carry_every_resolved_setting(small: tuple[Path, Path, Path]
         "separation": "mean_all",
         "tau_smoothing": None,
     }
-    assert data["model_args"] == {"dim": 32, "dropout": 0.0, "attention_dim": 256, "neck": "none"}
+    assert data["model_args"] == {"dim": 32, "dropout": 0.0, "attention_dim": 256, "neck": "mlp"}
     assert data["select"] == "best_f1" and set(data["calibration"]) == {"tau", "at_bound", "separable", "smoothing"}
+    assert (data["optimizer"], data["momentum"], data["schedule"], data["milestones"], data["gamma"]) == (
+        "adamw",
+        0.9,
+        "cosine",
+        [],
+        0.1,
+    )
+    assert (data["bags_per_step"], data["select_window"]) == (1, 5)
 
 
 def test_a_model_without_parameters_predicts(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    config = replace(FAST, model="mean", loss="ce", epochs=1, model_args={"dim": None})
+    config = replace(FAST, model="mean", loss="ce", epochs=1, model_args={"dim": None, "neck": "none"})
     _train(small, tmp_path / "run", config)
     trained = load_trained(tmp_path / "run" / "model.pt")
     assert list(trained.model.parameters()) == []
@@ -216,13 +224,22 @@ def test_settings_that_bias_a_comparison_are_refused_or_warned(small: tuple[Path
         _train(small, tmp_path / "run", config)
 
 
-@pytest.mark.parametrize("select", ["last", "best_loss"])
+@pytest.mark.parametrize("select", ["last", "best_loss", "best_f1"])
 def test_selection_rule_is_recorded_and_applied(small: tuple[Path, Path, Path], tmp_path: Path, select: str) -> None:
-    result = _train(small, tmp_path / "run", replace(FAST, select=select))
+    """The kept epoch ends the best 2-epoch window of the rule's metric, from the first epoch after warm-up."""
+    config = replace(FAST, select=select, epochs=5, select_window=2)
+    result = _train(small, tmp_path / "run", config)
     assert f"select: {select}" in (tmp_path / "run" / "config.yaml").read_text()
     chosen = torch.load(tmp_path / "run" / "model.pt", weights_only=True)["epoch"]
-    history = result.history
-    expected = 3 if select == "last" else int(history.loc[history["val_loss"].idxmin(), "epoch"])
+    history = result.history.set_index("epoch")
+    windows = history.rolling(2).mean().loc[2:]
+    if select == "last":
+        expected = 5
+    elif select == "best_loss":
+        expected = int(windows["val_loss"].idxmin())
+    else:
+        ranked = sorted(windows.index, key=lambda e: (-windows.at[e, "val_macro_f1"], -windows.at[e, "val_auc"], e))
+        expected = int(ranked[0])
     assert chosen == expected == result.best_epoch
 
 
@@ -271,19 +288,30 @@ CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: the
 
 
 @pytest.mark.parametrize(
-    ("loss", "device", "optimizer"),
+    ("loss", "device", "optimizer", "loop"),
     [
-        ("ncmi", "cpu", "adamw"),
-        ("ce", "cpu", "adamw"),
-        ("ce", "cpu", "adam"),
-        pytest.param("ce", "cuda", "adamw", marks=CUDA),
+        ("ncmi", "cpu", "adamw", {}),
+        ("ce", "cpu", "adamw", {}),
+        ("ce", "cpu", "adam", {}),
+        ("ncmi", "cpu", "adamw", {"bags_per_step": 4, "neck": "bn"}),
+        ("ce", "cpu", "sgd", {"bags_per_step": 3, "schedule": "step", "milestones": [3], "neck": "mlp_bn"}),
+        pytest.param("ce", "cuda", "adamw", {}, marks=CUDA),
+        pytest.param("ncmi", "cuda", "adamw", {"bags_per_step": 4, "neck": "bn"}, marks=CUDA),
     ],
 )
 def test_resume_equals_an_uninterrupted_run(
-    small: tuple[Path, Path, Path], tmp_path: Path, loss: str, device: str, optimizer: str
+    small: tuple[Path, Path, Path], tmp_path: Path, loss: str, device: str, optimizer: str, loop: dict
 ) -> None:
+    loop = dict(loop)
+    neck = loop.pop("neck", "mlp")
     config = replace(
-        FAST, loss=loss, epochs=4, device=device, model_args={"dim": 32, "dropout": 0.25}, optimizer=optimizer
+        FAST,
+        loss=loss,
+        epochs=4,
+        device=device,
+        model_args={"dim": 32, "dropout": 0.25, "neck": neck},
+        optimizer=optimizer,
+        **loop,
     )
     _train(small, tmp_path / "whole", config)
 
@@ -310,8 +338,8 @@ def test_resume_equals_an_uninterrupted_run(
 
 
 def test_optimizer_is_checked_recorded_and_kept_on_resume(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"optimizer must be one of adamw, adam .*got 'sgd'"):
-        TrainConfig(optimizer="sgd")
+    with pytest.raises(ValueError, match=r"optimizer must be one of adamw, adam, sgd .*got 'lamb'"):
+        TrainConfig(optimizer="lamb")
     with pytest.raises(ValueError, match=r"training\.optimizer must be str, got 1"):
         TrainConfig.from_dict({"optimizer": 1})
     config = replace(FAST, optimizer="adam", weight_decay=5e-3)
@@ -505,7 +533,9 @@ def test_evaluate_reports_the_selected_and_the_last_epoch(small: tuple[Path, Pat
 
     manifest, features, split = small
     config = tmp_path / "c.yaml"
-    config.write_text("model_args: {dim: 16, dropout: 0.0}\nloss: ce\nepochs: 3\nwarmup_epochs: 0\nlr: 0.002\n")
+    config.write_text(
+        "model_args: {dim: 16, dropout: 0.0}\nloss: ce\nepochs: 3\nwarmup_epochs: 0\nlr: 0.002\nselect_window: 1\n"
+    )
     base = ["--manifest", str(manifest), "--features", str(features), "--split", str(split)]
     for select in ("last", "best_loss"):
         run = tmp_path / select
@@ -524,3 +554,205 @@ def test_evaluate_reports_the_selected_and_the_last_epoch(small: tuple[Path, Pat
         assert metrics["last_epoch"]["epoch"] == 3
         if select == "last":
             assert metrics["last_epoch"]["macro_f1"] == metrics["macro_f1"]
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 9, 31, 33, 270])
+@pytest.mark.parametrize("per_step", [1, 2, 4, 8, 32])
+def test_step_groups_cover_the_epoch_in_order(n: int, per_step: int) -> None:
+    order = np.random.default_rng(n).permutation(n)
+    groups = step_groups(order, per_step)
+    assert np.concatenate(groups).tolist() == order.tolist()
+    sizes = [len(g) for g in groups]
+    assert max(sizes) - min(sizes) <= 1
+    if per_step == 1:
+        assert sizes == [1] * n
+    else:
+        assert n < 2 or min(sizes) >= 2
+        assert len(groups) in (-(-n // per_step), -(-n // per_step) - 1)
+        assert max(sizes) <= per_step or (per_step == 2 and n % 2 == 1 and sizes.count(3) == 1)
+
+
+def test_bags_per_step_takes_fewer_optimiser_steps_to_the_same_shapes(
+    small: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    states = {}
+    for per_step in (1, 4):
+        config = replace(FAST, epochs=2, bags_per_step=per_step)
+        _train(small, tmp_path / f"b{per_step}", config)
+        states[per_step] = torch.load(tmp_path / f"b{per_step}" / "last.pt", weights_only=True)
+    n_train = int((pd.read_csv(small[2])["split"] == "train").sum())
+    assert states[1]["scheduler"]["last_epoch"] == 2 * n_train
+    assert states[4]["scheduler"]["last_epoch"] == 2 * -(-n_train // 4)
+    one, four = (states[k]["checkpoint"] for k in (1, 4))
+    assert four["bags_per_step"] == 4 and "bags_per_step: 4" in (tmp_path / "b4" / "config.yaml").read_text()
+    assert {k: v.shape for k, v in one["state_dict"].items()} == {k: v.shape for k, v in four["state_dict"].items()}
+    assert {k: v.shape for k, v in one["head_state"].items()} == {k: v.shape for k, v in four["head_state"].items()}
+    assert any(not torch.equal(v, four["state_dict"][k]) for k, v in one["state_dict"].items())
+
+
+@pytest.mark.parametrize(
+    ("model", "loss"), [("abmil", "ce"), ("abmil", "ncmi"), ("clam_sb", "ce"), ("transmil", "focal"), ("mean", "cmic")]
+)
+def test_a_step_on_four_bags_is_the_mean_of_four_one_bag_steps(model: str, loss: str) -> None:
+    """Loss and gradient of one step over four bags equal the mean over the four bags alone (no dropout, no
+    BatchNorm): the batch changes how often the optimiser steps, not what a bag contributes."""
+    from wsi_ncmi.mil.heads import build_head
+    from wsi_ncmi.mil.train import _Step
+
+    torch.manual_seed(0)
+    kwargs = {"n_classes": 3, "k_sample": 2} if model == "clam_sb" else {"heads": 4} if model == "transmil" else {}
+    net = build_model(model, 12, dim=16, dropout=0.0, neck="mlp", **kwargs)
+    head = build_head(loss, 16, 3)
+    step = _Step(net, head, torch.device("cpu"))
+    bags = [torch.randn(n, 12) for n in (5, 9, 3, 7)]
+    y = torch.tensor([0, 2, 1, 2])
+
+    def gradient(xs: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        step.zero_grad()
+        loss_value, h = step(xs, labels)
+        assert h.shape == (len(xs), 16)
+        loss_value.backward()
+        return loss_value.detach(), [p.grad.clone() for p in step.parameters()]
+
+    together = gradient(bags, y)
+    alone = [gradient([x], y[i : i + 1]) for i, x in enumerate(bags)]
+    torch.testing.assert_close(together[0], torch.stack([a[0] for a in alone]).mean(), rtol=1e-5, atol=1e-7)
+    for k, grad in enumerate(together[1]):
+        torch.testing.assert_close(grad, torch.stack([a[1][k] for a in alone]).mean(0), rtol=1e-4, atol=1e-7)
+
+
+def test_batchnorm_necks_need_two_bags_a_step(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    for neck in ("bn", "mlp_bn"):
+        with pytest.raises(ValueError, match=f"neck {neck} normalises over the bags of a step and needs bags_per_step"):
+            TrainConfig(model_args={"neck": neck})
+        TrainConfig(model_args={"neck": neck}, bags_per_step=2)
+    net = build_model("abmil", 8, dim=16, neck="bn")
+    bags = [torch.randn(n, 8) for n in (4, 6, 5)]
+    net.train()
+    h = torch.stack([o.h for o in net.forward_bags(bags)])
+    torch.testing.assert_close(h.mean(0), torch.zeros(16), atol=1e-5, rtol=0)
+    net.eval()
+    torch.testing.assert_close(net(bags[0]).h, net.forward_bags(bags)[0].h)
+    config = replace(FAST, epochs=2, bags_per_step=2, model_args={"dim": 32, "dropout": 0.0, "neck": "bn"})
+    _train(small, tmp_path / "run", config)
+    trained = load_trained(tmp_path / "run" / "model.pt")
+    assert float(trained.model.neck.running_mean.abs().sum()) > 0
+    manifest, features, split = small
+    parts = join_split(read_manifest(manifest), read_split(split), trained.classes)
+    bags_test = load_bagset(parts["test"]["slide_id"].tolist(), parts["test"]["y"].tolist(), features)
+    probs, _, _ = predict(trained, bags_test)
+    assert np.isfinite(probs).all() and np.allclose(probs.sum(1), 1)
+
+
+def test_sgd_with_a_step_schedule_decays_at_the_milestones(small: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    config = replace(
+        FAST, epochs=5, warmup_epochs=1, optimizer="sgd", momentum=0.8, lr=0.01, schedule="step", milestones=[2, 4],
+        gamma=0.5, bags_per_step=4,
+    )  # fmt: skip
+    result = _train(small, tmp_path / "run", config)
+    # history.lr is the rate of the next epoch's steps: epoch 2 starts after warm-up, epochs 3-4 x0.5, 5 x0.25
+    assert result.history["lr"].tolist() == pytest.approx([0.01, 0.005, 0.005, 0.0025, 0.0025])
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=True)
+    group = state["optimizer"]["param_groups"][0]
+    assert (group["momentum"], group["nesterov"], group["initial_lr"]) == (0.8, False, 0.01)
+    text = (tmp_path / "run" / "config.yaml").read_text()
+    assert "schedule: step" in text and "optimizer: sgd" in text and "momentum: 0.8" in text
+    with pytest.raises(RunError, match=r"trained with schedule step, resumed with cosine; resume with schedule: step"):
+        _train(small, tmp_path / "run", replace(config, schedule="cosine", milestones=[], epochs=6), resume=True)
+    with pytest.raises(RunError, match=r"trained with milestones \[2, 4\], resumed with \[3\]"):
+        _train(small, tmp_path / "run", replace(config, milestones=[3], epochs=6), resume=True)
+    with pytest.raises(RunError, match="trained with bags_per_step 4, resumed with 2"):
+        _train(small, tmp_path / "run", replace(config, bags_per_step=2, epochs=6), resume=True)
+    other_neck = replace(config, model_args={"dim": 32, "neck": "none"}, epochs=6)
+    with pytest.raises(RunError, match=r"trained with neck mlp, resumed with none; resume with model_args: \{neck"):
+        _train(small, tmp_path / "run", other_neck, resume=True)
+
+
+def test_schedule_factors_at_the_boundaries() -> None:
+    from wsi_ncmi.mil.schedule import lr_factor
+
+    step = lr_factor("step", warmup_steps=10, total_steps=100, steps_per_epoch=10, milestones=[3, 6], gamma=0.1)
+    assert [step(s) for s in (0, 9, 10, 29, 30, 59, 60, 99)] == pytest.approx(
+        [0.1, 1.0, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01]
+    )
+    cosine = lr_factor("cosine", warmup_steps=0, total_steps=100)
+    assert [cosine(s) for s in (0, 50, 100)] == pytest.approx([1.0, 0.5, 0.0])
+    with pytest.raises(ValueError, match="schedule must be one of cosine, step"):
+        lr_factor("linear", 0, 1)
+
+
+@pytest.mark.parametrize(
+    ("values", "problem"),
+    [
+        ({"schedule": "poly"}, "schedule must be one of cosine, step"),
+        ({"milestones": [10]}, "milestones apply to schedule: step only"),
+        ({"schedule": "step", "milestones": [20, 10]}, "milestones must be increasing epoch numbers"),
+        ({"momentum": 1.0}, r"momentum must be in \[0, 1\)"),
+        ({"gamma": 0.0}, r"gamma must be in \(0, 1\]"),
+        ({"bags_per_step": 0}, "bags_per_step must be >= 1"),
+        ({"select_window": 0}, "select_window must be >= 1"),
+        ({"select_from": 0}, "select_from must be >= 1"),
+    ],
+)
+def test_loop_settings_are_checked(values: dict, problem: str) -> None:
+    with pytest.raises(ValueError, match=problem):
+        TrainConfig(**values)
+
+
+def _history(losses: list[float], f1: list[float]) -> list[dict]:
+    return [{"val_loss": v, "val_macro_f1": f, "val_auc": 0.5} for v, f in zip(losses, f1, strict=True)]
+
+
+def test_best_loss_never_selects_a_degenerate_epoch() -> None:
+    """A negative or non-finite validation loss (a numerical failure) is never the best one, nor is any window
+    that holds it."""
+    from wsi_ncmi.mil.selection import improves, selection_score
+
+    losses = [0.9, -5974.0, 0.5, float("nan"), 11200.0, 0.6, 0.7, float("inf"), 0.4]
+    history = _history(losses, [0.5] * len(losses))
+    best, chosen = None, None
+    for epoch in range(1, len(history) + 1):
+        score = selection_score("best_loss", history[:epoch], 1, 1, len(history))
+        if improves(score, best):
+            best, chosen = score, epoch
+    assert chosen == 9
+    windowed = [selection_score("best_loss", history[:e], 2, 1, len(history)) for e in range(1, 10)]
+    assert [w is not None for w in windowed] == [False, False, False, False, False, True, True, False, False]
+
+
+def test_windowed_f1_ignores_a_lucky_early_epoch() -> None:
+    """With few validation slides one early epoch can top macro-F1 by chance; the trailing mean of the default
+    window does not keep it, and the warm-up is never selected."""
+    from wsi_ncmi.mil.selection import first_eligible, improves, selection_score
+
+    f1 = [0.8, 0.3, 0.35, 0.4, 0.5, 0.55, 0.6, 0.62, 0.6, 0.61]
+    history = _history([1.0] * len(f1), f1)
+    defaults = TrainConfig(epochs=len(f1), warmup_epochs=2)
+    first = first_eligible(defaults.select_from, defaults.warmup_epochs, defaults.epochs)
+    assert first == 3
+    best, chosen = None, None
+    for epoch in range(1, len(f1) + 1):
+        score = selection_score("best_f1", history[:epoch], defaults.select_window, first, len(f1))
+        if improves(score, best):
+            best, chosen = score, epoch
+    assert chosen == 10
+    single = [selection_score("best_f1", history[:e], 1, 1, len(f1)) for e in range(1, 11)]
+    assert max(range(10), key=lambda i: single[i]) == 0
+    assert first_eligible(None, 5, 3) == 3 and first_eligible(40, 5, 50) == 40
+
+
+def test_a_run_whose_every_validation_loss_is_degenerate_keeps_the_last_epoch(
+    small: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsi_ncmi.mil import train as train_module
+
+    validate = train_module._validate
+
+    def negative_loss(*args: object, **kwargs: object) -> tuple[dict, float]:
+        metrics, _ = validate(*args, **kwargs)
+        return metrics, -1.0
+
+    monkeypatch.setattr(train_module, "_validate", negative_loss)
+    result = _train(small, tmp_path / "run", replace(FAST, select="best_loss", select_window=1, patience=1))
+    assert result.best_epoch == 3 and not result.stopped_early
+    assert torch.load(tmp_path / "run" / "model.pt", weights_only=True)["epoch"] == 3

@@ -668,7 +668,7 @@ def train(
     epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs [50].")] = None,
     lr: Annotated[
         float | None,
-        typer.Option("--lr", help="Learning rate of the optimiser (config optimizer: adamw or adam) [1e-4]."),
+        typer.Option("--lr", help="Learning rate of the optimiser (config optimizer: adamw, adam or sgd) [5e-4]."),
     ] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of weights, order and subsampling [1].")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N [auto].")] = None,
@@ -686,7 +686,11 @@ def train(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start RUN again from scratch.")] = False,
     select: Annotated[
         str | None,
-        typer.Option("--select", help="Which epoch model.pt keeps: best_f1 (validation), best_loss or last [best_f1]."),
+        typer.Option(
+            "--select",
+            help="Which epoch model.pt keeps: best_f1 (validation, mean over select_window epochs), best_loss or "
+            "last [best_f1].",
+        ),
     ] = None,
 ) -> None:
     """Train a MIL aggregator on feature bags with NCMI or a baseline loss; keep the epoch chosen by --select."""

@@ -174,3 +174,16 @@ def subsample(features: np.ndarray, max_tiles: int | None, rng: np.random.Genera
     if max_tiles is None or len(features) <= max_tiles:
         return features
     return features[np.sort(rng.choice(len(features), size=max_tiles, replace=False))]
+
+
+def step_groups(order: np.ndarray, bags_per_step: int) -> list[np.ndarray]:
+    """An epoch's bags cut into optimiser steps: ceil(n / bags_per_step) consecutive groups of near-equal size, at
+    most bags_per_step each. With bags_per_step >= 2 no group holds a single bag when n >= 2 (a BatchNorm neck
+    needs two): where that would happen (bags_per_step 2 and n odd) there is one step fewer, and one group of 3."""
+    n = len(order)
+    if n == 0:
+        return []
+    steps = -(-n // bags_per_step)
+    if bags_per_step >= 2 and steps > 1 and n < 2 * steps:
+        steps -= 1
+    return np.array_split(order, steps)

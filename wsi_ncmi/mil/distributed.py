@@ -2,8 +2,8 @@
 
 Every rank trains DistributedDataParallel on its share of each epoch's bags; the closed-form centroid pass, the
 running centre and validation use the embeddings of all ranks (gathered), so every rank holds the same NCMI state
-and the same metrics; only rank 0 writes files. Works with NCCL on GPUs and gloo on CPU. A single process is the
-same code with a world of one.
+and the same metrics; only rank 0 writes files. BatchNorm statistics (a `bn` neck) are averaged over the ranks
+after each epoch. Works with NCCL on GPUs and gloo on CPU. A single process is the same code with a world of one.
 """
 
 from __future__ import annotations
@@ -67,6 +67,18 @@ class Cluster:
         pieces: list[torch.Tensor | None] = [None] * self.world
         dist.all_gather_object(pieces, tensor.detach().cpu())
         return torch.cat([p for p in pieces if p is not None]).to(tensor.device)
+
+    def average_buffers(self, module: torch.nn.Module) -> None:
+        """Every floating-point buffer of `module` (BatchNorm running statistics) set to its mean over the ranks, so
+        that every rank embeds with the same model after an epoch in which each saw different bags."""
+        if self.world == 1:
+            return
+        import torch.distributed as dist
+
+        for buffer in module.buffers():
+            if buffer.dtype.is_floating_point:
+                dist.all_reduce(buffer, op=dist.ReduceOp.SUM)
+                buffer.div_(self.world)
 
     def barrier(self) -> None:
         if self.world > 1:

@@ -2,7 +2,8 @@
 
 Registered by name with their hyperparameters: `abmil` (gated attention, Ilse et al. 2018), `abmil_plain`,
 `mean`, `max`, `transmil` (Shao et al. 2021) and `clam_sb` (Lu et al. 2021, with its instance-clustering loss).
-Every aggregator ends in the same optional neck (`neck: mlp|none`), so h is the same whatever loss reads it.
+Every aggregator ends in the same optional neck (`neck: none|mlp|bn|mlp_bn`), so h is the same whatever loss reads
+it. The neck acts on the stacked embeddings of a step's bags, so its BatchNorm variants see a batch of slides.
 """
 
 from __future__ import annotations
@@ -38,15 +39,22 @@ class MILOutput:
     tiles: torch.Tensor | None = None
 
 
-NECKS = ("none", "mlp")
+NECKS = ("none", "mlp", "bn", "mlp_bn")
+BATCH_NECKS = ("bn", "mlp_bn")
+"""Necks with BatchNorm: in training they normalise over the bags of a step, so a step needs at least two bags."""
 
 
 def build_neck(neck: str, dim: int) -> nn.Module:
-    """The step between pooling and h: `mlp` (Linear-ReLU-Linear, dim -> dim) or `none` (the pooled embedding)."""
+    """The step between pooling and h (dim -> dim, on a (B, dim) batch): `none` (the pooled embedding), `mlp`
+    (Linear-ReLU-Linear), `bn` (BatchNorm1d, affine) or `mlp_bn` (Linear-BatchNorm1d-ReLU-Linear)."""
     if neck not in NECKS:
         raise ValueError(f"neck must be one of {', '.join(NECKS)}, got {neck!r}")
     if neck == "mlp":
         return nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+    if neck == "bn":
+        return nn.BatchNorm1d(dim)
+    if neck == "mlp_bn":
+        return nn.Sequential(nn.Linear(dim, dim), nn.BatchNorm1d(dim), nn.ReLU(), nn.Linear(dim, dim))
     return nn.Identity()
 
 
@@ -76,9 +84,17 @@ class MILModel(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> MILOutput:
-        output = self.pool(x)
-        output.h = self.neck(output.h)
-        return output
+        """One bag (N, D) -> its output, h of shape (m,)."""
+        return self.forward_bags([x])[0]
+
+    def forward_bags(self, bags: list[torch.Tensor]) -> list[MILOutput]:
+        """Several bags pooled one by one, then the neck on their stacked embeddings (B, m): a BatchNorm neck
+        normalises over the bags of the call. Each output's h is its row of the neck's output."""
+        outputs = [self.pool(x) for x in bags]
+        h = self.neck(torch.stack([output.h for output in outputs]))
+        for output, row in zip(outputs, h, strict=True):
+            output.h = row
+        return outputs
 
     def combine_loss(self, bag_loss: torch.Tensor, output: MILOutput, y: torch.Tensor) -> torch.Tensor:
         """The training loss from the head's bag loss; models with auxiliary losses (CLAM) add theirs here."""

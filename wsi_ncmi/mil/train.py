@@ -1,11 +1,11 @@
-"""Training a MIL aggregator with any registered loss: one bag per step, AdamW (or Adam), warm-up then cosine decay.
+"""Training a MIL aggregator with any registered loss: `bags_per_step` bags per optimiser step (their slide
+embeddings stacked, one loss over them), AdamW, Adam or SGD, warm-up then cosine or step decay.
 
 The alternating algorithm of NCMI falls out of the epoch structure: a closed-form Q-step (a no-grad pass over
 the training bags, model in eval mode) runs before the first epoch and after every epoch, so the centroids a
 checkpoint carries are those of its own weights, and each epoch's gradient steps see fixed centroids.
 Every epoch writes history.csv, last.pt (everything needed to resume exactly, every rank's CPU and CUDA generator
-states included) and, when the epoch is selected by `select` (best_f1: validation macro-F1, ties AUC; best_loss;
-last), model.pt.
+states included) and, when the epoch is selected by `select` (wsi_ncmi.mil.selection), model.pt.
 """
 
 from __future__ import annotations
@@ -26,16 +26,29 @@ import torch
 from wsi_ncmi.atomic import atomic_path, save_torch
 from wsi_ncmi.devices import resolve_device
 from wsi_ncmi.metrics_core import core_metrics
-from wsi_ncmi.mil.data import BagSet, class_weights, epoch_order, subsample
+from wsi_ncmi.mil.data import BagSet, class_weights, epoch_order, step_groups, subsample
 from wsi_ncmi.mil.distributed import Cluster
 from wsi_ncmi.mil.heads import Head, build_head
-from wsi_ncmi.mil.models import MILModel, build_model
+from wsi_ncmi.mil.models import BATCH_NECKS, MILModel, build_model
+from wsi_ncmi.mil.schedule import SCHEDULES, lr_factor
+from wsi_ncmi.mil.selection import SELECT_RULES, first_eligible, improves, selection_score
 from wsi_ncmi.mil.speed import OPTIMIZERS, EpochLosses, optimizer, sized_threads
 from wsi_ncmi.validation import check_settings
 
 CHECKPOINT_VERSION = 1
 SINGLE = Cluster()
-SELECT_RULES = ("best_f1", "best_loss", "last")
+DEFAULT_NECK = "mlp"
+"""The neck a run gets when model_args does not name one (the shipped comparison configs' neck)."""
+LOOP_SETTINGS = {
+    "optimizer": "adamw",
+    "momentum": 0.9,
+    "schedule": "cosine",
+    "milestones": [],
+    "gamma": 0.1,
+    "bags_per_step": 1,
+}
+"""Settings a resumed run must share with its last.pt (optimiser state and step count depend on them), with the
+values checkpoints written before they existed were trained with."""
 HISTORY_COLUMNS = [
     "epoch",
     "train_loss",
@@ -55,18 +68,24 @@ class RunError(Exception):
 
 @dataclass
 class TrainConfig:
-    """Every setting of a training run (configs/camelyon17_ncmi.yaml documents each key)."""
+    """Every setting of a training run (configs/README.md documents each key). The defaults are the shipped
+    comparison configs' settings (configs/camelyon17_*.yaml), so a run without a config trains as they do."""
 
     model: str = "abmil"
-    model_args: dict[str, Any] = field(default_factory=dict)
+    model_args: dict[str, Any] = field(default_factory=lambda: {"neck": DEFAULT_NECK})
     loss: str = "ncmi"
     loss_args: dict[str, Any] = field(default_factory=dict)
     classes: list[str] | None = None
     epochs: int = 50
     warmup_epochs: int = 5
     optimizer: str = "adamw"
-    lr: float = 1e-4
+    lr: float = 5e-4
     weight_decay: float = 1e-4
+    momentum: float = 0.9
+    schedule: str = "cosine"
+    milestones: list[int] = field(default_factory=list)
+    gamma: float = 0.1
+    bags_per_step: int = 1
     grad_clip: float | None = 1.0
     seed: int = 1
     device: str = "auto"
@@ -78,8 +97,12 @@ class TrainConfig:
     cache_gb: float = 8.0
     skip_missing: bool = False
     select: str = "best_f1"
+    select_window: int = 5
+    select_from: int | None = None
 
     def __post_init__(self) -> None:
+        if "neck" not in self.model_args:
+            self.model_args = {**self.model_args, "neck": DEFAULT_NECK}
         problems = []
         if self.epochs < 1:
             problems.append(f"epochs must be >= 1, got {self.epochs}")
@@ -92,6 +115,30 @@ class TrainConfig:
             )
         if not self.lr > 0:
             problems.append(f"lr must be positive, got {self.lr}")
+        if not 0 <= self.momentum < 1:
+            problems.append(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.milestones and self.schedule != "step":
+            problems.append(f"milestones apply to schedule: step only; got them with schedule: {self.schedule}")
+        if any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in self.milestones) or list(
+            self.milestones
+        ) != sorted(set(self.milestones)):
+            problems.append(f"milestones must be increasing epoch numbers >= 1, got {self.milestones}")
+        if not 0 < self.gamma <= 1:
+            problems.append(f"gamma must be in (0, 1], got {self.gamma}")
+        if self.bags_per_step < 1:
+            problems.append(f"bags_per_step must be >= 1, got {self.bags_per_step}")
+        neck = self.model_args.get("neck")
+        if neck in BATCH_NECKS and self.bags_per_step < 2:
+            problems.append(
+                f"neck {neck} normalises over the bags of a step and needs bags_per_step >= 2 (e.g. 8), "
+                f"got {self.bags_per_step}"
+            )
+        if self.select_window < 1:
+            problems.append(f"select_window must be >= 1, got {self.select_window}")
+        if self.select_from is not None and self.select_from < 1:
+            problems.append(f"select_from must be >= 1 (or null: after the warm-up), got {self.select_from}")
         if self.class_weights not in ("none", "balanced"):
             problems.append(f"class_weights must be none or balanced, got {self.class_weights!r}")
         if self.threads is not None and self.threads < 1:
@@ -231,16 +278,6 @@ def predict(trained: Trained, bags: BagSet) -> tuple[np.ndarray, np.ndarray, np.
     return probs, preds, ~keep
 
 
-def _lr_lambda(warmup_steps: int, total_steps: int) -> Callable[[int], float]:
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
 @dataclass
 class TrainResult:
     history: pd.DataFrame
@@ -265,7 +302,8 @@ def _checkpoint(
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "head_state": {k: v.detach().cpu().clone() for k, v in head.state_dict().items()},
         "select": config.select,
-        "optimizer": config.optimizer,
+        "select_window": config.select_window,
+        **{key: copy.deepcopy(getattr(config, key)) for key in LOOP_SETTINGS},
         "calibration": dict(getattr(head, "calibration", {})),
         **extra,
     }
@@ -298,14 +336,14 @@ def resolve_config(config: TrainConfig, labels: np.ndarray, n_classes: int) -> T
 def make_optimizer(
     parameters: list[torch.nn.Parameter], config: TrainConfig, device: torch.device
 ) -> torch.optim.Optimizer:
-    """The optimiser every loss trains with: config.optimizer (AdamW or Adam) at config.lr and config.weight_decay
-    (fused where it can be)."""
+    """The optimiser every loss trains with: config.optimizer (AdamW, Adam or SGD with config.momentum) at
+    config.lr and config.weight_decay (fused where it can be)."""
     if not parameters:
         raise ValueError(
             f"{config.model} with {config.model_args} and loss {config.loss} has no trainable parameters; "
             "give the model a dim, a neck or a loss with a head"
         )
-    return optimizer(config.optimizer, parameters, config.lr, config.weight_decay, device)
+    return optimizer(config.optimizer, parameters, config.lr, config.weight_decay, device, config.momentum)
 
 
 @dataclass
@@ -322,7 +360,8 @@ class _Session:
 
 
 def _setup(config: TrainConfig, in_dim: int, n_classes: int, steps: int, device: torch.device, cluster: Cluster):
-    """Seeded model and head, the optimiser and the warm-up + cosine schedule, per step."""
+    """Seeded model and head, the optimiser and the warm-up + cosine or step schedule over optimiser steps
+    (`steps` per epoch)."""
     torch.manual_seed(config.seed)
     model = build_model(config.model, in_dim, **config.model_args).to(device)
     head = build_head(config.loss, model.dim, n_classes, **config.loss_args).to(device)
@@ -335,9 +374,10 @@ def _setup(config: TrainConfig, in_dim: int, n_classes: int, steps: int, device:
         step = DistributedDataParallel(
             step, broadcast_buffers=False, device_ids=[device.index] if device.type == "cuda" else None
         )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(config.warmup_epochs * steps, config.epochs * steps)
+    factor = lr_factor(
+        config.schedule, config.warmup_epochs * steps, config.epochs * steps, steps, config.milestones, config.gamma
     )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     return _Session(model, head, step, parameters, optimizer, scheduler, device)
 
 
@@ -361,16 +401,6 @@ def _restore_rng(state: dict[str, Any], device: torch.device, cluster: Cluster) 
         torch.cuda.set_rng_state(states["cuda"][rank].clone(), device)
 
 
-def improved(rule: str, best: dict[str, float], f1: float, auc: float, val_loss: float) -> bool:
-    """Whether this epoch replaces the selected one: best_f1 (ties: AUC), best_loss (ties: F1) or last."""
-    if rule == "last":
-        return True
-    if rule == "best_loss":
-        best_loss = best.get("val_loss", math.inf)
-        return val_loss < best_loss or (val_loss == best_loss and f1 > best["macro_f1"])
-    return f1 > best["macro_f1"] or (f1 == best["macro_f1"] and auc > best["auc"])
-
-
 def _train_epoch(
     session: _Session,
     bags: BagSet,
@@ -380,7 +410,8 @@ def _train_epoch(
     cluster: Cluster,
     console: Any,
 ) -> EpochLosses:
-    """One pass of gradient steps, one bag each, in `order`; the per-step losses (kept on the device)."""
+    """One pass of gradient steps over `order`, config.bags_per_step bags each (data.step_groups); the per-step
+    losses (kept on the device)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (
@@ -393,22 +424,25 @@ def _train_epoch(
     session.model.train()
     rng = np.random.default_rng([config.seed, epoch, 1])
     targets = torch.as_tensor(bags.labels, device=session.device)
-    losses = EpochLosses([bags.slide_ids[i] for i in order], session.device)
+    groups = step_groups(order, config.bags_per_step)
+    losses = EpochLosses([", ".join(bags.slide_ids[i] for i in group) for group in groups], session.device)
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task(f"epoch {epoch + 1}/{config.epochs}", total=len(order), loss="")
-        for i in order:
-            x = torch.from_numpy(subsample(bags.features(i), config.max_tiles, rng)).to(session.device)
-            y = targets[i : i + 1]
-            loss, h = session.step(x, y)
+        for group in groups:
+            xs = [
+                torch.from_numpy(subsample(bags.features(i), config.max_tiles, rng)).to(session.device) for i in group
+            ]
+            y = targets[torch.from_numpy(group).to(session.device)]
+            loss, h = session.step(xs, y)
             session.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if config.grad_clip:
                 torch.nn.utils.clip_grad_norm_(session.parameters, config.grad_clip)
             session.optimizer.step()
             session.scheduler.step()
-            session.head.after_step(cluster.gather(h[None]), cluster.gather(y))
+            session.head.after_step(cluster.gather(h), cluster.gather(y))
             losses.add(loss)
-            bar.update(task, advance=1, **losses.shown())
+            bar.update(task, advance=len(group), **losses.shown())
     return losses
 
 
@@ -443,7 +477,8 @@ def train(
     labels = train_bags.labels[train_index]
     config = resolve_config(config, train_bags.labels, n_classes)
     prior = np.bincount(labels, minlength=n_classes) / max(len(labels), 1)
-    session = _setup(config, train_bags.dim, n_classes, len(cluster.share(train_index)), device, cluster)
+    steps = len(step_groups(cluster.share(train_index), config.bags_per_step))
+    session = _setup(config, train_bags.dim, n_classes, steps, device, cluster)
     model, head = session.model, session.head
     console.print(
         f"{config.model}: {sum(p.numel() for p in model.parameters()):,} parameters; {config.loss} head: "
@@ -452,17 +487,13 @@ def train(
         + (f"; {cluster.world} processes" if cluster.world > 1 else "")
     )
     history: list[dict[str, Any]] = []
-    best = {"epoch": -1, "macro_f1": -math.inf, "auc": -math.inf, "val_loss": math.inf}
+    best: dict[str, Any] = {"epoch": -1, "macro_f1": -math.inf, "auc": -math.inf, "val_loss": math.inf, "score": None}
+    first = first_eligible(config.select_from, config.warmup_epochs, config.epochs)
     start_epoch, stale = 0, 0
     extra = dict(extra or {})
     if resume:
         state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
-        saved_optimizer = state["checkpoint"].get("optimizer", "adamw")
-        if saved_optimizer != config.optimizer:
-            raise RunError(
-                f"{run / 'last.pt'}: trained with optimizer {saved_optimizer}, resumed with {config.optimizer}; "
-                f"resume with optimizer: {saved_optimizer} or start again with --overwrite"
-            )
+        _check_loop_settings(state["checkpoint"], config, run / "last.pt")
         model.load_state_dict(state["checkpoint"]["state_dict"])
         head.load_state_dict(state["checkpoint"]["head_state"])
         session.optimizer.load_state_dict(state["optimizer"])
@@ -487,6 +518,7 @@ def train(
         started = time.perf_counter()
         order = cluster.share(train_index[epoch_order(labels, config.seed, epoch, config.balanced_sampling)])
         losses = _train_epoch(session, train_bags, order, config, epoch, cluster, console)
+        cluster.average_buffers(model)
         if head.needs_epoch_pass:
             _epoch_pass(model, head, train_bags, train_index, device, cluster)
         metrics, val_loss = _validate(model, head, val_bags, prior, n_classes, device, cluster)
@@ -505,7 +537,15 @@ def train(
         f1 = metrics["macro_f1"] if math.isfinite(metrics["macro_f1"]) else -1.0
         auc = metrics["auc"] if math.isfinite(metrics["auc"]) else -1.0
         loss_value = val_loss if math.isfinite(val_loss) else math.inf
-        selected = improved(config.select, best, f1, auc, loss_value)
+        score = selection_score(config.select, history, config.select_window, first, config.epochs)
+        finished = epoch + 1 == config.epochs
+        fallback = finished and best["epoch"] < 0 and score is None
+        selected = improves(score, best["score"]) or fallback
+        if fallback:
+            console.print(
+                f"no epoch met the selection rule ({config.select}: none had a valid validation score); "
+                "model.pt is the last epoch"
+            )
         checkpoint = _checkpoint(
             model,
             head,
@@ -515,13 +555,15 @@ def train(
             {**extra, "epoch": epoch + 1, "val_metrics": {k: float(v) for k, v in metrics.items()}},
         )
         if selected:
-            best, stale = {"epoch": epoch + 1, "macro_f1": f1, "auc": auc, "val_loss": loss_value}, 0
+            kept = None if score is None else [float(v) for v in score]
+            best = {"epoch": epoch + 1, "macro_f1": f1, "auc": auc, "val_loss": loss_value, "score": kept}
+            stale = 0
             if cluster.main:
                 save_torch(checkpoint, run / "model.pt")
-        else:
+        elif score is not None or best["epoch"] > 0:
             stale += 1
-        stopped_early = config.patience is not None and stale >= config.patience
-        finished = stopped_early or epoch + 1 == config.epochs
+        stopped_early = config.patience is not None and stale >= config.patience and best["epoch"] > 0
+        finished = stopped_early or finished
         rng_states = _rng_states(device, cluster)
         if cluster.main:
             _write_history(history, run / "history.csv")
@@ -554,18 +596,44 @@ def train(
     return TrainResult(pd.DataFrame(history, columns=HISTORY_COLUMNS), int(best["epoch"]), dict(best), stopped_early)
 
 
+def _check_loop_settings(checkpoint: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    """Refuse to resume with an optimiser, schedule or step size other than last.pt's (its optimiser state and
+    step count belong to them), or with another neck (a run from before the default neck became mlp)."""
+    for key, legacy in LOOP_SETTINGS.items():
+        saved, now = checkpoint.get(key, legacy), getattr(config, key)
+        if saved != now:
+            raise RunError(
+                f"{path}: trained with {key} {saved}, resumed with {now}; resume with {key}: {saved} "
+                "or start again with --overwrite"
+            )
+    saved_neck, neck = upgrade(checkpoint)["model_args"]["neck"], config.model_args["neck"]
+    if saved_neck != neck:
+        raise RunError(
+            f"{path}: trained with neck {saved_neck}, resumed with {neck}; resume with model_args: {{neck: "
+            f"{saved_neck}}} or start again with --overwrite"
+        )
+
+
 class _Step(torch.nn.Module):
-    """Model and head as one module (so DistributedDataParallel reduces both): one bag in, loss and h out."""
+    """Model and head as one module (so DistributedDataParallel reduces both): a step's bags in, one loss and their
+    embeddings (B, m) out.
+
+    The bags are pooled one by one (each as long as it is; max_tiles bounds the memory), their embeddings pass the
+    neck together and the head's loss is taken once over the stack. A model's own loss term (CLAM's instance
+    loss) is added per bag and averaged: with one bag this is exactly combine_loss, and as the bag loss enters it
+    linearly, the mean over bags is combine_loss of the batch loss with the bags' mean instance loss."""
 
     def __init__(self, model: MILModel, head: Head, device: torch.device):
         super().__init__()
         self.model, self.head, self.device = model, head, device
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, xs: list[torch.Tensor], y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with _autocast(self.device):
-            output = self.model(x)
-        h = output.h.float()
-        loss = self.model.combine_loss(self.head.loss(h[None], y), output, y)
+            outputs = self.model.forward_bags(xs)
+        h = torch.stack([output.h for output in outputs]).float()
+        bag_loss = self.head.loss(h, y)
+        losses = [self.model.combine_loss(bag_loss, output, y[i : i + 1]) for i, output in enumerate(outputs)]
+        loss = losses[0] if len(losses) == 1 else torch.stack(losses).mean()
         return loss, h.detach()
 
 

@@ -61,7 +61,7 @@ def _train(cohort: tuple[Path, Path, Path], run: Path, processes: int, settings:
         "3",
     ]
     config = run.parent / f"{run.name}.yaml"
-    config.write_text("model_args: {dim: 32, dropout: 0.0}\nwarmup_epochs: 0\n" + settings)
+    config.write_text("model_args: {dim: 32, dropout: 0.0, neck: none}\nwarmup_epochs: 0\n" + settings)
     args += ["--config", str(config)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     if processes == 1:

@@ -651,6 +651,8 @@ def train(
     ] = None,
 ) -> None:
     """Train a MIL aggregator on feature bags with NCMI or a baseline loss; keep the epoch chosen by --select."""
+    import signal
+
     from wsi_ncmi.cohort.manifest import ManifestError
     from wsi_ncmi.cohort.splits import SplitError
     from wsi_ncmi.config import ConfigError, load_yaml, override
@@ -693,6 +695,16 @@ def train(
         )
     except (ManifestError, SplitError, BagDataError, RunError, ValueError) as exc:
         raise _fail(str(exc)) from exc
+    except KeyboardInterrupt as stop:
+        from wsi_ncmi.faults import signal_of
+
+        signum = signal_of(stop)
+        again = (
+            "run the same command with --resume to continue from the last finished epoch"
+            if (out / "last.pt").exists()
+            else "no epoch finished; run the same command again to start the run"
+        )
+        raise _fail(f"interrupted by {signal.Signals(signum).name}: {out}: {again}", 128 + signum) from stop
     if cluster.main:
         typer.echo(
             f"selected epoch {result.best_epoch} ({train_config.select}): validation macro-F1 "
@@ -817,19 +829,22 @@ def heatmap(
 ) -> None:
     """Draw the model's attention over the slide thumbnail, with a montage of the top-k attended tiles."""
     from wsi_ncmi.bags import BagFormatError, read_coords_attrs
+    from wsi_ncmi.cohort.manifest import unsafe_id_reason
     from wsi_ncmi.encoders.embed import bag_path
     from wsi_ncmi.evaluation.evaluate import run_config
-    from wsi_ncmi.evaluation.heatmap import attention_scores, check_bag_tiles, draw_heatmap
+    from wsi_ncmi.evaluation.heatmap import attention_scores, draw_heatmap
     from wsi_ncmi.mil.train import RunError
     from wsi_ncmi.slides.backend import SlideError
 
+    reason = unsafe_id_reason(slide)
+    if reason is not None:
+        raise _fail(f"--slide {slide!r}: {reason}; give a slide_id of the job's tiles/ folder")
     out = out or run / f"heatmap_{slide}.png"
     try:
         encoder = run_config(run)["encoder"].get("encoder", "")
         bag = bag_path(job, encoder, slide)
         attrs = read_coords_attrs(job / "tiles" / f"{slide}.h5")
-        check_bag_tiles(bag, job / "tiles" / f"{slide}.h5")
-        attention, coords, predicted = attention_scores(run, bag)
+        attention, coords, predicted = attention_scores(run, bag, coords_path=job / "tiles" / f"{slide}.h5")
         draw_heatmap(
             str(attrs["slide_path"]),
             coords,

@@ -76,6 +76,17 @@ def acquire_lock(output: Path, stale_after: float = STALE_AFTER_S) -> Path:
     raise LockedError(f"{output}: could not take {lock}")
 
 
+def lock_holder(output: Path, stale_after: float = STALE_AFTER_S) -> str | None:
+    """Who holds `{output}.lock` ({host, pid, time} as written), or None when nobody does or the holder is gone."""
+    lock = Path(f"{output}.lock")
+    try:
+        if _stale(lock, stale_after) is not None:
+            return None
+        return lock.read_text(errors="replace").strip() or "a process that has not written its name yet"
+    except FileNotFoundError:
+        return None
+
+
 def release_lock(lock: Path) -> None:
     Path(lock).unlink(missing_ok=True)
     PENDING.discard(Path(lock))

@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 _TYPES: dict[str, tuple[type, ...]] = {
     "int": (int,),
     "float": (int, float),
@@ -90,13 +92,38 @@ def checkpoint_problems(checkpoint: dict[str, Any], config: dict[str, Any]) -> l
     return problems
 
 
+def check_device(device: str) -> None:
+    """Refuse a device this machine does not have (CUDA asked for and absent, a misspelt name) before a command
+    changes anything, naming the setting."""
+    from wsi_ncmi.devices import resolve_device
+    from wsi_ncmi.mil.train import RunError
+
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        raise RunError(f"training settings: {exc}") from exc
+
+
 def load_run_model(run: Path, device: str = "cpu", name: str = "model.pt") -> Any:
-    """The run's trained model (wsi_ncmi.mil.train.Trained), refused when it was not trained in this folder."""
+    """The run's trained model (wsi_ncmi.mil.train.Trained), refused when it was not trained in this folder, when
+    `train` is still writing the folder, or when the checkpoint is damaged (the message names the file and the fix)."""
     from wsi_ncmi.config import load_yaml
     from wsi_ncmi.mil.train import RunError, load_trained
+    from wsi_ncmi.runlock import check_run_idle
 
     run = Path(run)
-    trained = load_trained(run / name, device)
+    check_run_idle(run)
+    try:
+        trained = load_trained(run / name, device)
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        if isinstance(exc, RunError):
+            raise
+        detail = " ".join(str(exc).split())
+        detail = detail if len(detail) <= 200 else detail[:200] + " ..."
+        raise RunError(
+            f"{run / name}: damaged or incomplete checkpoint ({type(exc).__name__}: {detail}); "
+            "train the run again (wsi-ncmi train --overwrite)"
+        ) from exc
     config_path = run / "config.yaml"
     config = load_yaml(config_path) if config_path.exists() else {}
     problems = checkpoint_problems(trained.checkpoint, config)
@@ -108,6 +135,20 @@ def load_run_model(run: Path, device: str = "cpu", name: str = "model.pt") -> An
     return trained
 
 
+UNSTAINED = {"stain_norm": "none"}
+"""Bag settings a bag (or a model's record of its training bags) written before they were recorded had."""
+
+
+def settings_differ(expected: dict[str, Any], found: dict[str, Any]) -> str | None:
+    """How a bag's settings (`found`) differ from the model's training bags' (`expected`), in one phrase; None when
+    they agree. Stain normalisation missing on either side means none."""
+    expected, found = {**UNSTAINED, **expected}, {**UNSTAINED, **found}
+    differing = {k: (v, found.get(k)) for k, v in expected.items() if found.get(k) != v}
+    if not differing:
+        return None
+    return "; ".join(f"{k}: model {a!r}, bag {b!r}" for k, (a, b) in differing.items())
+
+
 def bag_encoder_problems(features: Path, slide_ids: list[str], expected: dict[str, Any]) -> str | None:
     """The first bag in `features` made with other encoder settings than `expected` (the model's training bags),
     described in one line; None when all agree."""
@@ -117,12 +158,40 @@ def bag_encoder_problems(features: Path, slide_ids: list[str], expected: dict[st
         path = find_bag(Path(features), slide_id)
         if path is None:
             continue
-        found = bag_encoder_attrs(path)
-        differing = {k: (v, found.get(k)) for k, v in expected.items() if found.get(k) != v}
-        if differing:
-            listed = "; ".join(f"{k}: model {a!r}, bag {b!r}" for k, (a, b) in differing.items())
+        listed = settings_differ(expected, bag_encoder_attrs(path))
+        if listed:
             return f"{path}: bag made differently from the model's training bags ({listed})"
     return None
+
+
+def run_bag(trained: Any, bag_path: Path, coords_path: Path | None = None) -> Any:
+    """One slide's bag (wsi_ncmi.bags.Bag) for a run's model, refused (BagFormatError naming the bag and the fix)
+    unless it matches the run: the encoder, weights and stain normalisation of the model's training bags and the
+    model's feature size (BagMismatchError: the wrong bag folder), the tiles of the slide's current coords file, and
+    finite values only."""
+    from wsi_ncmi.bags import BagFormatError, BagMismatchError, read_bag
+    from wsi_ncmi.evaluation.heatmap import check_bag_tiles
+    from wsi_ncmi.mil.data import bag_encoder_attrs
+
+    bag_path = Path(bag_path)
+    bag = read_bag(bag_path)
+    listed = settings_differ(trained.checkpoint.get("encoder_attrs", {}), bag_encoder_attrs(bag_path))
+    if listed:
+        raise BagMismatchError(
+            f"{bag_path}: bag made differently from the model's training bags ({listed}); embed the slide with the "
+            "model's encoder, weights and stain normalisation"
+        )
+    expected = int(trained.checkpoint.get("in_dim", 0))
+    if len(bag) and expected and bag.dim != expected:
+        raise BagMismatchError(
+            f"{bag_path}: {bag.dim} features per tile, the model takes {expected}; use bags of the model's encoder"
+        )
+    if coords_path is not None:
+        check_bag_tiles(bag_path, Path(coords_path))
+    bad = int((~np.isfinite(bag.features)).any(axis=1).sum()) if len(bag) else 0
+    if bad:
+        raise BagFormatError(f"{bag_path}: {bad} tile(s) with NaN or inf features; embed this slide again")
+    return bag
 
 
 def check_feature_size(bags: Any, trained: Any, features: Path) -> None:

@@ -171,6 +171,7 @@ def evaluate_run(
     from wsi_ncmi.cohort.manifest import read_manifest
     from wsi_ncmi.cohort.splits import read_split
     from wsi_ncmi.evaluation.plots import curves_figure
+    from wsi_ncmi.evaluation.runfiles import read_history
 
     run = Path(run)
     if split_name not in SPLIT_CHOICES:
@@ -191,7 +192,7 @@ def evaluate_run(
             trained, table, split, name, features, run, bootstrap, seed, pn_stage, skip_missing, last
         )
     if (run / "history.csv").exists():
-        curves_figure(pd.read_csv(run / "history.csv"), run / "curves.png")
+        curves_figure(read_history(run / "history.csv"), run / "curves.png")
     return results
 
 

@@ -14,13 +14,15 @@ if TYPE_CHECKING:
     from wsi_ncmi.mil.train import Trained
 
 
-def attention_scores(run: Path, bag_path: Path, device: str = "cpu") -> tuple[np.ndarray, np.ndarray, str]:
-    """(attention (N,), coords (N, 2), predicted class) of one bag under the run's model."""
-    from wsi_ncmi.bags import read_bag
-    from wsi_ncmi.validation import load_run_model
+def attention_scores(
+    run: Path, bag_path: Path, device: str = "cpu", coords_path: Path | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(attention (N,), coords (N, 2), predicted class) of one bag under the run's model; the bag must match the
+    run (and, given `coords_path`, the slide's current tiles)."""
+    from wsi_ncmi.validation import load_run_model, run_bag
 
     trained = load_run_model(Path(run), device)
-    bag = read_bag(bag_path)
+    bag = run_bag(trained, bag_path, coords_path)
     if len(bag) == 0:
         raise ValueError(f"{bag_path}: empty bag (no tissue tiles); nothing to draw")
     scores = tile_scores(trained, bag.features)
@@ -64,12 +66,13 @@ def tile_scores(trained: Trained, features: np.ndarray) -> TileScores:
 
 def check_bag_tiles(bag_path: Path, coords_path: Path) -> None:
     """Refuse a bag embedded from other tiles than the slide's current coords file (the slide was tiled again):
-    its attention would be drawn at stale positions. Bags without a coords digest are compared by coordinates."""
+    its attention would be drawn at stale positions. Bags without a coords digest (or an empty one) are compared by
+    coordinates."""
     from wsi_ncmi.bags import BagFormatError, coords_digest, read_bag_attrs, read_coords
 
     current = read_coords(coords_path).coords
     digest = read_bag_attrs(bag_path).get("coords_sha256")
-    if digest is None:
+    if not digest:
         from wsi_ncmi.bags import read_bag
 
         same = np.array_equal(read_bag(bag_path).coords, current)

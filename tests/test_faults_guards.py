@@ -43,17 +43,6 @@ def _main(capfd: pytest.CaptureFixture[str], *args: str) -> subprocess.Completed
     return subprocess.CompletedProcess(args, code, out, err)
 
 
-@pytest.fixture
-def copied(results_job: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
-    """A private copy of (job, run) with the run's manifest and split beside it, safe to damage."""
-    _, run = results_job
-    root = tmp_path / "results"
-    shutil.copytree(run.parent, root, ignore=shutil.ignore_patterns("*.tif"))
-    for slide in run.parent.glob("*.tif"):
-        (root / slide.name).symlink_to(slide)
-    return root / "job", root / "run"
-
-
 def _bags(job: Path) -> list[Path]:
     return sorted((job / "features" / "synthetic").glob("*.h5"))
 
@@ -91,22 +80,24 @@ def _export(job: Path, run: Path, out: Path, *slides: str) -> object:
 
 
 @pytest.mark.parametrize("device", ["cuda", "tpu:0"])
-def test_overwrite_with_a_device_this_machine_lacks_keeps_the_old_run(copied: tuple[Path, Path], device: str) -> None:
+def test_overwrite_with_a_device_this_machine_lacks_keeps_the_old_run(
+    results_copy: tuple[Path, Path], device: str
+) -> None:
     import torch
 
     if device == "cuda" and torch.cuda.is_available():
         pytest.skip("CUDA is present here")
-    _, run = copied
+    _, run = results_copy
     kept = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     result = runner.invoke(app, _train_args(run, "--overwrite", "--device", device))
     assert result.exit_code == 2 and device in result.output, result.output
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == kept
 
 
-def test_overwrite_removes_the_old_report(copied: tuple[Path, Path]) -> None:
+def test_overwrite_removes_the_old_report(results_copy: tuple[Path, Path]) -> None:
     from wsi_ncmi.evaluation.report import files_dir, run_report
 
-    job, run = copied
+    job, run = results_copy
     report = run_report(run, run / "report.html", job=job, progress=False)
     assert files_dir(report).is_dir()
     result = runner.invoke(app, _train_args(run, "--overwrite", "--device", "cpu"))
@@ -117,8 +108,8 @@ def test_overwrite_removes_the_old_report(copied: tuple[Path, Path]) -> None:
 # --- this run's model -------------------------------------------------------------------------------------------
 
 
-def test_export_refuses_a_model_copied_from_another_run(copied: tuple[Path, Path], tmp_path: Path) -> None:
-    job, run = copied
+def test_export_refuses_a_model_copied_from_another_run(results_copy: tuple[Path, Path], tmp_path: Path) -> None:
+    job, run = results_copy
     other = run.parent / "other"
     assert runner.invoke(app, _train_args(other, "--seed", "7", "--device", "cpu")).exit_code == 0
     shutil.copy(other / "model.pt", run / "model.pt")
@@ -132,11 +123,11 @@ def test_export_refuses_a_model_copied_from_another_run(copied: tuple[Path, Path
     ["wrong shape", "extra class", "no head_state"],
 )
 def test_a_damaged_checkpoint_names_the_file(
-    copied: tuple[Path, Path], damage: str, capfd: pytest.CaptureFixture[str]
+    results_copy: tuple[Path, Path], damage: str, capfd: pytest.CaptureFixture[str]
 ) -> None:
     import torch
 
-    _, run = copied
+    _, run = results_copy
     state = torch.load(run / "model.pt", weights_only=True)
     checkpoint = state.get("checkpoint", state)
     if damage == "wrong shape":
@@ -157,13 +148,13 @@ def test_a_damaged_checkpoint_names_the_file(
 # --- bags that match this run -----------------------------------------------------------------------------------
 
 
-def test_report_does_not_draw_bags_of_an_earlier_tiling(copied: tuple[Path, Path], tmp_path: Path) -> None:
+def test_report_does_not_draw_bags_of_an_earlier_tiling(results_copy: tuple[Path, Path], tmp_path: Path) -> None:
     import pandas as pd
 
     from wsi_ncmi.evaluation.report import files_dir, run_report
     from wsi_ncmi.tiling import TilingParams, tile_slides
 
-    job, run = copied
+    job, run = results_copy
     predictions = pd.read_csv(run / "predictions_test.csv", dtype=str)
     slide = str(predictions["slide_id"].iloc[0])
     table = pd.DataFrame({"slide_id": [slide], "path": [str(run.parent / f"{slide}.tif")], "mpp": [np.nan]})
@@ -177,9 +168,9 @@ def test_report_does_not_draw_bags_of_an_earlier_tiling(copied: tuple[Path, Path
 
 @pytest.mark.parametrize("command", ["heatmap", "report", "export"])
 def test_bags_embedded_with_other_weights_are_refused(
-    copied: tuple[Path, Path], tmp_path: Path, command: str
+    results_copy: tuple[Path, Path], tmp_path: Path, command: str
 ) -> None:
-    job, run = copied
+    job, run = results_copy
     _set_attr(_bags(job), "weights", "another-checkpoint")
     if command == "heatmap":
         result = _heatmap(job, run)
@@ -193,10 +184,10 @@ def test_bags_embedded_with_other_weights_are_refused(
 
 
 @pytest.mark.parametrize("command", ["heatmap", "report", "export"])
-def test_a_bag_holding_inf_is_refused(copied: tuple[Path, Path], tmp_path: Path, command: str) -> None:
+def test_a_bag_holding_inf_is_refused(results_copy: tuple[Path, Path], tmp_path: Path, command: str) -> None:
     import pandas as pd
 
-    job, run = copied
+    job, run = results_copy
     slide = SLIDE
     if command == "report":
         slide = str(pd.read_csv(run / "predictions_test.csv", dtype=str)["slide_id"].iloc[0])
@@ -222,9 +213,9 @@ def _stain(paths: list[Path]) -> None:
 
 
 def test_predict_refuses_stain_normalised_bags_for_a_model_trained_on_plain_ones(
-    copied: tuple[Path, Path], tmp_path: Path
+    results_copy: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    job, run = copied
+    job, run = results_copy
     _stain(_bags(job))
     out = tmp_path / "p.csv"
     result = runner.invoke(
@@ -239,9 +230,9 @@ def test_predict_refuses_stain_normalised_bags_for_a_model_trained_on_plain_ones
 
 @pytest.mark.parametrize("stained", [["r0"], ["r0", "r1"]], ids=["within training", "training against validation"])
 def test_train_refuses_a_folder_mixing_plain_and_stain_normalised_bags(
-    copied: tuple[Path, Path], stained: list[str]
+    results_copy: tuple[Path, Path], stained: list[str]
 ) -> None:
-    job, run = copied
+    job, run = results_copy
     _stain([job / "features" / "synthetic" / f"{slide}.h5" for slide in stained])
     result = runner.invoke(app, _train_args(run.parent / "mixed", "--device", "cpu"))
     assert result.exit_code == 2 and "stain" in result.output, result.output
@@ -252,10 +243,10 @@ def test_train_refuses_a_folder_mixing_plain_and_stain_normalised_bags(
 
 
 @pytest.mark.parametrize("command", ["evaluate", "report", "export", "heatmap"])
-def test_a_run_being_trained_is_not_read(copied: tuple[Path, Path], tmp_path: Path, command: str) -> None:
+def test_a_run_being_trained_is_not_read(results_copy: tuple[Path, Path], tmp_path: Path, command: str) -> None:
     from wsi_ncmi.runlock import run_lock
 
-    job, run = copied
+    job, run = results_copy
     before = (run / "metrics_test.json").read_bytes()
     with run_lock(run):
         if command == "evaluate":

@@ -130,7 +130,10 @@ def synth(
         raise _fail(f"--format {fmt!r}: use tiff or svs")
     if not out.parent.is_dir():
         raise _fail(f"{out}: parent folder {out.parent} does not exist; create it first")
-    cohort = CohortSpec(slides, centers, nodes_per_case, width, height, mpp, seed, fmt)
+    try:
+        cohort = CohortSpec(slides, centers, nodes_per_case, width, height, mpp, seed, fmt)
+    except ValueError as exc:
+        raise _fail(f"--size {size!r}: {exc}") from exc
     try:
         prepare_synth_folder(out, cohort, overwrite)
     except SynthFolderError as exc:
@@ -461,6 +464,14 @@ def status(
 
     merged = merge_job_status(job)
     if not merged:
+        coords = list((job / "tiles").glob("*.h5")) if (job / "tiles").is_dir() else []
+        if coords:
+            raise _fail(
+                f"{job}: no status files, but {len(coords)} coords file(s) in tiles/: a run was stopped before it "
+                "wrote its status; run the same `wsi-ncmi tile` command again (finished slides are skipped and "
+                "recorded)",
+                1,
+            )
         raise _fail(f"{job}: no status files; nothing has run here yet")
     console = Console(highlight=False)
     table = Table(title=f"{job}")

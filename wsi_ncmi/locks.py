@@ -48,6 +48,11 @@ def _stale(path: Path, stale_after: float) -> str | None:
     return None
 
 
+def stale_reason(lock: Path, stale_after: float = STALE_AFTER_S) -> str | None:
+    """Why the lock file `lock` is stale (its process is gone, or it is too old); None while it is held."""
+    return _stale(Path(lock), stale_after)
+
+
 def acquire_lock(output: Path, stale_after: float = STALE_AFTER_S) -> Path:
     """Take `{output}.lock` (clearing a stale one with a warning); raise LockedError if a live worker holds it."""
     lock = Path(f"{output}.lock")

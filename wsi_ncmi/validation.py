@@ -37,6 +37,12 @@ NON_NEGATIVE = (
 """Settings (of any section) that are sizes, counts or amounts: a negative value is refused, naming the key."""
 
 
+def shown(value: Any, limit: int = 80) -> str:
+    """repr(value) for a message, cut to `limit` characters (a setting can be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
+
+
 def _allowed(annotation: str) -> tuple[type, ...]:
     names = [re.sub(r"\[.*", "", part.strip()) for part in annotation.split("|")]
     return tuple(t for name in names for t in _TYPES.get(name, (object,)))
@@ -54,9 +60,9 @@ def setting_problems(values: dict[str, Any], cls: type, section: str) -> list[st
         wrong = not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)
         if wrong:
             kinds = " or ".join(dict.fromkeys("integer" if t is int else t.__name__ for t in allowed))
-            problems.append(f"{section}.{key} must be {kinds.replace('NoneType', 'null')}, got {value!r}")
+            problems.append(f"{section}.{key} must be {kinds.replace('NoneType', 'null')}, got {shown(value)}")
         elif key in NON_NEGATIVE and isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            problems.append(f"{section}.{key} must not be negative, got {value!r}")
+            problems.append(f"{section}.{key} must not be negative, got {shown(value)}")
     return problems
 
 

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from wsi_ncmi.atomic import sweep_leftovers
 from wsi_ncmi.config import load_yaml
 from wsi_ncmi.mil.data import BagDataError, bag_encoder_attrs, join_split, load_bagset
 from wsi_ncmi.mil.distributed import Cluster
@@ -110,6 +111,8 @@ def train_run(
     run = Path(run)
     with run_lock(run) if cluster.main else nullcontext():
         if cluster.main:
+            if run.is_dir():
+                sweep_leftovers(run)
             prepare_run(run, resume, overwrite)
         cluster.barrier()
         record, train_bags, val_bags, classes = _validated_inputs(manifest, features, split_file, config)

@@ -260,3 +260,18 @@ def test_a_run_being_trained_is_not_read(results_copy: tuple[Path, Path], tmp_pa
     assert result.exit_code == 2 and "still writing this run" in result.output, result.output
     assert (run / "metrics_test.json").read_bytes() == before
     assert not (tmp_path / "r.html").exists() and not (tmp_path / "geo").exists()
+
+
+def test_report_refuses_metrics_of_an_earlier_epoch_than_the_model(
+    results_copy: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import json
+
+    _, run = results_copy
+    path = run / "metrics_test.json"
+    metrics = json.loads(path.read_text())
+    metrics["selection"]["epoch"] = int(metrics["selection"]["epoch"]) + 5
+    path.write_text(json.dumps(metrics))
+    result = runner.invoke(app, ["report", "--run", str(run), "--out", str(tmp_path / "r.html")])
+    assert result.exit_code == 2 and "evaluate --run" in result.output and "epoch" in result.output, result.output
+    assert not (tmp_path / "r.html").exists()

@@ -100,6 +100,22 @@ def test_evaluate_names_a_damaged_history(
     _clear(_main(capfd, "evaluate", "--run", str(run), "--bootstrap", "0"), "history.csv")
 
 
+@pytest.mark.parametrize("content", ["- a list\n", "training: 3\ninputs: {}\n", "inputs: {}\nencoder: x\n"])
+@pytest.mark.parametrize("command", ["evaluate", "report", "heatmap", "compare"])
+def test_a_damaged_run_config_is_named(
+    results_copy: tuple[Path, Path], tmp_path: Path, content: str, command: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    job, run = results_copy
+    (run / "config.yaml").write_text(content)
+    args = {
+        "evaluate": ["evaluate", "--run", str(run), "--bootstrap", "0"],
+        "report": ["report", "--run", str(run), "--out", str(tmp_path / "r.html")],
+        "heatmap": ["heatmap", "--run", str(run), "--job", str(job), "--slide", "r0"],
+        "compare": ["compare", str(run), "--out", str(tmp_path / "c.csv")],
+    }[command]
+    _clear(_main(capfd, *args), "config.yaml")
+
+
 def test_report_split_all_says_to_choose_one_split(
     results_copy: tuple[Path, Path], tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

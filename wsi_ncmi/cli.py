@@ -852,7 +852,7 @@ def heatmap(
         raise _fail(f"--slide {slide!r}: {reason}; give a slide_id of the job's tiles/ folder")
     out = out or run / f"heatmap_{slide}.png"
     try:
-        encoder = run_config(run)["encoder"].get("encoder", "")
+        encoder = run_config(run).get("encoder", {}).get("encoder", "")
         bag = bag_path(job, encoder, slide)
         attrs = read_coords_attrs(job / "tiles" / f"{slide}.h5")
         attention, coords, predicted = attention_scores(run, bag, coords_path=job / "tiles" / f"{slide}.h5")

@@ -35,7 +35,7 @@ def collect(runs: list[Path], split: str = "test") -> pd.DataFrame:
                 "model": training["model"],
                 "loss": training["loss"],
                 "seed": training["seed"],
-                "split_file": config["inputs"]["split"],
+                "split_file": config["inputs"].get("split", ""),
                 **{m: np.nan if metrics.get(m) is None else float(metrics[m]) for m in METRICS},
             }
         )

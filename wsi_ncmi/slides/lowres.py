@@ -54,7 +54,8 @@ def read_reduced(
     at most `max_read_pixels` so that memory stays bounded even for a single-level slide).
 
     Strips need not be a multiple of any factor: the rows of a strip beyond its last whole block of `f` rows are
-    carried (fewer than `f` rows) into the next strip, so the result is that of reducing the whole level at once.
+    carried (fewer than `f` rows) and completed by the next strip's first rows, so the result is that of reducing
+    the whole level at once, and no strip is ever copied whole.
     """
     width, height = slide.level_dimensions[level]
     sizes = [(max(1, width // f), max(1, height // f)) for f in factors]
@@ -72,8 +73,15 @@ def read_reduced(
         strip = slide.read_region((0, round(y * downsample)), level, (read_w, min(rows_per_strip, read_h - y)))
         for k, (out, f) in enumerate(zip(outs, factors, strict=True)):
             part = strip[: max(0, min(strip.shape[0], out.shape[0] * f - y)), : out.shape[1] * f]
-            if carried[k] is not None:
-                part = np.concatenate([carried[k], part])
+            held = carried[k]
+            if held is not None:
+                head = np.concatenate([held, part[: f - len(held)]])
+                part = part[f - len(held) :]
+                if len(head) < f:
+                    carried[k] = head
+                    continue
+                out[done[k]] = _reduce(head, f)[0]
+                done[k] += 1
             blocks = part.shape[0] // f
             if blocks:
                 out[done[k] : done[k] + blocks] = _reduce(part[: blocks * f], f)

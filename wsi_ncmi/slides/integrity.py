@@ -64,9 +64,10 @@ def stream_problem(stream: bytes) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class JpegTiles:
-    """Where the JPEG tiles of one pyramid level are in the file, to check the ones a region is read from."""
+    """Where the JPEG tiles of one pyramid level are in the file, to check the ones a region is read from (compared
+    and hashed by identity: one object per level, from the cached `jpeg_tiles`)."""
 
     path: str
     downsample: float

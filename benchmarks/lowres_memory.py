@@ -1,8 +1,8 @@
 """Peak memory of tiling a single-level slide (no pyramid: the whole of level 0 is read in strips to make the tissue
 mask and thumbnail) at two sizes; writes benchmarks/results/lowres_memory.json. Flat in slide size is the goal.
 
-    python benchmarks/lowres_memory.py            # 20k x 15k and 40k x 30k px single-level slides
-    python benchmarks/lowres_memory.py --small    # 10k x 7.5k and 20k x 15k px
+    python benchmarks/lowres_memory.py            # 10k x 7.5k and 20k x 15k px single-level slides
+    python benchmarks/lowres_memory.py --full     # 20k x 15k and 40k x 30k px
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ def tile_once(path: str, job: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--small", action="store_true", help="10k x 7.5k and 20k x 15k px instead")
+    parser.add_argument("--full", action="store_true", help="20k x 15k and 40k x 30k px instead")
     parser.add_argument("--slides-dir", type=Path, help="keep the written slides here and reuse them next time")
     args = parser.parse_args()
-    sizes = [(10_000, 7_500), (20_000, 15_000)] if args.small else [(20_000, 15_000), (40_000, 30_000)]
+    sizes = [(20_000, 15_000), (40_000, 30_000)] if args.full else [(10_000, 7_500), (20_000, 15_000)]
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for width, height in sizes:

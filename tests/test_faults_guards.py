@@ -275,3 +275,18 @@ def test_report_refuses_metrics_of_an_earlier_epoch_than_the_model(
     result = runner.invoke(app, ["report", "--run", str(run), "--out", str(tmp_path / "r.html")])
     assert result.exit_code == 2 and "evaluate --run" in result.output and "epoch" in result.output, result.output
     assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("command", ["evaluate", "report", "export"])
+def test_a_device_this_machine_lacks_is_named_not_taken_for_a_damaged_checkpoint(
+    results_copy: tuple[Path, Path], tmp_path: Path, command: str
+) -> None:
+    job, run = results_copy
+    args = {
+        "evaluate": ["evaluate", "--run", str(run), "--bootstrap", "0"],
+        "report": ["report", "--run", str(run), "--out", str(tmp_path / "r.html")],
+        "export": ["export", "qupath", "--job", str(job), "--run", str(run), "--out", str(tmp_path / "geo")],
+    }[command]
+    result = runner.invoke(app, [*args, "--device", "tpu:0"])
+    assert result.exit_code == 2 and "--device" in result.output, result.output
+    assert "damaged" not in result.output, result.output

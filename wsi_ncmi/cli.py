@@ -970,7 +970,7 @@ def report(
             path = run_report(run, out, split, job, top_k, overwrite, device)
         else:
             path = experiment_report(list(folders or []), out, split, baseline, overwrite)
-    except (ReportError, RunError, ConfigError, KeyError) as exc:
+    except (ReportError, RunError, ConfigError, KeyError, ValueError) as exc:
         raise _fail(str(exc).strip('"')) from exc
     typer.echo(f"wrote {path}")
 
@@ -999,7 +999,7 @@ def export_qupath(
 
     try:
         results = export_job(job, out, run, slide, overwrite, device)
-    except (ExportError, RunError, KeyError) as exc:
+    except (ExportError, RunError, KeyError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     failed = [r for r in results if r.status == "failed"]
     written = sum(r.status == "ok" for r in results)

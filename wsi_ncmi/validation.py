@@ -114,16 +114,16 @@ def load_run_model(run: Path, device: str = "cpu", name: str = "model.pt") -> An
     """The run's trained model (wsi_ncmi.mil.train.Trained), refused when it was not trained in this folder, when
     `train` is still writing the folder, or when the checkpoint is damaged (the message names the file and the fix)."""
     from wsi_ncmi.config import load_yaml
+    from wsi_ncmi.devices import resolve_device
     from wsi_ncmi.mil.train import RunError, load_trained
     from wsi_ncmi.runlock import check_run_idle
 
     run = Path(run)
     check_run_idle(run)
+    resolve_device(device)
     try:
         trained = load_trained(run / name, device)
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        if isinstance(exc, RunError):
-            raise
         detail = " ".join(str(exc).split())
         detail = detail if len(detail) <= 200 else detail[:200] + " ..."
         raise RunError(

@@ -170,13 +170,31 @@ def bag_encoder_problems(features: Path, slide_ids: list[str], expected: dict[st
     return None
 
 
+def check_bag_tiles(bag_path: Path, coords_path: Path, bag: Any = None) -> None:
+    """Refuse a bag embedded from other tiles than the slide's current coords file (the slide was tiled again):
+    its attention would be drawn at stale positions. Bags without a coords digest (or an empty one) are compared by
+    coordinates (those of `bag`, when the caller has read it already)."""
+    from wsi_ncmi.bags import BagFormatError, coords_digest, read_bag, read_bag_attrs, read_coords
+
+    current = read_coords(coords_path).coords
+    digest = bag.metadata.get("coords_sha256") if bag is not None else read_bag_attrs(bag_path).get("coords_sha256")
+    if digest:
+        same = digest == coords_digest(current)
+    else:
+        same = np.array_equal((bag if bag is not None else read_bag(bag_path)).coords, current)
+    if not same:
+        raise BagFormatError(
+            f"{bag_path}: embedded from other tiles than {coords_path} (the slide was tiled again); "
+            "run `wsi-ncmi embed --overwrite` for this slide first"
+        )
+
+
 def run_bag(trained: Any, bag_path: Path, coords_path: Path | None = None) -> Any:
     """One slide's bag (wsi_ncmi.bags.Bag) for a run's model, refused (BagFormatError naming the bag and the fix)
     unless it matches the run: the encoder, weights and stain normalisation of the model's training bags and the
     model's feature size (BagMismatchError: the wrong bag folder), the tiles of the slide's current coords file, and
     finite values only."""
     from wsi_ncmi.bags import BagFormatError, BagMismatchError, read_bag
-    from wsi_ncmi.evaluation.heatmap import check_bag_tiles
     from wsi_ncmi.mil.data import bag_encoder_attrs
 
     bag_path = Path(bag_path)
@@ -193,7 +211,7 @@ def run_bag(trained: Any, bag_path: Path, coords_path: Path | None = None) -> An
             f"{bag_path}: {bag.dim} features per tile, the model takes {expected}; use bags of the model's encoder"
         )
     if coords_path is not None:
-        check_bag_tiles(bag_path, Path(coords_path))
+        check_bag_tiles(bag_path, Path(coords_path), bag)
     bad = int((~np.isfinite(bag.features)).any(axis=1).sum()) if len(bag) else 0
     if bad:
         raise BagFormatError(f"{bag_path}: {bad} tile(s) with NaN or inf features; embed this slide again")

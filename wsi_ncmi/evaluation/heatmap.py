@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.validation import check_bag_tiles as check_bag_tiles
 
 if TYPE_CHECKING:
     from wsi_ncmi.mil.train import Trained
@@ -62,27 +63,6 @@ def tile_scores(trained: Trained, features: np.ndarray) -> TileScores:
         if pooled and torch.allclose(output.attention @ output.tiles, output.h, rtol=1e-3, atol=1e-4):
             tiles = trained.head.probabilities(output.tiles.float()).double().cpu().numpy()
     return TileScores(attention, tiles, probabilities, predicted)
-
-
-def check_bag_tiles(bag_path: Path, coords_path: Path) -> None:
-    """Refuse a bag embedded from other tiles than the slide's current coords file (the slide was tiled again):
-    its attention would be drawn at stale positions. Bags without a coords digest (or an empty one) are compared by
-    coordinates."""
-    from wsi_ncmi.bags import BagFormatError, coords_digest, read_bag_attrs, read_coords
-
-    current = read_coords(coords_path).coords
-    digest = read_bag_attrs(bag_path).get("coords_sha256")
-    if not digest:
-        from wsi_ncmi.bags import read_bag
-
-        same = np.array_equal(read_bag(bag_path).coords, current)
-    else:
-        same = digest == coords_digest(current)
-    if not same:
-        raise BagFormatError(
-            f"{bag_path}: embedded from other tiles than {coords_path} (the slide was tiled again); "
-            "run `wsi-ncmi embed --overwrite` for this slide first"
-        )
 
 
 def draw_heatmap(

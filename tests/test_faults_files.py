@@ -92,6 +92,17 @@ def test_compare_names_a_damaged_metrics_file(
     _clear(_main(capfd, "compare", str(run), "--out", str(tmp_path / "c.csv")), name)
 
 
+@pytest.mark.parametrize("name", ["model.pt", "last.pt"])
+def test_a_checkpoint_that_is_not_one_is_one_line(
+    results_copy: tuple[Path, Path], name: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    _, run = results_copy
+    (run / name).write_bytes(b"garbage, not a checkpoint")
+    result = _main(capfd, "evaluate", "--run", str(run), "--bootstrap", "0")
+    _clear(result, name)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
 def test_evaluate_names_a_damaged_history(
     results_copy: tuple[Path, Path], capfd: pytest.CaptureFixture[str]
 ) -> None:
@@ -223,6 +234,8 @@ def test_a_huge_setting_value_is_cut_in_the_message(tmp_path: Path, capfd: pytes
         ("tile.csv", b"slide_id,status,n_tiles\ns1,ok,many\n"),
         ("tile.shard-0-of-2.csv", b"whatever,columns\n1,2\n"),
         ("embed.csv", b"slide_id,status,n_tiles\n,ok,3\n"),
+        ("qc.shard-0-of-2.csv", b"\xff\xfe garbage"),
+        ("qc.csv", b"no,slide,column\n1,2,3\n"),
     ],
 )
 def test_status_names_a_damaged_status_file(

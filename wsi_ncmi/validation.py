@@ -115,6 +115,7 @@ def load_run_model(run: Path, device: str = "cpu", name: str = "model.pt") -> An
     `train` is still writing the folder, or when the checkpoint is damaged (the message names the file and the fix)."""
     from wsi_ncmi.config import load_yaml
     from wsi_ncmi.devices import resolve_device
+    from wsi_ncmi.faults import one_line
     from wsi_ncmi.mil.train import RunError, load_trained
     from wsi_ncmi.runlock import check_run_idle
 
@@ -123,9 +124,10 @@ def load_run_model(run: Path, device: str = "cpu", name: str = "model.pt") -> An
     resolve_device(device)
     try:
         trained = load_trained(run / name, device)
+    except RunError as exc:
+        raise RunError(one_line(str(exc))) from exc
     except (KeyError, RuntimeError, TypeError, ValueError, AttributeError, IndexError) as exc:
-        detail = " ".join(str(exc).split())
-        detail = detail if len(detail) <= 200 else detail[:200] + " ..."
+        detail = one_line(str(exc), 200)
         raise RunError(
             f"{run / name}: damaged or incomplete checkpoint ({type(exc).__name__}: {detail}); "
             "train the run again (wsi-ncmi train --overwrite)"

@@ -262,8 +262,9 @@ def test_a_run_being_trained_is_not_read(results_copy: tuple[Path, Path], tmp_pa
     assert not (tmp_path / "r.html").exists() and not (tmp_path / "geo").exists()
 
 
-def test_report_refuses_metrics_of_an_earlier_epoch_than_the_model(
-    results_copy: tuple[Path, Path], tmp_path: Path
+@pytest.mark.parametrize("command", ["report", "compare"])
+def test_metrics_of_another_epoch_than_the_model_are_refused(
+    results_copy: tuple[Path, Path], tmp_path: Path, command: str
 ) -> None:
     import json
 
@@ -272,9 +273,11 @@ def test_report_refuses_metrics_of_an_earlier_epoch_than_the_model(
     metrics = json.loads(path.read_text())
     metrics["selection"]["epoch"] = int(metrics["selection"]["epoch"]) + 5
     path.write_text(json.dumps(metrics))
-    result = runner.invoke(app, ["report", "--run", str(run), "--out", str(tmp_path / "r.html")])
+    out = tmp_path / ("r.html" if command == "report" else "c.csv")
+    args = ["report", "--run", str(run), "--out", str(out)] if command == "report" else ["compare", str(run)]
+    result = runner.invoke(app, [*args, "--out", str(out)] if command == "compare" else args)
     assert result.exit_code == 2 and "evaluate --run" in result.output and "epoch" in result.output, result.output
-    assert not (tmp_path / "r.html").exists()
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("command", ["evaluate", "report", "export"])

@@ -230,3 +230,31 @@ def check_feature_size(bags: Any, trained: Any, features: Path) -> None:
             f"{features}: bags have {bags.dim} features per tile, the model takes {expected}; "
             "use bags embedded with the model's encoder"
         )
+
+
+def model_epoch(run: Path) -> int | None:
+    """The epoch RUN/model.pt was saved at, read without building the model; None when there is no readable one."""
+    import torch
+
+    path = Path(run) / "model.pt"
+    if not path.exists():
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+        epoch = data.get("checkpoint", data).get("epoch")
+    except Exception:
+        return None
+    return int(epoch) if isinstance(epoch, int) else None
+
+
+def check_metrics_current(run: Path, split: str, metrics: dict[str, Any], epoch: int | None) -> None:
+    """Refuse metrics_{split}.json measured on another epoch's model than model.pt (`epoch`) holds: `evaluate` ran
+    before the run was trained further (or while it trained)."""
+    from wsi_ncmi.mil.train import RunError
+
+    measured = (metrics.get("selection") or {}).get("epoch")
+    if epoch is not None and measured is not None and measured != epoch:
+        raise RunError(
+            f"{Path(run) / f'metrics_{split}.json'}: measured on epoch {measured}'s model, but model.pt holds epoch "
+            f"{epoch}'s (the run was trained further); run `wsi-ncmi evaluate --run {run} --split {split}` again"
+        )

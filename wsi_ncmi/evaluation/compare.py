@@ -19,6 +19,7 @@ def collect(runs: list[Path], split: str = "test") -> pd.DataFrame:
     """One row per run: run, model, loss, seed, split file, and the split's metrics from metrics_{split}.json."""
     from wsi_ncmi.evaluation.evaluate import run_config
     from wsi_ncmi.evaluation.runfiles import read_metrics
+    from wsi_ncmi.validation import check_metrics_current, model_epoch
 
     check_comparable(runs)
     rows = []
@@ -28,6 +29,7 @@ def collect(runs: list[Path], split: str = "test") -> pd.DataFrame:
         if not path.exists():
             raise RunError(f"{path}: missing; run `wsi-ncmi evaluate --run {run} --split {split}` first")
         metrics = read_metrics(path, f"run `wsi-ncmi evaluate --run {run} --split {split}` again")
+        check_metrics_current(run, split, metrics, model_epoch(run))
         training = config["training"]
         rows.append(
             {

@@ -419,7 +419,7 @@ def run_report(
     """Write the HTML report of one run on one split (images of every slide when `job` is given); returns `out`."""
     from wsi_ncmi.evaluation.runfiles import read_history
     from wsi_ncmi.runlock import check_run_idle
-    from wsi_ncmi.validation import load_run_model
+    from wsi_ncmi.validation import check_metrics_current, load_run_model
 
     run, out = Path(run), Path(out)
     check_run_idle(run)
@@ -431,12 +431,7 @@ def run_report(
     labelled = "y_true" in predictions and bool((predictions["y_true"] != "").all())
     trained = load_run_model(run, device) if (run / "model.pt").exists() else None
     best_epoch = int(trained.checkpoint["epoch"]) if trained and "epoch" in trained.checkpoint else None
-    measured = (metrics.get("selection") or {}).get("epoch")
-    if best_epoch is not None and measured is not None and measured != best_epoch:
-        raise ReportError(
-            f"{run / f'metrics_{split}.json'}: measured on epoch {measured}'s model, but model.pt holds epoch "
-            f"{best_epoch}'s (the run was trained further); run `wsi-ncmi evaluate --run {run} --split {split}` again"
-        )
+    check_metrics_current(run, split, metrics, best_epoch)
     views: dict[str, SlideView] = {}
     if job is not None and not (Path(job) / "tiles").is_dir():
         raise ReportError(f"{job}: no tiles/ folder; give the job folder the run's bags were embedded from")

@@ -27,6 +27,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/tiling.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/lowres_memory.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/embedding.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/training.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/train_step.py

@@ -117,3 +117,17 @@ def write_fake_run(folder: Path, loss: str, seed: int, f1: float) -> Path:
 def fake_run() -> object:
     """`write_fake_run` for tests that compare runs."""
     return write_fake_run
+
+
+@pytest.fixture
+def results_copy(results_job: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    """A private copy of `results_job`'s (job, run), with the run's manifest and split beside it, safe to damage
+    (the slide files are linked, not copied)."""
+    import shutil
+
+    _, run = results_job
+    root = tmp_path / "results"
+    shutil.copytree(run.parent, root, ignore=shutil.ignore_patterns("*.tif"))
+    for slide in run.parent.glob("*.tif"):
+        (root / slide.name).symlink_to(slide)
+    return root / "job", root / "run"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -26,6 +27,54 @@ def remove_pending() -> None:
         with suppress(OSError):
             path.unlink(missing_ok=True)
     PENDING.clear()
+
+
+TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")
+"""Temporary files `atomic_path` and the bag writer leave behind when their process is killed: .NAME.tmp-PID."""
+ABANDONED_AFTER_S = 600.0
+"""A temporary file whose process is gone is removed once it has not changed for this long (a writer on another
+host sharing the folder keeps its file changing)."""
+
+
+def sweep_leftovers(folder: Path | str, now: float | None = None) -> list[Path]:
+    """Remove what killed processes left under `folder`: temporary files of processes no longer running on this
+    host (unchanged for ABANDONED_AFTER_S) and stale lock files (see wsi_ncmi.locks); returns what was removed."""
+    import time
+
+    from wsi_ncmi.locks import STALE_AFTER_S, stale_reason
+
+    folder, now = Path(folder), time.time() if now is None else now
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.rglob(".*"):
+        match = TEMP_NAME.match(path.name)
+        try:
+            if match and path.is_file():
+                age = now - path.stat().st_mtime
+                if (age > ABANDONED_AFTER_S and not _running(int(match.group(1)))) or age > STALE_AFTER_S:
+                    path.unlink()
+                    removed.append(path)
+        except OSError:
+            continue
+    for path in folder.rglob("*.lock"):
+        try:
+            if path.is_file() and path not in PENDING and stale_reason(path) is not None:
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue
+    return removed
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
 
 
 @contextmanager

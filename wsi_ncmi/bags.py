@@ -50,6 +50,10 @@ class BagFormatError(Exception):
     """A coords file or bag is missing, unreadable or of another format; the message names the file."""
 
 
+class BagMismatchError(BagFormatError):
+    """A readable bag that was made for another model: other encoder, weights, stain normalisation or feature size."""
+
+
 @dataclass
 class CoordsFile:
     """Tile coordinates of one slide (level-0 top-left x, y) with their tissue fractions and attributes."""

@@ -150,7 +150,10 @@ def synth(
         raise _fail(f"--size {size!r} is not WIDTHxHEIGHT in pixels, e.g. 8192x6144") from exc
     if fmt not in ("tiff", "svs"):
         raise _fail(f"--format {fmt!r}: use tiff or svs")
-    cohort = CohortSpec(slides, centers, nodes_per_case, width, height, mpp, seed, fmt)
+    try:
+        cohort = CohortSpec(slides, centers, nodes_per_case, width, height, mpp, seed, fmt)
+    except ValueError as exc:
+        raise _fail(f"--size {size!r}: {exc}") from exc
     try:
         prepare_synth_folder(out, cohort, overwrite)
     except SynthFolderError as exc:
@@ -492,6 +495,14 @@ def status(
         raise _fail(f"{job}: no such job folder; give the folder `wsi-ncmi tile --out` wrote")
     merged = merge_job_status(job)
     if not merged:
+        coords = list((job / "tiles").glob("*.h5")) if (job / "tiles").is_dir() else []
+        if coords:
+            raise _fail(
+                f"{job}: no status files, but {len(coords)} coords file(s) in tiles/: a run was stopped before it "
+                "wrote its status; run the same `wsi-ncmi tile` command again (finished slides are skipped and "
+                "recorded)",
+                1,
+            )
         raise _fail(f"{job}: no status files; nothing has run here yet")
     console = Console(highlight=False)
     table = Table(title=f"{job}")
@@ -694,6 +705,8 @@ def train(
     ] = None,
 ) -> None:
     """Train a MIL aggregator on feature bags with NCMI or a baseline loss; keep the epoch chosen by --select."""
+    import signal
+
     from wsi_ncmi.cohort.manifest import ManifestError
     from wsi_ncmi.cohort.splits import SplitError
     from wsi_ncmi.config import ConfigError, load_yaml, override
@@ -736,6 +749,16 @@ def train(
         )
     except (ManifestError, SplitError, BagDataError, RunError, ValueError) as exc:
         raise _fail(str(exc)) from exc
+    except KeyboardInterrupt as stop:
+        from wsi_ncmi.faults import signal_of
+
+        signum = signal_of(stop)
+        again = (
+            "run the same command with --resume to continue from the last finished epoch"
+            if (out / "last.pt").exists()
+            else "no epoch finished; run the same command again to start the run"
+        )
+        raise _fail(f"interrupted by {signal.Signals(signum).name}: {out}: {again}", 128 + signum) from stop
     if cluster.main:
         typer.echo(
             f"selected epoch {result.best_epoch} ({train_config.select}): validation macro-F1 "
@@ -860,21 +883,24 @@ def heatmap(
 ) -> None:
     """Draw the model's attention over the slide thumbnail, with a montage of the top-k attended tiles."""
     from wsi_ncmi.bags import BagFormatError, read_coords_attrs
+    from wsi_ncmi.cohort.manifest import unsafe_id_reason
     from wsi_ncmi.encoders.embed import bag_path
     from wsi_ncmi.evaluation.evaluate import run_config
-    from wsi_ncmi.evaluation.heatmap import attention_scores, check_bag_tiles, check_slide_known, draw_heatmap
+    from wsi_ncmi.evaluation.heatmap import attention_scores, check_slide_known, draw_heatmap
     from wsi_ncmi.mil.train import RunError
     from wsi_ncmi.slides.backend import SlideError
 
+    reason = unsafe_id_reason(slide)
+    if reason is not None:
+        raise _fail(f"--slide {slide!r}: {reason}; give a slide_id of the job's tiles/ folder")
     out = out or run / f"heatmap_{slide}.png"
     try:
         config = run_config(run)
         check_slide_known(job, slide, config.get("inputs", {}).get("manifest"))
-        encoder = config["encoder"].get("encoder", "")
+        encoder = config.get("encoder", {}).get("encoder", "")
         bag = bag_path(job, encoder, slide)
         attrs = read_coords_attrs(job / "tiles" / f"{slide}.h5")
-        check_bag_tiles(bag, job / "tiles" / f"{slide}.h5")
-        attention, coords, predicted = attention_scores(run, bag)
+        attention, coords, predicted = attention_scores(run, bag, coords_path=job / "tiles" / f"{slide}.h5")
         draw_heatmap(
             str(attrs["slide_path"]),
             coords,
@@ -989,7 +1015,7 @@ def report(
             path = run_report(run, out, split, job, top_k, overwrite, device)
         else:
             path = experiment_report(list(folders or []), out, split, baseline, overwrite)
-    except (ReportError, RunError, ConfigError, KeyError) as exc:
+    except (ReportError, RunError, ConfigError, KeyError, ValueError) as exc:
         raise _fail(str(exc).strip('"')) from exc
     typer.echo(f"wrote {path}")
 
@@ -1018,7 +1044,7 @@ def export_qupath(
 
     try:
         results = export_job(job, out, run, slide, overwrite, device)
-    except (ExportError, RunError, KeyError) as exc:
+    except (ExportError, RunError, KeyError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     failed = [r for r in results if r.status == "failed"]
     written = sum(r.status == "ok" for r in results)

@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 EXIT_ERROR, EXIT_USAGE, EXIT_BUG = 1, 2, 3
@@ -44,6 +45,40 @@ def install_sigterm() -> None:
     signal.signal(signal.SIGTERM, _raise_terminated)
 
 
+MAX_MESSAGE = 400
+"""Longest error or warning text shown (a value quoted in a message can be megabytes long)."""
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
+    """`text` on one line, cut to `limit` characters."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
+
+
+LIBRARIES = {"sklearn": "scikit-learn", "torch": "PyTorch", "h5py": "h5py", "PIL": "Pillow", "tifffile": "tifffile"}
+"""Libraries whose warnings the CLI attributes by name (found in the warning's module or file path)."""
+
+
+def show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: Any = None, line: Any = None
+) -> None:
+    """Print a warning as one `warning: ...` line, without the source path and line Python adds; a library's
+    warning names the library."""
+    module = category.__module__.split(".")[0]
+    path = Path(filename).parts
+    origin = next((part for part in path if part in LIBRARIES), None)
+    origin = LIBRARIES.get(origin or module)
+    text = one_line(str(message))
+    print(f"warning: {text}" + (f" ({origin})" if origin else ""), file=file or sys.stderr)
+
+
+def install_warnings() -> None:
+    """Show every warning of a command as one line in the project's format (see show_warning)."""
+    import warnings
+
+    warnings.showwarning = show_warning
+
+
 def describe(exc: BaseException) -> tuple[str, int]:
     """One line for an error that escaped a command, and the exit code to go with it."""
     if isinstance(exc, OSError) and exc.filename is not None:
@@ -72,6 +107,7 @@ def _interrupt_behind(exc: BaseException) -> KeyboardInterrupt | None:
 def run_command_line(app: Callable[[], Any]) -> None:
     """Run the typer `app` in this process; faults become one line on stderr and a non-zero exit code."""
     install_sigterm()
+    install_warnings()
     try:
         app()
     except SystemExit as done:
@@ -85,5 +121,5 @@ def run_command_line(app: Callable[[], Any]) -> None:
         if os.environ.get("WSI_NCMI_DEBUG"):
             raise
         message, code = describe(exc)
-        print(f"error: {' '.join(message.split())}", file=sys.stderr)
+        print(f"error: {one_line(message)}", file=sys.stderr)
         sys.exit(code)

@@ -33,4 +33,20 @@ def prepare_job(job: Path | str, subfolders: tuple[str, ...] = ("status",)) -> P
             raise JobDirError(
                 f"{job / name}: cannot create ({exc.strerror}); fix the job folder's permissions"
             ) from exc
+    sweep_job(job)
     return job
+
+
+def sweep_job(job: Path) -> None:
+    """Remove the temporary and lock files killed processes left in JOB, saying how many."""
+    import warnings
+
+    from wsi_ncmi.atomic import sweep_leftovers
+
+    removed = sweep_leftovers(job)
+    if removed:
+        warnings.warn(
+            f"{job}: removed {len(removed)} temporary or lock file(s) left by stopped processes "
+            f"({', '.join(p.name for p in removed[:3])}{' ...' if len(removed) > 3 else ''})",
+            stacklevel=2,
+        )

@@ -48,6 +48,11 @@ def _stale(path: Path, stale_after: float) -> str | None:
     return None
 
 
+def stale_reason(lock: Path, stale_after: float = STALE_AFTER_S) -> str | None:
+    """Why the lock file `lock` is stale (its process is gone, or it is too old); None while it is held."""
+    return _stale(Path(lock), stale_after)
+
+
 def acquire_lock(output: Path, stale_after: float = STALE_AFTER_S) -> Path:
     """Take `{output}.lock` (clearing a stale one with a warning); raise LockedError if a live worker holds it."""
     lock = Path(f"{output}.lock")
@@ -74,6 +79,17 @@ def acquire_lock(output: Path, stale_after: float = STALE_AFTER_S) -> Path:
             raise
         return lock
     raise LockedError(f"{output}: could not take {lock}")
+
+
+def lock_holder(output: Path, stale_after: float = STALE_AFTER_S) -> str | None:
+    """Who holds `{output}.lock` ({host, pid, time} as written), or None when nobody does or the holder is gone."""
+    lock = Path(f"{output}.lock")
+    try:
+        if _stale(lock, stale_after) is not None:
+            return None
+        return lock.read_text(errors="replace").strip() or "a process that has not written its name yet"
+    except FileNotFoundError:
+        return None
 
 
 def release_lock(lock: Path) -> None:

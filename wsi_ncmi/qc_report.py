@@ -128,10 +128,18 @@ def qc_row(slide_id: str, attrs: dict[str, Any], n_tiles: int) -> dict[str, str]
 
 def _read_rows(path: Path) -> dict[str, dict[str, str]]:
     """The rows of a QC table by slide_id (only its known columns); empty when the file does not exist."""
+    from wsi_ncmi.status import StatusFileError
+
     if not Path(path).exists():
         return {}
-    with open(path, newline="") as handle:
-        return {r["slide_id"]: {k: r.get(k, "") for k in COLUMNS} for r in csv.DictReader(handle)}
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return {r["slide_id"]: {k: r.get(k) or "" for k in COLUMNS} for r in csv.DictReader(handle)}
+    except (UnicodeDecodeError, csv.Error, KeyError) as exc:
+        raise StatusFileError(
+            f"{path}: not a QC table this project wrote ({type(exc).__name__}); delete it and run `wsi-ncmi tile` "
+            "again (finished slides are skipped)"
+        ) from exc
 
 
 def _write_rows(path: Path, rows: dict[str, dict[str, str]]) -> None:

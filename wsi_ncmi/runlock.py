@@ -7,9 +7,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from wsi_ncmi.folders import FolderError, make_parents
-from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
+from wsi_ncmi.locks import LockedError, acquire_lock, lock_holder, release_lock
 
-RUN_OUTPUTS = ("model.pt", "last.pt", "history.csv", "config.yaml", "curves.png")
+RUN_OUTPUTS = ("model.pt", "last.pt", "history.csv", "config.yaml", "curves.png", "report.html")
+RUN_OUTPUT_FOLDERS = ("report_files",)
 RUN_OUTPUT_PATTERNS = ("metrics_*.json", "predictions_*.csv", "confusion_*.png", "heatmap_*.png")
 
 
@@ -38,18 +39,37 @@ def run_lock(run: Path) -> Iterator[None]:
         release_lock(lock)
 
 
+def check_run_idle(run: Path) -> None:
+    """Refuse to read a run folder that `train` is writing now (its lock is held by a live process): its model,
+    history and metrics are those of an unfinished epoch."""
+    from wsi_ncmi.mil.train import RunError
+
+    run = Path(run)
+    holder = lock_holder(run.parent / f".{run.name}")
+    if holder is not None:
+        raise RunError(
+            f"{run}: `wsi-ncmi train` is still writing this run ({holder}); wait for it to finish, then run this "
+            "command again"
+        )
+
+
 def run_outputs(run: Path) -> list[Path]:
     """Files a previous run left in RUN: checkpoints, history, config and every evaluation output."""
     run = Path(run)
     if not run.is_dir():
         return []
-    found = [run / name for name in RUN_OUTPUTS if (run / name).exists()]
+    found = [run / name for name in (*RUN_OUTPUTS, *RUN_OUTPUT_FOLDERS) if (run / name).exists()]
     for pattern in RUN_OUTPUT_PATTERNS:
         found += sorted(run.glob(pattern))
     return found
 
 
 def clear_outputs(run: Path) -> None:
-    """Remove a previous run's outputs (for --overwrite, after every input was validated)."""
+    """Remove a previous run's outputs, its report included (for --overwrite, after every input was validated)."""
+    import shutil
+
     for path in run_outputs(run):
-        path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -45,26 +46,50 @@ def qc_warned(rows: list[StatusRow]) -> list[str]:
     return sorted(row.slide_id for row in rows if QC_WARNING in row.warning and not row.failed)
 
 
+class StatusFileError(Exception):
+    """A status CSV that is not what this project writes; the message names the file, the row and the fix."""
+
+
 def read_status(path: Path) -> list[StatusRow]:
-    """Rows of a status CSV; empty when the file does not exist."""
-    if not Path(path).exists():
+    """Rows of a status CSV; empty when the file does not exist. A damaged file raises StatusFileError."""
+    path = Path(path)
+    if not path.exists():
         return []
-    with open(path, newline="") as handle:
-        rows = []
-        for record in csv.DictReader(handle):
-            rows.append(
-                StatusRow(
-                    slide_id=record["slide_id"],
-                    status=record["status"],
-                    n_tiles=int(record["n_tiles"] or 0),
-                    mpp_level0=float(record["mpp_level0"]) if record.get("mpp_level0") else None,
-                    mpp_source=record.get("mpp_source", ""),
-                    seconds=float(record.get("seconds") or 0),
-                    error=record.get("error", ""),
-                    warning=record.get("warning", ""),
-                )
-            )
-        return rows
+    fix = "delete it and run the stage again (finished slides are skipped)"
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in ("slide_id", "status", "n_tiles") if c not in (reader.fieldnames or [])]
+            if missing:
+                raise StatusFileError(f"{path}: not a status file (no column {', '.join(missing)}); {fix}")
+            rows = []
+            for number, record in enumerate(reader, start=2):
+                try:
+                    rows.append(
+                        StatusRow(
+                            slide_id=_text(record["slide_id"]),
+                            status=_text(record["status"]),
+                            n_tiles=int(record["n_tiles"] or 0),
+                            mpp_level0=float(record["mpp_level0"]) if record.get("mpp_level0") else None,
+                            mpp_source=record.get("mpp_source") or "",
+                            seconds=float(record.get("seconds") or 0),
+                            error=record.get("error") or "",
+                            warning=record.get("warning") or "",
+                        )
+                    )
+                except (TypeError, ValueError) as exc:
+                    raise StatusFileError(f"{path}: row {number} is damaged ({exc}); {fix}") from exc
+            return rows
+    except UnicodeDecodeError as exc:
+        raise StatusFileError(f"{path}: not a text file ({exc.reason}); {fix}") from exc
+    except csv.Error as exc:
+        raise StatusFileError(f"{path}: not a CSV file ({exc}); {fix}") from exc
+
+
+def _text(value: str | None) -> str:
+    if not value:
+        raise ValueError("empty slide_id or status")
+    return value
 
 
 def write_status(path: Path, rows: list[StatusRow]) -> None:
@@ -72,7 +97,15 @@ def write_status(path: Path, rows: list[StatusRow]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with status_lock(path):
-        merged = {row.slide_id: row for row in read_status(path)}
+        try:
+            merged = {row.slide_id: row for row in read_status(path)}
+        except StatusFileError as exc:
+            import warnings
+
+            kept = path.with_name(f"{path.name}.damaged")
+            os.replace(path, kept)
+            warnings.warn(f"{exc.args[0].split(';')[0]}; moved to {kept.name} and written again", stacklevel=2)
+            merged = {}
         merged.update({row.slide_id: row for row in rows if row.status != BUSY or row.slide_id not in merged})
         _write_rows(path, merged)
 

@@ -543,6 +543,10 @@ def _place_lesions(spec: SlideSpec, label: str, rng: np.random.Generator) -> tup
     )
 
 
+MIN_SIDE, MAX_SIDE = 256, 200_000
+"""Slide sides `synth` makes, in level-0 px: at least one 256 px tile, at most a large scan's size."""
+
+
 @dataclass(frozen=True)
 class CohortSpec:
     """A CAMELYON-style cohort: patients in centres, several lymph-node slides per patient."""
@@ -556,6 +560,18 @@ class CohortSpec:
     seed: int = 0
     fmt: str = "tiff"
     labels: tuple[str, ...] = LESION_CLASSES
+
+    def __post_init__(self) -> None:
+        problems = [f"{name} must be at least 1, got {getattr(self, name)}" for name in ("slides", "centers",
+                    "nodes_per_case") if getattr(self, name) < 1]  # fmt: skip
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if not MIN_SIDE <= value <= MAX_SIDE:
+                problems.append(f"{name} must be {MIN_SIDE} to {MAX_SIDE:,} px, got {value:,}")
+        if not self.mpp > 0:
+            problems.append(f"mpp must be positive, got {self.mpp}")
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 def cohort_specs(cohort: CohortSpec) -> list[SlideSpec]:

@@ -43,7 +43,7 @@ from wsi_ncmi.encoders.weights import load_encoder, weights_label
 from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
 from wsi_ncmi.slides.backend import Slide, SlideError, open_slide
 from wsi_ncmi.slides.direct import read_direct, reader_for
-from wsi_ncmi.slides.integrity import check_tile
+from wsi_ncmi.slides.integrity import check_region_streams, check_tile, stream_problem
 from wsi_ncmi.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -179,6 +179,7 @@ class TileDataset(Dataset):
         if region is None:
             region = slide.read_region((x, y), work.read_level, (work.read_size,) * 2)
         check_tile(region, f"{work.slide_id} tile {tile_index}")
+        check_region_streams(slide, (x, y), work.read_level, work.read_size, f"{work.slide_id} tile {tile_index}")
         region = self.stain(region)
         if work.read_size == work.tile_size:
             return np.array(region)
@@ -197,13 +198,14 @@ class TileDataset(Dataset):
                 return np.zeros((size, size, 3), dtype=np.uint8), False
 
     def stream(self, slide_index: int, tile_index: int) -> bytes:
-        """The tile's whole JPEG stream, to decode on the device; empty when it cannot be read so (the main process
-        then reads the tile the CPU way)."""
+        """The tile's whole JPEG stream, to decode on the device; empty when it cannot be read so or libjpeg reports
+        it corrupt (the main process then reads the tile the CPU way, whose checks flag it)."""
         work = self.work[slide_index]
         x, y = work.coords.coords[tile_index]
         try:
             reader = reader_for(self._slide(slide_index), work.read_level, work.read_size)
-            return (reader.stream(int(x), int(y)) if reader is not None else None) or b""
+            stream = (reader.stream(int(x), int(y)) if reader is not None else None) or b""
+            return b"" if stream and stream_problem(stream) else stream
         except Exception:
             return b""
 
@@ -678,11 +680,14 @@ def _finish(
             item,
             FAILED,
             time.perf_counter() - start,
-            error=f"{item.slide_path}: {len(failed)} of {n} tiles could not be read (more than "
+            error=f"{item.slide_path}: {len(failed)} of {n} tiles could not be read or hold corrupt data (more than "
             f"{settings.max_failed_fraction:.0%}); the slide file is damaged: copy it again",
         )
     if failed:
-        notes.append(f"{len(failed)} tile(s) unreadable, zero-filled (indices in dataset failed_tiles)")
+        notes.append(
+            f"{len(failed)} of {n} tile(s) unreadable or with corrupt data, zero-filled (indices in dataset "
+            "failed_tiles)"
+        )
     pt_path = _pt_path(item.outputs[name], settings)
     try:
         writer.finish(item.coords, _bag_attrs(item, expected), np.asarray(failed, np.int64), pt_path)

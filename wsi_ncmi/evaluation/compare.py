@@ -18,14 +18,18 @@ METRICS = ("macro_f1", "accuracy", "balanced_accuracy", "auc", "ncmi")
 def collect(runs: list[Path], split: str = "test") -> pd.DataFrame:
     """One row per run: run, model, loss, seed, split file, and the split's metrics from metrics_{split}.json."""
     from wsi_ncmi.evaluation.evaluate import run_config
+    from wsi_ncmi.evaluation.runfiles import read_metrics
+    from wsi_ncmi.validation import check_metrics_current, model_epoch
 
+    check_comparable(runs)
     rows = []
     for run in runs:
         config = run_config(run)
         path = Path(run) / f"metrics_{split}.json"
         if not path.exists():
             raise RunError(f"{path}: missing; run `wsi-ncmi evaluate --run {run} --split {split}` first")
-        metrics = json.loads(path.read_text())
+        metrics = read_metrics(path, f"run `wsi-ncmi evaluate --run {run} --split {split}` again")
+        check_metrics_current(run, split, metrics, model_epoch(run))
         training = config["training"]
         rows.append(
             {
@@ -33,11 +37,36 @@ def collect(runs: list[Path], split: str = "test") -> pd.DataFrame:
                 "model": training["model"],
                 "loss": training["loss"],
                 "seed": training["seed"],
-                "split_file": config["inputs"]["split"],
+                "split_file": config["inputs"].get("split", ""),
                 **{m: np.nan if metrics.get(m) is None else float(metrics[m]) for m in METRICS},
             }
         )
     return pd.DataFrame(rows)
+
+
+def check_comparable(runs: list[Path]) -> None:
+    """Refuse a run folder given twice, and runs of different cohorts (manifests) or class sets, whose metrics
+    cannot be averaged in one row."""
+    from wsi_ncmi.evaluation.evaluate import run_config
+
+    seen: dict[Path, Path] = {}
+    for run in runs:
+        key = Path(run).resolve()
+        if key in seen:
+            raise RunError(f"{run}: given twice (as {seen[key]}); list each run folder once")
+        seen[key] = Path(run)
+    for what, get in (
+        ("class sets", lambda c: c.get("classes")),
+        ("cohorts (manifests)", lambda c: (c.get("inputs") or {}).get("manifest")),
+    ):
+        found: dict[str, list[str]] = {}
+        for run in runs:
+            value = get(run_config(run))
+            if value is not None:
+                found.setdefault(json.dumps(value), []).append(str(run))
+        if len(found) > 1:
+            listed = "; ".join(f"{value}: {', '.join(names[:3])}" for value, names in found.items())
+            raise RunError(f"the runs have different {what} ({listed}); compare runs of one cohort and class set")
 
 
 def summarise(frame: pd.DataFrame) -> pd.DataFrame:

@@ -29,7 +29,17 @@ def run_config(run: Path) -> dict[str, Any]:
     path = Path(run) / "config.yaml"
     if not path.exists():
         raise RunError(f"{run}: no config.yaml; is this a run folder written by `wsi-ncmi train`?")
-    return load_yaml(path)
+    config = load_yaml(path)
+    training, inputs = config.get("training"), config.get("inputs")
+    problems = [f"no {k!r} section" for k, v in (("training", training), ("inputs", inputs)) if not isinstance(v, dict)]
+    if isinstance(training, dict):
+        problems += [f"no training.{k}" for k in ("model", "loss", "seed") if k not in training]
+    if not isinstance(config.get("encoder", {}), dict):
+        problems.append("'encoder' is not a mapping")
+    if problems:
+        raise RunError(f"{path}: not the config.yaml `wsi-ncmi train` writes ({'; '.join(problems)}); copy the run "
+                       "folder again or train it again")  # fmt: skip
+    return config
 
 
 def is_camelyon17(manifest: pd.DataFrame) -> bool:
@@ -171,6 +181,7 @@ def evaluate_run(
     from wsi_ncmi.cohort.manifest import read_manifest
     from wsi_ncmi.cohort.splits import read_split
     from wsi_ncmi.evaluation.plots import curves_figure
+    from wsi_ncmi.evaluation.runfiles import read_history
 
     run = Path(run)
     if split_name not in SPLIT_CHOICES:
@@ -178,10 +189,16 @@ def evaluate_run(
     config = run_config(run)
     trained = load_run_model(run, device)
     last = load_run_model(run, device, "last.pt") if (run / "last.pt").exists() else None
-    inputs = config["inputs"]
-    table = read_manifest(manifest or inputs["manifest"])
-    split = read_split(split_file or inputs["split"])
-    features = Path(features or inputs["features"])
+    given = {"manifest": manifest, "split": split_file, "features": features}
+    inputs = {k: v or config["inputs"].get(k) for k, v in given.items()}
+    missing = [k for k, v in inputs.items() if not v]
+    if missing:
+        raise RunError(
+            f"{run / 'config.yaml'}: no inputs.{missing[0]}; pass --{missing[0].replace('split', 'split-file')}"
+        )
+    table = read_manifest(inputs["manifest"])
+    split = read_split(inputs["split"])
+    features = Path(inputs["features"])
     names = ["train", "val", "test"] if split_name == "all" else [split_name]
     results = {}
     for name in names:
@@ -192,7 +209,7 @@ def evaluate_run(
         )
     if (run / "history.csv").exists():
         loss = config.get("training", {}).get("loss")
-        curves_figure(pd.read_csv(run / "history.csv"), run / "curves.png", loss)
+        curves_figure(read_history(run / "history.csv"), run / "curves.png", loss)
     return results
 
 

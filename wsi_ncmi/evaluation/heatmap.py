@@ -9,18 +9,21 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.validation import check_bag_tiles as check_bag_tiles
 
 if TYPE_CHECKING:
     from wsi_ncmi.mil.train import Trained
 
 
-def attention_scores(run: Path, bag_path: Path, device: str = "cpu") -> tuple[np.ndarray, np.ndarray, str]:
-    """(attention (N,), coords (N, 2), predicted class) of one bag under the run's model."""
-    from wsi_ncmi.bags import read_bag
-    from wsi_ncmi.validation import load_run_model
+def attention_scores(
+    run: Path, bag_path: Path, device: str = "cpu", coords_path: Path | None = None
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(attention (N,), coords (N, 2), predicted class) of one bag under the run's model; the bag must match the
+    run (and, given `coords_path`, the slide's current tiles)."""
+    from wsi_ncmi.validation import load_run_model, run_bag
 
     trained = load_run_model(Path(run), device)
-    bag = read_bag(bag_path)
+    bag = run_bag(trained, bag_path, coords_path)
     if len(bag) == 0:
         raise ValueError(f"{bag_path}: empty bag (no tissue tiles); nothing to draw")
     scores = tile_scores(trained, bag.features)
@@ -85,26 +88,6 @@ def check_slide_known(job: Path, slide_id: str, manifest: Path | str | None) -> 
     close = difflib.get_close_matches(slide_id, known, n=3, cutoff=0.5) or known[:3]
     hint = f"; slides here include {', '.join(close)}" if close else ""
     raise ValueError(f"unknown slide {slide_id!r}: not tiled in {tiles} and not in the run's manifest{hint}")
-
-
-def check_bag_tiles(bag_path: Path, coords_path: Path) -> None:
-    """Refuse a bag embedded from other tiles than the slide's current coords file (the slide was tiled again):
-    its attention would be drawn at stale positions. Bags without a coords digest are compared by coordinates."""
-    from wsi_ncmi.bags import BagFormatError, coords_digest, read_bag_attrs, read_coords
-
-    current = read_coords(coords_path).coords
-    digest = read_bag_attrs(bag_path).get("coords_sha256")
-    if digest is None:
-        from wsi_ncmi.bags import read_bag
-
-        same = np.array_equal(read_bag(bag_path).coords, current)
-    else:
-        same = digest == coords_digest(current)
-    if not same:
-        raise BagFormatError(
-            f"{bag_path}: embedded from other tiles than {coords_path} (the slide was tiled again); "
-            "run `wsi-ncmi embed --overwrite` for this slide first"
-        )
 
 
 def draw_heatmap(

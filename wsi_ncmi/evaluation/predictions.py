@@ -8,8 +8,11 @@ import numpy as np
 import pandas as pd
 
 from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.evaluation.runfiles import RunFileError, read_csv
 
 NO_TILES = "no_tiles"
+PREDICTION_COLUMNS = ("slide_id", "case_id", "center", "split", "y_pred", "flag")
+"""Columns every prediction CSV has, besides one p_<class> column per class (and y_true when labelled)."""
 
 
 def prediction_table(
@@ -49,9 +52,29 @@ def write_predictions(table: pd.DataFrame, path: Path) -> None:
         table.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
 
 
-def read_predictions(path: Path) -> pd.DataFrame:
-    return pd.read_csv(
+def read_predictions(path: Path, fix: str = "evaluate the run again") -> pd.DataFrame:
+    """predictions_{split}.csv (or `predict`'s CSV): every column present, one row per slide, probabilities that
+    are numbers."""
+    path = Path(path)
+    table = read_csv(
         path,
-        dtype={"slide_id": str, "case_id": str, "center": str, "split": str, "y_true": str, "y_pred": str},
-        keep_default_na=False,
+        {"slide_id": str, "case_id": str, "center": str, "split": str, "y_true": str, "y_pred": str, "flag": str},
+        fix,
     )
+    missing = [c for c in PREDICTION_COLUMNS if c not in table.columns]
+    classes = [c for c in table.columns if c.startswith("p_")]
+    if missing or not classes:
+        listed = ", ".join(missing + ([] if classes else ["p_<class>"]))
+        raise RunFileError(f"{path}: no column(s) {listed}; {fix}")
+    if table.empty:
+        raise RunFileError(f"{path}: no slides; {fix}")
+    duplicated = table["slide_id"][table["slide_id"].duplicated()].tolist()
+    if duplicated:
+        raise RunFileError(f"{path}: slide(s) listed twice: {', '.join(duplicated[:5])}; {fix}")
+    for column in classes:
+        values = pd.to_numeric(table[column], errors="coerce")
+        if values.isna().any():
+            row = int(values.isna().to_numpy().argmax())
+            raise RunFileError(f"{path}: row {row + 2}, {column} is not a number; {fix}")
+        table[column] = values.astype(float)
+    return table

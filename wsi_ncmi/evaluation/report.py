@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -84,19 +85,21 @@ def _with_ci(metrics: dict[str, Any], key: str) -> tuple[str, str]:
 
 def read_run_outputs(run: Path, split: str) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
     """(metrics, predictions, config) of a run's split, through the project's readers; errors say what to run."""
-    from wsi_ncmi.evaluation.evaluate import run_config
+    from wsi_ncmi.evaluation.evaluate import SPLIT_CHOICES, run_config
     from wsi_ncmi.evaluation.predictions import read_predictions
+    from wsi_ncmi.evaluation.runfiles import read_metrics
 
+    if split == "all":
+        raise ReportError("--split all: a report shows one split; use --split test, val or train")
+    if split not in SPLIT_CHOICES:
+        raise ReportError(f"--split {split!r}: use test, val or train")
     config = run_config(run)
     metrics_path, table_path = run / f"metrics_{split}.json", run / f"predictions_{split}.csv"
     for path in (metrics_path, table_path):
         if not path.exists():
             raise ReportError(f"{path}: missing; run `wsi-ncmi evaluate --run {run} --split {split}` first")
-    try:
-        metrics = json.loads(metrics_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ReportError(f"{metrics_path}: not valid JSON ({exc}); evaluate the run again") from exc
-    return metrics, read_predictions(table_path), config
+    fix = f"run `wsi-ncmi evaluate --run {run} --split {split}` again"
+    return read_metrics(metrics_path, fix), read_predictions(table_path, fix), config
 
 
 def _classes(metrics: dict[str, Any], predictions: pd.DataFrame) -> list[str]:
@@ -385,12 +388,13 @@ def slide_view(job: Path, slide_id: str, trained: Trained | None, encoder: str, 
     """Thumbnail, attention heatmap and top-k tile montage of one slide, written as JPEGs into `folder`."""
     from PIL import Image
 
-    from wsi_ncmi.bags import BagFormatError, read_bag, read_coords_attrs
+    from wsi_ncmi.bags import BagFormatError, BagMismatchError, read_coords_attrs
     from wsi_ncmi.encoders.embed import bag_path
     from wsi_ncmi.evaluation.heatmap import attention_overlay, tile_scores
     from wsi_ncmi.slides.backend import SlideError, open_slide
     from wsi_ncmi.slides.lowres import read_lowres
     from wsi_ncmi.tiling import coords_path, thumbnail_path
+    from wsi_ncmi.validation import run_bag
 
     rel = quote(folder.name)
     name = quote(slide_id)
@@ -403,9 +407,12 @@ def slide_view(job: Path, slide_id: str, trained: Trained | None, encoder: str, 
     if trained is None:
         return SlideView(thumb, note="")
     try:
-        bag = read_bag(bag_path(job, encoder, slide_id))
         attrs = read_coords_attrs(coords_path(job, slide_id))
+        bag = run_bag(trained, bag_path(job, encoder, slide_id), coords_path(job, slide_id))
+    except BagMismatchError as exc:
+        raise ReportError(f"{exc}; or give the job folder the run's bags were embedded from") from exc
     except BagFormatError as exc:
+        warnings.warn(f"report: {slide_id} has no heatmap: {exc}", stacklevel=2)
         return SlideView(thumb, note=f"no heatmap: {exc}")
     if len(bag) == 0:
         return SlideView(thumb, note="no tiles: the slide was predicted from the training prior")
@@ -457,11 +464,12 @@ def run_report(
     progress: bool = True,
 ) -> Path:
     """Write the HTML report of one run on one split (images of every slide when `job` is given); returns `out`."""
-    import pandas as pd
-
-    from wsi_ncmi.validation import load_run_model
+    from wsi_ncmi.evaluation.runfiles import read_history
+    from wsi_ncmi.runlock import check_run_idle
+    from wsi_ncmi.validation import check_metrics_current, load_run_model
 
     run, out = Path(run), Path(out)
+    check_run_idle(run)
     _check_out(out, overwrite)
     metrics, predictions, config = read_run_outputs(run, split)
     classes = _classes(metrics, predictions)
@@ -470,6 +478,7 @@ def run_report(
     labelled = "y_true" in predictions and bool((predictions["y_true"] != "").all())
     trained = load_run_model(run, device) if (run / "model.pt").exists() else None
     best_epoch = int(trained.checkpoint["epoch"]) if trained and "epoch" in trained.checkpoint else None
+    check_metrics_current(run, split, metrics, best_epoch)
     views: dict[str, SlideView] = {}
     if job is not None and not (Path(job) / "tiles").is_dir():
         raise ReportError(f"{job}: no tiles/ folder; give the job folder the run's bags were embedded from")
@@ -497,7 +506,7 @@ def run_report(
         sections.append(
             section(
                 "Learning curves",
-                curves_charts(pd.read_csv(run / "history.csv"), best_epoch, config["training"].get("loss")),
+                curves_charts(read_history(run / "history.csv"), best_epoch, config["training"].get("loss")),
                 "curves",
             )
         )

@@ -172,13 +172,17 @@ def _tissue_feature(
     return {"type": "Feature", "id": _ident(slide_id, "tissue"), "geometry": geometry, "properties": properties}
 
 
-def predict_slide(trained: Trained, bag_path: Path, coords: np.ndarray, run: Path) -> SlidePrediction:
-    """The run's prediction for one slide's bag, whose coordinates must equal the coords file's."""
-    from wsi_ncmi.bags import BagFormatError, read_bag
+def predict_slide(
+    trained: Trained, bag_path: Path, coords: np.ndarray, run: Path, coords_file: Path | None = None
+) -> SlidePrediction:
+    """The run's prediction for one slide's bag, which must match the run (encoder, weights, stain normalisation,
+    finite values) and whose coordinates must equal the coords file's."""
+    from wsi_ncmi.bags import BagFormatError
     from wsi_ncmi.evaluation.heatmap import tile_scores
+    from wsi_ncmi.validation import run_bag
 
     try:
-        bag = read_bag(bag_path)
+        bag = run_bag(trained, bag_path, coords_file)
     except BagFormatError as exc:
         raise ExportError(str(exc)) from exc
     if not np.array_equal(bag.coords, coords):
@@ -220,20 +224,25 @@ def export_job(
     from rich.progress import Progress
 
     from wsi_ncmi.bags import BagFormatError, read_coords
+    from wsi_ncmi.cohort.manifest import unsafe_id_reason
     from wsi_ncmi.encoders.embed import bag_path
     from wsi_ncmi.evaluation.evaluate import run_config
-    from wsi_ncmi.mil.train import load_trained
     from wsi_ncmi.tiling import coords_path
+    from wsi_ncmi.validation import load_run_model
 
     job, out = Path(job), Path(out)
     if not (job / "tiles").is_dir():
         raise ExportError(f"{job}: no tiles/ folder; run `wsi-ncmi tile --out {job}` first")
+    for slide_id in slides or []:
+        reason = unsafe_id_reason(slide_id)
+        if reason is not None:
+            raise ExportError(f"--slide {slide_id!r}: {reason}; give a slide_id of the job's tiles/ folder")
     ids = slides or sorted(p.stem for p in (job / "tiles").glob("*.h5"))
     if not ids:
         raise ExportError(f"{job / 'tiles'}: no coords files to export")
     trained, encoder = None, ""
     if run is not None:
-        trained = load_trained(Path(run) / "model.pt", device)
+        trained = load_run_model(Path(run), device)
         encoder = str(run_config(Path(run)).get("encoder", {}).get("encoder", ""))
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -248,7 +257,9 @@ def export_job(
                 prediction = None
                 if trained is not None:
                     coords = read_coords(coords_path(job, slide_id)).coords
-                    prediction = predict_slide(trained, bag_path(job, encoder, slide_id), coords, Path(run))
+                    prediction = predict_slide(
+                        trained, bag_path(job, encoder, slide_id), coords, Path(run), coords_path(job, slide_id)
+                    )
                 write_collection(slide_collection(coords_path(job, slide_id), prediction), target)
                 results.append(Exported(slide_id, "ok", str(target)))
             except (ExportError, BagFormatError, OSError, KeyError, ValueError) as exc:

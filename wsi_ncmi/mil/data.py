@@ -54,7 +54,7 @@ class BagSet:
 def bag_encoder_attrs(path: Path) -> dict[str, Any]:
     """The encoder attributes of a bag that must match between training and prediction."""
     attrs = read_bag_attrs(path)
-    keys = ("encoder", "weights", "input_size", "normalization")
+    keys = ("encoder", "weights", "input_size", "normalization", "stain_norm", "stain_params")
     return {k: attrs[k] for k in keys if k in attrs}
 
 
@@ -97,7 +97,9 @@ def load_bagset(
             problems.append(str(exc))
             continue
         dims[slide_id] = bag.dim
-        encoders.setdefault((bag.metadata.get("encoder", ""), bag.metadata.get("weights", "")), []).append(slide_id)
+        meta = bag.metadata
+        made = (meta.get("encoder", ""), meta.get("weights", ""), meta.get("stain_norm", "none"))
+        encoders.setdefault(made, []).append(slide_id)
         bad = int((~np.isfinite(bag.features)).any(axis=1).sum())
         if bad:
             problems.append(f"{paths[slide_id]}: {bad} tile(s) with NaN or inf features; embed this slide again")
@@ -116,9 +118,12 @@ def load_bagset(
             )
     if check_encoders and len(encoders) > 1:
         listed = "; ".join(
-            f"{e or 'unknown'} ({w or 'unknown weights'}): {', '.join(ids[:3])}" for (e, w), ids in encoders.items()
+            f"{e or 'unknown'} ({w or 'unknown weights'}, stain normalisation {n}): {', '.join(ids[:3])}"
+            for (e, w, n), ids in encoders.items()
         )
-        problems.append(f"bags come from different encoders ({listed}); use one encoder's bags")
+        problems.append(
+            f"bags come from different encoders or stain normalisations ({listed}); use bags embedded one way"
+        )
     if problems:
         raise BagDataError("; ".join(problems))
     dim = int(next(iter(dims.values()))) if dims else 0

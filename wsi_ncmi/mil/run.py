@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from wsi_ncmi.atomic import sweep_leftovers
 from wsi_ncmi.config import load_yaml
 from wsi_ncmi.mil.data import BagDataError, bag_encoder_attrs, join_split, load_bagset
 from wsi_ncmi.mil.distributed import Cluster
@@ -108,6 +109,8 @@ def train_run(
     run = Path(run)
     with run_lock(run) if cluster.main else nullcontext():
         if cluster.main:
+            if run.is_dir():
+                sweep_leftovers(run)
             prepare_run(run, resume, overwrite)
         cluster.barrier()
         record, train_bags, val_bags, classes = _validated_inputs(manifest, features, split_file, config)
@@ -143,7 +146,9 @@ def _validated_inputs(
     import wsi_ncmi
     from wsi_ncmi.cohort.manifest import class_names, read_manifest
     from wsi_ncmi.cohort.splits import read_split
+    from wsi_ncmi.validation import bag_encoder_problems, check_device
 
+    check_device(config.device)
     table = read_manifest(manifest)
     split = read_split(split_file)
     in_split = table[table["slide_id"].isin(split.index)]
@@ -167,6 +172,10 @@ def _validated_inputs(
         raise BagDataError(f"{split_file}: no validation slides; model selection needs a val split")
     if val_bags.dim and val_bags.dim != train_bags.dim:
         raise BagDataError(f"validation bags have {val_bags.dim} features, training bags {train_bags.dim}")
+    made = bag_encoder_attrs(train_bags.paths[0]) if len(train_bags) else {}
+    mismatch = bag_encoder_problems(Path(features), val_bags.slide_ids, made)
+    if mismatch:
+        raise BagDataError(f"{mismatch.replace('model', 'training')}; use bags embedded one way for every split")
     check_trainable(config, train_bags.dim, classes)
     record = {
         "code_version": wsi_ncmi.__version__,

@@ -11,7 +11,7 @@ from PIL import Image
 from wsi_ncmi.slides.backend import Slide
 
 MAX_READ_PIXELS = 1 << 24
-"""Pixels read per strip; bounds memory (about 64 MB of RGBA) whatever the slide's size."""
+"""Pixels read per strip; bounds memory (about 64 MB of RGBA) whatever the slide's size or reduction factors."""
 
 
 @dataclass(frozen=True)
@@ -50,25 +50,44 @@ def _reduce(image: np.ndarray, factor: int) -> np.ndarray:
 def read_reduced(
     slide: Slide, level: int, factors: list[int], max_read_pixels: int = MAX_READ_PIXELS
 ) -> list[np.ndarray]:
-    """The whole of `level`, box-reduced by each of `factors`, from one read of the level (whole, or in strips so
-    that memory stays bounded even for a single-level slide)."""
+    """The whole of `level`, box-reduced by each of `factors`, from one read of the level (whole, or in strips of
+    at most `max_read_pixels` so that memory stays bounded even for a single-level slide).
+
+    Strips need not be a multiple of any factor: the rows of a strip beyond its last whole block of `f` rows are
+    carried (fewer than `f` rows) and completed by the next strip's first rows, so the result is that of reducing
+    the whole level at once, and no strip is ever copied whole.
+    """
     width, height = slide.level_dimensions[level]
     sizes = [(max(1, width // f), max(1, height // f)) for f in factors]
     whole = slide.read_level(level) if width * height <= max_read_pixels else None
     if whole is not None:
         return [_reduce(whole, f) for f in factors]
     downsample = slide.level_downsamples[level]
-    step = math.lcm(*factors)
-    rows_per_strip = max(step, (max_read_pixels // max(width, 1)) // step * step)
+    rows_per_strip = max(1, max_read_pixels // max(width, 1))
     read_w = max(w * f for f, (w, _) in zip(factors, sizes, strict=True))
     read_h = max(h * f for f, (_, h) in zip(factors, sizes, strict=True))
     outs = [np.empty((h, w, 3), dtype=np.uint8) for w, h in sizes]
+    carried: list[np.ndarray | None] = [None] * len(factors)
+    done = [0] * len(factors)
     for y in range(0, read_h, rows_per_strip):
         strip = slide.read_region((0, round(y * downsample)), level, (read_w, min(rows_per_strip, read_h - y)))
-        for out, f in zip(outs, factors, strict=True):
+        for k, (out, f) in enumerate(zip(outs, factors, strict=True)):
             part = strip[: max(0, min(strip.shape[0], out.shape[0] * f - y)), : out.shape[1] * f]
-            if len(part):
-                out[y // f : y // f + part.shape[0] // f] = _reduce(part, f)
+            held = carried[k]
+            if held is not None:
+                head = np.concatenate([held, part[: f - len(held)]])
+                part = part[f - len(held) :]
+                if len(head) < f:
+                    carried[k] = head
+                    continue
+                out[done[k]] = _reduce(head, f)[0]
+                done[k] += 1
+            blocks = part.shape[0] // f
+            if blocks:
+                out[done[k] : done[k] + blocks] = _reduce(part[: blocks * f], f)
+                done[k] += blocks
+            carried[k] = part[blocks * f :].copy() if part.shape[0] > blocks * f else None
+        del strip
     return outs
 
 

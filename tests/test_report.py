@@ -369,7 +369,8 @@ def four_class_run(folder: Path) -> Path:
     metrics = {"classes": classes, "macro_f1": 0.3, "accuracy": 0.4, "n_slides": 24,
                "confusion_matrix": {"matrix": matrix.tolist()}}  # fmt: skip
     (folder / "metrics_test.json").write_text(json.dumps(metrics))
-    (folder / "config.yaml").write_text(yaml.safe_dump({"training": {"model": "abmil", "loss": "ncmi", "seed": 1}}))
+    config = {"training": {"model": "abmil", "loss": "ncmi", "seed": 1}, "inputs": {}}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
     return folder
 
 

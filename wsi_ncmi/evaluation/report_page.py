@@ -46,10 +46,11 @@ tr.wrong td.pred{color:var(--bad);font-weight:600}
 .tools input,.tools select{padding:4px 6px;border:1px solid var(--bd);border-radius:4px}
 .split{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
 .tablebox{max-height:640px;overflow:auto;border:1px solid var(--bd);flex:0 1 auto;max-width:100%}
-#detail{flex:1 1 440px;max-width:1340px;border:1px solid var(--bd);border-radius:6px;padding:10px;
+#detail{flex:1 1 440px;max-width:min(1340px,100%);box-sizing:border-box;border:1px solid var(--bd);
+border-radius:6px;padding:10px;
 min-height:200px;display:grid;grid-template-columns:repeat(auto-fill,minmax(420px,1fr));gap:4px 18px;
 align-items:start}
-#detail>.head{grid-column:1/-1}#detail figure{margin:0;max-width:640px}
+#detail>.head{grid-column:1/-1;min-width:0;overflow-wrap:anywhere}#detail figure{margin:0;max-width:640px}
 #detail img{width:100%;display:block;margin:4px 0 10px;border:1px solid var(--bd)}
 #detail h3{margin:0 0 6px;font-size:15px}.legend{height:10px;border-radius:2px;
 background:linear-gradient(90deg,#30123b,#4686fb,#1be5b5,#a4fc3c,#fbb938,#e4460a,#7a0403)}

@@ -995,6 +995,10 @@ def run(
         str | None, typer.Option("--executor", help="local or dask for the per-slide stages [the file's].")
     ] = None,
     dask_scheduler: SchedulerOption = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option("--jobs", min=1, help="Training runs at once, one thread each [the file's, else the idle cores]."),
+    ] = None,
 ) -> None:
     """Run tile -> embed -> splits -> train (losses x seeds) -> evaluate -> compare -> reports from one YAML file."""
     from wsi_ncmi.cohort.manifest import ManifestError
@@ -1010,6 +1014,7 @@ def run(
         pipeline = PipelineConfig.from_yaml(config)
         pipeline.executor = executor or pipeline.executor
         pipeline.dask_scheduler = dask_scheduler or pipeline.dask_scheduler
+        pipeline.jobs = jobs or pipeline.jobs
         result = run_pipeline(pipeline)
     except (
         PipelineError,

@@ -106,53 +106,85 @@ def run_jobs(
     with a progress bar. `scheduler` (tcp://host:8786): one task per job on that Dask cluster (start its workers
     with `--nthreads 1`). `on_done` is called with each outcome as it arrives.
     """
-    names = [job.name for job in jobs]
-    if len(set(names)) != len(names):
-        raise ValueError("job names must be unique")
-    outcomes: dict[int, Outcome] = {}
-
-    def record(index: int, outcome: Outcome) -> None:
-        outcomes[index] = outcome
-        if on_done is not None:
-            on_done(outcome)
-
-    if scheduler:
-        _run_dask(jobs, scheduler, record)
-    elif n_jobs <= 1 or len(jobs) <= 1:
-        for index, job in enumerate(jobs):
-            record(index, _outcome(job.name, _call(job.func, job.args)))
-    else:
-        _run_pool(jobs, n_jobs, description, record)
-    return [outcomes[i] for i in range(len(jobs))]
+    with Workers(n_jobs, scheduler) as workers:
+        return workers.run(jobs, description, on_done)
 
 
-def _run_pool(jobs: Sequence[Job], n_jobs: int, description: str, record: Callable[[int, Outcome], None]) -> None:
-    """The jobs in a spawn pool; Ctrl-C or SIGTERM stops the workers (they remove their temporary files) and
-    re-raises here."""
-    import multiprocessing
-    from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+class Workers:
+    """Where jobs run, kept across several batches of jobs (a search's rounds): this process, a spawn process
+    pool (started with the first batch that needs it) or a Dask client. Use as a context manager."""
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    def __init__(self, n_jobs: int = 1, scheduler: str | None = None):
+        self.n_jobs, self.scheduler = max(1, n_jobs), scheduler
+        self._pool: Any = None
+        self._client: Any = None
 
-    from wsi_ncmi.runner import _stop_pool, _watch_parent
+    def __enter__(self) -> Workers:
+        return self
 
-    pool = ProcessPoolExecutor(
-        max_workers=min(n_jobs, len(jobs)),
-        mp_context=multiprocessing.get_context("spawn"),
-        initializer=_watch_parent,
-        initargs=(os.getpid(),),
-    )
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[last]}"),
-    )
-    try:
+    def __exit__(self, kind: Any, exc: Any, trace: Any) -> None:
+        if self._pool is not None:
+            from wsi_ncmi.runner import _stop_pool
+
+            if kind is None:
+                self._pool.shutdown(wait=True)
+            else:
+                _stop_pool(self._pool)
+        if self._client is not None:
+            self._client.close()
+
+    def run(
+        self, jobs: Sequence[Job], description: str = "jobs", on_done: Callable[[Outcome], None] | None = None
+    ) -> list[Outcome]:
+        """Every job's outcome, in the jobs' order."""
+        names = [job.name for job in jobs]
+        if len(set(names)) != len(names):
+            raise ValueError("job names must be unique")
+        outcomes: dict[int, Outcome] = {}
+
+        def record(index: int, outcome: Outcome) -> None:
+            outcomes[index] = outcome
+            if on_done is not None:
+                on_done(outcome)
+
+        if self.scheduler:
+            self._run_dask(jobs, record)
+        elif self.n_jobs == 1 or (len(jobs) <= 1 and self._pool is None):
+            for index, job in enumerate(jobs):
+                record(index, _outcome(job.name, _call(job.func, job.args)))
+        else:
+            self._run_pool(jobs, description, record)
+        return [outcomes[i] for i in range(len(jobs))]
+
+    def _run_pool(self, jobs: Sequence[Job], description: str, record: Callable[[int, Outcome], None]) -> None:
+        """The jobs in the spawn pool; Ctrl-C or SIGTERM propagates (the context manager stops the workers, which
+        remove their temporary files)."""
+        import multiprocessing
+        from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from wsi_ncmi.runner import _watch_parent
+
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=self.n_jobs,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_watch_parent,
+                initargs=(os.getpid(),),
+            )
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[last]}"),
+        )
         with Progress(*columns, transient=False) as progress:
-            task = progress.add_task(f"{description} ({min(n_jobs, len(jobs))} at once)", total=len(jobs), last="")
-            futures: dict[Future[Any], int] = {pool.submit(_call, job.func, job.args): i for i, job in enumerate(jobs)}
+            task = progress.add_task(f"{description} ({self.n_jobs} at once)", total=len(jobs), last="")
+            futures: dict[Future[Any], int] = {
+                self._pool.submit(_call, job.func, job.args): i for i, job in enumerate(jobs)
+            }
             for future in as_completed(futures):
                 index = futures[future]
                 try:
@@ -161,36 +193,31 @@ def _run_pool(jobs: Sequence[Job], n_jobs: int, description: str, record: Callab
                     outcome = Outcome(jobs[index].name, error=f"worker process died: {_message(exc)}")
                 record(index, outcome)
                 progress.update(task, advance=1, last=f"{outcome.name}: {'failed' if outcome.failed else 'done'}")
-    except KeyboardInterrupt:
-        _stop_pool(pool)
-        raise
-    pool.shutdown(wait=True)
 
+    def _run_dask(self, jobs: Sequence[Job], record: Callable[[int, Outcome], None]) -> None:
+        """One task per job on the Dask cluster; Ctrl-C cancels the tasks still queued or running."""
+        try:
+            from distributed import Client, as_completed
+        except ImportError as exc:
+            raise RuntimeError("--dask-scheduler needs dask.distributed: pip install 'wsi-ncmi[dask]'") from exc
+        import uuid
 
-def _run_dask(jobs: Sequence[Job], scheduler: str, record: Callable[[int, Outcome], None]) -> None:
-    """One task per job on the Dask cluster at `scheduler`; Ctrl-C cancels the tasks still queued or running."""
-    try:
-        from distributed import Client, as_completed
-    except ImportError as exc:
-        raise RuntimeError("--dask-scheduler needs dask.distributed: pip install 'wsi-ncmi[dask]'") from exc
-    import uuid
-
-    client = Client(scheduler)
-    batch = uuid.uuid4().hex[:8]
-    futures = [
-        client.submit(_call, job.func, job.args, key=f"{job.name}-{batch}", pure=False, retries=0) for job in jobs
-    ]
-    index = {future.key: i for i, future in enumerate(futures)}
-    try:
-        for future in as_completed(futures):
-            i = index[future.key]
-            try:
-                outcome = _outcome(jobs[i].name, future.result())
-            except Exception as exc:
-                outcome = Outcome(jobs[i].name, error=f"dask task failed: {_message(exc)}")
-            record(i, outcome)
-    except KeyboardInterrupt:
-        client.cancel(futures)
-        raise
-    finally:
-        client.close()
+        if self._client is None:
+            self._client = Client(self.scheduler)
+        batch = uuid.uuid4().hex[:8]
+        futures = [
+            self._client.submit(_call, job.func, job.args, key=f"{job.name}-{batch}", pure=False, retries=0)
+            for job in jobs
+        ]
+        index = {future.key: i for i, future in enumerate(futures)}
+        try:
+            for future in as_completed(futures):
+                i = index[future.key]
+                try:
+                    outcome = _outcome(jobs[i].name, future.result())
+                except Exception as exc:
+                    outcome = Outcome(jobs[i].name, error=f"dask task failed: {_message(exc)}")
+                record(i, outcome)
+        except KeyboardInterrupt:
+            self._client.cancel(futures)
+            raise

@@ -14,6 +14,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,9 +82,11 @@ def search(
     n_jobs: int = 1,
     scheduler: str | None = None,
     on_round: Callable[[list[Trial]], None] | None = None,
+    workers: Workers | None = None,
 ) -> list[Trial]:
     """Run `settings.trials` trials for every loss, `settings.batch` per loss per round; returns every trial in
-    the order asked. `on_round` sees all trials so far after each round (to write them out)."""
+    the order asked. `on_round` sees all trials so far after each round (to write them out). The jobs run on
+    `workers` when given (kept open by the caller), else on Workers(n_jobs, scheduler)."""
     require_optuna()
     import optuna
 
@@ -92,9 +95,9 @@ def search(
         loss: optuna.create_study(direction=settings.direction, sampler=_sampler(settings)) for loss in settings.losses
     }
     done: list[Trial] = []
-    with Workers(n_jobs, scheduler) as workers:
+    with nullcontext(workers) if workers is not None else Workers(n_jobs, scheduler) as running:
         while len(done) < settings.trials * len(settings.losses):
-            _round(settings, studies, fold_jobs, workers, done)
+            _round(settings, studies, fold_jobs, running, done)
             if on_round is not None:
                 on_round(done)
     return done

@@ -161,13 +161,13 @@ def test_shipped_tuning_file_parses_and_tunes_what_the_comparison_needs() -> Non
 
     if "bags_per_step" not in TrainConfig.__dataclass_fields__:
         pytest.skip("the training loop of this version has no bags_per_step yet")
-    from wsi_ncmi.mil.tune import check_settings
+    from wsi_ncmi.mil.tune import check_trial_settings
 
-    check_settings(parsed)
+    check_trial_settings(parsed)
 
 
 def test_settings_the_training_refuses_stop_before_anything_runs() -> None:
-    from wsi_ncmi.mil.tune import check_settings
+    from wsi_ncmi.mil.tune import check_trial_settings
 
     parsed = parse_tune(
         {
@@ -179,7 +179,7 @@ def test_settings_the_training_refuses_stop_before_anything_runs() -> None:
         }
     )
     with pytest.raises(SpaceError, match="funnel"):
-        check_settings(parsed)
+        check_trial_settings(parsed)
 
 
 # The search: equal budgets, seeded, the fold mean.

@@ -50,6 +50,7 @@ def default_jobs(tasks: int) -> int:
 
 
 def failed_names(outcomes: Sequence[Outcome]) -> list[str]:
+    """The names of the jobs that failed, in order."""
     return [o.name for o in outcomes if o.failed]
 
 

@@ -262,7 +262,7 @@ def prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> str:
     return state
 
 
-def check_settings(settings: TuneSettings) -> None:
+def check_trial_settings(settings: TuneSettings) -> None:
     """Build every loss's training settings with each end of every range and every choice, so a setting that the
     training loop, model or head refuses stops the search before anything is written."""
     from wsi_ncmi.mil.run import check_trainable
@@ -323,7 +323,7 @@ def tune(
 
     require_optuna()
     console = console or Console(highlight=False)
-    check_settings(settings)
+    check_trial_settings(settings)
     missing = [str(p) for p in (inputs.manifest, inputs.features, *inputs.splits) if not Path(p).exists()]
     if missing:
         raise TuneError(f"not found: {', '.join(missing)}")

@@ -394,3 +394,15 @@ def test_a_failed_trial_is_named_and_the_exit_code_says_so(bags: tuple[Path, Pat
     assert "failed ncmi/trial_000" in result.output and "no_such_slide" in result.output
     table = pd.read_csv(tmp_path / "out" / "trials.csv")
     assert (table["state"] == "failed").all() and table["fold_0"].notna().all() and table["fold_1"].isna().all()
+
+
+def test_the_settings_check_accepts_a_model_that_keeps_the_tile_features() -> None:
+    from wsi_ncmi.mil.tune import check_trial_settings
+
+    parsed = parse_tune(
+        {
+            "training": {"model": "abmil", "model_args": {"dim": None}, "classes": ["a", "b", "c", "d"]},
+            "space": {"loss_args.temperature": {"type": "float", "low": 0.1, "high": 1.0, "losses": ["ncmi"]}},
+        }
+    )
+    check_trial_settings(parsed)

@@ -263,8 +263,9 @@ def prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> str:
 
 
 def check_trial_settings(settings: TuneSettings) -> None:
-    """Build every loss's training settings with each end of every range and every choice, so a setting that the
-    training loop, model or head refuses stops the search before anything is written."""
+    """Build every loss's training settings with each end of every range and every choice (the model on 64-d
+    features), so a setting that the training loop, model or head refuses stops the search before anything is
+    written; the first refused setting of each loss is named."""
     from wsi_ncmi.mil.run import check_trainable
     from wsi_ncmi.mil.train import RunError, TrainConfig
 
@@ -276,7 +277,7 @@ def check_trial_settings(settings: TuneSettings) -> None:
         for probe in probes:
             try:
                 config = TrainConfig.from_dict(settings.trial_settings(loss, probe))
-                check_trainable(config, 1, ["a", "b"])
+                check_trainable(config, 64, config.classes or ["a", "b"])
             except (ValueError, TypeError, RunError) as exc:
                 message = f"{loss} with {probe}: {' '.join(str(exc).split())}"
                 if message not in problems:

@@ -711,11 +711,18 @@ def tune(
         Path, typer.Option("--config", help="Tuning YAML: losses, trials, seed, metric, training, space.")
     ],
     out: Annotated[Path, typer.Option("--out", help="Folder for trials.csv, best_{loss}.yaml and the trial runs.")],
-    trials: Annotated[int | None, typer.Option("--trials", min=1, help="Trials per loss [the file's].")] = None,
-    seed: Annotated[int | None, typer.Option("--seed", min=0, help="Seed of the TPE sampler [the file's].")] = None,
-    losses: Annotated[str | None, typer.Option("--losses", help="Comma-separated losses to tune [the file's].")] = None,
+    trials: Annotated[
+        int | None, typer.Option("--trials", min=1, help="Trials per loss (default: the file's).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", min=0, help="Seed of the TPE sampler (default: the file's).")
+    ] = None,
+    losses: Annotated[
+        str | None, typer.Option("--losses", help="Comma-separated losses to tune (default: the file's).")
+    ] = None,
     jobs: Annotated[
-        int | None, typer.Option("--jobs", min=1, help="Training runs at once, one thread each [the idle cores].")
+        int | None,
+        typer.Option("--jobs", min=1, help="Training runs at once, one thread each (default: the idle cores)."),
     ] = None,
     dask_scheduler: Annotated[
         str | None, typer.Option("--dask-scheduler", help="tcp://HOST:8786: train the runs on that Dask cluster.")
@@ -1053,7 +1060,9 @@ def run(
     dask_scheduler: SchedulerOption = None,
     jobs: Annotated[
         int | None,
-        typer.Option("--jobs", min=1, help="Training runs at once, one thread each [the file's, else the idle cores]."),
+        typer.Option(
+            "--jobs", min=1, help="Training runs at once, one thread each (default: the file's, else the idle cores)."
+        ),
     ] = None,
 ) -> None:
     """Run tile -> embed -> splits -> train (losses x seeds) -> evaluate -> compare -> reports from one YAML file."""

@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/mil_throughput.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/qc.py $(BENCH_ARGS)
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/ncmi_ablation.py $(BENCH_ARGS)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/concurrency.py
 
 bench-full:
 	$(MAKE) bench BENCH_ARGS=--full

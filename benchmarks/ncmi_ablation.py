@@ -189,50 +189,148 @@ def arms(grid: Grid) -> list[dict[str, Any]]:
     return out
 
 
+def tuned_arms(grid: Grid) -> list[dict[str, Any]]:
+    """CE and NCMI with every neck of the grid, their lr, weight decay (and T) chosen by tune_arms."""
+    return [{"loss": loss, "neck": neck, "temperature": None} for loss in ("ce", "ncmi") for neck in grid.necks]
+
+
 def arm_name(arm: dict[str, Any]) -> str:
     return f"{arm['loss']}/{arm['neck']}" + (f"/T={arm['temperature']}" if arm["temperature"] is not None else "")
 
 
-def run_one(fold: Fold, arm: dict[str, Any], grid: Grid, classes: list[str]) -> dict[str, float]:
-    """Train one arm on one fold with the product's loop; test accuracy and macro-F1 of the selected model."""
+def arm_config(fold: Fold, arm: dict[str, Any], grid: Grid, params: dict[str, Any] | None = None) -> Any:
+    """The training settings of one arm on one fold: the grid's, then (tuned arms) the chosen `params` (dotted
+    keys such as loss_args.temperature)."""
+    from wsi_ncmi.mil.train import TrainConfig
+
+    settings: dict[str, Any] = {
+        "model": "abmil",
+        "model_args": {"dim": grid.dim, "dropout": grid.dropout, "attention_dim": grid.dim, "neck": arm["neck"]},
+        "loss": arm["loss"],
+        "loss_args": {} if arm["temperature"] is None else {"temperature": arm["temperature"]},
+        "epochs": grid.epochs,
+        "warmup_epochs": grid.warmup_epochs,
+        "lr": grid.lr,
+        "optimizer": grid.optimizer,
+        "weight_decay": grid.weight_decay,
+        "seed": fold.seed,
+        "device": "cpu",
+        "select": grid.select,
+    }
+    for key, value in (params or {}).items():
+        head, _, leaf = key.partition(".")
+        if leaf:
+            settings[head] = {**settings[head], leaf: value}
+        else:
+            settings[key] = value
+    return TrainConfig.from_dict(settings)
+
+
+def _train_arm(fold: Fold, config: Any, classes: list[str], folder: Path) -> Any:
     import torch
 
-    from wsi_ncmi.metrics_core import core_metrics
-    from wsi_ncmi.mil.train import TrainConfig, load_trained, predict, train
+    from wsi_ncmi.mil.train import train
 
-    config = TrainConfig(
-        model="abmil",
-        model_args={"dim": grid.dim, "dropout": grid.dropout, "attention_dim": grid.dim, "neck": arm["neck"]},
-        loss=arm["loss"],
-        loss_args={} if arm["temperature"] is None else {"temperature": arm["temperature"]},
-        epochs=grid.epochs,
-        warmup_epochs=grid.warmup_epochs,
-        lr=grid.lr,
-        optimizer=grid.optimizer,
-        weight_decay=grid.weight_decay,
-        seed=fold.seed,
-        device="cpu",
-        select=grid.select,
-    )
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.set_num_threads(1)
-        train(bagset(fold.train, "tr"), bagset(fold.val, "va"), classes, config, Path(tmp), progress=False)
+        return train(bagset(fold.train, "tr"), bagset(fold.val, "va"), classes, config, folder, progress=False)
+
+
+def run_one(
+    fold: Fold, arm: dict[str, Any], grid: Grid, classes: list[str], params: dict[str, Any] | None = None
+) -> dict[str, float]:
+    """Train one arm on one fold with the product's loop; test accuracy and macro-F1 of the selected model."""
+    from wsi_ncmi.metrics_core import core_metrics
+    from wsi_ncmi.mil.train import load_trained, predict
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _train_arm(fold, arm_config(fold, arm, grid, params), classes, Path(tmp))
         test = bagset(fold.test, "te")
         probs, preds, _ = predict(load_trained(Path(tmp) / "model.pt"), test)
     metrics = core_metrics(test.labels, preds, probs, len(classes))
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
 
 
-def run_folds(folds: list[Fold], arm: dict[str, Any], grid: Grid, classes: list[str], workers: int) -> list[Any]:
-    """run_one over every fold, in `workers` single-threaded processes (results in fold order)."""
-    if workers <= 1:
-        return [run_one(fold, arm, grid, classes) for fold in folds]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+def validate_one(
+    fold: Fold, arm: dict[str, Any], grid: Grid, classes: list[str], params: dict[str, Any]
+) -> dict[str, float]:
+    """A tuning trial on one fold: train on its training bags, and the validation figures of the epoch the grid's
+    selection rule keeps (the test bags are not touched)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = _train_arm(fold, arm_config(fold, arm, grid, params), classes, Path(tmp))
+    row = result.history[result.history["epoch"] == result.best_epoch].iloc[0]
+    return {key: float(row[key]) for key in ("val_macro_f1", "val_accuracy", "val_auc", "val_loss")}
 
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(run_one, folds, [arm] * len(folds), [grid] * len(folds), [classes] * len(folds)))
+
+def run_folds(
+    folds: list[Fold],
+    arm: dict[str, Any],
+    grid: Grid,
+    classes: list[str],
+    workers: Any,
+    params: dict[str, Any] | None = None,
+) -> list[Any]:
+    """run_one over every fold as concurrent single-threaded jobs on `workers` (a wsi_ncmi.jobs.Workers), results
+    in fold order; a failed fold is named and ends the script with exit code 1."""
+    from wsi_ncmi.jobs import Job
+
+    extra = () if params is None else (params,)
+    work = [
+        Job(f"{arm_name(arm)}/{fold.name}/seed{fold.seed}/{i}", run_one, (fold, arm, grid, classes, *extra))
+        for i, fold in enumerate(folds)
+    ]
+    return _values(workers.run(work, arm_name(arm)))
+
+
+def _values(outcomes: list[Any]) -> list[Any]:
+    failed = [o for o in outcomes if o.failed]
+    for outcome in failed:
+        print(f"failed {outcome.name}: {outcome.error}", file=sys.stderr)
+    if failed:
+        raise SystemExit(1)
+    return [o.value for o in outcomes]
+
+
+TUNE_SPACE = {
+    "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+    "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+    "loss_args.temperature": {"type": "float", "low": 0.05, "high": 1.0, "log": True, "losses": ["ncmi"]},
+}
+"""The tuned arms' search (lr, weight decay, and T for NCMI), the same for every loss and neck."""
+
+
+def tune_arms(
+    folds: list[Fold], neck: str, grid: Grid, classes: list[str], trials: int, seed: int, workers: Any
+) -> dict[str, Any]:
+    """Tune CE and NCMI (with `neck`) on the validation bags of `folds` with the same number of trials each (the
+    product's search: one seeded TPE study per loss, mean validation macro-F1 over the folds); per loss the chosen
+    settings, their validation figure and the trial count."""
+    from wsi_ncmi.jobs import Job
+    from wsi_ncmi.mil.space import parse_tune
+    from wsi_ncmi.mil.tune import best_trials, search
+
+    settings = parse_tune({"losses": ["ce", "ncmi"], "trials": trials, "seed": seed, "space": TUNE_SPACE})
+
+    def fold_jobs(loss: str, number: int, params: dict[str, Any]) -> list[Job]:
+        arm = {"loss": loss, "neck": neck, "temperature": None}
+        return [
+            Job(f"tune/{loss}/{neck}/{number}/{i}", validate_one, (fold, arm, grid, classes, params))
+            for i, fold in enumerate(folds)
+        ]
+
+    found = search(settings, fold_jobs, workers=workers)
+    best = best_trials(found, settings)
+    return {
+        loss: {
+            "params": best[loss].params if loss in best else None,
+            "val_macro_f1": best[loss].value if loss in best else None,
+            "trials": sum(t.loss == loss for t in found),
+            "failed": [t.name for t in found if t.loss == loss and t.failed],
+        }
+        for loss in settings.losses
+    }
 
 
 def summarise(results: dict[str, dict[str, list[dict[str, float]]]]) -> dict[str, Any]:
@@ -273,8 +371,15 @@ def table(payload: dict[str, Any]) -> str:
     else:
         epochs = f"{grid['epochs']} (MIL sets {mil_epochs})"
     optimiser = f", Adam with L2 weight decay {grid['weight_decay']:g}" if adam else ""
+    tuned = payload.get("tuned")
+    setting = (
+        f"tuned arms (lr, weight decay and NCMI's T chosen per loss and neck from {tuned['trials']} trials each on the "
+        f"validation bags of {tuned['tune_folds']} fold(s))"
+        if tuned
+        else f"lr {grid['lr']:g}"
+    )
     lines = [
-        f"lr {grid['lr']:g}, {epochs} epochs, selection `{grid['select']}`{optimiser}:",
+        f"{setting}, {epochs} epochs, selection `{grid['select']}`{optimiser}:",
         "",
         "| data set | arm | runs | accuracy | macro-F1 | Δ accuracy vs CE, same neck (Wilcoxon p) | Δ macro-F1 (p) |",
         "|---|---|---|---|---|---|---|",
@@ -290,6 +395,35 @@ def table(payload: dict[str, Any]) -> str:
                 f"| {row['macro_f1']['mean']:.3f} ± {row['macro_f1']['std']:.3f} | {cells[0]} | {cells[1]} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _run_grid(
+    grid: Grid, args: argparse.Namespace, workers: Any, results: dict[str, Any], tuning: dict[str, Any], started: float
+) -> None:
+    """Every data set and arm of the grid (tuned first with --tuned), into `results` and `tuning`."""
+    for dataset in grid.datasets:
+        if dataset == "synthetic":
+            folds, classes = synthetic_folds(grid.seeds), CLASSES_SYNTHETIC
+        else:
+            folds, classes = mil_folds(dataset, grid.repeats, grid.folds, grid.val_fraction), ["negative", "positive"]
+        setting = grid if dataset == "synthetic" or grid.mil_epochs is None else replace(grid, epochs=grid.mil_epochs)
+        results[dataset] = {}
+        if args.tuned:
+            tuning[dataset] = {
+                neck: tune_arms(folds[: args.tune_folds], neck, setting, classes, args.trials, args.tune_seed, workers)
+                for neck in grid.necks
+            }
+        for arm in tuned_arms(grid) if args.tuned else arms(grid):
+            if (args.no_ce and arm["loss"] == "ce") or (args.ce_only and arm["loss"] != "ce"):
+                continue
+            params = tuning[dataset][arm["neck"]][arm["loss"]]["params"] if args.tuned else None
+            if args.tuned and params is None:
+                raise SystemExit(f"{dataset} {arm_name(arm)}: every tuning trial failed")
+            runs = run_folds(folds, arm, setting, classes, workers, params)
+            results[dataset][arm_name(arm)] = runs
+            acc = np.mean([r["accuracy"] for r in runs])
+            print(f"{dataset:9s} {arm_name(arm):18s} accuracy {acc:.3f}  ({time.perf_counter() - started:.0f} s)")
+            sys.stdout.flush()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -315,7 +449,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--repeats", type=int, help="MIL sets: CV repeats instead of the grid's")
     parser.add_argument("--seeds", type=int, help="seeds of the synthetic cohort instead of the grid's")
-    parser.add_argument("--workers", type=int, default=2, help="training processes in parallel (one thread each)")
+    parser.add_argument(
+        "--jobs", "--workers", dest="jobs", type=int, help="training runs at once, one thread each [the idle cores]"
+    )
+    parser.add_argument(
+        "--tuned", action="store_true", help="tune lr, weight decay (and T) per loss and neck before the seeds"
+    )
+    parser.add_argument("--trials", type=int, default=8, help="--tuned: trials per loss and neck (the same for all)")
+    parser.add_argument("--tune-folds", type=int, default=2, help="--tuned: folds whose validation bags score a trial")
+    parser.add_argument("--tune-seed", type=int, default=1, help="--tuned: seed of the TPE sampler")
     parser.add_argument("--no-ce", action="store_true", help="leave out the CE arms (a T sweep beside a done run)")
     parser.add_argument("--ce-only", action="store_true", help="only the CE arms (a baseline check)")
     parser.add_argument("--out", type=Path, default=RESULTS / "ncmi_ablation.json")
@@ -351,22 +493,13 @@ def main(argv: list[str] | None = None) -> None:
     if grid.val_fraction == 0 and grid.select != "last":
         parser.error("--val-fraction 0 validates on the training bags, so it needs --select last")
     started = time.perf_counter()
+    from wsi_ncmi.jobs import Workers, default_jobs
+
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
-    for dataset in grid.datasets:
-        if dataset == "synthetic":
-            folds, classes = synthetic_folds(grid.seeds), CLASSES_SYNTHETIC
-        else:
-            folds, classes = mil_folds(dataset, grid.repeats, grid.folds, grid.val_fraction), ["negative", "positive"]
-        setting = grid if dataset == "synthetic" or grid.mil_epochs is None else replace(grid, epochs=grid.mil_epochs)
-        results[dataset] = {}
-        for arm in arms(grid):
-            if (args.no_ce and arm["loss"] == "ce") or (args.ce_only and arm["loss"] != "ce"):
-                continue
-            runs = run_folds(folds, arm, setting, classes, args.workers)
-            results[dataset][arm_name(arm)] = runs
-            acc = np.mean([r["accuracy"] for r in runs])
-            print(f"{dataset:9s} {arm_name(arm):18s} accuracy {acc:.3f}  ({time.perf_counter() - started:.0f} s)")
-            sys.stdout.flush()
+    tuning: dict[str, Any] = {}
+    workers = Workers(args.jobs or default_jobs(grid.folds))
+    with workers:
+        _run_grid(grid, args, workers, results, tuning, started)
     payload = {
         "machine": machine(),
         "grid": asdict(grid),
@@ -382,6 +515,21 @@ def main(argv: list[str] | None = None) -> None:
             "for every arm",
         },
         "published": PUBLISHED,
+        "jobs": workers.n_jobs,
+        **(
+            {
+                "tuned": {
+                    "trials": args.trials,
+                    "tune_folds": args.tune_folds,
+                    "seed": args.tune_seed,
+                    "space": TUNE_SPACE,
+                    "metric": "val_macro_f1 at the epoch the selection rule keeps, mean over the tuning folds",
+                    "chosen": tuning,
+                }
+            }
+            if args.tuned
+            else {}
+        ),
         "seconds": time.perf_counter() - started,
         "runs": results,
         "summary": summarise(results),

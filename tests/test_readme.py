@@ -56,6 +56,7 @@ def test_the_readme_shows_commands() -> None:
         "manifest",
         "splits",
         "train",
+        "tune",
         "evaluate",
         "predict",
         "heatmap",

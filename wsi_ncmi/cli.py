@@ -766,6 +766,69 @@ def train(
         )
 
 
+@app.command()
+def tune(
+    manifest: Annotated[Path, typer.Option("--manifest", help="Labelled manifest CSV.")],
+    features: Annotated[Path, typer.Option("--features", help="Bag folder (ours, CLAM h5_files/ or TRIDENT).")],
+    split: Annotated[
+        list[Path], typer.Option("--split", help="Split file; repeat once per fold to score the mean over folds.")
+    ],
+    config: Annotated[
+        Path, typer.Option("--config", help="Tuning YAML: losses, trials, seed, metric, training, space.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder for trials.csv, best_{loss}.yaml and the trial runs.")],
+    trials: Annotated[
+        int | None, typer.Option("--trials", min=1, help="Trials per loss (default: the file's).")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", min=0, help="Seed of the TPE sampler (default: the file's).")
+    ] = None,
+    losses: Annotated[
+        str | None, typer.Option("--losses", help="Comma-separated losses to tune (default: the file's).")
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option("--jobs", min=1, help="Training runs at once, one thread each (default: the idle cores)."),
+    ] = None,
+    dask_scheduler: Annotated[
+        str | None, typer.Option("--dask-scheduler", help="tcp://HOST:8786: train the runs on that Dask cluster.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start the search again from scratch.")] = False,
+) -> None:
+    """Tune each loss with the same number of trials (Optuna TPE) on validation; write the best as training configs."""
+    from wsi_ncmi.config import ConfigError, load_yaml, override
+    from wsi_ncmi.mil.space import SpaceError, parse_tune
+    from wsi_ncmi.mil.tune import TuneError, TuneInputs, best_trials
+    from wsi_ncmi.mil.tune import tune as run_tune
+
+    try:
+        data = override(
+            load_yaml(config),
+            trials=trials,
+            seed=seed,
+            losses=[x.strip() for x in losses.split(",")] if losses else None,
+        )
+        settings = parse_tune(data, str(config))
+        found, paths = run_tune(
+            settings, TuneInputs(manifest, features, tuple(split)), out, jobs, dask_scheduler, overwrite
+        )
+    except (ConfigError, SpaceError, TuneError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    best = best_trials(found, settings)
+    for loss in settings.losses:
+        if loss in best:
+            trial = best[loss]
+            typer.echo(f"{loss}: best {trial.name} {settings.metric} {trial.value:.4f} {trial.params} -> {paths[loss]}")
+        else:
+            typer.echo(f"{loss}: no completed trial")
+    typer.echo(f"trials: {out / 'trials.csv'}")
+    failed = [t for t in found if t.failed]
+    for trial in failed:
+        typer.secho(f"failed {trial.name}: {' | '.join(trial.errors)}", fg="red", err=True)
+    if failed:
+        raise typer.Exit(1)
+
+
 def _metrics_table(results: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -1069,6 +1132,12 @@ def run(
     allow_download: Annotated[
         bool, typer.Option("--allow-download", help="Download missing encoder weights (otherwise nothing is).")
     ] = False,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs", min=1, help="Training runs at once, one thread each (default: the file's, else the idle cores)."
+        ),
+    ] = None,
 ) -> None:
     """Run tile -> embed -> splits -> train (losses x seeds) -> evaluate -> compare -> reports from one YAML file."""
     from wsi_ncmi.cohort.manifest import ManifestError
@@ -1086,6 +1155,7 @@ def run(
         pipeline.dask_scheduler = dask_scheduler or pipeline.dask_scheduler
         if allow_download:
             pipeline.embedding["allow_download"] = True
+        pipeline.jobs = jobs or pipeline.jobs
         result = run_pipeline(pipeline)
     except (
         PipelineError,

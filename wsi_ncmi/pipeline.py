@@ -36,6 +36,7 @@ class PipelineConfig:
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     evaluate: dict[str, Any] = field(default_factory=lambda: {"split": "test", "bootstrap": 1000})
     workers: int = 1
+    jobs: int | None = None
     executor: str = "local"
     dask_scheduler: str | None = None
 
@@ -54,6 +55,9 @@ class PipelineConfig:
             raise PipelineError(f"{path}: missing required key(s) {', '.join(missing)}")
         for key in ("manifest", "job", "runs"):
             data[key] = (base / data[key]).resolve()
+        jobs = data.get("jobs")
+        if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+            raise PipelineError(f"{path}: jobs must be a whole number >= 1 or null (the idle cores), got {jobs!r}")
         training = data.get("training") or {}
         clash = sorted({"loss", "loss_args", "seed"} & set(training))
         if clash:
@@ -76,8 +80,8 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
     from wsi_ncmi.evaluation.compare import collect, summarise, to_markdown, write_table, write_text
     from wsi_ncmi.evaluation.evaluate import evaluate_run
     from wsi_ncmi.evaluation.report import pipeline_reports
-    from wsi_ncmi.mil.run import train_run
     from wsi_ncmi.mil.train import TrainConfig
+    from wsi_ncmi.mil.trainjobs import TrainSpec, finished
     from wsi_ncmi.shards import status_file
     from wsi_ncmi.status import write_status
     from wsi_ncmi.tiling import TilingParams, tile_slides
@@ -134,20 +138,21 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
         f"training {len(config.losses)} loss(es) x {len(config.seeds)} seed(s) x {len(split_files)} fold(s)",
     )
     runs = []
+    specs = []
     for k, split_file in enumerate(split_files):
         for loss in config.losses:
             for seed in config.seeds:
                 run = config.runs / f"{config.training.get('model', 'abmil')}_{loss}_seed{seed}_fold{k}"
                 runs.append(run)
-                if (run / "last.pt").exists() and _finished(run):
+                if (run / "last.pt").exists() and finished(run):
                     console.print(f"{run.name}: finished earlier, kept")
                     continue
-                resume = (run / "last.pt").exists()
                 train_config = TrainConfig.from_dict(
                     {**config.training, "loss": loss, "seed": seed, "loss_args": config.loss_args.get(loss, {})}
                 )
-                console.print(f"{run.name}: {'resuming' if resume else 'training'}")
-                train_run(config.manifest, features, split_file, run, train_config, resume=resume, overwrite=not resume)
+                console.print(f"{run.name}: {'resuming' if (run / 'last.pt').exists() else 'training'}")
+                specs.append(TrainSpec(config.manifest, features, split_file, run, train_config))
+    _train_all(specs, config, console)
     _stage(console, 5, total, "evaluating")
     split_name = config.evaluate.get("split", "test")
     for run in runs:
@@ -169,11 +174,27 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
     }
 
 
-def _finished(run: Path) -> bool:
-    """Whether the run's last.pt says training finished; memory-mapped, so its tensors are not read."""
-    import torch
+def _train_all(specs: list[Any], config: PipelineConfig, console: Console) -> None:
+    """Train the runs as independent jobs, `config.jobs` at a time (default: the idle cores), on the Dask cluster
+    when the executor is dask with a scheduler address; a PipelineError naming every run that failed."""
+    from dataclasses import replace
 
-    try:
-        return bool(torch.load(run / "last.pt", map_location="cpu", weights_only=True, mmap=True).get("finished"))
-    except Exception:
-        return False
+    from wsi_ncmi.jobs import Job, default_jobs, failed_names, run_jobs
+    from wsi_ncmi.mil.trainjobs import train_or_resume
+
+    if not specs:
+        return
+    n_jobs = config.jobs or default_jobs(len(specs))
+    scheduler = config.dask_scheduler if config.executor == "dask" else None
+    progress = n_jobs == 1 and scheduler is None
+    jobs = [Job(spec.run.name, train_or_resume, (replace(spec, progress=progress),)) for spec in specs]
+    outcomes = run_jobs(jobs, n_jobs, scheduler, "training runs")
+    for outcome in outcomes:
+        if outcome.failed:
+            console.print(f"[red]failed[/] {outcome.name}: {outcome.error}", markup=True, soft_wrap=True)
+    failed = failed_names(outcomes)
+    if failed:
+        raise PipelineError(
+            f"training failed for {len(failed)} run(s): {', '.join(failed)}; fix the cause and run again "
+            "(finished runs are kept)"
+        )

@@ -66,6 +66,8 @@ class Grid:
     optimizer: str = "adamw"
     mil_epochs: int | None = None
     """Epochs on the MIL sets (None: `epochs`); 20 leave MUSK2 under-trained (README, Published baseline)."""
+    bags_per_step: int = 1
+    """Bags per optimiser step, every arm alike (BatchNorm necks need at least 2)."""
 
 
 DEFAULT = Grid(
@@ -216,6 +218,7 @@ def arm_config(fold: Fold, arm: dict[str, Any], grid: Grid, params: dict[str, An
         "seed": fold.seed,
         "device": "cpu",
         "select": grid.select,
+        "bags_per_step": grid.bags_per_step,
     }
     for key, value in (params or {}).items():
         head, _, leaf = key.partition(".")
@@ -358,6 +361,13 @@ def summarise(results: dict[str, dict[str, list[dict[str, float]]]]) -> dict[str
     return out
 
 
+def ncmi_head_settings() -> dict[str, Any]:
+    """The NCMI head's default settings the NCMI arms trained with (they change between versions)."""
+    from wsi_ncmi.mil.heads import build_head
+
+    return build_head("ncmi", 8, 2).settings
+
+
 def table(payload: dict[str, Any]) -> str:
     """The README table: mean +- std per arm and the paired difference against CE with the same neck."""
     grid = payload["grid"]
@@ -378,8 +388,17 @@ def table(payload: dict[str, Any]) -> str:
         if tuned
         else f"lr {grid['lr']:g}"
     )
+    steps = grid.get("bags_per_step", 1)
+    batch = f", {steps} bags per step" if steps != 1 else ""
+    head = payload.get("ncmi_head")
+    form = (
+        f", NCMI head: centroids {head['centroids']}, centre {head['centre']}, decay {head['decay']:g}, "
+        f"separation {head['separation']}"
+        if head
+        else ""
+    )
     lines = [
-        f"{setting}, {epochs} epochs, selection `{grid['select']}`{optimiser}:",
+        f"{setting}, {epochs} epochs, selection `{grid['select']}`{optimiser}{batch}{form}:",
         "",
         "| data set | arm | runs | accuracy | macro-F1 | Δ accuracy vs CE, same neck (Wilcoxon p) | Δ macro-F1 (p) |",
         "|---|---|---|---|---|---|---|",
@@ -448,6 +467,7 @@ def main(argv: list[str] | None = None) -> None:
         "--val-fraction", type=float, help="MIL sets: share of each training fold held out (0: none; selection last)"
     )
     parser.add_argument("--repeats", type=int, help="MIL sets: CV repeats instead of the grid's")
+    parser.add_argument("--bags-per-step", type=int, help="bags per optimiser step instead of 1 (every arm alike)")
     parser.add_argument("--seeds", type=int, help="seeds of the synthetic cohort instead of the grid's")
     parser.add_argument(
         "--jobs", "--workers", dest="jobs", type=int, help="training runs at once, one thread each [the idle cores]"
@@ -487,6 +507,7 @@ def main(argv: list[str] | None = None) -> None:
         "val_fraction",
         "repeats",
         "seeds",
+        "bags_per_step",
     ):
         if getattr(args, key) is not None:
             grid = replace(grid, **{key: getattr(args, key)})
@@ -515,6 +536,7 @@ def main(argv: list[str] | None = None) -> None:
             "for every arm",
         },
         "published": PUBLISHED,
+        "ncmi_head": ncmi_head_settings(),
         "jobs": workers.n_jobs,
         **(
             {

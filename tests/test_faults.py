@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from cli_run import run_main as _main
 from typer.testing import CliRunner
 
 from wsi_ncmi.cli import app
@@ -41,22 +42,6 @@ def _cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subproces
     )
 
 
-def _main(capfd: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the `wsi-ncmi` entry point (wsi_ncmi.cli.main) in this process, as a finished process would report."""
-    from wsi_ncmi.cli import main
-
-    argv, handler = sys.argv, signal.getsignal(signal.SIGTERM)
-    sys.argv = ["wsi-ncmi", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = argv
-        signal.signal(signal.SIGTERM, handler)
-    out, err = capfd.readouterr()
-    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def _one_clear_line(result: subprocess.CompletedProcess[str], *needles: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from cli_run import run_main as _main
 from typer.testing import CliRunner
 
 from wsi_ncmi.cli import app
@@ -21,23 +21,6 @@ from wsi_ncmi.cli import app
 runner = CliRunner()
 
 
-def _main(capfd: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the `wsi-ncmi` entry point in this process (its error handling included), as a process would report."""
-    from wsi_ncmi.cli import main
-
-    argv, handler, shown = sys.argv, signal.getsignal(signal.SIGTERM), warnings.showwarning
-    sys.argv = ["wsi-ncmi", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = argv
-        signal.signal(signal.SIGTERM, handler)
-        warnings.showwarning = shown
-    out, err = capfd.readouterr()
-    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def _clear(result: subprocess.CompletedProcess[str], *needles: str) -> None:

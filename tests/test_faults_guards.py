@@ -8,14 +8,12 @@ crash would damage it.
 from __future__ import annotations
 
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+from cli_run import run_main as _main
 from typer.testing import CliRunner
 
 from wsi_ncmi.cli import app
@@ -25,22 +23,6 @@ SLIDE = "r0"
 """A slide of `results_job` with tissue (in the training split)."""
 
 
-def _main(capfd: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the `wsi-ncmi` entry point in this process (its error handling included), as a process would report."""
-    from wsi_ncmi.cli import main
-
-    argv, handler = sys.argv, signal.getsignal(signal.SIGTERM)
-    sys.argv = ["wsi-ncmi", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = argv
-        signal.signal(signal.SIGTERM, handler)
-    out, err = capfd.readouterr()
-    return subprocess.CompletedProcess(args, code, out, err)
 
 
 def _bags(job: Path) -> list[Path]:

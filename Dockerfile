@@ -17,8 +17,9 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY wsi_ncmi ./wsi_ncmi
 COPY configs ./configs
 COPY data_manifests ./data_manifests
+# Every optional extra but dev: Dask, DICOM and CZI readers, tuning.
 # uid 1000 may already exist in the base image (Ubuntu 24.04 ships user `ubuntu`): reuse it rather than fail.
-RUN python -m pip install -c constraints.txt ".[dask]" \
+RUN python -m pip install -c constraints.txt ".[dask,dicom,czi,tune]" \
     && (getent passwd 1000 >/dev/null || useradd --create-home --uid 1000 --user-group wsi) \
     && mkdir -p /data /work /weights \
     && chown 1000:1000 /work /weights

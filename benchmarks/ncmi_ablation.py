@@ -398,7 +398,7 @@ def table(payload: dict[str, Any]) -> str:
         else ""
     )
     lines = [
-        f"{setting}, {epochs} epochs, selection `{grid['select']}`{optimiser}{batch}{form}:",
+        f"{setting}, {epochs} epochs, selection `{grid['select']}`{batch}{form}{optimiser}:",
         "",
         "| data set | arm | runs | accuracy | macro-F1 | Δ accuracy vs CE, same neck (Wilcoxon p) | Δ macro-F1 (p) |",
         "|---|---|---|---|---|---|---|",

@@ -402,3 +402,13 @@ def test_the_settings_check_accepts_a_model_that_keeps_the_tile_features() -> No
         }
     )
     check_trial_settings(parsed)
+
+
+def test_tune_creates_the_folders_above_its_output_and_names_a_file_in_the_way(tmp_path: Path) -> None:
+    from wsi_ncmi.mil.tune import TuneError, _with_parents
+
+    out = _with_parents(tmp_path / "studies" / "camelyon" / "tune")
+    assert out.parent.is_dir() and not out.exists()
+    (tmp_path / "blocker").write_text("")
+    with pytest.raises(TuneError, match="blocker is a file"):
+        _with_parents(tmp_path / "blocker" / "tune")

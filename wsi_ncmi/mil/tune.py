@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wsi_ncmi.folders import FolderError, make_parents
 from wsi_ncmi.jobs import Job, Outcome, Workers
 from wsi_ncmi.mil.space import SpaceError, TuneSettings
 
@@ -59,6 +60,14 @@ class Trial:
 FoldJobs = Callable[[str, int, dict[str, Any]], list[Job]]
 """(loss, trial number, params) -> one job per fold; each job returns a mapping holding the metric."""
 
+
+
+def _with_parents(out: Path | str) -> Path:
+    """OUT with the folders above it created, as every command that writes a folder does."""
+    try:
+        return make_parents(out)
+    except FolderError as exc:
+        raise TuneError(str(exc)) from exc
 
 def _sampler(settings: TuneSettings) -> Any:
     import optuna
@@ -231,9 +240,7 @@ def prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> str:
 
     from wsi_ncmi.atomic import atomic_path
 
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise TuneError(f"{out}: parent folder {out.parent} does not exist; create it first")
+    out = _with_parents(out)
     if out.exists() and not out.is_dir():
         raise TuneError(f"{out}: exists and is not a folder; choose another --out")
     state = "new"
@@ -328,9 +335,7 @@ def tune(
     missing = [str(p) for p in (inputs.manifest, inputs.features, *inputs.splits) if not Path(p).exists()]
     if missing:
         raise TuneError(f"not found: {', '.join(missing)}")
-    out = Path(out)
-    if not out.parent.is_dir():
-        raise TuneError(f"{out}: parent folder {out.parent} does not exist; create it first")
+    out = _with_parents(out)
     try:
         lock = acquire_lock(out.parent / f".{out.name}")
     except LockedError as exc:

@@ -272,15 +272,20 @@ def tissue_after_qc(
 
 
 def _judge_focus(
-    task: TileTask, chosen: TileSelection, grid: np.ndarray, size0: int, mpp0: float, mask: np.ndarray, scale: float
+    slide: Any,
+    qc: QCParams,
+    chosen: TileSelection,
+    grid: np.ndarray,
+    size0: int,
+    mpp0: float,
+    mask: np.ndarray,
+    scale: float,
 ) -> TileSelection:
-    """`chosen` with its out-of-focus tiles dropped, their focus read from the slide at about qc.focus_mpp."""
+    """`chosen` with its out-of-focus tiles dropped, their focus read from the open slide at about qc.focus_mpp."""
     from wsi_ncmi.slides.focus import focus_resolution, focus_scores
 
-    qc = task.params.qc
-    with open_slide(task.path, task.params.backend) as slide:
-        focus_mpp = focus_resolution(slide, mpp0, qc.focus_mpp)[2]
-        scores = focus_scores(slide, grid[chosen.keep], size0, mpp0, qc.focus_mpp, mask, scale)
+    focus_mpp = focus_resolution(slide, mpp0, qc.focus_mpp)[2]
+    scores = focus_scores(slide, grid[chosen.keep], size0, mpp0, qc.focus_mpp, mask, scale)
     return with_focus(chosen, scores, qc, (size0 * mpp0) ** 2 / 1e6, focus_mpp)
 
 
@@ -298,18 +303,18 @@ def tile_geometry(task: TileTask) -> TilingResult:
         associated = slide.associated_images() if params.thumbnails and params.associated_images else {}
         width, height = slide.dimensions
         backend = slide.backend
-    mask_mpp = mpp.value * lowres.scale
-    mask, qc = tissue_after_qc(lowres.image, mask_mpp, params.tissue, params.qc)
-    size0, step0 = geometry.size_level0, geometry.step_level0
-    if params.grid == "tissue":
-        grid = tissue_grid_coords(mask, lowres.scale, width, height, size0, step0, params.edges)
-    else:
-        grid = grid_coords(width, height, size0, step0, params.edges)
-    if params.grid == "slide" and params.edges == "inward":
-        grid = grid[_adds_tissue(grid, mask, lowres.scale, width, height, size0, step0, params.min_tissue)]
-    chosen = select_tiles(mask, qc, params.qc, lowres.scale, mask_mpp, grid, size0, params.min_tissue)
-    if qc is not None and params.qc.blur:
-        chosen = _judge_focus(task, chosen, grid, size0, mpp.value, mask, lowres.scale)
+        mask_mpp = mpp.value * lowres.scale
+        mask, qc = tissue_after_qc(lowres.image, mask_mpp, params.tissue, params.qc)
+        size0, step0 = geometry.size_level0, geometry.step_level0
+        if params.grid == "tissue":
+            grid = tissue_grid_coords(mask, lowres.scale, width, height, size0, step0, params.edges)
+        else:
+            grid = grid_coords(width, height, size0, step0, params.edges)
+        if params.grid == "slide" and params.edges == "inward":
+            grid = grid[_adds_tissue(grid, mask, lowres.scale, width, height, size0, step0, params.min_tissue)]
+        chosen = select_tiles(mask, qc, params.qc, lowres.scale, mask_mpp, grid, size0, params.min_tissue)
+        if qc is not None and params.qc.blur:
+            chosen = _judge_focus(slide, params.qc, chosen, grid, size0, mpp.value, mask, lowres.scale)
     keep = chosen.keep
     attrs = {
         **params.fingerprint(),

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wsi_ncmi.atomic import atomic_path
-from wsi_ncmi.validation import check_bag_tiles as check_bag_tiles
 
 if TYPE_CHECKING:
     from wsi_ncmi.mil.train import Trained

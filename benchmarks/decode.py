@@ -29,9 +29,9 @@ import torch
 from common import summary, write_result
 from embedding import make_job, read_alone
 
-from wsi_ncmi.bags import read_coords
-from wsi_ncmi.cores import auto_workers, cpu_cores
-from wsi_ncmi.encoders.embed import EmbedSettings
+from wsi_ncmi.core.cores import auto_workers, cpu_cores
+from wsi_ncmi.embedding.embed import EmbedSettings
+from wsi_ncmi.formats.bags import read_coords
 from wsi_ncmi.slides.backend import open_slide
 from wsi_ncmi.slides.direct import SWITCH, decode_on_device, direct_reader, read_direct, reader_for
 

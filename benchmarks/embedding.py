@@ -31,10 +31,9 @@ import torch
 from common import RESULTS, in_child, summary, write_result
 from torch.utils.data import DataLoader
 
-from wsi_ncmi.bags import read_coords
-from wsi_ncmi.cores import parse_workers
-from wsi_ncmi.devices import resolve_device
-from wsi_ncmi.encoders.embed import (
+from wsi_ncmi.core.cores import parse_workers
+from wsi_ncmi.core.device import resolve_device
+from wsi_ncmi.embedding.embed import (
     Embedder,
     EmbedSettings,
     SlideWork,
@@ -44,10 +43,11 @@ from wsi_ncmi.encoders.embed import (
     resolve_precision,
     slide_batches,
 )
-from wsi_ncmi.encoders.registry import get_encoder
-from wsi_ncmi.encoders.weights import load_encoder
+from wsi_ncmi.embedding.registry import get_encoder
+from wsi_ncmi.embedding.weights import load_encoder
+from wsi_ncmi.formats.bags import read_coords
 from wsi_ncmi.synthetic import SlideSpec, write_slide
-from wsi_ncmi.tiling import TilingParams, tile_slides
+from wsi_ncmi.tiling.tile import TilingParams, tile_slides
 
 DEFAULT_PEAK_TFLOPS = 989.0
 """Dense bf16 peak of an H100/H200-class GPU (SXM), the ceiling assumed on CUDA unless --peak-tflops says another."""

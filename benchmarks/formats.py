@@ -28,7 +28,7 @@ from test_formats import write_czi, write_dicom, write_ome
 from wsi_ncmi.slides.backend import open_slide
 from wsi_ncmi.slides.direct import dicom_reader, direct_reader, read_direct
 from wsi_ncmi.synthetic import SlideSpec, write_slide
-from wsi_ncmi.tiling import TileTask, TilingParams, tile_geometry
+from wsi_ncmi.tiling.tile import TileTask, TilingParams, tile_geometry
 
 READERS = {
     "tiff": ["openslide", "tiffslide"],

@@ -19,8 +19,8 @@ import numpy as np
 from common import slide_size_args, summary, timed, write_result
 
 from wsi_ncmi.evaluation.heatmap import draw_heatmap
-from wsi_ncmi.slides.grid import grid_coords
 from wsi_ncmi.synthetic import SlideSpec, write_slide
+from wsi_ncmi.tiling.grid import grid_coords
 
 
 def main() -> None:

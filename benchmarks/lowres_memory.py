@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import in_child, write_result
 
 from wsi_ncmi.synthetic import SlideSpec, write_slide
-from wsi_ncmi.tiling import TileTask, TilingParams, tile_slide
+from wsi_ncmi.tiling.tile import TileTask, TilingParams, tile_slide
 
 
 def tile_once(path: str, job: str) -> int:

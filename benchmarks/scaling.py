@@ -24,7 +24,7 @@ import pandas as pd
 from common import in_child, summary, write_result
 
 from wsi_ncmi.synthetic import SlideSpec, write_slide
-from wsi_ncmi.tiling import TilingParams, tile_slides
+from wsi_ncmi.tiling.tile import TilingParams, tile_slides
 
 
 def tile(slide: str, job: str) -> int:
@@ -37,9 +37,9 @@ def embed(slide_id: str, job: str) -> tuple[int, float]:
     start-up cost a long batch pays once, not per slide)."""
     import time
 
-    from wsi_ncmi.encoders.embed import EmbedSettings, embed_slides
-    from wsi_ncmi.encoders.registry import get_encoder
-    from wsi_ncmi.encoders.weights import load_encoder
+    from wsi_ncmi.embedding.embed import EmbedSettings, embed_slides
+    from wsi_ncmi.embedding.registry import get_encoder
+    from wsi_ncmi.embedding.weights import load_encoder
 
     load_encoder(get_encoder("resnet18"), "random")
     settings = EmbedSettings(

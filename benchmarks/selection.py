@@ -67,7 +67,7 @@ def run_one(fold: Fold, loss: str, classes: list[str]) -> dict[str, Any]:
     """Train with the product defaults; the history and the test macro-F1 of every epoch."""
     import torch
 
-    from wsi_ncmi.metrics_core import core_metrics
+    from wsi_ncmi.mil.metrics import core_metrics
     from wsi_ncmi.mil.train import TrainConfig, load_trained, predict, train
 
     config = TrainConfig(

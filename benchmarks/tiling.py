@@ -25,7 +25,7 @@ from common import in_child, summary, write_result
 from wsi_ncmi.slides.backend import open_slide
 from wsi_ncmi.slides.lowres import read_lowres
 from wsi_ncmi.synthetic import Lesion, SlideSpec, write_slide
-from wsi_ncmi.tiling import TileTask, TilingParams, tile_slide
+from wsi_ncmi.tiling.tile import TileTask, TilingParams, tile_slide
 
 
 def read_floor(path: str) -> None:

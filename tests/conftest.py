@@ -41,12 +41,12 @@ def results_job(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     import numpy as np
     import pandas as pd
 
-    from wsi_ncmi.bags import BagWriter, read_coords
-    from wsi_ncmi.encoders.embed import bag_path
+    from wsi_ncmi.embedding.embed import bag_path
     from wsi_ncmi.evaluation.evaluate import evaluate_run
+    from wsi_ncmi.formats.bags import BagWriter, read_coords
     from wsi_ncmi.mil.run import train_run
     from wsi_ncmi.mil.train import TrainConfig
-    from wsi_ncmi.tiling import TilingParams, coords_path, tile_slides
+    from wsi_ncmi.tiling.tile import TilingParams, coords_path, tile_slides
 
     root = tmp_path_factory.mktemp("results")
     specs = [

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from wsi_ncmi.config import load_yaml
+from wsi_ncmi.core.config import load_yaml
 from wsi_ncmi.mil.heads import build_head
 from wsi_ncmi.mil.models import build_model
 from wsi_ncmi.mil.train import TrainConfig

@@ -19,17 +19,17 @@ from PIL import Image
 from test_embed import _corrupt_tile_under
 from typer.testing import CliRunner
 
-from wsi_ncmi.bags import read_bag, read_bag_attrs, read_coords
 from wsi_ncmi.cli import app
-from wsi_ncmi.encoders.device_decode import corrupt, streams_available
-from wsi_ncmi.encoders.embed import EmbedSettings, SlideWork, TileDataset, bag_path, embed_slides
-from wsi_ncmi.encoders.registry import Preprocess
-from wsi_ncmi.encoders.resize import resize
+from wsi_ncmi.embedding.device_decode import corrupt, streams_available
+from wsi_ncmi.embedding.embed import EmbedSettings, SlideWork, TileDataset, bag_path, embed_slides
+from wsi_ncmi.embedding.registry import Preprocess
+from wsi_ncmi.embedding.resize import resize
+from wsi_ncmi.formats.bags import read_bag, read_bag_attrs, read_coords
 from wsi_ncmi.slides.backend import open_slide
 from wsi_ncmi.slides.direct import direct_reader
 from wsi_ncmi.slides.integrity import MAX_IMPOSSIBLE, check_tile
 from wsi_ncmi.synthetic import SlideSpec, render_region, write_slide
-from wsi_ncmi.tiling import TilingParams, tile_slides
+from wsi_ncmi.tiling.tile import TilingParams, tile_slides
 
 runner = CliRunner()
 CPU = EmbedSettings(encoder="resnet18", weights="random", batch_size=8, workers=0, device="cpu", decode="cpu")

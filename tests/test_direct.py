@@ -10,8 +10,8 @@ import pytest
 import tifffile
 import torch
 
-from wsi_ncmi.bags import CoordsFile
-from wsi_ncmi.encoders.embed import SlideWork, TileDataset
+from wsi_ncmi.embedding.embed import SlideWork, TileDataset
+from wsi_ncmi.formats.bags import CoordsFile
 from wsi_ncmi.slides.backend import open_slide
 from wsi_ncmi.slides.direct import SWITCH, decode_on_device, direct_reader, read_direct, reader_for
 from wsi_ncmi.synthetic import SlideSpec, render_region, write_slide

@@ -14,14 +14,14 @@ import tifffile
 import torch
 from typer.testing import CliRunner
 
-from wsi_ncmi.bags import FEATURE_ATTRS, read_bag, read_coords
 from wsi_ncmi.cli import app
-from wsi_ncmi.encoders.embed import Embedder, EmbedSettings, TileDataset, bag_path, embed_slides, plan_slide
-from wsi_ncmi.encoders.registry import Preprocess, encoder_folder, get_encoder, list_encoders
-from wsi_ncmi.encoders.weights import WeightsError, load_encoder
+from wsi_ncmi.embedding.embed import Embedder, EmbedSettings, TileDataset, bag_path, embed_slides, plan_slide
+from wsi_ncmi.embedding.registry import Preprocess, encoder_folder, get_encoder, list_encoders
+from wsi_ncmi.embedding.weights import WeightsError, load_encoder
+from wsi_ncmi.formats.bags import FEATURE_ATTRS, read_bag, read_coords
 from wsi_ncmi.slides.backend import open_slide
 from wsi_ncmi.synthetic import SlideSpec, write_slide
-from wsi_ncmi.tiling import TilingParams, tile_slides
+from wsi_ncmi.tiling.tile import TilingParams, tile_slides
 
 runner = CliRunner()
 FAST = EmbedSettings(encoder="resnet18", weights="random", batch_size=8, workers=0)
@@ -160,7 +160,7 @@ def test_missing_and_foreign_coords_files(job: Path) -> None:
 
 
 def test_a_slide_is_opened_once_to_plan_every_encoder(job: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wsi_ncmi.encoders import embed
+    from wsi_ncmi.embedding import embed
 
     opened: list[str] = []
 
@@ -247,7 +247,7 @@ def test_out_of_memory_halves_the_batch() -> None:
 
 
 def test_dataset_zero_fills_after_one_retry(job: Path) -> None:
-    from wsi_ncmi.encoders.embed import SlideWork
+    from wsi_ncmi.embedding.embed import SlideWork
 
     coords = read_coords(job / "tiles" / "small.h5")
     work = SlideWork("small", "/nonexistent.tif", {"resnet18": Path("x")}, coords)
@@ -350,7 +350,7 @@ def test_unknown_timm_model_fails_clearly_offline() -> None:
 def test_cluster_tasks_load_the_encoder_once_per_worker(
     small_slide: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from wsi_ncmi.encoders import embed
+    from wsi_ncmi.embedding import embed
 
     loads = []
 
@@ -435,7 +435,7 @@ def test_locks_keep_two_workers_apart(tmp_path: Path) -> None:
     import os
     import socket
 
-    from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
+    from wsi_ncmi.core.locks import LockedError, acquire_lock, release_lock
 
     output = tmp_path / "bag.h5"
     lock = acquire_lock(output)

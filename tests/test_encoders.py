@@ -14,11 +14,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from wsi_ncmi.bags import read_bag
 from wsi_ncmi.cli import app
-from wsi_ncmi.encoders.embed import Embedder, EmbedSettings, TileDataset, bag_path, embed_slides, storable
-from wsi_ncmi.encoders.registry import get_encoder, registered
-from wsi_ncmi.encoders.weights import WeightsError, load_encoder, load_state, read_state
+from wsi_ncmi.embedding.embed import Embedder, EmbedSettings, TileDataset, bag_path, embed_slides, storable
+from wsi_ncmi.embedding.registry import get_encoder, registered
+from wsi_ncmi.embedding.weights import WeightsError, load_encoder, load_state, read_state
+from wsi_ncmi.formats.bags import read_bag
 
 runner = CliRunner()
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -192,7 +192,7 @@ def test_conch_position_embedding_follows_its_published_interpolation(tmp_path: 
 def test_hub_is_offline_before_any_hub_library_is_imported() -> None:
     env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
-    code = "import wsi_ncmi.encoders.embed, huggingface_hub.constants as c, timm; print(c.HF_HUB_OFFLINE)"
+    code = "import wsi_ncmi.embedding.embed, huggingface_hub.constants as c, timm; print(c.HF_HUB_OFFLINE)"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "True"
 
@@ -236,7 +236,7 @@ def test_float16_storage_refuses_values_it_cannot_hold() -> None:
 def job(slide_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     import pandas as pd
 
-    from wsi_ncmi.tiling import TilingParams, tile_slides
+    from wsi_ncmi.tiling.tile import TilingParams, tile_slides
 
     job = tmp_path_factory.mktemp("encoders_job")
     table = pd.DataFrame({"slide_id": ["s"], "path": [str(slide_dir / "tiff_050.tif")], "mpp": [float("nan")]})
@@ -302,7 +302,7 @@ def test_resnet_checkpoints_are_torchvisions_imagenet_weights() -> None:
 def test_downloads_are_let_through_only_inside_hub_online() -> None:
     import huggingface_hub.constants as constants
 
-    from wsi_ncmi.encoders.weights import hub_online
+    from wsi_ncmi.embedding.weights import hub_online
 
     before = (constants.HF_HUB_OFFLINE, os.environ.get("HF_HUB_OFFLINE"))
     with hub_online():

@@ -211,9 +211,9 @@ def test_compare_aggregates_known_numbers(tmp_path: Path, fake_run: Callable) ->
 
 
 def test_heatmap_colours_tissue_not_background(tmp_path: Path) -> None:
-    from wsi_ncmi.encoders.embed import EmbedSettings, embed_slides
+    from wsi_ncmi.embedding.embed import EmbedSettings, embed_slides
     from wsi_ncmi.synthetic import SlideSpec, write_slide
-    from wsi_ncmi.tiling import TilingParams, tile_slides
+    from wsi_ncmi.tiling.tile import TilingParams, tile_slides
 
     slides = {}
     for i in range(6):

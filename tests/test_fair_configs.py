@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from wsi_ncmi.config import load_yaml
-from wsi_ncmi.demo import DemoSettings, demo_pipeline
+from wsi_ncmi.core.config import load_yaml
 from wsi_ncmi.mil.models import build_model
 from wsi_ncmi.mil.train import TrainConfig
+from wsi_ncmi.pipeline.demo import DemoSettings, demo_pipeline
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

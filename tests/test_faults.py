@@ -26,9 +26,9 @@ from cli_run import run_main as _main
 from typer.testing import CliRunner
 
 from wsi_ncmi.cli import app
-from wsi_ncmi.status import read_status
+from wsi_ncmi.formats.status import read_status
 from wsi_ncmi.synthetic import SlideSpec, write_slide, write_synthetic_bags
-from wsi_ncmi.tiling import thumbnail_path
+from wsi_ncmi.tiling.tile import thumbnail_path
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -121,7 +121,7 @@ def test_full_disk_during_tile_is_a_clean_failure(cohort: Path, small_disk: Path
 def test_full_disk_while_writing_hdf5_raises_instead_of_crashing(small_disk: Path) -> None:
     code = f"""
 import numpy as np
-from wsi_ncmi.bags import BagWriter, CoordsFile
+from wsi_ncmi.formats.bags import BagWriter, CoordsFile
 writer = BagWriter({str(small_disk / "b.h5")!r}, 4000, 128)
 for start in range(0, 4000, 500):
     writer.write(start, np.ones((500, 128), np.float32))
@@ -244,7 +244,7 @@ def trained(bags: tuple[Path, Path, Path], tmp_path_factory: pytest.TempPathFact
 
 
 def test_a_second_train_into_a_locked_run_folder_is_refused(bags: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    from wsi_ncmi.runlock import run_lock
+    from wsi_ncmi.mil.runfolder import run_lock
 
     run = tmp_path / "run"
     with run_lock(run):
@@ -294,7 +294,7 @@ def test_few_epochs_fit_the_warmup(bags: tuple[Path, Path, Path], tmp_path: Path
 )
 def test_settings_errors_name_the_key(section: str, values: dict, message: str) -> None:
     from wsi_ncmi.mil.train import TrainConfig
-    from wsi_ncmi.tiling import TilingParams
+    from wsi_ncmi.tiling.tile import TilingParams
 
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
         (TilingParams if section == "tiling" else TrainConfig).from_dict(values)
@@ -379,7 +379,7 @@ def test_synth_into_another_cohort_needs_overwrite(tmp_path: Path) -> None:
 
 
 def test_heatmap_refuses_a_bag_from_an_earlier_tiling(cohort: Path, tmp_path: Path) -> None:
-    from wsi_ncmi.bags import BagFormatError, read_coords
+    from wsi_ncmi.formats.bags import BagFormatError, read_coords
     from wsi_ncmi.validation import check_bag_tiles
 
     manifest = tmp_path / "m.csv"
@@ -425,9 +425,9 @@ def test_tiles_of_a_strongly_stain_shifted_centre_are_not_flagged(tmp_path: Path
 def test_garbled_jpeg_tiles_are_recorded_as_unreadable(cohort: Path, tmp_path: Path) -> None:
     import tifffile
 
-    from wsi_ncmi.bags import read_coords
-    from wsi_ncmi.encoders.embed import SlideWork, TileDataset
-    from wsi_ncmi.encoders.registry import Preprocess
+    from wsi_ncmi.embedding.embed import SlideWork, TileDataset
+    from wsi_ncmi.embedding.registry import Preprocess
+    from wsi_ncmi.formats.bags import read_coords
     from wsi_ncmi.slides.backend import open_slide
 
     damaged = tmp_path / "damaged.tif"

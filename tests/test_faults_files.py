@@ -178,7 +178,7 @@ def test_synth_refuses_impossible_sizes_before_writing(tmp_path: Path, size: str
 
 
 def test_a_yaml_alias_bomb_is_refused(tmp_path: Path) -> None:
-    from wsi_ncmi.config import ConfigError, load_yaml
+    from wsi_ncmi.core.config import ConfigError, load_yaml
 
     lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
@@ -189,7 +189,7 @@ def test_a_yaml_alias_bomb_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_few_levels_of_aliases_expanding_past_the_bound_are_refused(tmp_path: Path) -> None:
-    from wsi_ncmi.config import ConfigError, load_yaml
+    from wsi_ncmi.core.config import ConfigError, load_yaml
 
     lines = ["a0: &a0 [" + ", ".join(["x"] * 100) + "]"]
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 40)}]" for i in range(1, 3)]
@@ -254,7 +254,7 @@ def _dead_pid() -> int:
 def test_tile_sweeps_temporary_files_and_locks_of_killed_processes(tmp_path: Path) -> None:
     import socket
 
-    from wsi_ncmi.jobdir import prepare_job
+    from wsi_ncmi.formats.jobdir import prepare_job
 
     job = tmp_path / "job"
     (job / "tiles").mkdir(parents=True)
@@ -312,7 +312,7 @@ def test_an_interrupted_train_says_how_to_continue(
 
 
 def test_warnings_print_as_one_line_without_source_paths(capfd: pytest.CaptureFixture[str]) -> None:
-    from wsi_ncmi.faults import install_warnings
+    from wsi_ncmi.core.faults import install_warnings
 
     shown = warnings.showwarning
     try:

@@ -134,7 +134,7 @@ def test_report_does_not_draw_bags_of_an_earlier_tiling(results_copy: tuple[Path
     import pandas as pd
 
     from wsi_ncmi.evaluation.report import files_dir, run_report
-    from wsi_ncmi.tiling import TilingParams, tile_slides
+    from wsi_ncmi.tiling.tile import TilingParams, tile_slides
 
     job, run = results_copy
     predictions = pd.read_csv(run / "predictions_test.csv", dtype=str)
@@ -226,7 +226,7 @@ def test_train_refuses_a_folder_mixing_plain_and_stain_normalised_bags(
 
 @pytest.mark.parametrize("command", ["evaluate", "report", "export", "heatmap"])
 def test_a_run_being_trained_is_not_read(results_copy: tuple[Path, Path], tmp_path: Path, command: str) -> None:
-    from wsi_ncmi.runlock import run_lock
+    from wsi_ncmi.mil.runfolder import run_lock
 
     job, run = results_copy
     before = (run / "metrics_test.json").read_bytes()

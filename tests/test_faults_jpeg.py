@@ -48,7 +48,7 @@ def slides(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
 
 def _tiles(clean: Path, tmp_path: Path) -> object:
     """A coords file of `clean` at level 0, 256 px (one TIFF tile per tile)."""
-    from wsi_ncmi.bags import read_coords
+    from wsi_ncmi.formats.bags import read_coords
 
     pd.DataFrame([{"slide_id": "d", "path": str(clean)}]).to_csv(tmp_path / "m.csv", index=False)
     job = tmp_path / "job"
@@ -79,8 +79,8 @@ def _silently_garbled(clean: Path, damaged: Path, coords: object) -> list[int]:
 def test_most_silently_garbled_tiles_are_caught(
     slides: tuple[Path, Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: str
 ) -> None:
-    from wsi_ncmi.encoders.embed import SlideWork, TileDataset
-    from wsi_ncmi.encoders.registry import Preprocess
+    from wsi_ncmi.embedding.embed import SlideWork, TileDataset
+    from wsi_ncmi.embedding.registry import Preprocess
     from wsi_ncmi.slides.direct import direct_reader
 
     monkeypatch.setenv("WSI_NCMI_DIRECT_READ", direct)
@@ -101,8 +101,8 @@ def test_most_silently_garbled_tiles_are_caught(
 def test_the_device_path_hands_corrupt_streams_to_the_checked_cpu_path(
     slides: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
-    from wsi_ncmi.encoders.embed import SlideWork, TileDataset
-    from wsi_ncmi.encoders.registry import Preprocess
+    from wsi_ncmi.embedding.embed import SlideWork, TileDataset
+    from wsi_ncmi.embedding.registry import Preprocess
     from wsi_ncmi.slides.integrity import stream_problem
 
     clean, damaged, _ = slides
@@ -117,8 +117,8 @@ def test_the_device_path_hands_corrupt_streams_to_the_checked_cpu_path(
 
 
 def test_embedding_counts_the_corrupt_tiles_in_the_status_row(slides: tuple[Path, Path, Path], tmp_path: Path) -> None:
-    from wsi_ncmi.bags import read_bag
-    from wsi_ncmi.status import read_status
+    from wsi_ncmi.formats.bags import read_bag
+    from wsi_ncmi.formats.status import read_status
 
     clean, _, damaged = slides
     coords = _tiles(clean, tmp_path)

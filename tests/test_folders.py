@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from wsi_ncmi.atomic import atomic_path
 from wsi_ncmi.cli import app
-from wsi_ncmi.folders import FolderError, make_parents
+from wsi_ncmi.core.atomic import atomic_path
+from wsi_ncmi.core.folders import FolderError, make_parents
 
 runner = CliRunner()
 

@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
-from wsi_ncmi.bags import read_bag, read_bag_attrs, read_coords
 from wsi_ncmi.cli import app
 from wsi_ncmi.cohort.manifest import list_slides
-from wsi_ncmi.encoders.embed import EmbedSettings, bag_path, embed_slides
+from wsi_ncmi.embedding.embed import EmbedSettings, bag_path, embed_slides
+from wsi_ncmi.formats.bags import read_bag, read_bag_attrs, read_coords
 from wsi_ncmi.slides import backend
 from wsi_ncmi.slides.backend import SlideError, open_slide
 from wsi_ncmi.slides.direct import SWITCH, dicom_reader, direct_reader, read_direct, reader_for
@@ -34,7 +34,7 @@ from wsi_ncmi.slides.formats import find_slides
 from wsi_ncmi.slides.mpp import metadata_mpp, resolve_mpp
 from wsi_ncmi.slides.ome import ome_properties
 from wsi_ncmi.synthetic import SlideSpec, write_slide
-from wsi_ncmi.tiling import TileTask, TilingParams, tile_slide, tile_slides
+from wsi_ncmi.tiling.tile import TileTask, TilingParams, tile_slide, tile_slides
 
 runner = CliRunner()
 MPP = 0.25

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from wsi_ncmi.jobs import Job, failed_names, run_jobs
+from wsi_ncmi.core.jobs import Job, failed_names, run_jobs
 from wsi_ncmi.mil.train import TrainConfig
 from wsi_ncmi.mil.trainjobs import TrainSpec, train_or_resume
 from wsi_ncmi.synthetic import write_synthetic_bags
@@ -124,7 +124,7 @@ def test_ctrl_c_stops_the_workers() -> None:
 
 @pytest.mark.parametrize(("value", "ok"), [("2", True), ("null", True), ("0", False), ("two", False), ("true", False)])
 def test_pipeline_jobs_setting_is_checked(tmp_path: Path, value: str, ok: bool) -> None:
-    from wsi_ncmi.pipeline import PipelineConfig, PipelineError
+    from wsi_ncmi.pipeline.run import PipelineConfig, PipelineError
 
     path = tmp_path / "p.yaml"
     path.write_text(f"manifest: m.csv\njob: job\nruns: runs\njobs: {value}\n")

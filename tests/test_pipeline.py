@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from wsi_ncmi.bags import read_bag
 from wsi_ncmi.cli import app
-from wsi_ncmi.demo import DemoSettings, demo_pipeline, run_demo
-from wsi_ncmi.pipeline import PipelineConfig, PipelineError, run_pipeline
+from wsi_ncmi.formats.bags import read_bag
+from wsi_ncmi.pipeline.demo import DemoSettings, demo_pipeline, run_demo
+from wsi_ncmi.pipeline.run import PipelineConfig, PipelineError, run_pipeline
 from wsi_ncmi.synthetic import CohortSpec, write_cohort
 
 runner = CliRunner()
@@ -55,7 +55,7 @@ def test_interrupted_pipeline_resumes_to_the_same_outputs(
     tiny_cohort: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     reference = run_pipeline(_config(tmp_path / "reference", tiny_cohort))
-    from wsi_ncmi.encoders import embed
+    from wsi_ncmi.embedding import embed
 
     original = embed.Embedder.__call__
     calls = {"n": 0}

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from wsi_ncmi.cli import app
-from wsi_ncmi.slides.qc import PEN_COLORS, QCParams, detect_artifacts
 from wsi_ncmi.synthetic import (
     BlurRegion,
     CohortSpec,
@@ -34,7 +33,8 @@ from wsi_ncmi.synthetic import (
     write_slide,
     write_truth,
 )
-from wsi_ncmi.tiling import TileTask, TilingParams, tile_geometry
+from wsi_ncmi.tiling.qc import PEN_COLORS, QCParams, detect_artifacts
+from wsi_ncmi.tiling.tile import TileTask, TilingParams, tile_geometry
 
 runner = CliRunner()
 
@@ -147,7 +147,7 @@ def test_every_ink_colour_is_found(painted: Path, tmp_path: Path, color: str) ->
 
 
 def test_kept_tiles_hold_no_ink_or_border_and_artifact_tiles_go(painted: Path, tmp_path: Path) -> None:
-    from wsi_ncmi.slides.grid import grid_coords
+    from wsi_ncmi.tiling.grid import grid_coords
 
     result = _geometry(painted, tmp_path, pen_colors=PEN_COLORS)
     size0 = result.geometry.size_level0
@@ -186,8 +186,8 @@ def _lesion_slides() -> list[SlideSpec]:
 
 
 def test_lesions_are_never_taken_for_ink_or_folds() -> None:
-    from wsi_ncmi.slides.qc import fold_mask
-    from wsi_ncmi.slides.tissue import TissueParams, tissue_mask
+    from wsi_ncmi.tiling.qc import fold_mask
+    from wsi_ncmi.tiling.tissue import TissueParams, tissue_mask
 
     for spec in _lesion_slides():
         image = render_region(spec, 16)
@@ -201,7 +201,7 @@ def test_lesions_are_never_taken_for_ink_or_folds() -> None:
 
 
 def test_folds_are_found_at_the_tile_level_and_lesions_kept(folded: Path, tmp_path: Path) -> None:
-    from wsi_ncmi.slides.grid import grid_coords
+    from wsi_ncmi.tiling.grid import grid_coords
 
     off = _geometry(folded, tmp_path)
     on = _geometry(folded, tmp_path, folds=True)
@@ -346,8 +346,8 @@ def test_cli_qc_table_resume_and_qc_off(painted: Path, tmp_path: Path) -> None:
 
 
 def test_qc_off_tiles_exactly_as_the_plain_tissue_mask(painted: Path, tmp_path: Path) -> None:
-    from wsi_ncmi.slides.grid import grid_coords, tissue_fractions
-    from wsi_ncmi.slides.tissue import tissue_mask
+    from wsi_ncmi.tiling.grid import grid_coords, tissue_fractions
+    from wsi_ncmi.tiling.tissue import tissue_mask
 
     result = _geometry(painted, tmp_path, enabled=False)
     mask = tissue_mask(result.lowres_image, PAINTED.mpp * result.lowres_scale, TilingParams().tissue)
@@ -402,7 +402,7 @@ def test_bad_qc_settings_are_refused(settings: dict, message: str) -> None:
 
 @pytest.mark.parametrize(("scale", "size0", "step0"), [(16.0, 256, 256), (16.03, 257, 257), (10.0, 300, 150)])
 def test_rounded_tile_sums_match_sums_over_rounded_tile_boxes(scale: float, size0: int, step0: int) -> None:
-    from wsi_ncmi.slides.grid import TileSums, grid_coords
+    from wsi_ncmi.tiling.grid import TileSums, grid_coords
 
     values = np.random.default_rng(0).random((97, 131, 2)).astype(np.float32)
     coords = grid_coords(round(131 * scale), round(97 * scale), size0, step0, edges="overhang")
@@ -415,7 +415,7 @@ def test_rounded_tile_sums_match_sums_over_rounded_tile_boxes(scale: float, size
 
 
 def test_rounded_tile_sums_of_integers_are_exact() -> None:
-    from wsi_ncmi.slides.grid import TileSums, grid_coords
+    from wsi_ncmi.tiling.grid import TileSums, grid_coords
 
     values = np.random.default_rng(1).integers(0, 1_040_401, (97, 131, 2), dtype=np.int32)
     coords = grid_coords(round(131 * 16.03), round(97 * 16.03), 257, 257, edges="overhang")
@@ -428,7 +428,7 @@ def test_rounded_tile_sums_of_integers_are_exact() -> None:
 
 
 def test_excluded_pixels_count_as_white_for_the_tissue_mask(painted: Path, tmp_path: Path) -> None:
-    from wsi_ncmi.slides.tissue import TissueParams, channel_range, tissue_mask
+    from wsi_ncmi.tiling.tissue import TissueParams, channel_range, tissue_mask
 
     result = _geometry(painted, tmp_path)
     image = result.lowres_image
@@ -445,8 +445,8 @@ def test_excluded_pixels_count_as_white_for_the_tissue_mask(painted: Path, tmp_p
 
 @given(st.integers(0, 10_000), st.integers(1, 3), st.floats(0.0, 0.2))
 def test_morphology_on_the_bounding_box_equals_it_on_the_whole_image(seed: int, radius: int, density: float) -> None:
-    from wsi_ncmi.slides.morphology import dilate
-    from wsi_ncmi.slides.qc import _closed, _opened, _within_box
+    from wsi_ncmi.tiling.morphology import dilate
+    from wsi_ncmi.tiling.qc import _closed, _opened, _within_box
 
     rng = np.random.default_rng(seed)
     mask = np.zeros((40, 50), dtype=bool)

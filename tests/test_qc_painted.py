@@ -18,10 +18,10 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from wsi_ncmi.cli import app
-from wsi_ncmi.qc_report import removal_warning
-from wsi_ncmi.slides.qc import QCParams, blurry_tiles
+from wsi_ncmi.formats.qc_table import removal_warning
 from wsi_ncmi.synthetic import INK, SlideSpec, TissueModel
-from wsi_ncmi.tiling import TileTask, TilingParams, tile_geometry
+from wsi_ncmi.tiling.qc import QCParams, blurry_tiles
+from wsi_ncmi.tiling.tile import TileTask, TilingParams, tile_geometry
 
 runner = CliRunner()
 
@@ -295,7 +295,7 @@ def test_heavy_ink_is_removed_and_warned(painted, tmp_path: Path) -> None:
 
 def test_the_report_lists_warned_slides(tmp_path: Path) -> None:
     from wsi_ncmi.evaluation.report import qc_warnings
-    from wsi_ncmi.status import StatusRow, write_status
+    from wsi_ncmi.formats.status import StatusRow, write_status
 
     job = tmp_path / "job"
     message = "quality control removed 39% of the tissue (1.00 of 2.56 mm^2) and 40% of the tiles"
@@ -366,7 +366,7 @@ def test_few_tiles_are_judged_by_the_floor_alone() -> None:
 
 
 def test_rms_laplacian_is_the_definition() -> None:
-    from wsi_ncmi.slides.focus import rms_laplacian
+    from wsi_ncmi.tiling.focus import rms_laplacian
 
     rng = np.random.default_rng(0)
     grey = rng.uniform(0, 255, (3, 64, 64)).astype(np.float32)
@@ -394,8 +394,9 @@ def test_rms_laplacian_is_the_definition() -> None:
 
 
 def test_focus_is_read_in_bounded_strips_with_the_same_scores(painted, tmp_path: Path, monkeypatch) -> None:
-    from wsi_ncmi.slides import direct, focus
+    from wsi_ncmi.slides import direct
     from wsi_ncmi.slides.backend import Slide, open_slide
+    from wsi_ncmi.tiling import focus
 
     path, _ = painted(BLURRED[0])
     unjudged = _tile(path, tmp_path, blur=False)
@@ -428,7 +429,7 @@ def test_focus_is_read_in_bounded_strips_with_the_same_scores(painted, tmp_path:
 
 
 def test_blur_off_keeps_blurred_tiles_and_reads_as_yaml_off(painted, tmp_path: Path) -> None:
-    from wsi_ncmi.config import load_yaml
+    from wsi_ncmi.core.config import load_yaml
 
     config = tmp_path / "tiling.yaml"
     config.write_text("qc:\n  blur: off\n")

@@ -156,9 +156,9 @@ def test_overlapping_tiles_union() -> None:
 def test_tissue_annotation_is_the_tilers_mask_with_qc_removals_out(tmp_path: Path) -> None:
     from wsi_ncmi.slides.backend import open_slide
     from wsi_ncmi.slides.lowres import read_lowres
-    from wsi_ncmi.slides.tissue import TissueParams, tissue_mask
     from wsi_ncmi.synthetic import PenStroke, SlideSpec, write_slide
-    from wsi_ncmi.tiling import TileTask, TilingParams, tile_geometry
+    from wsi_ncmi.tiling.tile import TileTask, TilingParams, tile_geometry
+    from wsi_ncmi.tiling.tissue import TissueParams, tissue_mask
 
     spec = SlideSpec(
         "inked",

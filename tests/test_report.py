@@ -423,7 +423,7 @@ def test_top_tile_montage_fits_the_image_side(count: int) -> None:
 
 @pytest.mark.parametrize("width", [600, 1024, 2048])
 def test_thumbnail_legend_is_readable_at_640_px_and_keeps_every_entry(width: int) -> None:
-    from wsi_ncmi.slides.overlay import CONTOUR, REMOVED, TILES, _legend
+    from wsi_ncmi.tiling.overlay import CONTOUR, REMOVED, TILES, _legend
 
     entries = [(CONTOUR, "tissue"), (TILES, "tiles (48123)")]
     entries += [(REMOVED[k], f"{name} (removed)") for k, name in enumerate(("pen", "dark", "blur", "fold"))]

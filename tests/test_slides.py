@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wsi_ncmi.slides.backend import SlideError, open_slide
-from wsi_ncmi.slides.grid import TileGeometry, grid_coords, tissue_fractions, tissue_grid_coords
 from wsi_ncmi.slides.lowres import choose_level, read_lowres
 from wsi_ncmi.slides.mpp import MppError, mpp_from_metadata, resolve_mpp
-from wsi_ncmi.slides.tissue import TissueParams, otsu, saturation, tissue_mask
+from wsi_ncmi.tiling.grid import TileGeometry, grid_coords, tissue_fractions, tissue_grid_coords
+from wsi_ncmi.tiling.tissue import TissueParams, otsu, saturation, tissue_mask
 
 
 @pytest.mark.parametrize(
@@ -153,7 +153,7 @@ def test_tissue_fractions_equal_exact_area_overlap(h: int, w: int, scale: float,
 def test_exact_tile_sums_of_a_float_plane_weigh_pixels_by_overlap(
     h: int, w: int, scale: float, size0: int, seed: int
 ) -> None:
-    from wsi_ncmi.slides.grid import TileSums
+    from wsi_ncmi.tiling.grid import TileSums
 
     rng = np.random.default_rng(seed)
     plane = rng.normal(size=(h, w))
@@ -242,7 +242,7 @@ def test_opening_missing_or_bogus_files_fails_clearly(tmp_path: Path) -> None:
 def test_median_shortcut_equals_median_filter(seed: int, size: int, threshold: int) -> None:
     from scipy import ndimage
 
-    from wsi_ncmi.slides.tissue import median_at_least
+    from wsi_ncmi.tiling.tissue import median_at_least
 
     values = np.random.default_rng(seed).integers(0, 256, (23, 31)).astype(np.uint8)
     expected = ndimage.median_filter(values, size=size, mode="reflect") >= threshold
@@ -286,7 +286,7 @@ def test_tissue_grid_inward_covers_regions_at_the_edge_with_whole_tiles() -> Non
 def test_numpy_morphology_equals_scipy(h: int, w: int, density: float, seed: int, fortran: bool) -> None:
     from scipy import ndimage
 
-    from wsi_ncmi.slides import morphology
+    from wsi_ncmi.tiling import morphology
 
     rng = np.random.default_rng(seed)
     mask = rng.random((h + 4, w + 4)) < density
@@ -347,7 +347,7 @@ def test_one_read_gives_mask_and_thumbnail_whole_or_in_strips(tiff_slide: Path) 
 
 
 def test_thumbnail_draws_contour_tiles_removals_and_a_legend() -> None:
-    from wsi_ncmi.slides.overlay import CONTOUR, REMOVED, TILES, draw_thumbnail
+    from wsi_ncmi.tiling.overlay import CONTOUR, REMOVED, TILES, draw_thumbnail
 
     image = np.full((400, 600, 3), 240, dtype=np.uint8)
     mask = np.zeros((100, 150), dtype=bool)
@@ -377,7 +377,7 @@ def test_thumbnail_draws_contour_tiles_removals_and_a_legend() -> None:
 
 
 def test_a_moved_in_tile_is_judged_by_the_strip_it_adds() -> None:
-    from wsi_ncmi.slides.grid import added_starts
+    from wsi_ncmi.tiling.grid import added_starts
 
     coords = grid_coords(1100, 600, 512, 512)
     starts = added_starts(coords, 1100, 600, 512, 512)
@@ -426,8 +426,8 @@ def test_tissue_mask_equals_the_scipy_reference(tiff_slide: Path, mpp: float) ->
 
 def _reference_thumbnail(image, scale, mask, mask_scale, coords, size0, removals) -> np.ndarray:
     """draw_thumbnail written plainly: float blending through boolean masks, one removal after another."""
-    from wsi_ncmi.slides import overlay
-    from wsi_ncmi.slides.morphology import inner_edge
+    from wsi_ncmi.tiling import overlay
+    from wsi_ncmi.tiling.morphology import inner_edge
 
     pixels = np.array(image, dtype=np.uint8)
     shape = pixels.shape[:2]
@@ -446,7 +446,7 @@ def _reference_thumbnail(image, scale, mask, mask_scale, coords, size0, removals
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_thumbnail_shading_matches_plain_blending_exactly(seed: int) -> None:
-    from wsi_ncmi.slides.overlay import draw_thumbnail
+    from wsi_ncmi.tiling.overlay import draw_thumbnail
 
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (150, 203, 3), dtype=np.uint8)
@@ -459,7 +459,7 @@ def test_thumbnail_shading_matches_plain_blending_exactly(seed: int) -> None:
 
 @given(st.lists(st.integers(-5, 40), max_size=60))
 def test_distinct_positions_are_np_unique(values: list[int]) -> None:
-    from wsi_ncmi.slides.grid import _distinct
+    from wsi_ncmi.tiling.grid import _distinct
 
     array = np.asarray(values, dtype=np.int64)
     assert np.array_equal(_distinct(array), np.unique(array))

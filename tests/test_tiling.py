@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from wsi_ncmi.bags import COORDS_ATTRS, FORMAT_VERSION, read_coords
 from wsi_ncmi.cli import app
+from wsi_ncmi.formats.bags import COORDS_ATTRS, FORMAT_VERSION, read_coords
 from wsi_ncmi.synthetic import SlideSpec, load_truth, write_slide
-from wsi_ncmi.tiling import TileTask, TilingParams, tile_geometry, tile_slide
+from wsi_ncmi.tiling.tile import TileTask, TilingParams, tile_geometry, tile_slide
 
 runner = CliRunner()
 
@@ -50,7 +50,7 @@ def test_tile_count_matches_tissue_area(slide_dir: Path, tmp_path: Path) -> None
     ("grid", "edges"), [("slide", "none"), ("slide", "inward"), ("slide", "overhang"), ("tissue", "overhang")]
 )
 def test_kept_tiles_are_tissue_by_ground_truth(slide_dir: Path, tmp_path: Path, grid: str, edges: str) -> None:
-    from wsi_ncmi.slides.grid import grid_coords, tissue_grid_coords
+    from wsi_ncmi.tiling.grid import grid_coords, tissue_grid_coords
 
     _, model = load_truth(slide_dir / "tiff_025.truth.json")
     params = TilingParams(min_tissue=0.5, grid=grid, edges=edges)
@@ -269,14 +269,14 @@ def test_config_file_and_flags(slide_dir: Path, tmp_path: Path) -> None:
 
 
 def test_shipped_tiling_config_equals_the_defaults() -> None:
-    from wsi_ncmi.config import load_yaml
+    from wsi_ncmi.core.config import load_yaml
 
     shipped = TilingParams.from_dict(load_yaml(Path(__file__).parents[1] / "configs" / "tiling.yaml"))
     assert shipped == TilingParams()
 
 
 def test_shards_cover_every_slide_once_and_merge_like_one_run(slide_dir: Path, tmp_path: Path) -> None:
-    from wsi_ncmi.shards import parse_shard, shard_of
+    from wsi_ncmi.formats.shards import parse_shard, shard_of
 
     ids = [f"slide_{i}" for i in range(200)]
     owners = [[i for i in range(4) if shard_of(s, 4) == i] for s in ids]
@@ -302,7 +302,7 @@ def test_shards_cover_every_slide_once_and_merge_like_one_run(slide_dir: Path, t
 
 
 def test_status_merges_every_encoders_shards(tmp_path: Path) -> None:
-    from wsi_ncmi.status import StatusRow, write_status
+    from wsi_ncmi.formats.status import StatusRow, write_status
 
     status = tmp_path / "job" / "status"
     write_status(status / "tile.csv", [StatusRow("a", "ok", 3), StatusRow("b", "ok", 2)])
@@ -323,7 +323,7 @@ def _crash_once(task: object) -> object:
     """A per-slide function whose first call for slide 'tiff_050' kills its worker process outright."""
     import os
 
-    from wsi_ncmi.tiling import tile_slide as real
+    from wsi_ncmi.tiling.tile import tile_slide as real
 
     marker = Path(task.job) / "crashed-once"
     if task.slide_id == "tiff_050" and not marker.exists():
@@ -334,7 +334,7 @@ def _crash_once(task: object) -> object:
 
 def test_dask_worker_killed_mid_task_is_retried(slide_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("distributed")
-    from wsi_ncmi.runner import run_slides
+    from wsi_ncmi.core.runner import run_slides
 
     job = tmp_path / "job"
     for folder in ("tiles", "thumbnails", "status"):
@@ -475,8 +475,8 @@ def test_old_outputs_without_edge_handling_are_not_reused(slide_dir: Path, tmp_p
 
 
 def test_a_tile_moved_inward_is_considered_only_when_its_strip_holds_tissue() -> None:
-    from wsi_ncmi.slides.grid import grid_coords
-    from wsi_ncmi.tiling import _adds_tissue
+    from wsi_ncmi.tiling.grid import grid_coords
+    from wsi_ncmi.tiling.tile import _adds_tissue
 
     # 800 x 800 px slide, 256 px tiles: lattice at 0, 256, 512; moved-in column and row at 544 (strips 768-800).
     # Mask pixels are 16 px wide; tissue covers x 608-704 on every row: none in the right strip, some in the

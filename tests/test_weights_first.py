@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from wsi_ncmi.cli import app
-from wsi_ncmi.encoders.weights import WeightsError, check_weights
+from wsi_ncmi.embedding.weights import WeightsError, check_weights
 
 runner = CliRunner()
 
@@ -58,8 +58,8 @@ def test_demo_and_run_pass_allow_download_on(monkeypatch: pytest.MonkeyPatch, tm
         seen["run"] = config
         raise WeightsError("stopped here by the test")
 
-    monkeypatch.setattr("wsi_ncmi.demo.run_demo", fake_demo)
-    monkeypatch.setattr("wsi_ncmi.pipeline.run_pipeline", fake_pipeline)
+    monkeypatch.setattr("wsi_ncmi.pipeline.demo.run_demo", fake_demo)
+    monkeypatch.setattr("wsi_ncmi.pipeline.run.run_pipeline", fake_pipeline)
     assert runner.invoke(app, ["demo", "--out", str(tmp_path / "d"), "--allow-download"]).exit_code == 0
     assert seen["demo"].allow_download is True
     config = tmp_path / "pipeline.yaml"

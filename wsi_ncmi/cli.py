@@ -12,7 +12,7 @@ import typer
 
 if TYPE_CHECKING:
     from wsi_ncmi.cohort.manifest import Columns
-    from wsi_ncmi.faults import Interrupted
+    from wsi_ncmi.core.faults import Interrupted
 
 app = typer.Typer(
     name="wsi-ncmi",
@@ -71,7 +71,7 @@ def _interrupted(stop: Interrupted, status_csv: Path) -> typer.Exit:
 
 
 def _shard(text: str | None) -> tuple[int, int] | None:
-    from wsi_ncmi.shards import parse_shard
+    from wsi_ncmi.formats.shards import parse_shard
 
     if text is None:
         return None
@@ -215,11 +215,11 @@ def tile(
     dask_scheduler: SchedulerOption = None,
 ) -> None:
     """Find tissue and tile each slide at a physical resolution; write JOB/tiles/*.h5 and JOB/thumbnails/*.jpg."""
-    from wsi_ncmi.config import ConfigError, load_yaml, override
-    from wsi_ncmi.faults import Interrupted
-    from wsi_ncmi.jobdir import JobDirError
-    from wsi_ncmi.shards import status_file
-    from wsi_ncmi.tiling import TilingParams, tile_slides
+    from wsi_ncmi.core.config import ConfigError, load_yaml, override
+    from wsi_ncmi.core.faults import Interrupted
+    from wsi_ncmi.formats.jobdir import JobDirError
+    from wsi_ncmi.formats.shards import status_file
+    from wsi_ncmi.tiling.tile import TilingParams, tile_slides
 
     if qc not in (None, "on", "off"):
         raise _fail(f"--qc must be on or off, got {qc!r}")
@@ -338,14 +338,14 @@ def embed(
     --executor dask and a scheduler address, each slide's task asks its worker for the resource GPU=1 unless
     --device cpu: start GPU workers with `dask worker ... --resources GPU=1`, one CUDA_VISIBLE_DEVICES each.
     """
-    from wsi_ncmi.encoders.registry import encoder_folder
-    from wsi_ncmi.encoders.weights import PUBLISHED, WeightsError, check_weights
-    from wsi_ncmi.shards import shard_of, status_file
-    from wsi_ncmi.status import write_status
+    from wsi_ncmi.embedding.registry import encoder_folder
+    from wsi_ncmi.embedding.weights import PUBLISHED, WeightsError, check_weights
+    from wsi_ncmi.formats.shards import shard_of, status_file
+    from wsi_ncmi.formats.status import write_status
 
     try:
-        from wsi_ncmi.cores import parse_workers
-        from wsi_ncmi.encoders.embed import EmbedSettings
+        from wsi_ncmi.core.cores import parse_workers
+        from wsi_ncmi.embedding.embed import EmbedSettings
 
         encoders = list(dict.fromkeys(encoder))
         if len(encoders) > 1 and weights not in (*PUBLISHED, "random"):
@@ -414,7 +414,7 @@ def _embed_run(
     """Rows per encoder: one pass over the tiles locally; on Dask, one pass per encoder (a task is one slide)."""
     from dataclasses import replace
 
-    from wsi_ncmi.encoders.embed import embed_encoders, embed_on_dask
+    from wsi_ncmi.embedding.embed import embed_encoders, embed_on_dask
 
     if executor != "dask":
         return embed_encoders(targets, job, settings, encoders)
@@ -435,8 +435,8 @@ def encoders(
     from rich.console import Console
     from rich.table import Table
 
-    from wsi_ncmi.encoders.registry import get_encoder, registered
-    from wsi_ncmi.encoders.weights import weights_present
+    from wsi_ncmi.embedding.registry import get_encoder, registered
+    from wsi_ncmi.embedding.weights import weights_present
 
     rows = []
     for name in registered():
@@ -488,8 +488,8 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
-    from wsi_ncmi.shards import merge_job_status, slides_left
-    from wsi_ncmi.status import qc_warned
+    from wsi_ncmi.formats.shards import merge_job_status, slides_left
+    from wsi_ncmi.formats.status import qc_warned
 
     if not job.is_dir():
         raise _fail(f"{job}: no such job folder; give the folder `wsi-ncmi tile --out` wrote")
@@ -589,9 +589,9 @@ def manifest_camelyon17(
     patients_out: Annotated[Path | None, typer.Option("--patients-out", help="Patient table CSV to write.")] = None,
 ) -> None:
     """Build the CAMELYON-17 manifest (and patient pN-stage table) from the challenge's label file."""
-    from wsi_ncmi.atomic import atomic_path
     from wsi_ncmi.cohort.camelyon17 import StageLabelsError, find_slides, read_stage_labels
     from wsi_ncmi.cohort.manifest import write_manifest
+    from wsi_ncmi.core.atomic import atomic_path
 
     try:
         slides, patients = read_stage_labels(stage_labels)
@@ -709,7 +709,7 @@ def train(
 
     from wsi_ncmi.cohort.manifest import ManifestError
     from wsi_ncmi.cohort.splits import SplitError
-    from wsi_ncmi.config import ConfigError, load_yaml, override
+    from wsi_ncmi.core.config import ConfigError, load_yaml, override
     from wsi_ncmi.mil.data import BagDataError
     from wsi_ncmi.mil.run import train_run
     from wsi_ncmi.mil.train import RunError, TrainConfig
@@ -750,7 +750,7 @@ def train(
     except (ManifestError, SplitError, BagDataError, RunError, ValueError) as exc:
         raise _fail(str(exc)) from exc
     except KeyboardInterrupt as stop:
-        from wsi_ncmi.faults import signal_of
+        from wsi_ncmi.core.faults import signal_of
 
         signum = signal_of(stop)
         again = (
@@ -796,7 +796,7 @@ def tune(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start the search again from scratch.")] = False,
 ) -> None:
     """Tune each loss with the same number of trials (Optuna TPE) on validation; write the best as training configs."""
-    from wsi_ncmi.config import ConfigError, load_yaml, override
+    from wsi_ncmi.core.config import ConfigError, load_yaml, override
     from wsi_ncmi.mil.space import SpaceError, parse_tune
     from wsi_ncmi.mil.tune import TuneError, TuneInputs, best_trials
     from wsi_ncmi.mil.tune import tune as run_tune
@@ -887,7 +887,7 @@ def evaluate(
     predictions_{split}.csv, metrics_{split}.json and plots."""
     from wsi_ncmi.cohort.manifest import ManifestError
     from wsi_ncmi.cohort.splits import SplitError
-    from wsi_ncmi.config import ConfigError
+    from wsi_ncmi.core.config import ConfigError
     from wsi_ncmi.evaluation.evaluate import evaluate_run
     from wsi_ncmi.mil.data import BagDataError
     from wsi_ncmi.mil.train import RunError
@@ -945,11 +945,11 @@ def heatmap(
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Top attended tiles in the montage.")] = 16,
 ) -> None:
     """Draw the model's attention over the slide thumbnail, with a montage of the top-k attended tiles."""
-    from wsi_ncmi.bags import BagFormatError, read_coords_attrs
     from wsi_ncmi.cohort.manifest import unsafe_id_reason
-    from wsi_ncmi.encoders.embed import bag_path
+    from wsi_ncmi.embedding.embed import bag_path
     from wsi_ncmi.evaluation.evaluate import run_config
     from wsi_ncmi.evaluation.heatmap import attention_scores, check_slide_known, draw_heatmap
+    from wsi_ncmi.formats.bags import BagFormatError, read_coords_attrs
     from wsi_ncmi.mil.train import RunError
     from wsi_ncmi.slides.backend import SlideError
 
@@ -1001,7 +1001,7 @@ def compare(
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from wsi_ncmi.config import ConfigError
+    from wsi_ncmi.core.config import ConfigError
     from wsi_ncmi.evaluation.compare import (
         collect,
         paired,
@@ -1063,7 +1063,7 @@ def report(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N (attention for --job).")] = "cpu",
 ) -> None:
     """One self-contained HTML page to look at results offline: a run (--run) or a comparison of runs (--runs)."""
-    from wsi_ncmi.config import ConfigError
+    from wsi_ncmi.core.config import ConfigError
     from wsi_ncmi.evaluation.report import ReportError, experiment_report, run_report
     from wsi_ncmi.mil.train import RunError
 
@@ -1142,12 +1142,12 @@ def run(
     """Run tile -> embed -> splits -> train (losses x seeds) -> evaluate -> compare -> reports from one YAML file."""
     from wsi_ncmi.cohort.manifest import ManifestError
     from wsi_ncmi.cohort.splits import SplitError
-    from wsi_ncmi.config import ConfigError
-    from wsi_ncmi.encoders.weights import WeightsError
-    from wsi_ncmi.jobdir import JobDirError
+    from wsi_ncmi.core.config import ConfigError
+    from wsi_ncmi.embedding.weights import WeightsError
+    from wsi_ncmi.formats.jobdir import JobDirError
     from wsi_ncmi.mil.data import BagDataError
     from wsi_ncmi.mil.train import RunError
-    from wsi_ncmi.pipeline import PipelineConfig, PipelineError, run_pipeline
+    from wsi_ncmi.pipeline.run import PipelineConfig, PipelineError, run_pipeline
 
     try:
         pipeline = PipelineConfig.from_yaml(config)
@@ -1196,8 +1196,8 @@ def demo(
     """Run the whole pipeline on a built-in synthetic CAMELYON-style cohort: NCMI against CE.
 
     Nothing is downloaded unless --allow-download; the encoder's weights are checked before any work."""
-    from wsi_ncmi.demo import DemoSettings, run_demo
-    from wsi_ncmi.encoders.weights import WeightsError
+    from wsi_ncmi.embedding.weights import WeightsError
+    from wsi_ncmi.pipeline.demo import DemoSettings, run_demo
 
     try:
         settings = DemoSettings(workers=workers, weights=weights, encoder=encoder, allow_download=allow_download)
@@ -1232,7 +1232,7 @@ def main() -> None:
     """The `wsi-ncmi` entry point: faults (bad input, full disk, Ctrl-C, SIGTERM) end in one line and an exit code."""
     import sys
 
-    from wsi_ncmi.faults import run_command_line
+    from wsi_ncmi.core.faults import run_command_line
 
     run_command_line(_only_command(sys.argv[1:]))
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.core.atomic import atomic_path
 
 TILE = 256
 FIELD_MPP = 16.0
@@ -691,7 +691,7 @@ def write_synthetic_bags(
     import h5py
     import pandas as pd
 
-    from wsi_ncmi.bags import FORMAT_VERSION
+    from wsi_ncmi.formats.bags import FORMAT_VERSION
 
     rng = np.random.default_rng(seed)
     direction = rng.normal(size=dim)

@@ -101,7 +101,7 @@ def checkpoint_problems(checkpoint: dict[str, Any], config: dict[str, Any]) -> l
 def check_device(device: str) -> None:
     """Refuse a device this machine does not have (CUDA asked for and absent, a misspelt name) before a command
     changes anything, naming the setting."""
-    from wsi_ncmi.devices import resolve_device
+    from wsi_ncmi.core.device import resolve_device
     from wsi_ncmi.mil.train import RunError
 
     try:
@@ -113,11 +113,11 @@ def check_device(device: str) -> None:
 def load_run_model(run: Path, device: str = "cpu", name: str = "model.pt") -> Any:
     """The run's trained model (wsi_ncmi.mil.train.Trained), refused when it was not trained in this folder, when
     `train` is still writing the folder, or when the checkpoint is damaged (the message names the file and the fix)."""
-    from wsi_ncmi.config import load_yaml
-    from wsi_ncmi.devices import resolve_device
-    from wsi_ncmi.faults import one_line
+    from wsi_ncmi.core.config import load_yaml
+    from wsi_ncmi.core.device import resolve_device
+    from wsi_ncmi.core.faults import one_line
+    from wsi_ncmi.mil.runfolder import check_run_idle
     from wsi_ncmi.mil.train import RunError, load_trained
-    from wsi_ncmi.runlock import check_run_idle
 
     run = Path(run)
     check_run_idle(run)
@@ -176,7 +176,7 @@ def check_bag_tiles(bag_path: Path, coords_path: Path, bag: Any = None) -> None:
     """Refuse a bag embedded from other tiles than the slide's current coords file (the slide was tiled again):
     its attention would be drawn at stale positions. Bags without a coords digest (or an empty one) are compared by
     coordinates (those of `bag`, when the caller has read it already)."""
-    from wsi_ncmi.bags import BagFormatError, coords_digest, read_bag, read_bag_attrs, read_coords
+    from wsi_ncmi.formats.bags import BagFormatError, coords_digest, read_bag, read_bag_attrs, read_coords
 
     current = read_coords(coords_path).coords
     digest = bag.metadata.get("coords_sha256") if bag is not None else read_bag_attrs(bag_path).get("coords_sha256")
@@ -192,11 +192,11 @@ def check_bag_tiles(bag_path: Path, coords_path: Path, bag: Any = None) -> None:
 
 
 def run_bag(trained: Any, bag_path: Path, coords_path: Path | None = None) -> Any:
-    """One slide's bag (wsi_ncmi.bags.Bag) for a run's model, refused (BagFormatError naming the bag and the fix)
+    """One slide's bag (formats.bags.Bag) for a run's model, refused (BagFormatError naming the bag and the fix)
     unless it matches the run: the encoder, weights and stain normalisation of the model's training bags and the
     model's feature size (BagMismatchError: the wrong bag folder), the tiles of the slide's current coords file, and
     finite values only."""
-    from wsi_ncmi.bags import BagFormatError, BagMismatchError, read_bag
+    from wsi_ncmi.formats.bags import BagFormatError, BagMismatchError, read_bag
     from wsi_ncmi.mil.data import bag_encoder_attrs
 
     bag_path = Path(bag_path)

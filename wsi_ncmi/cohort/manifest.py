@@ -226,7 +226,7 @@ def class_names(frame: pd.DataFrame, order: Iterable[str] | None = None) -> list
 
 def write_manifest(frame: pd.DataFrame, path: Path) -> None:
     """Write a manifest CSV atomically, known columns first."""
-    from wsi_ncmi.atomic import atomic_path
+    from wsi_ncmi.core.atomic import atomic_path
 
     columns = [c for c in KNOWN_COLUMNS if c in frame.columns] + [c for c in frame.columns if c not in KNOWN_COLUMNS]
     with atomic_path(path) as tmp:

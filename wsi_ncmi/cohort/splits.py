@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.core.atomic import atomic_path
 
 SPLITS = ("train", "val", "test")
 SCHEMES = ("holdout-center", "leave-one-center-out", "kfold")

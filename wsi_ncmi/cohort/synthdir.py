@@ -23,8 +23,8 @@ def _spec_record(cohort: Any) -> dict[str, Any]:
 
 def prepare_synth_folder(out: Path, cohort: Any, overwrite: bool) -> None:
     """Refuse an --out holding another cohort unless `overwrite` (then remove its files); record `cohort`'s settings."""
-    from wsi_ncmi.atomic import atomic_path
-    from wsi_ncmi.folders import make_parents
+    from wsi_ncmi.core.atomic import atomic_path
+    from wsi_ncmi.core.folders import make_parents
 
     out = Path(out)
     wanted = _spec_record(cohort)

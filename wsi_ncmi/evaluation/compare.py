@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.core.atomic import atomic_path
 from wsi_ncmi.mil.train import RunError
 
 METRICS = ("macro_f1", "accuracy", "balanced_accuracy", "auc", "ncmi")

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.core.atomic import atomic_path
 from wsi_ncmi.evaluation.metrics import core_metrics, full_metrics
 from wsi_ncmi.evaluation.predictions import prediction_table, write_predictions
 from wsi_ncmi.mil.data import BagDataError, load_bagset
@@ -24,7 +24,7 @@ _NODE_ID = re.compile(r"^patient_\d+_node_\d+$")
 
 def run_config(run: Path) -> dict[str, Any]:
     """RUN/config.yaml as written by `train`."""
-    from wsi_ncmi.config import load_yaml
+    from wsi_ncmi.core.config import load_yaml
 
     path = Path(run) / "config.yaml"
     if not path.exists():

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.core.atomic import atomic_path
 
 if TYPE_CHECKING:
     from wsi_ncmi.mil.train import Trained

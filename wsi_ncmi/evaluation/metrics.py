@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from wsi_ncmi.metrics_core import auc_ovr_macro, core_metrics
+from wsi_ncmi.mil.metrics import auc_ovr_macro, core_metrics
 
 __all__ = ["auc_ovr_macro", "bootstrap_ci", "core_metrics", "full_metrics"]
 

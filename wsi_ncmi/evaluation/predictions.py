@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.core.atomic import atomic_path
 from wsi_ncmi.evaluation.runfiles import RunFileError, read_csv
 
 NO_TILES = "no_tiles"

@@ -20,10 +20,10 @@ from urllib.parse import quote
 
 import numpy as np
 
-from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.core.atomic import atomic_path
+from wsi_ncmi.core.folders import FolderError, make_parents
 from wsi_ncmi.evaluation.report_page import page, section, table
 from wsi_ncmi.evaluation.svg import Series, chart
-from wsi_ncmi.folders import FolderError, make_parents
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -360,8 +360,8 @@ def slide_table(predictions: pd.DataFrame, classes: list[str], views: dict[str, 
 def qc_warnings(job: Path, slide_ids: list[str]) -> str | None:
     """A table of the slides among `slide_ids` whose tiling status warns that quality control removed more than
     its share of their tissue or tiles (None when none does), so a reviewer sees them without opening thumbnails."""
-    from wsi_ncmi.shards import merged_status
-    from wsi_ncmi.status import qc_warned
+    from wsi_ncmi.formats.shards import merged_status
+    from wsi_ncmi.formats.status import qc_warned
 
     wanted = set(slide_ids)
     rows = {row.slide_id: row for row in merged_status(Path(job), "tile") if row.slide_id in wanted}
@@ -388,12 +388,12 @@ def slide_view(job: Path, slide_id: str, trained: Trained | None, encoder: str, 
     """Thumbnail, attention heatmap and top-k tile montage of one slide, written as JPEGs into `folder`."""
     from PIL import Image
 
-    from wsi_ncmi.bags import BagFormatError, BagMismatchError, read_coords_attrs
-    from wsi_ncmi.encoders.embed import bag_path
+    from wsi_ncmi.embedding.embed import bag_path
     from wsi_ncmi.evaluation.heatmap import attention_overlay, tile_scores
+    from wsi_ncmi.formats.bags import BagFormatError, BagMismatchError, read_coords_attrs
     from wsi_ncmi.slides.backend import SlideError, open_slide
     from wsi_ncmi.slides.lowres import read_lowres
-    from wsi_ncmi.tiling import coords_path, thumbnail_path
+    from wsi_ncmi.tiling.tile import coords_path, thumbnail_path
     from wsi_ncmi.validation import run_bag
 
     rel = quote(folder.name)
@@ -465,7 +465,7 @@ def run_report(
 ) -> Path:
     """Write the HTML report of one run on one split (images of every slide when `job` is given); returns `out`."""
     from wsi_ncmi.evaluation.runfiles import read_history
-    from wsi_ncmi.runlock import check_run_idle
+    from wsi_ncmi.mil.runfolder import check_run_idle
     from wsi_ncmi.validation import check_metrics_current, load_run_model
 
     run, out = Path(run), Path(out)

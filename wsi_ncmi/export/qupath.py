@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.core.atomic import atomic_path
 
 if TYPE_CHECKING:
     from wsi_ncmi.mil.train import Trained
@@ -76,9 +76,9 @@ def tissue_polygons(attrs: dict[str, Any], coords: np.ndarray) -> tuple[list[lis
     from wsi_ncmi.export.contours import mask_polygons, union_polygons
     from wsi_ncmi.slides.backend import SlideError, open_slide
     from wsi_ncmi.slides.lowres import read_lowres
-    from wsi_ncmi.slides.qc import QCParams
-    from wsi_ncmi.slides.tissue import TissueParams
-    from wsi_ncmi.tiling import tissue_after_qc
+    from wsi_ncmi.tiling.qc import QCParams
+    from wsi_ncmi.tiling.tile import tissue_after_qc
+    from wsi_ncmi.tiling.tissue import TissueParams
 
     try:
         params = TissueParams(**json.loads(str(attrs["tissue_params"])))
@@ -98,7 +98,7 @@ def slide_collection(
     coords_file: Path, prediction: SlidePrediction | None = None, with_tissue: bool = True
 ) -> dict[str, Any]:
     """The GeoJSON FeatureCollection of one slide (empty features when the slide has no tiles)."""
-    from wsi_ncmi.bags import read_coords
+    from wsi_ncmi.formats.bags import read_coords
 
     tiles = read_coords(coords_file)
     attrs, coords = tiles.attrs, tiles.coords
@@ -177,8 +177,8 @@ def predict_slide(
 ) -> SlidePrediction:
     """The run's prediction for one slide's bag, which must match the run (encoder, weights, stain normalisation,
     finite values) and whose coordinates must equal the coords file's."""
-    from wsi_ncmi.bags import BagFormatError
     from wsi_ncmi.evaluation.heatmap import tile_scores
+    from wsi_ncmi.formats.bags import BagFormatError
     from wsi_ncmi.validation import run_bag
 
     try:
@@ -223,11 +223,11 @@ def export_job(
     """Write OUT/{slide_id}.geojson for every tiled slide of JOB (or `slides`); one bad slide never stops the rest."""
     from rich.progress import Progress
 
-    from wsi_ncmi.bags import BagFormatError, read_coords
     from wsi_ncmi.cohort.manifest import unsafe_id_reason
-    from wsi_ncmi.encoders.embed import bag_path
+    from wsi_ncmi.embedding.embed import bag_path
     from wsi_ncmi.evaluation.evaluate import run_config
-    from wsi_ncmi.tiling import coords_path
+    from wsi_ncmi.formats.bags import BagFormatError, read_coords
+    from wsi_ncmi.tiling.tile import coords_path
     from wsi_ncmi.validation import load_run_model
 
     job, out = Path(job), Path(out)

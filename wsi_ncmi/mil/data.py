@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from wsi_ncmi.bags import BagFormatError, read_bag, read_bag_attrs
+from wsi_ncmi.formats.bags import BagFormatError, read_bag, read_bag_attrs
 
 
 class BagDataError(Exception):

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsi_ncmi.core.registry import Registry
 from wsi_ncmi.mil import ncmi as N
 from wsi_ncmi.mil.settings import resolved_settings
-from wsi_ncmi.registry import Registry
 
 HEADS: Registry[type[Head]] = Registry("loss")
 register_head = HEADS.register

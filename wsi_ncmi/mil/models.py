@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from wsi_ncmi.core.registry import Registry
 from wsi_ncmi.mil.settings import resolved_settings
-from wsi_ncmi.registry import Registry
 
 MODELS: Registry[type[MILModel]] = Registry("model")
 register_model = MODELS.register

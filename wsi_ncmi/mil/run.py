@@ -7,12 +7,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from wsi_ncmi.atomic import sweep_leftovers
-from wsi_ncmi.config import load_yaml
+from wsi_ncmi.core.atomic import sweep_leftovers
+from wsi_ncmi.core.config import load_yaml
 from wsi_ncmi.mil.data import BagDataError, bag_encoder_attrs, join_split, load_bagset
 from wsi_ncmi.mil.distributed import Cluster
+from wsi_ncmi.mil.runfolder import clear_outputs, run_lock
 from wsi_ncmi.mil.train import SINGLE, RunError, TrainConfig, TrainResult, train
-from wsi_ncmi.runlock import clear_outputs, run_lock
 
 
 def prepare_run(run: Path, resume: bool, overwrite: bool) -> None:
@@ -83,7 +83,7 @@ def warn_small_classes(train_rows: Any, explicit: bool, minimum: int = 3) -> Non
 def write_config(run: Path, record: dict[str, Any]) -> None:
     import yaml
 
-    from wsi_ncmi.atomic import atomic_path
+    from wsi_ncmi.core.atomic import atomic_path
 
     with atomic_path(run / "config.yaml") as tmp:
         Path(tmp).write_text(yaml.safe_dump(record, sort_keys=False))

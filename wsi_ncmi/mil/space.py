@@ -315,7 +315,7 @@ def parse_tune(data: dict[str, Any], source: str = "tuning file") -> TuneSetting
 
 def load_tune(path: Path) -> TuneSettings:
     """The tuning file at `path`, checked."""
-    from wsi_ncmi.config import ConfigError, load_yaml
+    from wsi_ncmi.core.config import ConfigError, load_yaml
 
     try:
         data = load_yaml(path)

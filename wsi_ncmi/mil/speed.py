@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import torch
 
-from wsi_ncmi.cores import cpu_cores
+from wsi_ncmi.core.cores import cpu_cores
 
 if TYPE_CHECKING:
     from wsi_ncmi.mil.data import BagSet

@@ -23,12 +23,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from wsi_ncmi.atomic import atomic_path, save_torch
-from wsi_ncmi.devices import resolve_device
-from wsi_ncmi.metrics_core import core_metrics
+from wsi_ncmi.core.atomic import atomic_path, save_torch
+from wsi_ncmi.core.device import resolve_device
 from wsi_ncmi.mil.data import BagSet, class_weights, epoch_order, step_groups, subsample
 from wsi_ncmi.mil.distributed import Cluster
 from wsi_ncmi.mil.heads import Head, build_head
+from wsi_ncmi.mil.metrics import core_metrics
 from wsi_ncmi.mil.models import BATCH_NECKS, MILModel, build_model
 from wsi_ncmi.mil.schedule import SCHEDULES, lr_factor
 from wsi_ncmi.mil.selection import SELECT_RULES, first_eligible, improves, selection_score

@@ -2,7 +2,7 @@
 scored on validation only (the mean over folds when several splits are given).
 
 Trials are asked in rounds (`batch` per loss), and every (loss, trial, fold) training run of a round is an
-independent job (wsi_ncmi.jobs), so the search gives the same trials whatever --jobs is. A trial's runs are kept
+independent job (wsi_ncmi.core.jobs), so the search gives the same trials whatever --jobs is. A trial's runs are kept
 under OUT/trials/, which makes a stopped search resumable: the seeded sampler proposes the same settings again,
 and runs that finished are read back instead of trained (a run whose recorded settings differ is refused).
 """
@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wsi_ncmi.folders import FolderError, make_parents
-from wsi_ncmi.jobs import Job, Outcome, Workers
+from wsi_ncmi.core.folders import FolderError, make_parents
+from wsi_ncmi.core.jobs import Job, Outcome, Workers
 from wsi_ncmi.mil.space import SpaceError, TuneSettings
 
 FORMAT_VERSION = 1
@@ -238,7 +238,7 @@ def prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> str:
 
     import yaml
 
-    from wsi_ncmi.atomic import atomic_path
+    from wsi_ncmi.core.atomic import atomic_path
 
     out = _with_parents(out)
     if out.exists() and not out.is_dir():
@@ -252,7 +252,7 @@ def prepare_out(out: Path, record: dict[str, Any], overwrite: bool) -> str:
             elif path.exists():
                 path.unlink()
     elif previous.exists():
-        from wsi_ncmi.config import load_yaml
+        from wsi_ncmi.core.config import load_yaml
 
         differ = _differences(load_yaml(previous), yaml.safe_load(yaml.safe_dump(record)))
         if differ:
@@ -299,7 +299,7 @@ def fold_run(spec: Any) -> dict[str, Any]:
     recorded settings are not this trial's is refused, so a resumed search never mixes two searches."""
     import yaml
 
-    from wsi_ncmi.config import load_yaml
+    from wsi_ncmi.core.config import load_yaml
     from wsi_ncmi.mil.trainjobs import train_or_resume
 
     saved = spec.run / "config.yaml"
@@ -327,7 +327,7 @@ def tune(
     `wsi-ncmi train --config`); returns the trials and the best-config paths."""
     from rich.console import Console
 
-    from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
+    from wsi_ncmi.core.locks import LockedError, acquire_lock, release_lock
 
     require_optuna()
     console = console or Console(highlight=False)
@@ -357,8 +357,8 @@ def _tune(
     overwrite: bool,
     console: Any,
 ) -> tuple[list[Trial], dict[str, Path]]:
-    from wsi_ncmi.atomic import atomic_path
-    from wsi_ncmi.jobs import default_jobs
+    from wsi_ncmi.core.atomic import atomic_path
+    from wsi_ncmi.core.jobs import default_jobs
     from wsi_ncmi.mil.train import TrainConfig
     from wsi_ncmi.mil.trainjobs import TrainSpec
 
@@ -404,7 +404,7 @@ def write_best(trials: Sequence[Trial], settings: TuneSettings, out: Path, secon
     comment naming the trial and its validation figure."""
     import yaml
 
-    from wsi_ncmi.atomic import atomic_path
+    from wsi_ncmi.core.atomic import atomic_path
     from wsi_ncmi.mil.train import TrainConfig
 
     paths = {}

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from wsi_ncmi.slides.morphology import dilate, erode, fill_holes, remove_small, window_count
+from wsi_ncmi.tiling.morphology import dilate, erode, fill_holes, remove_small, window_count
 
 
 @dataclass(frozen=True)

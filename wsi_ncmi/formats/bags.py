@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from wsi_ncmi.atomic import PENDING, GuardedFile, h5_atomic, raise_write_error, save_torch
+from wsi_ncmi.core.atomic import PENDING, GuardedFile, h5_atomic, raise_write_error, save_torch
 
 FORMAT_VERSION = 1
 

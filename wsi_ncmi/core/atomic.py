@@ -15,7 +15,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from wsi_ncmi.folders import make_parents
+from wsi_ncmi.core.folders import make_parents
 
 PENDING: set[Path] = set()
 """Temporary files and lock files this process is writing now; `remove_pending` deletes them when it is stopped."""
@@ -38,10 +38,10 @@ host sharing the folder keeps its file changing)."""
 
 def sweep_leftovers(folder: Path | str, now: float | None = None) -> list[Path]:
     """Remove what killed processes left under `folder`: temporary files of processes no longer running on this
-    host (unchanged for ABANDONED_AFTER_S) and stale lock files (see wsi_ncmi.locks); returns what was removed."""
+    host (unchanged for ABANDONED_AFTER_S) and stale lock files (see wsi_ncmi.core.locks); returns what was removed."""
     import time
 
-    from wsi_ncmi.locks import STALE_AFTER_S, stale_reason
+    from wsi_ncmi.core.locks import STALE_AFTER_S, stale_reason
 
     folder, now = Path(folder), time.time() if now is None else now
     removed = []

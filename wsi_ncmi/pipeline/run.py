@@ -42,7 +42,7 @@ class PipelineConfig:
 
     @classmethod
     def from_yaml(cls, path: Path) -> PipelineConfig:
-        from wsi_ncmi.config import load_yaml
+        from wsi_ncmi.core.config import load_yaml
 
         data = load_yaml(path)
         base = Path(path).resolve().parent
@@ -75,16 +75,16 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
     """Run every stage; returns paths of what was written. Failed slides are reported and left out downstream."""
     from wsi_ncmi.cohort.manifest import read_manifest
     from wsi_ncmi.cohort.splits import make_splits, write_splits
-    from wsi_ncmi.encoders.embed import EmbedSettings, bag_path, embed_slides
-    from wsi_ncmi.encoders.weights import check_weights
+    from wsi_ncmi.embedding.embed import EmbedSettings, bag_path, embed_slides
+    from wsi_ncmi.embedding.weights import check_weights
     from wsi_ncmi.evaluation.compare import collect, summarise, to_markdown, write_table, write_text
     from wsi_ncmi.evaluation.evaluate import evaluate_run
     from wsi_ncmi.evaluation.report import pipeline_reports
+    from wsi_ncmi.formats.shards import status_file
+    from wsi_ncmi.formats.status import write_status
     from wsi_ncmi.mil.train import TrainConfig
     from wsi_ncmi.mil.trainjobs import TrainSpec, finished
-    from wsi_ncmi.shards import status_file
-    from wsi_ncmi.status import write_status
-    from wsi_ncmi.tiling import TilingParams, tile_slides
+    from wsi_ncmi.tiling.tile import TilingParams, tile_slides
 
     console = console or Console(highlight=False)
     total = 7
@@ -106,7 +106,7 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
     _stage(console, 2, total, "embedding tiles into feature bags")
     targets = [(s, p) for s, p in zip(table["slide_id"], table["path"], strict=True) if s not in failed]
     if config.executor == "dask":
-        from wsi_ncmi.encoders.embed import embed_on_dask
+        from wsi_ncmi.embedding.embed import embed_on_dask
 
         embed_rows = embed_on_dask(targets, config.job, settings, config.workers, config.dask_scheduler)
     else:
@@ -179,7 +179,7 @@ def _train_all(specs: list[Any], config: PipelineConfig, console: Console) -> No
     when the executor is dask with a scheduler address; a PipelineError naming every run that failed."""
     from dataclasses import replace
 
-    from wsi_ncmi.jobs import Job, default_jobs, failed_names, run_jobs
+    from wsi_ncmi.core.jobs import Job, default_jobs, failed_names, run_jobs
     from wsi_ncmi.mil.trainjobs import train_or_resume
 
     if not specs:

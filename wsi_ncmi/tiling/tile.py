@@ -11,11 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from wsi_ncmi.bags import BagFormatError, read_coords, write_coords
-from wsi_ncmi.locks import LockedError, slide_lock
-from wsi_ncmi.qc_report import no_tiles_reason, removal_warning, write_qc_table
+from wsi_ncmi.core.locks import LockedError, slide_lock
+from wsi_ncmi.formats.bags import BagFormatError, read_coords, write_coords
+from wsi_ncmi.formats.qc_table import no_tiles_reason, removal_warning, write_qc_table
+from wsi_ncmi.formats.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
 from wsi_ncmi.slides.backend import BACKENDS, SlideError, open_slide
-from wsi_ncmi.slides.grid import (
+from wsi_ncmi.slides.lowres import LowRes, read_lowres, read_mask_and_thumbnail
+from wsi_ncmi.slides.mpp import MppError, resolve_mpp
+from wsi_ncmi.tiling.grid import (
     EDGES,
     GRIDS,
     TileGeometry,
@@ -24,10 +27,8 @@ from wsi_ncmi.slides.grid import (
     tissue_fractions,
     tissue_grid_coords,
 )
-from wsi_ncmi.slides.lowres import LowRes, read_lowres, read_mask_and_thumbnail
-from wsi_ncmi.slides.mpp import MppError, resolve_mpp
-from wsi_ncmi.slides.overlay import draw_thumbnail, save_image
-from wsi_ncmi.slides.qc import (
+from wsi_ncmi.tiling.overlay import draw_thumbnail, save_image
+from wsi_ncmi.tiling.qc import (
     QCParams,
     QCResult,
     TileSelection,
@@ -36,8 +37,7 @@ from wsi_ncmi.slides.qc import (
     with_focus,
     with_folds,
 )
-from wsi_ncmi.slides.tissue import TissueParams, channel_range, tissue_mask
-from wsi_ncmi.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
+from wsi_ncmi.tiling.tissue import TissueParams, channel_range, tissue_mask
 from wsi_ncmi.validation import check_settings
 
 
@@ -282,7 +282,7 @@ def _judge_focus(
     scale: float,
 ) -> TileSelection:
     """`chosen` with its out-of-focus tiles dropped, their focus read from the open slide at about qc.focus_mpp."""
-    from wsi_ncmi.slides.focus import focus_resolution, focus_scores
+    from wsi_ncmi.tiling.focus import focus_resolution, focus_scores
 
     focus_mpp = focus_resolution(slide, mpp0, qc.focus_mpp)[2]
     scores = focus_scores(slide, grid[chosen.keep], size0, mpp0, qc.focus_mpp, mask, scale)
@@ -420,11 +420,11 @@ def tile_slides(
     """Tile every slide of a validated manifest (its columns, or a DataFrame; or of one shard of it) into JOB; write
     the status CSV (JOB/status/tile.csv, or tile.shard-I-of-N.csv) and the QC table (qc.csv likewise); return the
     rows."""
-    from wsi_ncmi.faults import Interrupted
-    from wsi_ncmi.jobdir import prepare_job
-    from wsi_ncmi.runner import run_slides
-    from wsi_ncmi.shards import shard_of, status_file
-    from wsi_ncmi.status import write_status
+    from wsi_ncmi.core.faults import Interrupted
+    from wsi_ncmi.core.runner import run_slides
+    from wsi_ncmi.formats.jobdir import prepare_job
+    from wsi_ncmi.formats.shards import shard_of, status_file
+    from wsi_ncmi.formats.status import write_status
 
     job = prepare_job(job, ("tiles", "thumbnails", "status"))
     tasks = [

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wsi_ncmi.atomic import atomic_path
-from wsi_ncmi.slides.morphology import inner_edge
+from wsi_ncmi.core.atomic import atomic_path
+from wsi_ncmi.tiling.morphology import inner_edge
 
 CONTOUR = (0, 170, 0)
 TILES = (20, 40, 160)

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from wsi_ncmi.slides.morphology import dilate, erode, label
+from wsi_ncmi.tiling.morphology import dilate, erode, label
 
 PEN_HUES = {"blue": (185.0, 235.0), "green": (70.0, 175.0), "red": (348.0, 15.0)}
 """Hue bands (degrees, HSV) of marker inks; H&E's pinks and purples lie between 250 and 345 degrees."""
@@ -142,7 +142,7 @@ def ink_mask(
     """Pixels of a listed ink hue with enough saturation and not near-black, and the HSV value (max channel, uint8)
     of every pixel; hue is computed only where the saturation could qualify, a minority of pixels on H&E.
     `channels` is the image's channel_range when already computed."""
-    from wsi_ncmi.slides.tissue import channel_range
+    from wsi_ncmi.tiling.tissue import channel_range
 
     hi, lo = channel_range(rgb) if channels is None else channels
     delta = hi - lo  # uint8: hi >= lo, so no wrap-around
@@ -321,7 +321,7 @@ def select_tiles(
     """Keep the grid's tiles with at least `min_tissue` of tissue left after QC and at most `max_artifact` of
     removals; `tissue` must already exclude `qc.removed`. Focus is judged afterwards (`with_focus`), on the tiles
     kept here. `mpp` is the mask's um per pixel."""
-    from wsi_ncmi.slides.grid import TileSums
+    from wsi_ncmi.tiling.grid import TileSums
 
     pixel_mm2 = mpp * mpp / 1e6
     kept_pixels = int(np.count_nonzero(tissue))

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.core.atomic import atomic_path
 
 THRESHOLDS = (
     "pen_colors",
@@ -128,7 +128,7 @@ def qc_row(slide_id: str, attrs: dict[str, Any], n_tiles: int) -> dict[str, str]
 
 def _read_rows(path: Path) -> dict[str, dict[str, str]]:
     """The rows of a QC table by slide_id (only its known columns); empty when the file does not exist."""
-    from wsi_ncmi.status import StatusFileError
+    from wsi_ncmi.formats.status import StatusFileError
 
     if not Path(path).exists():
         return {}
@@ -152,7 +152,7 @@ def _write_rows(path: Path, rows: dict[str, dict[str, str]]) -> None:
 def write_qc_table(path: Path, job: Path, slide_ids: list[str]) -> None:
     """Merge the rows of `slide_ids` that have a coords file into the CSV at `path` (a slide's new row replaces its
     old one), atomically."""
-    from wsi_ncmi.bags import BagFormatError, read_coords
+    from wsi_ncmi.formats.bags import BagFormatError, read_coords
 
     rows = _read_rows(path)
     for slide_id in slide_ids:

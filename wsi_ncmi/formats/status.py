@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from wsi_ncmi.atomic import atomic_path
+from wsi_ncmi.core.atomic import atomic_path
 
 OK, SKIPPED, FAILED, NO_TISSUE = "ok", "skipped", "failed", "no_tissue"
 SUCCESS = (OK, SKIPPED, NO_TISSUE)
@@ -41,7 +41,7 @@ COLUMNS = [f.name for f in fields(StatusRow)]
 def qc_warned(rows: list[StatusRow]) -> list[str]:
     """The slides (sorted) whose row warns that quality control removed more than its share of their tissue or
     tiles, or all of their tiles."""
-    from wsi_ncmi.qc_report import QC_WARNING
+    from wsi_ncmi.formats.qc_table import QC_WARNING
 
     return sorted(row.slide_id for row in rows if QC_WARNING in row.warning and not row.failed)
 
@@ -115,7 +115,7 @@ def status_lock(path: Path, wait_s: float = 60.0) -> Iterator[None]:
     """Hold `{path}.lock` while a status file is read, merged and rewritten, so two processes never lose rows."""
     import time
 
-    from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
+    from wsi_ncmi.core.locks import LockedError, acquire_lock, release_lock
 
     deadline = time.monotonic() + wait_s
     while True:

@@ -26,7 +26,14 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from wsi_ncmi.bags import (
+from wsi_ncmi.core.device import resolve_device
+from wsi_ncmi.core.locks import LockedError, acquire_lock, release_lock
+from wsi_ncmi.embedding.device_decode import decode_tiles, streams_available
+from wsi_ncmi.embedding.registry import EncoderSpec, Preprocess, encoder_folder, get_encoder
+from wsi_ncmi.embedding.stain import METHODS as STAIN_METHODS
+from wsi_ncmi.embedding.stain import UNRECORDED, StainNormaliser, stain_normaliser
+from wsi_ncmi.embedding.weights import load_encoder, weights_label
+from wsi_ncmi.formats.bags import (
     BagFormatError,
     BagWriter,
     CoordsFile,
@@ -34,17 +41,10 @@ from wsi_ncmi.bags import (
     read_bag_attrs,
     read_coords,
 )
-from wsi_ncmi.devices import resolve_device
-from wsi_ncmi.encoders.device_decode import decode_tiles, streams_available
-from wsi_ncmi.encoders.registry import EncoderSpec, Preprocess, encoder_folder, get_encoder
-from wsi_ncmi.encoders.stain import METHODS as STAIN_METHODS
-from wsi_ncmi.encoders.stain import UNRECORDED, StainNormaliser, stain_normaliser
-from wsi_ncmi.encoders.weights import load_encoder, weights_label
-from wsi_ncmi.locks import LockedError, acquire_lock, release_lock
+from wsi_ncmi.formats.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
 from wsi_ncmi.slides.backend import Slide, SlideError, open_slide
 from wsi_ncmi.slides.direct import read_direct, reader_for
 from wsi_ncmi.slides.integrity import check_region_streams, check_tile, stream_problem
-from wsi_ncmi.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DECODES = ("auto", "cpu", "device")
@@ -724,7 +724,7 @@ def embed_on_dask(
     progress: bool = True,
 ) -> list[StatusRow]:
     """One Dask task per slide; with a scheduler address and a non-CPU device each task asks for GPU=1."""
-    from wsi_ncmi.runner import run_slides
+    from wsi_ncmi.core.runner import run_slides
 
     tasks = [EmbedTask(slide_id, path, str(job), settings) for slide_id, path in slides]
     gpu = {"GPU": 1} if scheduler and settings.device != "cpu" else None

@@ -57,7 +57,7 @@ class Preprocess:
 
     def tensor(self, tiles: torch.Tensor) -> torch.Tensor:
         """The same on a batch of uint8 (n, 3, h, w) tiles on any device, with the same pixels as __call__."""
-        from wsi_ncmi.encoders.resize import resize
+        from wsi_ncmi.embedding.resize import resize
 
         tiles = resize(tiles, self.resize, self.interpolation)
         if self.resize != self.size:
@@ -195,7 +195,7 @@ def encoder_folder(name: str) -> str:
 
 def _torchvision_resnet(name: str, arch: str, last_layer: int, dim: int) -> EncoderSpec:
     """A torchvision ImageNet ResNet (IMAGENET1K_V1 weights) cut after `last_layer` and average-pooled."""
-    from wsi_ncmi.encoders import models
+    from wsi_ncmi.embedding import models
 
     urls = {
         "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
@@ -236,7 +236,7 @@ def resnet50() -> EncoderSpec:
 
 def _vit(timm_name: str, **kwargs: Any) -> Callable[..., Any]:
     """A builder of a timm ViT from published creation arguments; overrides (tests) replace any of them."""
-    from wsi_ncmi.encoders import models
+    from wsi_ncmi.embedding import models
 
     return lambda **overrides: models.timm_vit(timm_name, **{**kwargs, **overrides})
 
@@ -318,7 +318,7 @@ def conch_v15() -> EncoderSpec:
     AttentionalPooler d_model 768, context 1024, 8 heads, 1 query, then LayerNorm(768); Resize(448, bilinear) +
     CenterCrop(448), ImageNet mean/std; checkpoint pytorch_model_vision.bin) and load.py (fp16).
     """
-    from wsi_ncmi.encoders import models
+    from wsi_ncmi.embedding import models
 
     return EncoderSpec(
         "conch_v15",
@@ -345,7 +345,7 @@ def virchow2() -> EncoderSpec:
     bicubic), ImageNet mean/std; fp16) and TRIDENT load.py Virchow2InferenceEncoder (vit_huge_patch14_224,
     img_size 224, init_values 1e-5, reg_tokens 4, mlp_ratio 5.3375, global_pool ''; pytorch_model.bin).
     """
-    from wsi_ncmi.encoders import models
+    from wsi_ncmi.embedding import models
 
     vit = _vit(
         "vit_huge_patch14_224",
@@ -448,7 +448,7 @@ def phikon_v2() -> EncoderSpec:
     mean/std; ViT-L/16 per arXiv 2409.09173) and TRIDENT load.py Phikonv2InferenceEncoder (Resize(224) +
     CenterCrop(224), fp32; model.safetensors + config.json).
     """
-    from wsi_ncmi.encoders import models
+    from wsi_ncmi.embedding import models
 
     return EncoderSpec(
         "phikon-v2",
@@ -475,7 +475,7 @@ def _hibou(name: str, repo: str, timm_name: str, dim: int, mlp_ratio: float) -> 
     SwiGLU hidden width follows DINOv2's fused rule ((int(4d * 2/3) + 7) // 8 * 8), so mlp_ratio is that twice
     over d.
     """
-    from wsi_ncmi.encoders import models
+    from wsi_ncmi.embedding import models
 
     return EncoderSpec(
         name,

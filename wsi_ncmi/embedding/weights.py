@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from wsi_ncmi.encoders.registry import EncoderSpec
+from wsi_ncmi.embedding.registry import EncoderSpec
 
 PUBLISHED = ("pretrained", "imagenet")
 """--weights values meaning the entry's published weights ('imagenet' is the older name)."""
@@ -115,7 +115,7 @@ def check_weights(encoder: str, weights: str, allow_download: bool = False) -> N
     """Refuse, before any slide is touched, an unknown encoder, a --weights file that does not exist, or published
     weights missing from the local cache when downloads are not allowed (`timm:` names are built, and their cache
     read, by timm itself when embedding starts)."""
-    from wsi_ncmi.encoders.registry import get_encoder
+    from wsi_ncmi.embedding.registry import get_encoder
 
     if not encoder.startswith("timm:"):
         try:

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from wsi_ncmi.folders import FolderError, make_parents
-from wsi_ncmi.locks import LockedError, acquire_lock, lock_holder, release_lock
+from wsi_ncmi.core.folders import FolderError, make_parents
+from wsi_ncmi.core.locks import LockedError, acquire_lock, lock_holder, release_lock
 
 RUN_OUTPUTS = ("model.pt", "last.pt", "history.csv", "config.yaml", "curves.png", "report.html")
 RUN_OUTPUT_FOLDERS = ("report_files",)

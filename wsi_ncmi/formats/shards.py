@@ -10,7 +10,7 @@ import hashlib
 import re
 from pathlib import Path
 
-from wsi_ncmi.status import SUCCESS, StatusRow, read_status
+from wsi_ncmi.formats.status import SUCCESS, StatusRow, read_status
 
 _SHARD = re.compile(r"^(\d+)/(\d+)$")
 
@@ -57,8 +57,8 @@ def merged_status(job: Path, stage: str) -> list[StatusRow]:
 def merge_job_status(job: Path) -> dict[str, list[StatusRow]]:
     """Merge every stage's whole and shard status files into JOB/status/{stage}.csv, and the whole and shard QC
     tables into qc.csv; return the rows per stage (tile first), empty when nothing has run."""
-    from wsi_ncmi.qc_report import merge_qc_tables
-    from wsi_ncmi.status import write_status
+    from wsi_ncmi.formats.qc_table import merge_qc_tables
+    from wsi_ncmi.formats.status import write_status
 
     merged = {}
     for stage in status_stages(job):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wsi_ncmi.slides.lowres import choose_level
-from wsi_ncmi.slides.morphology import label
+from wsi_ncmi.tiling.morphology import label
 
 READ_LEVEL_TOLERANCE = 0.05
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from wsi_ncmi.folders import FolderError, make_parents
+from wsi_ncmi.core.folders import FolderError, make_parents
 
 
 class JobDirError(Exception):
@@ -41,7 +41,7 @@ def sweep_job(job: Path) -> None:
     """Remove the temporary and lock files killed processes left in JOB, saying how many."""
     import warnings
 
-    from wsi_ncmi.atomic import sweep_leftovers
+    from wsi_ncmi.core.atomic import sweep_leftovers
 
     removed = sweep_leftovers(job)
     if removed:

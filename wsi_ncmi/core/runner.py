@@ -17,8 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import TypeVar
 
-from wsi_ncmi.faults import Interrupted, signal_of
-from wsi_ncmi.status import FAILED, StatusRow
+from wsi_ncmi.core.faults import Interrupted, signal_of
+from wsi_ncmi.formats.status import FAILED, StatusRow
 
 T = TypeVar("T")
 EXECUTORS = ("local", "dask")
@@ -47,7 +47,7 @@ def _watch_parent(parent: int) -> None:
 
 def _stop_worker(signum: int, frame: object) -> None:
     """SIGTERM in a pool worker: remove the temporary and lock files of the slide it is writing, then exit."""
-    from wsi_ncmi.atomic import remove_pending
+    from wsi_ncmi.core.atomic import remove_pending
 
     remove_pending()
     os._exit(1)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from wsi_ncmi.atomic import PENDING
+from wsi_ncmi.core.atomic import PENDING
 
 STALE_AFTER_S = 24 * 3600.0
 

@@ -41,7 +41,7 @@ def decode_tiles(streams: list[bytes], tile_size: int, device: torch.device) -> 
     """The streams decoded on `device` and resized (Pillow's bilinear) to `tile_size`: uint8 (k, 3, tile_size,
     tile_size) of the tiles that decoded into plausible pixels, in order, or None when there are none; and the
     positions of the others, for the CPU path."""
-    from wsi_ncmi.encoders.resize import resize
+    from wsi_ncmi.embedding.resize import resize
     from wsi_ncmi.slides.direct import decode_on_device
 
     good = [i for i, stream in enumerate(streams) if stream]

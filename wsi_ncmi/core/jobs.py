@@ -125,7 +125,7 @@ class Workers:
 
     def __exit__(self, kind: Any, exc: Any, trace: Any) -> None:
         if self._pool is not None:
-            from wsi_ncmi.runner import _stop_pool
+            from wsi_ncmi.core.runner import _stop_pool
 
             if kind is None:
                 self._pool.shutdown(wait=True)
@@ -165,7 +165,7 @@ class Workers:
 
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from wsi_ncmi.runner import _watch_parent
+        from wsi_ncmi.core.runner import _watch_parent
 
         if self._pool is None:
             self._pool = ProcessPoolExecutor(

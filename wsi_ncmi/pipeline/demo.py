@@ -11,7 +11,7 @@ from rich.console import Console
 from wsi_ncmi.synthetic import CohortSpec, write_cohort
 
 if TYPE_CHECKING:
-    from wsi_ncmi.pipeline import PipelineConfig
+    from wsi_ncmi.pipeline.run import PipelineConfig
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class DemoSettings:
 
 def demo_pipeline(out: Path, settings: DemoSettings, manifest: Path) -> PipelineConfig:
     """The pipeline settings of the demo: the CAMELYON-17 protocol, scaled to a small CPU-only cohort."""
-    from wsi_ncmi.pipeline import PipelineConfig
+    from wsi_ncmi.pipeline.run import PipelineConfig
 
     return PipelineConfig(
         manifest=manifest,
@@ -74,8 +74,8 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings(), console: Consol
     The encoder's weights are checked first, so missing weights fail in a second, not after the tiling."""
     from rich.markdown import Markdown
 
-    from wsi_ncmi.encoders.weights import check_weights
-    from wsi_ncmi.pipeline import run_pipeline
+    from wsi_ncmi.embedding.weights import check_weights
+    from wsi_ncmi.pipeline.run import run_pipeline
 
     check_weights(settings.encoder, settings.weights, settings.allow_download)
     console = console or Console(highlight=False)

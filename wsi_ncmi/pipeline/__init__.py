@@ -1,0 +1,1 @@
+"""All stages in one command: `run` from a pipeline config, and `demo` on built-in synthetic data."""

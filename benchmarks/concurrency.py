@@ -1,7 +1,7 @@
 """Concurrent training jobs: wall time of a batch of independent training runs with --jobs 2 against --jobs 1 on
 this machine, the CPU time of each run either way, and projections (not measurements) for 16 cores.
 
-The batch is what `run`, `tune` and the ablation hand to wsi_ncmi.core.jobs: several seeds of the ablation's synthetic
+The batch is what `run`, `tune` and the ablation hand to wsi_ncmi.batch.jobs: several seeds of the ablation's synthetic
 cohort (240 bags, abmil, CE, its default 20 epochs, the product's training loop), each run single-threaded.
 --jobs 1 runs them one after another in this process (warmed up first); --jobs 2 in a spawn pool of two workers,
 whose start-up (a fresh interpreter per worker importing torch and training one 1-epoch run) is timed apart from
@@ -28,7 +28,7 @@ PROJECTED_CORES = 16
 
 def _jobs(runs: int, epochs: int) -> list[Any]:
     from benchmarks.ncmi_ablation import CLASSES_SYNTHETIC, DEFAULT, run_one, synthetic_folds
-    from wsi_ncmi.core.jobs import Job
+    from wsi_ncmi.batch.jobs import Job
 
     grid = replace(DEFAULT, epochs=epochs, warmup_epochs=1)
     arm = {"loss": "ce", "neck": "none", "temperature": None}
@@ -49,7 +49,7 @@ def measure(jobs: list[Any], n_jobs: int, warm: list[Any]) -> tuple[float, float
     """(start-up seconds, seconds of the batch once started, results) at n_jobs. jobs 1 runs in this process, warmed
     up before the first measurement (start-up 0); more start a spawn pool whose workers first each train one
     short run (`warm`: imports, first-call initialisation), so the start-up and the steady state are timed apart."""
-    from wsi_ncmi.core.jobs import Workers
+    from wsi_ncmi.batch.jobs import Workers
 
     started = time.perf_counter()
     with Workers(n_jobs) as workers:

@@ -275,9 +275,9 @@ def run_folds(
     workers: Any,
     params: dict[str, Any] | None = None,
 ) -> list[Any]:
-    """run_one over every fold as concurrent single-threaded jobs on `workers` (a wsi_ncmi.core.jobs.Workers), results
+    """run_one over every fold as concurrent single-threaded jobs on `workers` (a wsi_ncmi.batch.jobs.Workers), results
     in fold order; a failed fold is named and ends the script with exit code 1."""
-    from wsi_ncmi.core.jobs import Job
+    from wsi_ncmi.batch.jobs import Job
 
     extra = () if params is None else (params,)
     work = [
@@ -310,7 +310,7 @@ def tune_arms(
     """Tune CE and NCMI (with `neck`) on the validation bags of `folds` with the same number of trials each (the
     product's search: one seeded TPE study per loss, mean validation macro-F1 over the folds); per loss the chosen
     settings, their validation figure and the trial count."""
-    from wsi_ncmi.core.jobs import Job
+    from wsi_ncmi.batch.jobs import Job
     from wsi_ncmi.mil.space import parse_tune
     from wsi_ncmi.mil.tune import best_trials, search
 
@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> None:
     if grid.val_fraction == 0 and grid.select != "last":
         parser.error("--val-fraction 0 validates on the training bags, so it needs --select last")
     started = time.perf_counter()
-    from wsi_ncmi.core.jobs import Workers, default_jobs
+    from wsi_ncmi.batch.jobs import Workers, default_jobs
 
     results: dict[str, dict[str, list[dict[str, float]]]] = {}
     tuning: dict[str, Any] = {}

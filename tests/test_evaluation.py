@@ -19,11 +19,12 @@ from typer.testing import CliRunner
 from wsi_ncmi.cli import app
 from wsi_ncmi.evaluation.compare import collect, paired, summarise
 from wsi_ncmi.evaluation.evaluate import evaluate_run, pn_stage_metrics
-from wsi_ncmi.evaluation.metrics import bootstrap_ci, full_metrics
 from wsi_ncmi.evaluation.predictions import read_predictions
 from wsi_ncmi.mil.data import BagDataError
+from wsi_ncmi.mil.metrics import bootstrap_ci, full_metrics
 from wsi_ncmi.mil.run import train_run
-from wsi_ncmi.mil.train import RunError, TrainConfig
+from wsi_ncmi.mil.runfolder import RunError
+from wsi_ncmi.mil.train import TrainConfig
 from wsi_ncmi.synthetic import write_synthetic_bags
 
 runner = CliRunner()

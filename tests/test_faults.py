@@ -380,7 +380,7 @@ def test_synth_into_another_cohort_needs_overwrite(tmp_path: Path) -> None:
 
 def test_heatmap_refuses_a_bag_from_an_earlier_tiling(cohort: Path, tmp_path: Path) -> None:
     from wsi_ncmi.formats.bags import BagFormatError, read_coords
-    from wsi_ncmi.validation import check_bag_tiles
+    from wsi_ncmi.mil.runs import check_bag_tiles
 
     manifest = tmp_path / "m.csv"
     pd.DataFrame([{"slide_id": "s", "path": str(cohort / "s0.tif")}]).to_csv(manifest, index=False)

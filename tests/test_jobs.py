@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from wsi_ncmi.core.jobs import Job, failed_names, run_jobs
+from wsi_ncmi.batch.jobs import Job, failed_names, run_jobs
 from wsi_ncmi.mil.train import TrainConfig
 from wsi_ncmi.mil.trainjobs import TrainSpec, train_or_resume
 from wsi_ncmi.synthetic import write_synthetic_bags

@@ -18,7 +18,8 @@ from wsi_ncmi.cohort.splits import read_split
 from wsi_ncmi.mil.data import BagDataError, join_split, load_bagset, step_groups
 from wsi_ncmi.mil.models import MODELS, build_model
 from wsi_ncmi.mil.run import train_run
-from wsi_ncmi.mil.train import RunError, TrainConfig, load_trained, predict
+from wsi_ncmi.mil.runfolder import RunError
+from wsi_ncmi.mil.train import TrainConfig, load_trained, predict
 from wsi_ncmi.synthetic import write_synthetic_bags
 
 runner = CliRunner()

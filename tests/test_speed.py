@@ -11,6 +11,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from wsi_ncmi.core import cores
 from wsi_ncmi.core.cores import auto_workers, parse_workers
 from wsi_ncmi.mil import speed
 from wsi_ncmi.mil.data import BagSet
@@ -52,18 +53,18 @@ def _bags(n: int, tiles: int, dim: int) -> BagSet:
 
 
 def test_small_steps_get_one_thread_large_ones_the_idle_cores(no_thread_env: pytest.MonkeyPatch) -> None:
-    no_thread_env.setattr(speed, "cpu_cores", lambda: 8)
-    no_thread_env.setattr(speed.os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    no_thread_env.setattr(cores, "cpu_cores", lambda: 8)
+    no_thread_env.setattr(cores.os, "getloadavg", lambda: (0.2, 0.0, 0.0))
     assert training_threads("abmil", {"dim": 64}, _bags(3, 180, 32), None, None) == 1
     assert training_threads("abmil", {"dim": 512}, _bags(2, 10_000, 1024), None, None) == 8
     assert training_threads("abmil", {"dim": 512}, _bags(2, 10_000, 1024), 100, None) == 1
-    no_thread_env.setattr(speed.os, "getloadavg", lambda: (5.4, 0.0, 0.0))
+    no_thread_env.setattr(cores.os, "getloadavg", lambda: (5.4, 0.0, 0.0))
     assert choose_threads(1e12) == 3
     no_thread_env.setenv("LOCAL_WORLD_SIZE", "2")
     assert choose_threads(1e12) == 1
-    no_thread_env.setattr(speed.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    no_thread_env.setattr(cores.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert choose_threads(1e12) == 4
-    no_thread_env.setattr(speed.os, "getloadavg", lambda: (11.0, 0.0, 0.0))
+    no_thread_env.setattr(cores.os, "getloadavg", lambda: (11.0, 0.0, 0.0))
     assert choose_threads(1e12) == 1
 
 

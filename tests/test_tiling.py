@@ -334,7 +334,7 @@ def _crash_once(task: object) -> object:
 
 def test_dask_worker_killed_mid_task_is_retried(slide_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("distributed")
-    from wsi_ncmi.core.runner import run_slides
+    from wsi_ncmi.batch.runner import run_slides
 
     job = tmp_path / "job"
     for folder in ("tiles", "thumbnails", "status"):

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
+from wsi_ncmi.batch.jobs import Job
 from wsi_ncmi.cli import app
-from wsi_ncmi.core.jobs import Job
 from wsi_ncmi.mil.space import SpaceError, load_tune, parse_tune
 from wsi_ncmi.mil.tune import TuneError, best_trials, require_optuna, search
 

@@ -488,8 +488,8 @@ def status(
     from rich.console import Console
     from rich.table import Table
 
+    from wsi_ncmi.formats.qc_table import qc_warned
     from wsi_ncmi.formats.shards import merge_job_status, slides_left
-    from wsi_ncmi.formats.status import qc_warned
 
     if not job.is_dir():
         raise _fail(f"{job}: no such job folder; give the folder `wsi-ncmi tile --out` wrote")
@@ -712,8 +712,9 @@ def train(
     from wsi_ncmi.core.config import ConfigError, load_yaml, override
     from wsi_ncmi.mil.data import BagDataError
     from wsi_ncmi.mil.run import train_run
-    from wsi_ncmi.mil.train import RunError, TrainConfig
-    from wsi_ncmi.validation import fit_warmup
+    from wsi_ncmi.mil.runfolder import RunError
+    from wsi_ncmi.mil.schedule import fit_warmup
+    from wsi_ncmi.mil.train import TrainConfig
 
     try:
         settings = (
@@ -890,7 +891,7 @@ def evaluate(
     from wsi_ncmi.core.config import ConfigError
     from wsi_ncmi.evaluation.evaluate import evaluate_run
     from wsi_ncmi.mil.data import BagDataError
-    from wsi_ncmi.mil.train import RunError
+    from wsi_ncmi.mil.runfolder import RunError
 
     try:
         results = evaluate_run(
@@ -923,7 +924,7 @@ def predict(
     from wsi_ncmi.cohort.manifest import ManifestError
     from wsi_ncmi.evaluation.evaluate import predict_slides
     from wsi_ncmi.mil.data import BagDataError
-    from wsi_ncmi.mil.train import RunError
+    from wsi_ncmi.mil.runfolder import RunError
 
     try:
         table = predict_slides(run, features, manifest, out, force, device)
@@ -950,7 +951,7 @@ def heatmap(
     from wsi_ncmi.evaluation.evaluate import run_config
     from wsi_ncmi.evaluation.heatmap import attention_scores, check_slide_known, draw_heatmap
     from wsi_ncmi.formats.bags import BagFormatError, read_coords_attrs
-    from wsi_ncmi.mil.train import RunError
+    from wsi_ncmi.mil.runfolder import RunError
     from wsi_ncmi.slides.backend import SlideError
 
     reason = unsafe_id_reason(slide)
@@ -1012,7 +1013,7 @@ def compare(
         write_table,
         write_text,
     )
-    from wsi_ncmi.mil.train import RunError
+    from wsi_ncmi.mil.runfolder import RunError
 
     try:
         frame = collect(runs, split)
@@ -1065,7 +1066,7 @@ def report(
     """One self-contained HTML page to look at results offline: a run (--run) or a comparison of runs (--runs)."""
     from wsi_ncmi.core.config import ConfigError
     from wsi_ncmi.evaluation.report import ReportError, experiment_report, run_report
-    from wsi_ncmi.mil.train import RunError
+    from wsi_ncmi.mil.runfolder import RunError
 
     if (run is None) == (not compare_runs):
         raise _fail("give either --run RUN, or --runs RUN [RUN ...]")
@@ -1103,7 +1104,7 @@ def export_qupath(
     Open a slide in QuPath and drag the slide's .geojson onto it.
     """
     from wsi_ncmi.export.qupath import ExportError, export_job
-    from wsi_ncmi.mil.train import RunError
+    from wsi_ncmi.mil.runfolder import RunError
 
     try:
         results = export_job(job, out, run, slide, overwrite, device)
@@ -1146,7 +1147,7 @@ def run(
     from wsi_ncmi.embedding.weights import WeightsError
     from wsi_ncmi.formats.jobdir import JobDirError
     from wsi_ncmi.mil.data import BagDataError
-    from wsi_ncmi.mil.train import RunError
+    from wsi_ncmi.mil.runfolder import RunError
     from wsi_ncmi.pipeline.run import PipelineConfig, PipelineError, run_pipeline
 
     try:

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from wsi_ncmi.core.errors import WsiNcmiError
+
 NODE_LABELS = ("negative", "itc", "micro", "macro")
 STAGES = ("pN0", "pN0(i+)", "pN1mi", "pN1", "pN2")
 PATIENTS_PER_CENTER = 20
@@ -15,7 +17,7 @@ _PATIENT = re.compile(r"^patient_(\d+)\.zip$")
 _NODE = re.compile(r"^(patient_(\d+)_node_\d+)\.tif$")
 
 
-class StageLabelsError(Exception):
+class StageLabelsError(WsiNcmiError):
     """A stage_labels.csv that cannot be used; the message names the rows."""
 
 

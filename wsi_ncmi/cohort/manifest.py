@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wsi_ncmi.core.errors import WsiNcmiError
 from wsi_ncmi.slides.formats import find_slides
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ _UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
 MAX_ID_LENGTH = 200
 
 
-class ManifestError(Exception):
+class ManifestError(WsiNcmiError):
     """A manifest that cannot be used; the message lists every problem with its row number."""
 
     def __init__(self, path: Path | str, problems: list[str]):

@@ -14,13 +14,14 @@ import numpy as np
 import pandas as pd
 
 from wsi_ncmi.core.atomic import atomic_path
+from wsi_ncmi.core.errors import WsiNcmiError
 
 SPLITS = ("train", "val", "test")
 SCHEMES = ("holdout-center", "leave-one-center-out", "kfold")
 PROTOCOLS = {"camelyon17": {"scheme": "holdout-center", "test_centers": ("3", "4"), "val_frac": 0.1}}
 
 
-class SplitError(Exception):
+class SplitError(WsiNcmiError):
     """A split that cannot be made from this manifest; the message says why."""
 
 

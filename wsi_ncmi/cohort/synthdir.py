@@ -9,11 +9,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from wsi_ncmi.core.errors import WsiNcmiError
+
 SPEC_FILE = "cohort.json"
 OUTPUTS = ("slides", "truth", "manifest.csv", SPEC_FILE)
 
 
-class SynthFolderError(Exception):
+class SynthFolderError(WsiNcmiError):
     """The --out folder holds another cohort; the message says what differs and what to do."""
 
 

@@ -1,12 +1,17 @@
-"""YAML configuration: load a file, then let command-line flags override it."""
+"""YAML configuration: load a file, let command-line flags override it, and check each setting's type and range
+(naming the key) before anything is written."""
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
+from wsi_ncmi.core.errors import WsiNcmiError
 
-class ConfigError(Exception):
+
+class ConfigError(WsiNcmiError):
     """A configuration file that cannot be used; the message names the file."""
 
 
@@ -90,3 +95,66 @@ def override(base: dict[str, Any], **flags: Any) -> dict[str, Any]:
             node = node.setdefault(parent, {})
         node[leaf] = value
     return merged
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "dict": (dict,),
+    "list": (list,),
+    "None": (type(None),),
+}
+
+NON_NEGATIVE = (
+    "overlap",
+    "min_saturation",
+    "median_um",
+    "closing_um",
+    "min_region_um2",
+    "max_hole_um2",
+    "thumbnail_px",
+    "warmup_epochs",
+    "weight_decay",
+    "patience",
+    "cache_gb",
+    "seed",
+)
+"""Settings (of any section) that are sizes, counts or amounts: a negative value is refused, naming the key."""
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """repr(value) for a message, cut to `limit` characters (a setting can be megabytes long)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 4] + " ..."
+
+
+def _allowed(annotation: str) -> tuple[type, ...]:
+    names = [re.sub(r"\[.*", "", part.strip()) for part in annotation.split("|")]
+    return tuple(t for name in names for t in _TYPES.get(name, (object,)))
+
+
+def setting_problems(values: dict[str, Any], cls: type, section: str) -> list[str]:
+    """Every setting in `values` whose type does not fit dataclass `cls`'s field or that is negative where it may
+    not be: 'tiling.tile_size must be an integer, got 256.7'."""
+    problems = []
+    fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    for key, value in values.items():
+        if key not in fields or dataclasses.is_dataclass(value):
+            continue
+        allowed = _allowed(fields[key])
+        wrong = not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)
+        if wrong:
+            kinds = " or ".join(dict.fromkeys("integer" if t is int else t.__name__ for t in allowed))
+            problems.append(f"{section}.{key} must be {kinds.replace('NoneType', 'null')}, got {shown(value)}")
+        elif key in NON_NEGATIVE and isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
+            problems.append(f"{section}.{key} must not be negative, got {shown(value)}")
+    return problems
+
+
+def check_settings(values: dict[str, Any], cls: type, section: str) -> None:
+    """Raise ValueError listing every bad setting of `values` for dataclass `cls` (see setting_problems)."""
+    problems = setting_problems(values, cls, section)
+    if problems:
+        raise ValueError("; ".join(problems))

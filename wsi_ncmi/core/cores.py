@@ -47,3 +47,14 @@ def parse_workers(value: str, device: str) -> int:
     if workers < 0:
         raise ValueError(f"--workers {value!r}: give a whole number >= 0 or auto")
     return workers
+
+
+def usable_cores() -> int:
+    """This process's share of the cores it may run on (its CPU affinity, split between the training processes
+    torchrun starts on this machine) that the 1-minute load average does not show as busy."""
+    cores = cpu_cores()
+    try:
+        busy = round(os.getloadavg()[0])
+    except OSError:
+        busy = 0
+    return max(1, (cores - busy) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))

@@ -1,8 +1,8 @@
 """How the command line meets faults: SIGTERM handled like Ctrl-C, and any escaped error shown as one clear line.
 
-Known errors (this package's *Error classes, OSError such as a full or read-only disk) print `error: ...` and exit
-non-zero without a traceback; an unexpected one prints its type and message, and the traceback only when
-WSI_NCMI_DEBUG=1 is set.
+Known errors (this package's errors, all WsiNcmiError, and OSError such as a full or read-only disk) print
+`error: ...` and exit with the code the error carries, without a traceback; an unexpected one prints its type and
+message, and the traceback only when WSI_NCMI_DEBUG=1 is set.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-EXIT_ERROR, EXIT_USAGE, EXIT_BUG = 1, 2, 3
+from wsi_ncmi.core.errors import EXIT_BUG, EXIT_ERROR, WsiNcmiError
 
 
 class Terminated(KeyboardInterrupt):
@@ -81,13 +81,13 @@ def install_warnings() -> None:
 
 def describe(exc: BaseException) -> tuple[str, int]:
     """One line for an error that escaped a command, and the exit code to go with it."""
+    if isinstance(exc, WsiNcmiError):
+        return str(exc), exc.exit_code
     if isinstance(exc, OSError) and exc.filename is not None:
         return f"{exc.filename}: {exc.strerror or exc}", EXIT_ERROR
     if isinstance(exc, OSError):
         return str(exc), EXIT_ERROR
     name = type(exc).__name__
-    if type(exc).__module__.startswith("wsi_ncmi") and name.endswith("Error"):
-        return str(exc), EXIT_USAGE
     return f"unexpected {name}: {exc} (set WSI_NCMI_DEBUG=1 to see the traceback)", EXIT_BUG
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from wsi_ncmi.core.errors import EXIT_ERROR, WsiNcmiError
 
-class FolderError(OSError):
+
+class FolderError(WsiNcmiError, OSError):
     """A folder above an output cannot be created; the message names it, says why and what to do."""
+
+    exit_code = EXIT_ERROR
 
 
 def make_parents(path: Path | str) -> Path:

@@ -16,11 +16,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from wsi_ncmi.core.atomic import PENDING
+from wsi_ncmi.core.errors import WsiNcmiError
 
 STALE_AFTER_S = 24 * 3600.0
 
 
-class LockedError(Exception):
+class LockedError(WsiNcmiError):
     """Another live worker holds the slide's lock; the message says who."""
 
 

@@ -724,7 +724,7 @@ def embed_on_dask(
     progress: bool = True,
 ) -> list[StatusRow]:
     """One Dask task per slide; with a scheduler address and a non-CPU device each task asks for GPU=1."""
-    from wsi_ncmi.core.runner import run_slides
+    from wsi_ncmi.batch.runner import run_slides
 
     tasks = [EmbedTask(slide_id, path, str(job), settings) for slide_id, path in slides]
     gpu = {"GPU": 1} if scheduler and settings.device != "cpu" else None

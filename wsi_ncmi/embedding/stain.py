@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from wsi_ncmi.core.errors import WsiNcmiError
+
 METHODS = ("none", "macenko", "reinhard")
 BETA = 0.15
 """Optical density below which a channel counts as background (intensity above about 219 of 255)."""
@@ -56,7 +58,7 @@ _SRGB_LUT = np.rint(
 """sRGB uint8 of linear intensities in 1/16383 steps (at most 0.2 of a level apart)."""
 
 
-class StainError(ValueError):
+class StainError(WsiNcmiError, ValueError):
     """A stain target cannot be fitted or read; the message names the image and the fix."""
 
 

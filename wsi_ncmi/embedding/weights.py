@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from wsi_ncmi.core.errors import WsiNcmiError
 from wsi_ncmi.embedding.registry import EncoderSpec
 
 PUBLISHED = ("pretrained", "imagenet")
 """--weights values meaning the entry's published weights ('imagenet' is the older name)."""
 
 
-class WeightsError(Exception):
+class WeightsError(WsiNcmiError):
     """Weights that cannot be loaded; the message says what to do."""
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from wsi_ncmi.core.atomic import atomic_path
-from wsi_ncmi.mil.train import RunError
+from wsi_ncmi.mil.runfolder import RunError
 
 METRICS = ("macro_f1", "accuracy", "balanced_accuracy", "auc", "ncmi")
 
@@ -19,7 +19,7 @@ def collect(runs: list[Path], split: str = "test") -> pd.DataFrame:
     """One row per run: run, model, loss, seed, split file, and the split's metrics from metrics_{split}.json."""
     from wsi_ncmi.evaluation.evaluate import run_config
     from wsi_ncmi.evaluation.runfiles import read_metrics
-    from wsi_ncmi.validation import check_metrics_current, model_epoch
+    from wsi_ncmi.mil.runs import check_metrics_current, model_epoch
 
     check_comparable(runs)
     rows = []

@@ -12,11 +12,12 @@ import numpy as np
 import pandas as pd
 
 from wsi_ncmi.core.atomic import atomic_path
-from wsi_ncmi.evaluation.metrics import core_metrics, full_metrics
 from wsi_ncmi.evaluation.predictions import prediction_table, write_predictions
 from wsi_ncmi.mil.data import BagDataError, load_bagset
-from wsi_ncmi.mil.train import RunError, Trained, predict
-from wsi_ncmi.validation import bag_encoder_problems, check_feature_size, load_run_model
+from wsi_ncmi.mil.metrics import core_metrics, full_metrics
+from wsi_ncmi.mil.runfolder import RunError
+from wsi_ncmi.mil.runs import bag_encoder_problems, check_feature_size, load_run_model
+from wsi_ncmi.mil.train import Trained, predict
 
 SPLIT_CHOICES = ("test", "val", "train", "all")
 _NODE_ID = re.compile(r"^patient_\d+_node_\d+$")

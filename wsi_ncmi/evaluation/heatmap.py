@@ -19,7 +19,7 @@ def attention_scores(
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """(attention (N,), coords (N, 2), predicted class) of one bag under the run's model; the bag must match the
     run (and, given `coords_path`, the slide's current tiles)."""
-    from wsi_ncmi.validation import load_run_model, run_bag
+    from wsi_ncmi.mil.runs import load_run_model, run_bag
 
     trained = load_run_model(Path(run), device)
     bag = run_bag(trained, bag_path, coords_path)

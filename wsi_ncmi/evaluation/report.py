@@ -21,6 +21,7 @@ from urllib.parse import quote
 import numpy as np
 
 from wsi_ncmi.core.atomic import atomic_path
+from wsi_ncmi.core.errors import WsiNcmiError
 from wsi_ncmi.core.folders import FolderError, make_parents
 from wsi_ncmi.evaluation.report_page import page, section, table
 from wsi_ncmi.evaluation.svg import Series, chart
@@ -39,7 +40,7 @@ TILE_SIDE = 112
 FLAGS = ("wrong", "low_confidence", "no_tiles")
 
 
-class ReportError(Exception):
+class ReportError(WsiNcmiError):
     """A report cannot be written; the message names the file and the fix."""
 
 
@@ -360,8 +361,8 @@ def slide_table(predictions: pd.DataFrame, classes: list[str], views: dict[str, 
 def qc_warnings(job: Path, slide_ids: list[str]) -> str | None:
     """A table of the slides among `slide_ids` whose tiling status warns that quality control removed more than
     its share of their tissue or tiles (None when none does), so a reviewer sees them without opening thumbnails."""
+    from wsi_ncmi.formats.qc_table import qc_warned
     from wsi_ncmi.formats.shards import merged_status
-    from wsi_ncmi.formats.status import qc_warned
 
     wanted = set(slide_ids)
     rows = {row.slide_id: row for row in merged_status(Path(job), "tile") if row.slide_id in wanted}
@@ -391,10 +392,10 @@ def slide_view(job: Path, slide_id: str, trained: Trained | None, encoder: str, 
     from wsi_ncmi.embedding.embed import bag_path
     from wsi_ncmi.evaluation.heatmap import attention_overlay, tile_scores
     from wsi_ncmi.formats.bags import BagFormatError, BagMismatchError, read_coords_attrs
+    from wsi_ncmi.mil.runs import run_bag
     from wsi_ncmi.slides.backend import SlideError, open_slide
     from wsi_ncmi.slides.lowres import read_lowres
     from wsi_ncmi.tiling.tile import coords_path, thumbnail_path
-    from wsi_ncmi.validation import run_bag
 
     rel = quote(folder.name)
     name = quote(slide_id)
@@ -466,7 +467,7 @@ def run_report(
     """Write the HTML report of one run on one split (images of every slide when `job` is given); returns `out`."""
     from wsi_ncmi.evaluation.runfiles import read_history
     from wsi_ncmi.mil.runfolder import check_run_idle
-    from wsi_ncmi.validation import check_metrics_current, load_run_model
+    from wsi_ncmi.mil.runs import check_metrics_current, load_run_model
 
     run, out = Path(run), Path(out)
     check_run_idle(run)

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wsi_ncmi.core.errors import WsiNcmiError
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -17,7 +19,7 @@ METRIC_NUMBERS = ("macro_f1", "accuracy")
 """Numbers every metrics JSON holds (null where undefined)."""
 
 
-class RunFileError(Exception):
+class RunFileError(WsiNcmiError):
     """A run folder's file is damaged or not what `train`/`evaluate` write; the message names it and the fix."""
 
 

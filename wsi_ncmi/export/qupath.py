@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wsi_ncmi.core.atomic import atomic_path
+from wsi_ncmi.core.errors import WsiNcmiError
 
 if TYPE_CHECKING:
     from wsi_ncmi.mil.train import Trained
@@ -28,7 +29,7 @@ NAMESPACE = uuid.UUID("6f1c9a52-3a43-4c1e-9a54-5b0d8f0f3b21")
 """Object ids are uuid5(NAMESPACE, slide/object), so the same export gives the same ids."""
 
 
-class ExportError(Exception):
+class ExportError(WsiNcmiError):
     """A slide that cannot be exported; the message names the file and the fix."""
 
 
@@ -179,7 +180,7 @@ def predict_slide(
     finite values) and whose coordinates must equal the coords file's."""
     from wsi_ncmi.evaluation.heatmap import tile_scores
     from wsi_ncmi.formats.bags import BagFormatError
-    from wsi_ncmi.validation import run_bag
+    from wsi_ncmi.mil.runs import run_bag
 
     try:
         bag = run_bag(trained, bag_path, coords_file)
@@ -227,8 +228,8 @@ def export_job(
     from wsi_ncmi.embedding.embed import bag_path
     from wsi_ncmi.evaluation.evaluate import run_config
     from wsi_ncmi.formats.bags import BagFormatError, read_coords
+    from wsi_ncmi.mil.runs import load_run_model
     from wsi_ncmi.tiling.tile import coords_path
-    from wsi_ncmi.validation import load_run_model
 
     job, out = Path(job), Path(out)
     if not (job / "tiles").is_dir():

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from wsi_ncmi.core.atomic import PENDING, GuardedFile, h5_atomic, raise_write_error, save_torch
+from wsi_ncmi.core.errors import WsiNcmiError
 
 FORMAT_VERSION = 1
 
@@ -46,7 +47,7 @@ COORDS_ATTRS: dict[str, type] = {
 """Every attribute of the `coords` dataset and its type; the on-disk contract."""
 
 
-class BagFormatError(Exception):
+class BagFormatError(WsiNcmiError):
     """A coords file or bag is missing, unreadable or of another format; the message names the file."""
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from wsi_ncmi.core.errors import WsiNcmiError
 from wsi_ncmi.core.folders import FolderError, make_parents
 
 
-class JobDirError(Exception):
+class JobDirError(WsiNcmiError):
     """The job folder cannot be used; the message says why and what to do."""
 
 

@@ -7,9 +7,12 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wsi_ncmi.core.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from wsi_ncmi.formats.status import StatusRow
 
 THRESHOLDS = (
     "pen_colors",
@@ -175,3 +178,9 @@ def merge_qc_tables(job: Path) -> None:
     for path in sorted(files, key=lambda f: f.stat().st_mtime_ns):
         rows.update(_read_rows(path))
     _write_rows(folder / "qc.csv", rows)
+
+
+def qc_warned(rows: list[StatusRow]) -> list[str]:
+    """The slides (sorted) whose row warns that quality control removed more than its share of their tissue or
+    tiles, or all of their tiles."""
+    return sorted(row.slide_id for row in rows if QC_WARNING in row.warning and not row.failed)

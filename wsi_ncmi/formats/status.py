@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from wsi_ncmi.core.atomic import atomic_path
+from wsi_ncmi.core.errors import WsiNcmiError
 
 OK, SKIPPED, FAILED, NO_TISSUE = "ok", "skipped", "failed", "no_tissue"
 SUCCESS = (OK, SKIPPED, NO_TISSUE)
@@ -38,15 +39,8 @@ class StatusRow:
 COLUMNS = [f.name for f in fields(StatusRow)]
 
 
-def qc_warned(rows: list[StatusRow]) -> list[str]:
-    """The slides (sorted) whose row warns that quality control removed more than its share of their tissue or
-    tiles, or all of their tiles."""
-    from wsi_ncmi.formats.qc_table import QC_WARNING
 
-    return sorted(row.slide_id for row in rows if QC_WARNING in row.warning and not row.failed)
-
-
-class StatusFileError(Exception):
+class StatusFileError(WsiNcmiError):
     """A status CSV that is not what this project writes; the message names the file, the row and the fix."""
 
 

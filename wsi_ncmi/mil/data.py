@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from wsi_ncmi.core.errors import WsiNcmiError
 from wsi_ncmi.formats.bags import BagFormatError, read_bag, read_bag_attrs
 
 
-class BagDataError(Exception):
+class BagDataError(WsiNcmiError):
     """Inputs that cannot be trained or evaluated on; the message lists every offending slide."""
 
 

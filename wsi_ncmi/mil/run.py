@@ -11,8 +11,8 @@ from wsi_ncmi.core.atomic import sweep_leftovers
 from wsi_ncmi.core.config import load_yaml
 from wsi_ncmi.mil.data import BagDataError, bag_encoder_attrs, join_split, load_bagset
 from wsi_ncmi.mil.distributed import Cluster
-from wsi_ncmi.mil.runfolder import clear_outputs, run_lock
-from wsi_ncmi.mil.train import SINGLE, RunError, TrainConfig, TrainResult, train
+from wsi_ncmi.mil.runfolder import RunError, clear_outputs, run_lock
+from wsi_ncmi.mil.train import SINGLE, TrainConfig, TrainResult, train
 
 
 def prepare_run(run: Path, resume: bool, overwrite: bool) -> None:
@@ -48,7 +48,7 @@ def check_resume(run: Path, record: dict[str, Any]) -> None:
     the one RUN/config.yaml holds)."""
     import torch
 
-    from wsi_ncmi.validation import checkpoint_problems
+    from wsi_ncmi.mil.runs import checkpoint_problems
 
     path = run / "last.pt"
     try:
@@ -146,7 +146,7 @@ def _validated_inputs(
     import wsi_ncmi
     from wsi_ncmi.cohort.manifest import class_names, read_manifest
     from wsi_ncmi.cohort.splits import read_split
-    from wsi_ncmi.validation import bag_encoder_problems, check_device
+    from wsi_ncmi.mil.runs import bag_encoder_problems, check_device
 
     check_device(config.device)
     table = read_manifest(manifest)

@@ -1,4 +1,5 @@
-"""The run folder's lock: one `train` at a time writes a run folder, and the lock is taken before anything is."""
+"""The run folder's own rules: the error that names a run folder's problem, its lock (one `train` at a time writes a run
+folder, taken before anything is), and which of its files are outputs."""
 
 from __future__ import annotations
 
@@ -6,8 +7,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from wsi_ncmi.core.errors import WsiNcmiError
 from wsi_ncmi.core.folders import FolderError, make_parents
 from wsi_ncmi.core.locks import LockedError, acquire_lock, lock_holder, release_lock
+
+
+class RunError(WsiNcmiError):
+    """A run folder or checkpoint that cannot be used; the message says what to do."""
+
 
 RUN_OUTPUTS = ("model.pt", "last.pt", "history.csv", "config.yaml", "curves.png", "report.html")
 RUN_OUTPUT_FOLDERS = ("report_files",)
@@ -18,8 +25,6 @@ RUN_OUTPUT_PATTERNS = ("metrics_*.json", "predictions_*.csv", "confusion_*.png",
 def run_lock(run: Path) -> Iterator[None]:
     """Hold RUN's lock, PARENT/.RUN.lock (beside RUN, so taking it creates nothing inside RUN); a RunError names the
     live process holding it (a stale one is taken over)."""
-    from wsi_ncmi.mil.train import RunError
-
     run = Path(run)
     if run.exists() and not run.is_dir():
         raise RunError(f"{run}: exists and is not a folder; choose another --out")
@@ -42,8 +47,6 @@ def run_lock(run: Path) -> Iterator[None]:
 def check_run_idle(run: Path) -> None:
     """Refuse to read a run folder that `train` is writing now (its lock is held by a live process): its model,
     history and metrics are those of an unfinished epoch."""
-    from wsi_ncmi.mil.train import RunError
-
     run = Path(run)
     holder = lock_holder(run.parent / f".{run.name}")
     if holder is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import Any
 
 SCHEDULES = ("cosine", "step")
 
@@ -35,3 +36,12 @@ def lr_factor(
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
+
+
+def fit_warmup(settings: dict[str, Any], default_warmup: int) -> str | None:
+    """Lower warmup_epochs to half the epochs when it exceeds them (a short --epochs run); return the note to show."""
+    epochs, warmup = settings.get("epochs"), settings.get("warmup_epochs", default_warmup)
+    if isinstance(epochs, int) and isinstance(warmup, int) and epochs >= 1 and warmup > epochs:
+        settings["warmup_epochs"] = epochs // 2
+        return f"warmup_epochs {warmup} is more than epochs {epochs}: using {epochs // 2} (set warmup_epochs to choose)"
+    return None

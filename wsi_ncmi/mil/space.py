@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wsi_ncmi.core.errors import WsiNcmiError
+
 METRICS = {
     "val_macro_f1": "maximize",
     "val_accuracy": "maximize",
@@ -49,7 +51,7 @@ SPEC_KEYS = {
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class SpaceError(Exception):
+class SpaceError(WsiNcmiError):
     """A tuning file that cannot be used; the message names the file and lists every problem."""
 
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 import torch
 
-from wsi_ncmi.core.cores import cpu_cores
+from wsi_ncmi.core.cores import usable_cores
 
 if TYPE_CHECKING:
     from wsi_ncmi.mil.data import BagSet
@@ -35,17 +35,6 @@ SERIAL_FLOPS = 1e9
 def step_flops(model: torch.nn.Module, tiles: int) -> float:
     """Rough work of one training step on a bag of `tiles`: forward and backward, about 6 x parameters x tiles."""
     return 6.0 * max(tiles, 1) * sum(p.numel() for p in model.parameters())
-
-
-def usable_cores() -> int:
-    """This process's share of the cores it may run on (its CPU affinity, split between the training processes
-    torchrun starts on this machine) that the 1-minute load average does not show as busy."""
-    cores = cpu_cores()
-    try:
-        busy = round(os.getloadavg()[0])
-    except OSError:
-        busy = 0
-    return max(1, (cores - busy) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
 
 
 def _positive(value: str, source: str) -> int:

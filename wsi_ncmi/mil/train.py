@@ -24,16 +24,17 @@ import pandas as pd
 import torch
 
 from wsi_ncmi.core.atomic import atomic_path, save_torch
+from wsi_ncmi.core.config import check_settings
 from wsi_ncmi.core.device import resolve_device
 from wsi_ncmi.mil.data import BagSet, class_weights, epoch_order, step_groups, subsample
 from wsi_ncmi.mil.distributed import Cluster
 from wsi_ncmi.mil.heads import Head, build_head
 from wsi_ncmi.mil.metrics import core_metrics
 from wsi_ncmi.mil.models import BATCH_NECKS, MILModel, build_model
+from wsi_ncmi.mil.runfolder import RunError
 from wsi_ncmi.mil.schedule import SCHEDULES, lr_factor
 from wsi_ncmi.mil.selection import SELECT_RULES, first_eligible, improves, selection_score
 from wsi_ncmi.mil.speed import OPTIMIZERS, EpochLosses, optimizer, sized_threads
-from wsi_ncmi.validation import check_settings
 
 CHECKPOINT_VERSION = 1
 SINGLE = Cluster()
@@ -60,10 +61,6 @@ HISTORY_COLUMNS = [
     "lr",
     "seconds",
 ]
-
-
-class RunError(Exception):
-    """A run folder or checkpoint that cannot be used; the message says what to do."""
 
 
 @dataclass

@@ -2,7 +2,7 @@
 scored on validation only (the mean over folds when several splits are given).
 
 Trials are asked in rounds (`batch` per loss), and every (loss, trial, fold) training run of a round is an
-independent job (wsi_ncmi.core.jobs), so the search gives the same trials whatever --jobs is. A trial's runs are kept
+independent job (wsi_ncmi.batch.jobs), so the search gives the same trials whatever --jobs is. A trial's runs are kept
 under OUT/trials/, which makes a stopped search resumable: the seeded sampler proposes the same settings again,
 and runs that finished are read back instead of trained (a run whose recorded settings differ is refused).
 """
@@ -19,15 +19,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wsi_ncmi.batch.jobs import Job, Outcome, Workers
+from wsi_ncmi.core.errors import WsiNcmiError
 from wsi_ncmi.core.folders import FolderError, make_parents
-from wsi_ncmi.core.jobs import Job, Outcome, Workers
 from wsi_ncmi.mil.space import SpaceError, TuneSettings
 
 FORMAT_VERSION = 1
 OUTPUTS = ("tune.yaml", "trials.csv", "trials")
 
 
-class TuneError(Exception):
+class TuneError(WsiNcmiError):
     """A tuning folder or input that cannot be used; the message says what to do."""
 
 
@@ -274,7 +275,8 @@ def check_trial_settings(settings: TuneSettings) -> None:
     features), so a setting that the training loop, model or head refuses stops the search before anything is
     written; the first refused setting of each loss is named."""
     from wsi_ncmi.mil.run import check_trainable
-    from wsi_ncmi.mil.train import RunError, TrainConfig
+    from wsi_ncmi.mil.runfolder import RunError
+    from wsi_ncmi.mil.train import TrainConfig
 
     problems: list[str] = []
     for loss in settings.losses:
@@ -357,8 +359,8 @@ def _tune(
     overwrite: bool,
     console: Any,
 ) -> tuple[list[Trial], dict[str, Path]]:
+    from wsi_ncmi.batch.jobs import default_jobs
     from wsi_ncmi.core.atomic import atomic_path
-    from wsi_ncmi.core.jobs import default_jobs
     from wsi_ncmi.mil.train import TrainConfig
     from wsi_ncmi.mil.trainjobs import TrainSpec
 

@@ -13,8 +13,10 @@ from typing import Any
 
 from rich.console import Console
 
+from wsi_ncmi.core.errors import WsiNcmiError
 
-class PipelineError(Exception):
+
+class PipelineError(WsiNcmiError):
     """A pipeline configuration or stage that cannot go on; the message names the stage."""
 
 
@@ -179,7 +181,7 @@ def _train_all(specs: list[Any], config: PipelineConfig, console: Console) -> No
     when the executor is dask with a scheduler address; a PipelineError naming every run that failed."""
     from dataclasses import replace
 
-    from wsi_ncmi.core.jobs import Job, default_jobs, failed_names, run_jobs
+    from wsi_ncmi.batch.jobs import Job, default_jobs, failed_names, run_jobs
     from wsi_ncmi.mil.trainjobs import train_or_resume
 
     if not specs:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from wsi_ncmi.core.errors import WsiNcmiError
 from wsi_ncmi.slides.formats import CZI_EXTENSION, TIFF_EXTENSIONS, MissingExtraError, slide_format
 
 SLIDE_EXTENSIONS = (*TIFF_EXTENSIONS, CZI_EXTENSION)
@@ -25,7 +26,7 @@ ASSOCIATED_IMAGES = ("label", "macro")
 """The associated images kept beside thumbnails: the slide label and the macro (overview) photograph."""
 
 
-class SlideError(Exception):
+class SlideError(WsiNcmiError):
     """A slide cannot be opened or read; the message names the file and what to do."""
 
 

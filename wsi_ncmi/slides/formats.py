@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from wsi_ncmi.core.errors import WsiNcmiError
+
 TIFF_EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".mrxs", ".scn", ".vms", ".vmu", ".bif", ".svslide")
 OME_SUFFIXES = (".ome.tif", ".ome.tiff")
 CZI_EXTENSION = ".czi"
@@ -16,7 +18,7 @@ DICOM_EXTENSION = ".dcm"
 FORMATS = ("tiff", "ome-tiff", "dicom", "czi")
 
 
-class MissingExtraError(ImportError):
+class MissingExtraError(WsiNcmiError, ImportError):
     """A format's reader needs an optional package that is not installed; the message names the pip extra."""
 
 

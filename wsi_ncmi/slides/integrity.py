@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from wsi_ncmi.core.errors import WsiNcmiError
+
 if TYPE_CHECKING:
     from wsi_ncmi.slides.backend import Slide
 
@@ -30,7 +32,7 @@ MAX_IMPOSSIBLE = 0.05
 """Largest share of a tile's pixels that may have a colour stained tissue or glass cannot produce."""
 
 
-class CorruptTileError(Exception):
+class CorruptTileError(WsiNcmiError):
     """A tile decoded into colours no stained slide has: its compressed data is corrupt."""
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from wsi_ncmi.core.errors import WsiNcmiError
+
 MPP_RANGE = (0.05, 20.0)
 """Plausible level-0 resolutions (um/px); values outside (e.g. 72-dpi defaults in resolution tags) are ignored."""
 
@@ -39,7 +41,7 @@ _DICOM_SPACING = "dicom.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[
 """DICOM PixelSpacing (mm) as OpenSlide names it: [0] between rows (y), [1] between columns (x)."""
 
 
-class MppError(Exception):
+class MppError(WsiNcmiError):
     """No usable microns-per-pixel value; the message says how to supply one."""
 
 

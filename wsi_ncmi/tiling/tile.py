@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from wsi_ncmi.core.config import check_settings
 from wsi_ncmi.core.locks import LockedError, slide_lock
 from wsi_ncmi.formats.bags import BagFormatError, read_coords, write_coords
 from wsi_ncmi.formats.qc_table import no_tiles_reason, removal_warning, write_qc_table
@@ -38,7 +39,6 @@ from wsi_ncmi.tiling.qc import (
     with_folds,
 )
 from wsi_ncmi.tiling.tissue import TissueParams, channel_range, tissue_mask
-from wsi_ncmi.validation import check_settings
 
 
 @dataclass(frozen=True)
@@ -420,8 +420,8 @@ def tile_slides(
     """Tile every slide of a validated manifest (its columns, or a DataFrame; or of one shard of it) into JOB; write
     the status CSV (JOB/status/tile.csv, or tile.shard-I-of-N.csv) and the QC table (qc.csv likewise); return the
     rows."""
+    from wsi_ncmi.batch.runner import run_slides
     from wsi_ncmi.core.faults import Interrupted
-    from wsi_ncmi.core.runner import run_slides
     from wsi_ncmi.formats.jobdir import prepare_job
     from wsi_ncmi.formats.shards import shard_of, status_file
     from wsi_ncmi.formats.status import write_status

@@ -42,9 +42,9 @@ class Outcome:
 
 
 def default_jobs(tasks: int) -> int:
-    """Concurrent jobs for `tasks` independent ones: the idle cores by the project's rule (mil.speed.usable_cores),
+    """Concurrent jobs for `tasks` independent ones: the idle cores by the project's rule (cores.usable_cores),
     at most one per task."""
-    from wsi_ncmi.mil.speed import usable_cores
+    from wsi_ncmi.core.cores import usable_cores
 
     return max(1, min(tasks, usable_cores()))
 
@@ -125,7 +125,7 @@ class Workers:
 
     def __exit__(self, kind: Any, exc: Any, trace: Any) -> None:
         if self._pool is not None:
-            from wsi_ncmi.core.runner import _stop_pool
+            from wsi_ncmi.batch.runner import _stop_pool
 
             if kind is None:
                 self._pool.shutdown(wait=True)
@@ -165,7 +165,7 @@ class Workers:
 
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        from wsi_ncmi.core.runner import _watch_parent
+        from wsi_ncmi.batch.runner import _watch_parent
 
         if self._pool is None:
             self._pool = ProcessPoolExecutor(

@@ -1,85 +1,14 @@
-"""Checks made before anything is written: setting types and ranges (naming the key), and whether a run folder's
-model, checkpoint and bags belong together."""
+"""A trained run folder as later commands use it: its model loaded (one way, with the ownership and integrity
+checks), the bags it may score, and whether its metrics are current."""
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "int": (int,),
-    "float": (int, float),
-    "str": (str,),
-    "bool": (bool,),
-    "dict": (dict,),
-    "list": (list,),
-    "None": (type(None),),
-}
-
-NON_NEGATIVE = (
-    "overlap",
-    "min_saturation",
-    "median_um",
-    "closing_um",
-    "min_region_um2",
-    "max_hole_um2",
-    "thumbnail_px",
-    "warmup_epochs",
-    "weight_decay",
-    "patience",
-    "cache_gb",
-    "seed",
-)
-"""Settings (of any section) that are sizes, counts or amounts: a negative value is refused, naming the key."""
-
-
-def shown(value: Any, limit: int = 80) -> str:
-    """repr(value) for a message, cut to `limit` characters (a setting can be megabytes long)."""
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 4] + " ..."
-
-
-def _allowed(annotation: str) -> tuple[type, ...]:
-    names = [re.sub(r"\[.*", "", part.strip()) for part in annotation.split("|")]
-    return tuple(t for name in names for t in _TYPES.get(name, (object,)))
-
-
-def setting_problems(values: dict[str, Any], cls: type, section: str) -> list[str]:
-    """Every setting in `values` whose type does not fit dataclass `cls`'s field or that is negative where it may
-    not be: 'tiling.tile_size must be an integer, got 256.7'."""
-    problems = []
-    fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-    for key, value in values.items():
-        if key not in fields or dataclasses.is_dataclass(value):
-            continue
-        allowed = _allowed(fields[key])
-        wrong = not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed)
-        if wrong:
-            kinds = " or ".join(dict.fromkeys("integer" if t is int else t.__name__ for t in allowed))
-            problems.append(f"{section}.{key} must be {kinds.replace('NoneType', 'null')}, got {shown(value)}")
-        elif key in NON_NEGATIVE and isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
-            problems.append(f"{section}.{key} must not be negative, got {shown(value)}")
-    return problems
-
-
-def check_settings(values: dict[str, Any], cls: type, section: str) -> None:
-    """Raise ValueError listing every bad setting of `values` for dataclass `cls` (see setting_problems)."""
-    problems = setting_problems(values, cls, section)
-    if problems:
-        raise ValueError("; ".join(problems))
-
-
-def fit_warmup(settings: dict[str, Any], default_warmup: int) -> str | None:
-    """Lower warmup_epochs to half the epochs when it exceeds them (a short --epochs run); return the note to show."""
-    epochs, warmup = settings.get("epochs"), settings.get("warmup_epochs", default_warmup)
-    if isinstance(epochs, int) and isinstance(warmup, int) and epochs >= 1 and warmup > epochs:
-        settings["warmup_epochs"] = epochs // 2
-        return f"warmup_epochs {warmup} is more than epochs {epochs}: using {epochs // 2} (set warmup_epochs to choose)"
-    return None
+from wsi_ncmi.mil.runfolder import RunError
 
 
 def checkpoint_problems(checkpoint: dict[str, Any], config: dict[str, Any]) -> list[str]:
@@ -102,8 +31,6 @@ def check_device(device: str) -> None:
     """Refuse a device this machine does not have (CUDA asked for and absent, a misspelt name) before a command
     changes anything, naming the setting."""
     from wsi_ncmi.core.device import resolve_device
-    from wsi_ncmi.mil.train import RunError
-
     try:
         resolve_device(device)
     except ValueError as exc:
@@ -117,7 +44,7 @@ def load_run_model(run: Path, device: str = "cpu", name: str = "model.pt") -> An
     from wsi_ncmi.core.device import resolve_device
     from wsi_ncmi.core.faults import one_line
     from wsi_ncmi.mil.runfolder import check_run_idle
-    from wsi_ncmi.mil.train import RunError, load_trained
+    from wsi_ncmi.mil.train import load_trained
 
     run = Path(run)
     check_run_idle(run)
@@ -250,8 +177,6 @@ def model_epoch(run: Path) -> int | None:
 def check_metrics_current(run: Path, split: str, metrics: dict[str, Any], epoch: int | None) -> None:
     """Refuse metrics_{split}.json measured on another epoch's model than model.pt (`epoch`) holds: `evaluate` ran
     before the run was trained further (or while it trained)."""
-    from wsi_ncmi.mil.train import RunError
-
     measured = (metrics.get("selection") or {}).get("epoch")
     if epoch is not None and measured is not None and measured != epoch:
         raise RunError(

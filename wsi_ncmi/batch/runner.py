@@ -47,7 +47,7 @@ def _watch_parent(parent: int) -> None:
 
 def _stop_worker(signum: int, frame: object) -> None:
     """SIGTERM in a pool worker: remove the temporary and lock files of the slide it is writing, then exit."""
-    from wsi_ncmi.core.atomic import remove_pending
+    from wsi_ncmi.core.pending import remove_pending
 
     remove_pending()
     os._exit(1)

@@ -11,23 +11,12 @@ import errno
 import os
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from wsi_ncmi.core.folders import make_parents
-
-PENDING: set[Path] = set()
-"""Temporary files and lock files this process is writing now; `remove_pending` deletes them when it is stopped."""
-
-
-def remove_pending() -> None:
-    """Delete every temporary and lock file this process holds (a pool worker being stopped calls this, then exits)."""
-    for path in list(PENDING):
-        with suppress(OSError):
-            path.unlink(missing_ok=True)
-    PENDING.clear()
-
+from wsi_ncmi.core.pending import PENDING
 
 TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)$")
 """Temporary files `atomic_path` and the bag writer leave behind when their process is killed: .NAME.tmp-PID."""

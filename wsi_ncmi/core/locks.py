@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from wsi_ncmi.core.atomic import PENDING
 from wsi_ncmi.core.errors import WsiNcmiError
+from wsi_ncmi.core.pending import PENDING
 
 STALE_AFTER_S = 24 * 3600.0
 

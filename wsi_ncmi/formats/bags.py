@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from wsi_ncmi.core.atomic import PENDING, GuardedFile, h5_atomic, raise_write_error, save_torch
+from wsi_ncmi.core.atomic import GuardedFile, h5_atomic, raise_write_error, save_torch
 from wsi_ncmi.core.errors import WsiNcmiError
+from wsi_ncmi.core.pending import PENDING
 
 FORMAT_VERSION = 1
 

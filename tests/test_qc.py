@@ -446,15 +446,15 @@ def test_excluded_pixels_count_as_white_for_the_tissue_mask(painted: Path, tmp_p
 @given(st.integers(0, 10_000), st.integers(1, 3), st.floats(0.0, 0.2))
 def test_morphology_on_the_bounding_box_equals_it_on_the_whole_image(seed: int, radius: int, density: float) -> None:
     from wsi_ncmi.tiling.morphology import dilate
-    from wsi_ncmi.tiling.qc import _closed, _opened, _within_box
+    from wsi_ncmi.tiling.qc.masks import closed, opened, within_box
 
     rng = np.random.default_rng(seed)
     mask = np.zeros((40, 50), dtype=bool)
     top, left = rng.integers(0, 40), rng.integers(0, 50)
     mask[top : top + 12, left : left + 15] = rng.random(mask[top : top + 12, left : left + 15].shape) < density + 0.5
     for op in (
-        lambda m: _opened(_closed(m, radius), radius),
-        lambda m: _opened(m, radius),
+        lambda m: opened(closed(m, radius), radius),
+        lambda m: opened(m, radius),
         lambda m: dilate(m, 2 * radius + 1),
     ):
-        np.testing.assert_array_equal(_within_box(mask, 2 * radius + 1, op), op(mask))
+        np.testing.assert_array_equal(within_box(mask, 2 * radius + 1, op), op(mask))

@@ -18,9 +18,8 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from wsi_ncmi.cli import app
-from wsi_ncmi.formats.qc_table import removal_warning
 from wsi_ncmi.synthetic import INK, SlideSpec, TissueModel
-from wsi_ncmi.tiling.qc import QCParams, blurry_tiles
+from wsi_ncmi.tiling.qc import QCParams, blurry_tiles, removal_warning
 from wsi_ncmi.tiling.tile import TileTask, TilingParams, tile_geometry
 
 runner = CliRunner()

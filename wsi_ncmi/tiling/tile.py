@@ -14,7 +14,6 @@ import numpy as np
 from wsi_ncmi.core.config import check_settings
 from wsi_ncmi.core.locks import LockedError, slide_lock
 from wsi_ncmi.formats.bags import BagFormatError, read_coords, write_coords
-from wsi_ncmi.formats.qc_table import no_tiles_reason, removal_warning, write_qc_table
 from wsi_ncmi.formats.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
 from wsi_ncmi.slides.backend import BACKENDS, SlideError, open_slide
 from wsi_ncmi.slides.lowres import LowRes, read_lowres, read_mask_and_thumbnail
@@ -32,11 +31,13 @@ from wsi_ncmi.tiling.overlay import draw_thumbnail, save_image
 from wsi_ncmi.tiling.qc import (
     QCParams,
     QCResult,
-    TileSelection,
     detect_artifacts,
+    judge_tiles,
+    no_tiles_reason,
+    removal_warning,
     select_tiles,
-    with_focus,
-    with_folds,
+    with_tissue_checks,
+    write_qc_table,
 )
 from wsi_ncmi.tiling.tissue import TissueParams, channel_range, tissue_mask
 
@@ -256,37 +257,17 @@ def tissue_after_qc(
     image: np.ndarray, mpp: float, tissue: TissueParams, qc_params: QCParams
 ) -> tuple[np.ndarray, QCResult | None]:
     """The tiler's tissue mask of a low-resolution image whose pixels are `mpp` um wide, QC's removals (ink, dark
-    regions, folds) taken out, and QC's masks (None with QC off)."""
+    regions, folds: every registered mask check) taken out, and QC's masks (None with QC off)."""
     if not qc_params.enabled:
         return tissue_mask(image, mpp, tissue), None
     channels = channel_range(image)
     qc = detect_artifacts(image, mpp, qc_params, channels)
     mask = tissue_mask(image, mpp, tissue, exclude=qc.removed, channels=channels)
     mask &= ~qc.removed
-    if qc_params.folds:
-        qc = with_folds(qc, image, mask, mpp, qc_params)
-        mask &= ~qc.removed
+    mask, qc = with_tissue_checks(qc, image, mask, mpp, qc_params)
     if qc.removed.any():
         qc = replace(qc, tissue_before=int(np.count_nonzero(tissue_mask(image, mpp, tissue, channels=channels))))
     return mask, qc
-
-
-def _judge_focus(
-    slide: Any,
-    qc: QCParams,
-    chosen: TileSelection,
-    grid: np.ndarray,
-    size0: int,
-    mpp0: float,
-    mask: np.ndarray,
-    scale: float,
-) -> TileSelection:
-    """`chosen` with its out-of-focus tiles dropped, their focus read from the open slide at about qc.focus_mpp."""
-    from wsi_ncmi.tiling.focus import focus_resolution, focus_scores
-
-    focus_mpp = focus_resolution(slide, mpp0, qc.focus_mpp)[2]
-    scores = focus_scores(slide, grid[chosen.keep], size0, mpp0, qc.focus_mpp, mask, scale)
-    return with_focus(chosen, scores, qc, (size0 * mpp0) ** 2 / 1e6, focus_mpp)
 
 
 def tile_geometry(task: TileTask) -> TilingResult:
@@ -313,8 +294,8 @@ def tile_geometry(task: TileTask) -> TilingResult:
         if params.grid == "slide" and params.edges == "inward":
             grid = grid[_adds_tissue(grid, mask, lowres.scale, width, height, size0, step0, params.min_tissue)]
         chosen = select_tiles(mask, qc, params.qc, lowres.scale, mask_mpp, grid, size0, params.min_tissue)
-        if qc is not None and params.qc.blur:
-            chosen = _judge_focus(slide, params.qc, chosen, grid, size0, mpp.value, mask, lowres.scale)
+        if qc is not None:
+            chosen = judge_tiles(slide, params.qc, chosen, grid, size0, mpp.value, mask, lowres.scale)
     keep = chosen.keep
     attrs = {
         **params.fingerprint(),
@@ -389,9 +370,7 @@ def _tile(task: TileTask) -> StatusRow:
     extra = {} if result.sharpness is None else {"qc_sharpness": result.sharpness}
     write_coords(coords_path(job, task.slide_id), result.coords, result.tissue_fraction, result.attrs, extra)
     if task.params.thumbnails:
-        removals = None if result.qc is None else {"pen": result.qc.pen, "dark": result.qc.dark}
-        if result.qc is not None and result.qc.fold is not None:
-            removals["fold"] = result.qc.fold
+        removals = None if result.qc is None else dict(result.qc.masks)
         write_thumbnails(job, task.slide_id, result, removals)
     n = len(result.coords)
     status = OK if n else NO_TISSUE

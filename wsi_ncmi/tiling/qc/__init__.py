@@ -1,0 +1,56 @@
+"""Slide quality control: checks that remove regions of the low-resolution image the tissue mask comes from (pen
+ink, dark borders, optionally tissue folds; plain numpy) and checks that drop tiles (out of focus, from focus
+scores read at 1-2 um/px relative to the slide's own tiles).
+
+Each check is one module registered in CHECKS (registry.py); the QC table's area columns and thresholds, the
+coords attributes qc_{check}_mm2, the tiler's passes, the thumbnail's legend and the QuPath export's tissue (QC's
+removals taken out) all follow the registry, in registration order.
+
+To add a check:
+1. Write `qc/<name>.py` with a class deriving from MaskCheck (a region mask: `find(image, tissue)`, with
+   `after_tissue` when it looks within the tissue mask and `optional` when it is off by default) or TileCheck
+   (drops tiles: `judge(...)`, `defaults(qc_on)`), decorated with `@CHECKS.register("<name>")`; `enabled(params)`
+   says when it runs and `thresholds` which settings the QC table shows.
+2. Register it: import the module below, where its place in the list is its place in the table and the legend.
+Its settings are fields of QCParams (params.py: the `qc:` config keys, their checks, the fingerprint).
+"""
+
+from wsi_ncmi.tiling.qc import pen, dark, fold, blur  # noqa: F401, I001  (registration, in this order)
+from wsi_ncmi.tiling.qc.blur import MIN_REFERENCE_TILES, blurry_tiles, with_focus
+from wsi_ncmi.tiling.qc.fold import fold_mask
+from wsi_ncmi.tiling.qc.params import FOLD_KEYS, QCParams
+from wsi_ncmi.tiling.qc.pen import DEFAULT_PEN_COLORS, PEN_COLORS, PEN_HUES, RED_MIN_SATURATION, ink_mask
+from wsi_ncmi.tiling.qc.registry import CHECKS, MaskCheck, QCCheck, TileCheck, mask_checks, tile_checks
+from wsi_ncmi.tiling.qc.run import QCResult, detect_artifacts, judge_tiles, with_tissue_checks
+from wsi_ncmi.tiling.qc.selection import TileSelection, select_tiles
+from wsi_ncmi.tiling.qc.table import no_tiles_reason, removal_warning, table_layout, write_qc_table
+
+__all__ = [
+    "CHECKS",
+    "DEFAULT_PEN_COLORS",
+    "FOLD_KEYS",
+    "MIN_REFERENCE_TILES",
+    "PEN_COLORS",
+    "PEN_HUES",
+    "RED_MIN_SATURATION",
+    "MaskCheck",
+    "QCCheck",
+    "QCParams",
+    "QCResult",
+    "TileCheck",
+    "TileSelection",
+    "blurry_tiles",
+    "detect_artifacts",
+    "fold_mask",
+    "ink_mask",
+    "judge_tiles",
+    "mask_checks",
+    "no_tiles_reason",
+    "removal_warning",
+    "select_tiles",
+    "table_layout",
+    "tile_checks",
+    "with_focus",
+    "with_tissue_checks",
+    "write_qc_table",
+]

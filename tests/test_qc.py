@@ -458,3 +458,49 @@ def test_morphology_on_the_bounding_box_equals_it_on_the_whole_image(seed: int, 
         lambda m: dilate(m, 2 * radius + 1),
     ):
         np.testing.assert_array_equal(within_box(mask, 2 * radius + 1, op), op(mask))
+
+
+QC_TABLE_COLUMNS = (
+    "slide_id", "qc", "tissue_before_qc_mm2", "tissue_mm2", "pen_mm2", "dark_mm2", "fold_mm2", "tiles_before_qc",
+    "tiles_after_qc", "tiles_dropped_artifact", "tiles_dropped_blurry", "focus_median", "warning", "pen_colors",
+    "pen_min_saturation", "dark_max_value", "min_width_um", "margin_um", "max_artifact", "blur", "focus_mpp",
+    "min_sharpness", "blur_mad", "blur_ratio", "warn_removed", "fold_min_density", "fold_max_angle",
+)  # fmt: skip
+"""The QC table's columns, in the order qc.csv has always had them."""
+
+
+def test_qc_table_columns_come_from_the_registered_checks_in_their_order() -> None:
+    from wsi_ncmi.tiling.qc import CHECKS, table_layout
+
+    assert list(CHECKS) == ["pen", "dark", "fold", "blur"]
+    assert table_layout().columns == QC_TABLE_COLUMNS
+
+
+def test_a_registered_mask_check_reaches_the_masks_the_attributes_and_the_table(painted: Path, tmp_path: Path) -> None:
+    from wsi_ncmi.formats.qc_table import qc_row
+    from wsi_ncmi.tiling.qc import CHECKS, MaskCheck, table_layout
+
+    @CHECKS.register("smudge")
+    class Smudge(MaskCheck):
+        thresholds = ("margin_um",)
+
+        @classmethod
+        def find(cls, image: object, tissue: np.ndarray | None) -> np.ndarray:
+            out = np.zeros(image.rgb.shape[:2], dtype=bool)
+            out[100:140, 100:140] = True
+            return out
+
+    try:
+        result = _geometry(painted, tmp_path)
+        layout = table_layout()
+        row = qc_row("painted", result.attrs, len(result.coords), layout)
+        assert result.qc.smudge[100:140, 100:140].all()
+    finally:
+        del CHECKS["smudge"]
+    assert list(result.qc.masks) == ["pen", "dark", "smudge"]
+    assert not (result.mask[100:140, 100:140]).any(), "the new check's removals are out of the tissue"
+    assert layout.columns[: len(QC_TABLE_COLUMNS)] != QC_TABLE_COLUMNS
+    assert layout.columns.index("smudge_mm2") == layout.columns.index("fold_mm2") + 1
+    assert result.attrs["qc_smudge_mm2"] > 0
+    assert float(row["smudge_mm2"]) == pytest.approx(result.attrs["qc_smudge_mm2"], abs=1e-4)
+    assert table_layout().columns == QC_TABLE_COLUMNS

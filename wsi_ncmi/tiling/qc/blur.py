@@ -60,10 +60,7 @@ class BlurCheck(TileCheck):
     """Focus scores read from the open slide at about `focus_mpp`, judged against the slide's own tiles."""
 
     thresholds = ("blur", "focus_mpp", "min_sharpness", "blur_mad", "blur_ratio")
-
-    @classmethod
-    def enabled(cls, params: QCParams) -> bool:
-        return params.blur
+    switch = "blur"
 
     @classmethod
     def defaults(cls, qc_on: bool) -> dict[str, Any]:

@@ -45,12 +45,9 @@ class FoldCheck(MaskCheck):
     """Folds within the tissue mask (ink and dark regions already out): its reference colour is the tissue's."""
 
     thresholds = ("fold_min_density", "fold_max_angle")
-    after_tissue = True
+    switch = "folds"
     optional = True
-
-    @classmethod
-    def enabled(cls, params: QCParams) -> bool:
-        return params.folds
+    after_tissue = True
 
     @classmethod
     def find(cls, image: QCImage, tissue: np.ndarray | None) -> np.ndarray:

@@ -6,9 +6,8 @@ import json
 from dataclasses import asdict, dataclass
 
 from wsi_ncmi.tiling.qc.pen import DEFAULT_PEN_COLORS, PEN_COLORS
+from wsi_ncmi.tiling.qc.registry import CHECKS
 
-FOLD_KEYS = ("folds", "fold_min_density", "fold_max_angle")
-"""Fold settings, left out of the fingerprint while folds are off so that it reads as before they existed."""
 SHARED_THRESHOLDS = ("min_width_um", "margin_um", "max_artifact", "warn_removed")
 """Settings no one check owns (every removal mask's width and margin, the tiles' removal limit, the warning)
 that the QC table shows beside the checks' own thresholds."""
@@ -92,12 +91,14 @@ class QCParams:
             return "off"
         values = asdict(self)
         values["pen_colors"] = list(self.pen_colors)
-        if not self.folds:
-            for key in FOLD_KEYS:
-                del values[key]
+        for check in CHECKS.values():
+            if check.optional and not check.enabled(self):
+                for key in (check.switch, *check.thresholds):
+                    del values[key]
         return json.dumps(values, sort_keys=True)
 
     @classmethod
     def from_fingerprint(cls, text: str) -> QCParams:
-        """The settings a coords file's `qc_params` attribute records (fold settings left out mean folds off)."""
+        """The settings a coords file's `qc_params` attribute records (an optional check's settings left out mean it
+        was off: fold settings, folds)."""
         return cls(enabled=False) if text == "off" else cls(**json.loads(text))

@@ -21,11 +21,17 @@ class QCCheck:
 
     name: ClassVar[str]
     thresholds: ClassVar[tuple[str, ...]] = ()
+    switch: ClassVar[str | None] = None
+    """The QCParams field (true or false) that turns the check on; None: it runs whenever QC does."""
+    optional: ClassVar[bool] = False
+    """Added after coords files existed without it, and off by default: while it is off its switch and thresholds
+    are left out of the settings' fingerprint (which so reads as before it existed), and a mask check's area is
+    missing from the coords attributes, blank in the QC table and left out of the messages."""
 
     @classmethod
     def enabled(cls, params: QCParams) -> bool:
         """Whether the check runs with these settings (QC itself on)."""
-        return True
+        return cls.switch is None or bool(getattr(params, cls.switch))
 
 
 class MaskCheck(QCCheck):
@@ -34,8 +40,6 @@ class MaskCheck(QCCheck):
 
     after_tissue: ClassVar[bool] = False
     """Found within the tissue mask (other removals already out) instead of on the whole image, before it."""
-    optional: ClassVar[bool] = False
-    """Off by default: slides tiled without it have no area attribute, a blank column, and messages leave it out."""
 
     @classmethod
     def find(cls, image: QCImage, tissue: np.ndarray | None) -> np.ndarray:

@@ -4,6 +4,7 @@ table's messages with it."""
 from __future__ import annotations
 
 from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 from wsi_ncmi.formats import qc_table
@@ -33,6 +34,6 @@ def removal_warning(attrs: dict[str, Any], n_tiles: int) -> str:
     return qc_table.removal_warning(attrs, n_tiles, table_layout())
 
 
-def write_qc_table(path: Any, job: Any, slide_ids: list[str]) -> None:
+def write_qc_table(path: Path, job: Path, slide_ids: list[str]) -> None:
     """Merge the rows of `slide_ids` into the QC table at `path`, laid out by the registered checks."""
     qc_table.write_qc_table(path, job, slide_ids, table_layout())

@@ -38,13 +38,13 @@ def check_device(device: str) -> None:
 
 
 def load_run_model(run: Path, device: str = "cpu", name: str = "model.pt") -> Any:
-    """The run's trained model (wsi_ncmi.mil.train.Trained), refused when it was not trained in this folder, when
+    """The run's trained model (wsi_ncmi.mil.checkpoint.Trained), refused when it was not trained in this folder, when
     `train` is still writing the folder, or when the checkpoint is damaged (the message names the file and the fix)."""
     from wsi_ncmi.core.config import load_yaml
     from wsi_ncmi.core.device import resolve_device
     from wsi_ncmi.core.faults import one_line
+    from wsi_ncmi.mil.checkpoint import load_trained
     from wsi_ncmi.mil.runfolder import check_run_idle
-    from wsi_ncmi.mil.train import load_trained
 
     run = Path(run)
     check_run_idle(run)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from wsi_ncmi.core.config import check_settings
+from wsi_ncmi.core.device import DEFAULT_DEVICE
 from wsi_ncmi.mil.models import BATCH_NECKS
 from wsi_ncmi.mil.schedule import SCHEDULES
 from wsi_ncmi.mil.selection import SELECT_RULES
@@ -38,7 +39,7 @@ class TrainConfig:
     bags_per_step: int = 1
     grad_clip: float | None = 1.0
     seed: int = 1
-    device: str = "auto"
+    device: str = DEFAULT_DEVICE
     threads: int | None = None
     max_tiles: int | None = None
     balanced_sampling: bool = False

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from wsi_ncmi.core.device import resolve_device
-from wsi_ncmi.mil.heads import Head, build_head
+from wsi_ncmi.mil.heads import HEADS, Head, build_head
 from wsi_ncmi.mil.models import MILModel, build_model
 from wsi_ncmi.mil.runfolder import RunError
 
@@ -49,8 +49,8 @@ def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
 
     Older NCMI checkpoints kept a Linear-ReLU-Linear projector in the head (`head_state["projector.*"]`, setting
     `loss_args.projector`); it is the model's neck now, with the same weights. Checkpoints without those weights
-    had no projector; CE-family checkpoints from before the neck existed had none either. Anchor-mode checkpoints
-    without class means predicted with the anchors, so those stand in for the class means.
+    had no projector; CE-family checkpoints from before the neck existed had none either. Then the loss upgrades
+    its own head (Head.upgrade_state: anchor-mode NCMI checkpoints without class means predicted with the anchors).
     """
     checkpoint = dict(checkpoint)
     model_args, loss_args = dict(checkpoint["model_args"]), dict(checkpoint["loss_args"])
@@ -60,8 +60,9 @@ def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
         projector = {k: head_state.pop(k) for k in list(head_state) if k.startswith("projector.")}
         model_args["neck"] = "mlp" if projector else "none"
         state.update({"neck." + k.removeprefix("projector."): v for k, v in projector.items()})
-    if loss_args.get("centroids") == "anchor" and "class_centroids" not in head_state:
-        head_state["class_centroids"] = head_state["centroids"].clone()
+    head = HEADS.get(checkpoint.get("loss"))
+    if head is not None:
+        head.upgrade_state(loss_args, head_state)
     checkpoint.update(model_args=model_args, loss_args=loss_args, state_dict=state, head_state=head_state)
     return checkpoint
 

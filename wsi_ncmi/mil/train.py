@@ -30,7 +30,7 @@ from wsi_ncmi.mil.data import BagSet, class_weights, epoch_order, step_groups, s
 from wsi_ncmi.mil.distributed import Cluster
 from wsi_ncmi.mil.heads import Head, build_head
 from wsi_ncmi.mil.metrics import core_metrics
-from wsi_ncmi.mil.models import MILModel, build_model
+from wsi_ncmi.mil.models import MODELS, MILModel, build_model
 from wsi_ncmi.mil.schedule import lr_factor
 from wsi_ncmi.mil.selection import first_eligible, improves, selection_score
 from wsi_ncmi.mil.speed import EpochLosses, optimizer, sized_threads
@@ -106,10 +106,10 @@ def _write_history(rows: list[dict[str, Any]], path: Path) -> pd.DataFrame:
 
 
 def resolve_config(config: TrainConfig, labels: np.ndarray, n_classes: int) -> TrainConfig:
-    """A copy with the settings training derives (CLAM's class count, balanced class weights); warns about a
-    class imbalance corrected twice (balanced sampling and balanced class weights together)."""
+    """A copy with the settings training derives (the class count of a model that takes one, balanced class
+    weights); warns about a class imbalance corrected twice (balanced sampling and balanced class weights together)."""
     config = copy.deepcopy(config)
-    if config.model == "clam_sb":
+    if getattr(MODELS.get(config.model), "takes_class_count", False):
         config.model_args.setdefault("n_classes", n_classes)
     if config.class_weights == "balanced":
         config.loss_args["class_weights"] = class_weights(labels, n_classes)

@@ -8,9 +8,11 @@ from typing import Any
 
 from wsi_ncmi.core.config import check_settings
 from wsi_ncmi.core.device import DEFAULT_DEVICE
+from wsi_ncmi.mil.heads import HEADS
 from wsi_ncmi.mil.models import BATCH_NECKS
 from wsi_ncmi.mil.schedule import SCHEDULES
 from wsi_ncmi.mil.selection import SELECT_RULES
+from wsi_ncmi.mil.settings import loss_settings
 from wsi_ncmi.mil.speed import OPTIMIZERS
 
 DEFAULT_NECK = "mlp"
@@ -52,6 +54,7 @@ class TrainConfig:
     select_from: int | None = None
 
     def __post_init__(self) -> None:
+        self.loss_args = loss_settings(self.loss, self.loss_args)
         if "neck" not in self.model_args:
             self.model_args = {**self.model_args, "neck": DEFAULT_NECK}
         problems = []
@@ -98,10 +101,9 @@ class TrainConfig:
             problems.append(f"max_tiles must be >= 1, got {self.max_tiles}")
         if self.select not in SELECT_RULES:
             problems.append(f"select must be one of {', '.join(SELECT_RULES)}, got {self.select!r}")
-        if self.loss == "ncmi" and not self.grad_clip:
-            problems.append(
-                "grad_clip must be set for loss ncmi (e.g. 1.0): its CMI/SEP ratio is heavy-tailed when SEP is small"
-            )
+        head = HEADS.get(self.loss)
+        if head is not None:
+            problems += head.training_problems(self)
         if "projector" in self.loss_args:
             problems.append(
                 "loss_args.projector is now model_args.neck (mlp|none), shared by every loss; move the setting there"

@@ -245,13 +245,14 @@ def run_one(
 ) -> dict[str, float]:
     """Train one arm on one fold with the product's loop; test accuracy and macro-F1 of the selected model."""
     from wsi_ncmi.mil.metrics import core_metrics
-    from wsi_ncmi.mil.train import load_trained, predict
+    from wsi_ncmi.mil.runs import load_run_model
+    from wsi_ncmi.mil.train import predict
 
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _train_arm(fold, arm_config(fold, arm, grid, params), classes, Path(tmp))
         test = bagset(fold.test, "te")
-        probs, preds, _ = predict(load_trained(Path(tmp) / "model.pt"), test)
+        probs, preds, _ = predict(load_run_model(Path(tmp)), test)
     metrics = core_metrics(test.labels, preds, probs, len(classes))
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
 

@@ -68,7 +68,8 @@ def run_one(fold: Fold, loss: str, classes: list[str]) -> dict[str, Any]:
     import torch
 
     from wsi_ncmi.mil.metrics import core_metrics
-    from wsi_ncmi.mil.train import TrainConfig, load_trained, predict, train
+    from wsi_ncmi.mil.runs import load_run_model
+    from wsi_ncmi.mil.train import TrainConfig, predict, train
 
     config = TrainConfig(
         model_args={"dim": 64, "attention_dim": 64}, loss=loss, seed=fold.seed, device="cpu", select="last"
@@ -81,7 +82,7 @@ def run_one(fold: Fold, loss: str, classes: list[str]) -> dict[str, Any]:
         run = Path(tmp)
 
         def score_test(_: int) -> None:
-            probs, preds, _ = predict(load_trained(run / "last.pt"), test)
+            probs, preds, _ = predict(load_run_model(run, "cpu", "last.pt"), test)
             test_f1.append(core_metrics(test.labels, preds, probs, len(classes))["macro_f1"])
 
         result = train(

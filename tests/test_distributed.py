@@ -14,9 +14,10 @@ import torch
 
 from wsi_ncmi.cohort.manifest import read_manifest
 from wsi_ncmi.cohort.splits import read_split
+from wsi_ncmi.mil.checkpoint import load_trained
 from wsi_ncmi.mil.data import join_split, load_bagset
 from wsi_ncmi.mil.distributed import Cluster
-from wsi_ncmi.mil.train import embed_bags, load_trained
+from wsi_ncmi.mil.train import embed_bags
 from wsi_ncmi.synthetic import write_synthetic_bags
 
 CLASSES = ["itc", "macro", "micro", "negative"]

@@ -49,6 +49,32 @@ def test_registry_holds_every_documented_entry() -> None:
     assert len([n for n in registered() if not n.startswith("resnet")]) >= 10
 
 
+def test_every_registry_refuses_an_unknown_name_with_one_error() -> None:
+    """Encoders, MIL models and losses share one registry: an unknown name is the same package error everywhere
+    (a KeyError and a ValueError too, for callers catching either), its message listing the known names."""
+    from wsi_ncmi.core.errors import WsiNcmiError
+    from wsi_ncmi.core.faults import describe
+    from wsi_ncmi.core.registry import UnknownNameError
+    from wsi_ncmi.mil.heads import build_head
+    from wsi_ncmi.mil.models import build_model
+
+    cases = [
+        (lambda: get_encoder("resnet-18"), "unknown encoder 'resnet-18'; known: "),
+        (lambda: build_model("resnet", 8), "unknown model 'resnet'; known: abmil"),
+        (lambda: build_head("hinge", 8, 2), "unknown loss 'hinge'; known: ce, cmic, focal, ncmi"),
+    ]
+    for make, message in cases:
+        with pytest.raises(UnknownNameError) as caught:
+            make()
+        assert all(isinstance(caught.value, kind) for kind in (WsiNcmiError, KeyError, ValueError))
+        assert str(caught.value).startswith(message) and describe(caught.value) == (str(caught.value), 2)
+    assert str(caught.value) == "unknown loss 'hinge'; known: ce, cmic, focal, ncmi"
+    with pytest.raises(ValueError, match="encoder 'resnet18' is registered twice"):
+        from wsi_ncmi.embedding.registry import register
+
+        register("resnet18")(lambda: None)
+
+
 @pytest.mark.parametrize("name", sorted(DOCUMENTED))
 def test_entry_builds_at_full_size_on_meta_with_its_documented_output(name: str) -> None:
     dim, size, resize, interpolation, (mean, std) = DOCUMENTED[name]

@@ -15,11 +15,12 @@ from typer.testing import CliRunner
 from wsi_ncmi.cli import app
 from wsi_ncmi.cohort.manifest import read_manifest
 from wsi_ncmi.cohort.splits import read_split
+from wsi_ncmi.mil.checkpoint import load_trained
 from wsi_ncmi.mil.data import BagDataError, join_split, load_bagset, step_groups
 from wsi_ncmi.mil.models import MODELS, build_model
 from wsi_ncmi.mil.run import train_run
 from wsi_ncmi.mil.runfolder import RunError
-from wsi_ncmi.mil.train import TrainConfig, load_trained, predict
+from wsi_ncmi.mil.train import TrainConfig, predict
 from wsi_ncmi.synthetic import write_synthetic_bags
 
 runner = CliRunner()

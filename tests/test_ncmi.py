@@ -349,8 +349,9 @@ def test_built_heads_record_every_setting_with_its_default() -> None:
 def test_training_temperature_reaches_the_checkpoint_and_changes_the_model(tmp_path) -> None:
     import numpy as np
 
+    from wsi_ncmi.mil.checkpoint import load_trained
     from wsi_ncmi.mil.data import BagSet
-    from wsi_ncmi.mil.train import TrainConfig, load_trained, train
+    from wsi_ncmi.mil.train import TrainConfig, train
 
     rng = np.random.default_rng(0)
     labels = np.array([0, 1] * 6)

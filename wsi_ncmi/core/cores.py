@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from wsi_ncmi.core.device import uses_cuda
+
 MAX_READERS = 16
 """More reader processes than this rarely help one GPU and cost memory (each holds its prefetched batches)."""
 
@@ -23,17 +25,9 @@ def auto_workers(device: str, cores: int | None = None) -> int:
     keeps up with it (a core decodes several hundred tiles/s; a CPU encoder embeds tens): one per 16 cores, 1 to 4.
     """
     cores = cpu_cores() if cores is None else cores
-    if device != "cpu" and _cuda_available(device):
+    if uses_cuda(device):
         return max(1, min(MAX_READERS, cores - 1))
     return max(1, min(4, cores // 16))
-
-
-def _cuda_available(device: str) -> bool:
-    if device.startswith("cuda"):
-        return True
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def parse_workers(value: str, device: str) -> int:

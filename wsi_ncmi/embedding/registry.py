@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from wsi_ncmi.core.registry import Registry
+
 if TYPE_CHECKING:
     import torch
 
@@ -155,37 +157,26 @@ class EncoderSpec:
         return f"mean={list(self.mean)},std={list(self.std)}"
 
 
-_REGISTRY: dict[str, Callable[[], EncoderSpec]] = {}
-
-
-def register(name: str) -> Callable[[Callable[[], EncoderSpec]], Callable[[], EncoderSpec]]:
-    """Decorator: register a zero-argument function that returns the EncoderSpec for `name`."""
-
-    def wrap(func: Callable[[], EncoderSpec]) -> Callable[[], EncoderSpec]:
-        if name in _REGISTRY:
-            raise ValueError(f"encoder {name!r} is registered twice")
-        _REGISTRY[name] = func
-        return func
-
-    return wrap
+ENCODERS: Registry[Callable[[], EncoderSpec]] = Registry("encoder", also=("timm:<name>",))
+register = ENCODERS.register
+"""Decorator: register a zero-argument function that returns the EncoderSpec for `name`."""
 
 
 def registered() -> list[str]:
     """The names of the registry's own entries (without the `timm:<name>` family)."""
-    return sorted(_REGISTRY)
+    return sorted(ENCODERS)
 
 
 def list_encoders() -> list[str]:
-    return [*registered(), "timm:<name>"]
+    return ENCODERS.known()
 
 
 def get_encoder(name: str) -> EncoderSpec:
-    """The spec of a registered encoder or of `timm:<model name>`; unknown names list the known ones."""
+    """The spec of a registered encoder or of `timm:<model name>`; an unknown name is an UnknownNameError (a
+    KeyError) listing the known ones."""
     if name.startswith("timm:"):
         return _timm_spec(name[len("timm:") :])
-    if name not in _REGISTRY:
-        raise KeyError(f"unknown encoder {name!r}; known: {', '.join(list_encoders())}")
-    return _REGISTRY[name]()
+    return ENCODERS.lookup(name)()
 
 
 def encoder_folder(name: str) -> str:

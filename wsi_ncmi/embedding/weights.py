@@ -116,13 +116,14 @@ def check_weights(encoder: str, weights: str, allow_download: bool = False) -> N
     """Refuse, before any slide is touched, an unknown encoder, a --weights file that does not exist, or published
     weights missing from the local cache when downloads are not allowed (`timm:` names are built, and their cache
     read, by timm itself when embedding starts)."""
+    from wsi_ncmi.core.registry import UnknownNameError
     from wsi_ncmi.embedding.registry import get_encoder
 
     if not encoder.startswith("timm:"):
         try:
             spec = get_encoder(encoder)
-        except KeyError as exc:
-            raise WeightsError(str(exc.args[0])) from exc
+        except UnknownNameError as exc:
+            raise WeightsError(str(exc)) from exc
         if weights in PUBLISHED and spec.checkpoint is not None and not allow_download and not spec.checkpoint.local():
             raise _not_cached(spec)
     if weights == "random" or weights in PUBLISHED:

@@ -48,6 +48,17 @@ class Head(nn.Module):
         )
         self.register_buffer("class_weights", weights)
 
+    @classmethod
+    def training_problems(cls, training: Any) -> list[str]:
+        """What this loss refuses in the other training settings (`training`, a TrainConfig), one phrase each;
+        checked with the generic settings, so a config lists every problem at once. None by default."""
+        return []
+
+    @classmethod
+    def upgrade_state(cls, loss_args: dict[str, Any], head_state: dict[str, Any]) -> None:
+        """Bring the head settings and state of a checkpoint written by an older version to today's layout, in
+        place, so the head predicts as it did; nothing to do by default."""
+
     def weighted_mean(self, per_sample: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """mean_i w_{y_i} * loss_i: the class weight scales each bag's loss, also with one bag per step."""
         return (per_sample * self.class_weights[y]).mean()
@@ -213,6 +224,20 @@ class NCMIHead(Head):
         self.calibration: dict[str, Any] = {}
         """The last fit of tau: its value, the smoothing used, whether validation was separable or a bound was hit."""
         self._said: set[str] = set()
+
+    @classmethod
+    def training_problems(cls, training: Any) -> list[str]:
+        if not training.grad_clip:
+            return [
+                "grad_clip must be set for loss ncmi (e.g. 1.0): its CMI/SEP ratio is heavy-tailed when SEP is small"
+            ]
+        return []
+
+    @classmethod
+    def upgrade_state(cls, loss_args: dict[str, Any], head_state: dict[str, Any]) -> None:
+        """Anchor-mode checkpoints without class means predicted with the anchors, so those stand in for them."""
+        if loss_args.get("centroids") == "anchor" and "class_centroids" not in head_state:
+            head_state["class_centroids"] = head_state["centroids"].clone()
 
     def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any) -> None:
         """A state written before the centre setting keeps its behaviour: centre 'epoch', separation 'mean_other'."""

@@ -67,6 +67,8 @@ class MILModel(nn.Module):
     """
 
     name = "mil"
+    takes_class_count = False
+    """Whether the model has an `n_classes` setting that training fills in from the run's classes when unset."""
 
     def __init__(self, in_dim: int, dim: int | None = 512, dropout: float = 0.25, neck: str = "none"):
         super().__init__()
@@ -222,6 +224,8 @@ class CLAMSingleBranch(ABMIL):
     """CLAM-SB: gated attention plus per-class instance classifiers trained on the top-k / bottom-k attended
     tiles (in-class: top-k positive, bottom-k negative; other classes: top-k negative). The instance loss is
     weighted against the bag loss by bag_weight."""
+
+    takes_class_count = True
 
     def __init__(
         self,

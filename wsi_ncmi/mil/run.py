@@ -146,9 +146,9 @@ def _validated_inputs(
     import wsi_ncmi
     from wsi_ncmi.cohort.manifest import class_names, read_manifest
     from wsi_ncmi.cohort.splits import read_split
-    from wsi_ncmi.mil.runs import bag_encoder_problems, check_device
+    from wsi_ncmi.mil.runs import bag_encoder_problems, check_training_device
 
-    check_device(config.device)
+    check_training_device(config.device)
     table = read_manifest(manifest)
     split = read_split(split_file)
     in_split = table[table["slide_id"].isin(split.index)]

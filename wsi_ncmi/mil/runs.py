@@ -27,28 +27,29 @@ def checkpoint_problems(checkpoint: dict[str, Any], config: dict[str, Any]) -> l
     return problems
 
 
-def check_device(device: str) -> None:
-    """Refuse a device this machine does not have (CUDA asked for and absent, a misspelt name) before a command
-    changes anything, naming the setting."""
-    from wsi_ncmi.core.device import resolve_device
+def check_training_device(device: str) -> None:
+    """Refuse a training device this machine does not have (CUDA asked for and absent, a misspelt name) before
+    `train` changes anything, naming the setting (wsi_ncmi.core.device.check_device's message)."""
+    from wsi_ncmi.core.device import DeviceError, check_device
+
     try:
-        resolve_device(device)
-    except ValueError as exc:
+        check_device(device)
+    except DeviceError as exc:
         raise RunError(f"training settings: {exc}") from exc
 
 
 def load_run_model(run: Path, device: str = "cpu", name: str = "model.pt") -> Any:
-    """The run's trained model (wsi_ncmi.mil.train.Trained), refused when it was not trained in this folder, when
+    """The run's trained model (wsi_ncmi.mil.checkpoint.Trained), refused when it was not trained in this folder, when
     `train` is still writing the folder, or when the checkpoint is damaged (the message names the file and the fix)."""
     from wsi_ncmi.core.config import load_yaml
-    from wsi_ncmi.core.device import resolve_device
+    from wsi_ncmi.core.device import check_device
     from wsi_ncmi.core.faults import one_line
+    from wsi_ncmi.mil.checkpoint import load_trained
     from wsi_ncmi.mil.runfolder import check_run_idle
-    from wsi_ncmi.mil.train import load_trained
 
     run = Path(run)
     check_run_idle(run)
-    resolve_device(device)
+    check_device(device)
     try:
         trained = load_trained(run / name, device)
     except RunError as exc:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from wsi_ncmi.core.errors import WsiNcmiError
+from wsi_ncmi.mil.settings import keyed_by_loss, loss_settings
 
 METRICS = {
     "val_macro_f1": "maximize",
@@ -122,7 +123,7 @@ class TuneSettings:
         """The training settings of one trial: the fixed ones, the loss and its fixed loss_args, then `params`."""
         settings = copy.deepcopy(self.training)
         settings["loss"] = loss
-        settings["loss_args"] = copy.deepcopy(self.loss_args.get(loss, {}))
+        settings["loss_args"] = loss_settings(loss, self.loss_args)
         for key, value in params.items():
             head, _, leaf = key.partition(".")
             if leaf:
@@ -273,7 +274,7 @@ def _top_problems(data: dict[str, Any]) -> list[str]:
         if clash:
             problems.append(f"training must not set {', '.join(clash)}; use the top-level losses and loss_args")
     loss_args = data["loss_args"]
-    if not isinstance(loss_args, dict) or not all(isinstance(v, dict) for v in loss_args.values()):
+    if not keyed_by_loss(loss_args):
         problems.append(
             f"loss_args must map each loss to its settings ({{ncmi: {{temperature: 0.2}}}}), got {loss_args!r}"
         )

@@ -15,7 +15,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,32 +24,19 @@ import pandas as pd
 import torch
 
 from wsi_ncmi.core.atomic import atomic_path, save_torch
-from wsi_ncmi.core.config import check_settings
 from wsi_ncmi.core.device import resolve_device
+from wsi_ncmi.mil.checkpoint import Trained, check_loop_settings, checkpoint_of
 from wsi_ncmi.mil.data import BagSet, class_weights, epoch_order, step_groups, subsample
 from wsi_ncmi.mil.distributed import Cluster
 from wsi_ncmi.mil.heads import Head, build_head
 from wsi_ncmi.mil.metrics import core_metrics
-from wsi_ncmi.mil.models import BATCH_NECKS, MILModel, build_model
-from wsi_ncmi.mil.runfolder import RunError
-from wsi_ncmi.mil.schedule import SCHEDULES, lr_factor
-from wsi_ncmi.mil.selection import SELECT_RULES, first_eligible, improves, selection_score
-from wsi_ncmi.mil.speed import OPTIMIZERS, EpochLosses, optimizer, sized_threads
+from wsi_ncmi.mil.models import MODELS, MILModel, build_model
+from wsi_ncmi.mil.schedule import lr_factor
+from wsi_ncmi.mil.selection import first_eligible, improves, selection_score
+from wsi_ncmi.mil.speed import EpochLosses, optimizer, sized_threads
+from wsi_ncmi.mil.trainconfig import TrainConfig
 
-CHECKPOINT_VERSION = 1
 SINGLE = Cluster()
-DEFAULT_NECK = "mlp"
-"""The neck a run gets when model_args does not name one (the shipped comparison configs' neck)."""
-LOOP_SETTINGS = {
-    "optimizer": "adamw",
-    "momentum": 0.9,
-    "schedule": "cosine",
-    "milestones": [],
-    "gamma": 0.1,
-    "bags_per_step": 1,
-}
-"""Settings a resumed run must share with its last.pt (optimiser state and step count depend on them), with the
-values checkpoints written before they existed were trained with."""
 HISTORY_COLUMNS = [
     "epoch",
     "train_loss",
@@ -61,178 +48,6 @@ HISTORY_COLUMNS = [
     "lr",
     "seconds",
 ]
-
-
-@dataclass
-class TrainConfig:
-    """Every setting of a training run (configs/README.md documents each key). The defaults are the shipped
-    comparison configs' settings (configs/camelyon17_*.yaml), so a run without a config trains as they do."""
-
-    model: str = "abmil"
-    model_args: dict[str, Any] = field(default_factory=lambda: {"neck": DEFAULT_NECK})
-    loss: str = "ncmi"
-    loss_args: dict[str, Any] = field(default_factory=dict)
-    classes: list[str] | None = None
-    epochs: int = 50
-    warmup_epochs: int = 5
-    optimizer: str = "adamw"
-    lr: float = 5e-4
-    weight_decay: float = 1e-4
-    momentum: float = 0.9
-    schedule: str = "cosine"
-    milestones: list[int] = field(default_factory=list)
-    gamma: float = 0.1
-    bags_per_step: int = 1
-    grad_clip: float | None = 1.0
-    seed: int = 1
-    device: str = "auto"
-    threads: int | None = None
-    max_tiles: int | None = None
-    balanced_sampling: bool = False
-    class_weights: str = "none"
-    patience: int | None = None
-    cache_gb: float = 8.0
-    skip_missing: bool = False
-    select: str = "best_f1"
-    select_window: int = 5
-    select_from: int | None = None
-
-    def __post_init__(self) -> None:
-        if "neck" not in self.model_args:
-            self.model_args = {**self.model_args, "neck": DEFAULT_NECK}
-        problems = []
-        if self.epochs < 1:
-            problems.append(f"epochs must be >= 1, got {self.epochs}")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            problems.append(f"warmup_epochs must be in [0, epochs], got {self.warmup_epochs}")
-        if self.optimizer not in OPTIMIZERS:
-            problems.append(
-                f"optimizer must be one of {', '.join(OPTIMIZERS)} (adam: L2 weight decay in the gradient), "
-                f"got {self.optimizer!r}"
-            )
-        if not self.lr > 0:
-            problems.append(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            problems.append(f"momentum must be in [0, 1), got {self.momentum}")
-        if self.schedule not in SCHEDULES:
-            problems.append(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.milestones and self.schedule != "step":
-            problems.append(f"milestones apply to schedule: step only; got them with schedule: {self.schedule}")
-        if any(not isinstance(m, int) or isinstance(m, bool) or m < 1 for m in self.milestones) or list(
-            self.milestones
-        ) != sorted(set(self.milestones)):
-            problems.append(f"milestones must be increasing epoch numbers >= 1, got {self.milestones}")
-        if not 0 < self.gamma <= 1:
-            problems.append(f"gamma must be in (0, 1], got {self.gamma}")
-        if self.bags_per_step < 1:
-            problems.append(f"bags_per_step must be >= 1, got {self.bags_per_step}")
-        neck = self.model_args.get("neck")
-        if neck in BATCH_NECKS and self.bags_per_step < 2:
-            problems.append(
-                f"neck {neck} normalises over the bags of a step and needs bags_per_step >= 2 (e.g. 8), "
-                f"got {self.bags_per_step}"
-            )
-        if self.select_window < 1:
-            problems.append(f"select_window must be >= 1, got {self.select_window}")
-        if self.select_from is not None and self.select_from < 1:
-            problems.append(f"select_from must be >= 1 (or null: after the warm-up), got {self.select_from}")
-        if self.class_weights not in ("none", "balanced"):
-            problems.append(f"class_weights must be none or balanced, got {self.class_weights!r}")
-        if self.threads is not None and self.threads < 1:
-            problems.append(f"threads must be >= 1 (or null: chosen from the step size), got {self.threads}")
-        if self.max_tiles is not None and self.max_tiles < 1:
-            problems.append(f"max_tiles must be >= 1, got {self.max_tiles}")
-        if self.select not in SELECT_RULES:
-            problems.append(f"select must be one of {', '.join(SELECT_RULES)}, got {self.select!r}")
-        if self.loss == "ncmi" and not self.grad_clip:
-            problems.append(
-                "grad_clip must be set for loss ncmi (e.g. 1.0): its CMI/SEP ratio is heavy-tailed when SEP is small"
-            )
-        if "projector" in self.loss_args:
-            problems.append(
-                "loss_args.projector is now model_args.neck (mlp|none), shared by every loss; move the setting there"
-            )
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown training setting(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
-        check_settings(values, cls, "training")
-        return cls(**values)
-
-
-@dataclass
-class Trained:
-    """A model, its head and what is needed to use them (class names, prior, encoder attributes, device)."""
-
-    model: MILModel
-    head: Head
-    classes: list[str]
-    prior: np.ndarray
-    checkpoint: dict[str, Any]
-    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-
-
-def upgrade(checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """A checkpoint in today's layout, predicting exactly as it did when written.
-
-    Older NCMI checkpoints kept a Linear-ReLU-Linear projector in the head (`head_state["projector.*"]`, setting
-    `loss_args.projector`); it is the model's neck now, with the same weights. Checkpoints without those weights
-    had no projector; CE-family checkpoints from before the neck existed had none either. Anchor-mode checkpoints
-    without class means predicted with the anchors, so those stand in for the class means.
-    """
-    checkpoint = dict(checkpoint)
-    model_args, loss_args = dict(checkpoint["model_args"]), dict(checkpoint["loss_args"])
-    state, head_state = dict(checkpoint["state_dict"]), dict(checkpoint["head_state"])
-    loss_args.pop("projector", None)
-    if "neck" not in model_args:
-        projector = {k: head_state.pop(k) for k in list(head_state) if k.startswith("projector.")}
-        model_args["neck"] = "mlp" if projector else "none"
-        state.update({"neck." + k.removeprefix("projector."): v for k, v in projector.items()})
-    if loss_args.get("centroids") == "anchor" and "class_centroids" not in head_state:
-        head_state["class_centroids"] = head_state["centroids"].clone()
-    checkpoint.update(model_args=model_args, loss_args=loss_args, state_dict=state, head_state=head_state)
-    return checkpoint
-
-
-def build(checkpoint: dict[str, Any]) -> tuple[MILModel, Head]:
-    """Model and head from the names and settings of a checkpoint in today's layout (`upgrade`), weights not loaded."""
-    model = build_model(checkpoint["model"], checkpoint["in_dim"], **checkpoint["model_args"])
-    head = build_head(checkpoint["loss"], model.dim, len(checkpoint["classes"]), **checkpoint["loss_args"])
-    return model, head
-
-
-def load_trained(path: Path, device: str = "cpu") -> Trained:
-    """Load model.pt (or last.pt) with torch.load(weights_only=True): a checkpoint is data, never code."""
-    path = Path(path)
-    if not path.exists():
-        raise RunError(f"{path}: no checkpoint; train the run first (wsi-ncmi train)")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise RunError(f"{path}: not a loadable checkpoint ({type(exc).__name__}: {exc})") from exc
-    checkpoint = data.get("checkpoint", data)
-    if checkpoint.get("format_version") != CHECKPOINT_VERSION:
-        raise RunError(
-            f"{path}: checkpoint format {checkpoint.get('format_version')!r}, this version reads {CHECKPOINT_VERSION}"
-        )
-    checkpoint = upgrade(checkpoint)
-    model, head = build(checkpoint)
-    model.load_state_dict(checkpoint["state_dict"])
-    head.load_state_dict(checkpoint["head_state"])
-    target = resolve_device(device)
-    return Trained(
-        model.to(target).eval(),
-        head.to(target).eval(),
-        list(checkpoint["classes"]),
-        np.asarray(checkpoint["prior"], dtype=np.float64),
-        checkpoint,
-        target,
-    )
 
 
 @torch.no_grad()
@@ -283,29 +98,6 @@ class TrainResult:
     stopped_early: bool
 
 
-def _checkpoint(
-    model: MILModel, head: Head, config: TrainConfig, classes: list[str], prior: np.ndarray, extra: dict[str, Any]
-) -> dict[str, Any]:
-    """Weights, buffers and every resolved model and head setting (defaults included), so a reader sees T etc."""
-    return {
-        "format_version": CHECKPOINT_VERSION,
-        "model": config.model,
-        "model_args": dict(model.settings or config.model_args),
-        "in_dim": model.in_dim,
-        "loss": config.loss,
-        "loss_args": dict(head.settings or config.loss_args),
-        "classes": list(classes),
-        "prior": [float(p) for p in prior],
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "head_state": {k: v.detach().cpu().clone() for k, v in head.state_dict().items()},
-        "select": config.select,
-        "select_window": config.select_window,
-        **{key: copy.deepcopy(getattr(config, key)) for key in LOOP_SETTINGS},
-        "calibration": dict(getattr(head, "calibration", {})),
-        **extra,
-    }
-
-
 def _write_history(rows: list[dict[str, Any]], path: Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=HISTORY_COLUMNS)
     with atomic_path(path) as tmp:
@@ -314,10 +106,10 @@ def _write_history(rows: list[dict[str, Any]], path: Path) -> pd.DataFrame:
 
 
 def resolve_config(config: TrainConfig, labels: np.ndarray, n_classes: int) -> TrainConfig:
-    """A copy with the settings training derives (CLAM's class count, balanced class weights); warns about a
-    class imbalance corrected twice (balanced sampling and balanced class weights together)."""
+    """A copy with the settings training derives (the class count of a model that takes one, balanced class
+    weights); warns about a class imbalance corrected twice (balanced sampling and balanced class weights together)."""
     config = copy.deepcopy(config)
-    if config.model == "clam_sb":
+    if getattr(MODELS.get(config.model), "takes_class_count", False):
         config.model_args.setdefault("n_classes", n_classes)
     if config.class_weights == "balanced":
         config.loss_args["class_weights"] = class_weights(labels, n_classes)
@@ -490,7 +282,7 @@ def train(
     extra = dict(extra or {})
     if resume:
         state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
-        _check_loop_settings(state["checkpoint"], config, run / "last.pt")
+        check_loop_settings(state["checkpoint"], config, run / "last.pt")
         model.load_state_dict(state["checkpoint"]["state_dict"])
         head.load_state_dict(state["checkpoint"]["head_state"])
         session.optimizer.load_state_dict(state["optimizer"])
@@ -543,7 +335,7 @@ def train(
                 f"no epoch met the selection rule ({config.select}: none had a valid validation score); "
                 "model.pt is the last epoch"
             )
-        checkpoint = _checkpoint(
+        checkpoint = checkpoint_of(
             model,
             head,
             config,
@@ -591,24 +383,6 @@ def train(
             console.print(f"early stop: no improvement by {config.select} in {config.patience} epochs")
             break
     return TrainResult(pd.DataFrame(history, columns=HISTORY_COLUMNS), int(best["epoch"]), dict(best), stopped_early)
-
-
-def _check_loop_settings(checkpoint: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    """Refuse to resume with an optimiser, schedule or step size other than last.pt's (its optimiser state and
-    step count belong to them), or with another neck (a run from before the default neck became mlp)."""
-    for key, legacy in LOOP_SETTINGS.items():
-        saved, now = checkpoint.get(key, legacy), getattr(config, key)
-        if saved != now:
-            raise RunError(
-                f"{path}: trained with {key} {saved}, resumed with {now}; resume with {key}: {saved} "
-                "or start again with --overwrite"
-            )
-    saved_neck, neck = upgrade(checkpoint)["model_args"]["neck"], config.model_args["neck"]
-    if saved_neck != neck:
-        raise RunError(
-            f"{path}: trained with neck {saved_neck}, resumed with {neck}; resume with model_args: {{neck: "
-            f"{saved_neck}}} or start again with --overwrite"
-        )
 
 
 class _Step(torch.nn.Module):

@@ -84,6 +84,7 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
     from wsi_ncmi.evaluation.report import pipeline_reports
     from wsi_ncmi.formats.shards import status_file
     from wsi_ncmi.formats.status import write_status
+    from wsi_ncmi.mil.settings import loss_settings
     from wsi_ncmi.mil.train import TrainConfig
     from wsi_ncmi.mil.trainjobs import TrainSpec, finished
     from wsi_ncmi.tiling.tile import TilingParams, tile_slides
@@ -150,7 +151,7 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
                     console.print(f"{run.name}: finished earlier, kept")
                     continue
                 train_config = TrainConfig.from_dict(
-                    {**config.training, "loss": loss, "seed": seed, "loss_args": config.loss_args.get(loss, {})}
+                    {**config.training, "loss": loss, "seed": seed, "loss_args": loss_settings(loss, config.loss_args)}
                 )
                 console.print(f"{run.name}: {'resuming' if (run / 'last.pt').exists() else 'training'}")
                 specs.append(TrainSpec(config.manifest, features, split_file, run, train_config))

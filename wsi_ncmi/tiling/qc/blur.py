@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wsi_ncmi.tiling.qc.registry import CHECKS, TileCheck
+from wsi_ncmi.tiling.qc.base import TileCheck
+from wsi_ncmi.tiling.qc.registry import CHECKS
 from wsi_ncmi.tiling.qc.selection import TileSelection
 
 if TYPE_CHECKING:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from wsi_ncmi.tiling.qc.base import MaskCheck
 from wsi_ncmi.tiling.qc.masks import QCImage
-from wsi_ncmi.tiling.qc.registry import CHECKS, MaskCheck
+from wsi_ncmi.tiling.qc.registry import CHECKS
 
 
 @CHECKS.register("dark")

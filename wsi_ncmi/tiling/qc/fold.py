@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from wsi_ncmi.tiling.qc.base import MaskCheck
 from wsi_ncmi.tiling.qc.masks import QCImage, without_thin
-from wsi_ncmi.tiling.qc.registry import CHECKS, MaskCheck
+from wsi_ncmi.tiling.qc.registry import CHECKS
 
 if TYPE_CHECKING:
     from wsi_ncmi.tiling.qc.params import QCParams

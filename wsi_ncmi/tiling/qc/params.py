@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from wsi_ncmi.tiling.qc.pen import DEFAULT_PEN_COLORS, PEN_COLORS
+from wsi_ncmi.tiling.qc.inks import DEFAULT_PEN_COLORS, PEN_COLORS
 from wsi_ncmi.tiling.qc.registry import CHECKS
 
 SHARED_THRESHOLDS = ("min_width_um", "margin_um", "max_artifact", "warn_removed")

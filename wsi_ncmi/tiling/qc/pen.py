@@ -7,20 +7,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from wsi_ncmi.tiling.qc.base import MaskCheck
+from wsi_ncmi.tiling.qc.inks import PEN_HUES, RED_MIN_SATURATION
 from wsi_ncmi.tiling.qc.masks import QCImage, closed, opened, within_box
-from wsi_ncmi.tiling.qc.registry import CHECKS, MaskCheck
+from wsi_ncmi.tiling.qc.registry import CHECKS
 
 if TYPE_CHECKING:
     from wsi_ncmi.tiling.qc.params import QCParams
-
-PEN_HUES = {"blue": (185.0, 235.0), "green": (70.0, 175.0), "red": (348.0, 15.0)}
-"""Hue bands (degrees, HSV) of marker inks; H&E's pinks and purples lie between 250 and 345 degrees."""
-PEN_COLORS = ("blue", "green", "red", "black")
-DEFAULT_PEN_COLORS = ("blue", "green", "black")
-"""Red is looked for only on request: haemorrhage (dense red blood cells) reaches red ink's colour at the mask's
-resolution, and removing it silently costs more than keeping a red stroke."""
-RED_MIN_SATURATION = 0.6
-"""Red ink needs more saturation than the other hues: eosin-rich tissue reaches the red band at lower saturation."""
 
 
 def _hue(r: np.ndarray, g: np.ndarray, b: np.ndarray, hi: np.ndarray, delta: np.ndarray) -> np.ndarray:

@@ -9,8 +9,9 @@ from typing import Any
 
 from wsi_ncmi.formats import qc_table
 from wsi_ncmi.formats.qc_table import QCArea, QCLayout
+from wsi_ncmi.tiling.qc.base import mask_checks
 from wsi_ncmi.tiling.qc.params import SHARED_THRESHOLDS, QCParams
-from wsi_ncmi.tiling.qc.registry import CHECKS, mask_checks
+from wsi_ncmi.tiling.qc.registry import CHECKS
 
 
 def table_layout() -> QCLayout:

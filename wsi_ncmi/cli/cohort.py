@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from wsi_ncmi.cli.common import fail
+from wsi_ncmi.cli.common import fail, reported
 
 
 def synth(
@@ -27,7 +27,7 @@ def synth(
     """Write a synthetic CAMELYON-style cohort: pyramidal JPEG TIFFs with tissue and lesions, truth, manifest.
 
     The same settings into the same --out continue an interrupted run; other settings need --overwrite."""
-    from wsi_ncmi.cohort.synthdir import SynthFolderError, prepare_synth_folder
+    from wsi_ncmi.cohort.synthdir import prepare_synth_folder
     from wsi_ncmi.synthetic import CohortSpec, write_cohort
 
     try:
@@ -40,10 +40,8 @@ def synth(
         cohort = CohortSpec(slides, centers, nodes_per_case, width, height, mpp, seed, fmt)
     except ValueError as exc:
         raise fail(f"--size {size!r}: {exc}") from exc
-    try:
+    with reported():
         prepare_synth_folder(out, cohort, overwrite)
-    except SynthFolderError as exc:
-        raise fail(str(exc)) from exc
     manifest = write_cohort(cohort, out, progress=True)
     typer.echo(f"wrote {slides} synthetic slide(s); manifest: {manifest}")
 
@@ -64,12 +62,10 @@ def manifest_check(
     from rich.console import Console
     from rich.table import Table
 
-    from wsi_ncmi.cohort.manifest import ManifestError, class_names, read_manifest
+    from wsi_ncmi.cohort.manifest import class_names, read_manifest
 
-    try:
+    with reported():
         frame = read_manifest(manifest, require=["label"] if require_labels else [], strict=strict)
-    except ManifestError as exc:
-        raise fail(str(exc)) from exc
     console = Console(highlight=False)
     centers = sorted(set(frame["center"]))
     table = Table(title=f"{manifest.name}: {len(frame)} slides, {frame['case_id'].nunique()} cases")
@@ -105,14 +101,12 @@ def manifest_camelyon17(
     patients_out: Annotated[Path | None, typer.Option("--patients-out", help="Patient table CSV to write.")] = None,
 ) -> None:
     """Build the CAMELYON-17 manifest (and patient pN-stage table) from the challenge's label file."""
-    from wsi_ncmi.cohort.camelyon17 import StageLabelsError, find_slides, read_stage_labels
+    from wsi_ncmi.cohort.camelyon17 import find_slides, read_stage_labels
     from wsi_ncmi.cohort.manifest import write_manifest
     from wsi_ncmi.core.atomic import atomic_path
 
-    try:
+    with reported():
         slides, patients = read_stage_labels(stage_labels)
-    except StageLabelsError as exc:
-        raise fail(str(exc)) from exc
     slides["path"] = ""
     if slides_dir is not None:
         found = find_slides(slides["slide_id"], slides_dir)
@@ -148,8 +142,8 @@ def splits(
     seed: Annotated[int, typer.Option("--seed", help="The same seed always gives the same files.")] = 1,
 ) -> None:
     """Patient-grouped, label-stratified train/val/test splits."""
-    from wsi_ncmi.cohort.manifest import ManifestError, read_manifest
-    from wsi_ncmi.cohort.splits import PROTOCOLS, SplitError, make_splits, write_splits
+    from wsi_ncmi.cohort.manifest import read_manifest
+    from wsi_ncmi.cohort.splits import PROTOCOLS, make_splits, write_splits
 
     if protocol is not None:
         if protocol not in PROTOCOLS:
@@ -158,11 +152,9 @@ def splits(
         test_centers = ",".join(PROTOCOLS[protocol]["test_centers"])
         val_frac = PROTOCOLS[protocol]["val_frac"]
     centers = [c.strip() for c in test_centers.split(",") if c.strip()]
-    try:
+    with reported():
         frame = read_manifest(manifest, require=["label"])
         result = make_splits(frame, scheme, centers, val_frac, folds, seed)
-    except (ManifestError, SplitError) as exc:
-        raise fail(str(exc)) from exc
     description = (
         f"scheme={scheme} test_centers={','.join(centers) or '-'} val_frac={val_frac} folds={folds} "
         f"seed={seed} manifest={manifest}"

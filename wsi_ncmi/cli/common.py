@@ -1,15 +1,20 @@
-"""What the commands share: the one-line failure, the per-slide summary table, --shard parsing, the slide table of
---manifest/--slides and the options several commands take.
+"""What the commands share: the one-line failure and the one way errors become it, the per-slide summary table,
+--shard parsing, the slide table of --manifest/--slides and the options several commands take.
 
 Nothing heavy is imported here at module level: every command module imports this one at start-up.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import click
 import typer
+
+from wsi_ncmi.core.errors import EXIT_USAGE, WsiNcmiError
 
 if TYPE_CHECKING:
     from wsi_ncmi.cohort.manifest import Columns
@@ -22,12 +27,33 @@ SchedulerOption = Annotated[
 ]
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
+def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:
     """Print one clear error line to stderr and return the Exit to raise."""
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {message}", markup=True)
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[bold red]error:[/] {escape(message)}", markup=True)
     return typer.Exit(code)
+
+
+@contextmanager
+def reported(*builtins: type[Exception], prefix: str = "") -> Iterator[None]:
+    """Turn this package's errors (WsiNcmiError) raised inside, and the `builtins` exceptions a command expects of
+    the library it calls (bad values, a model that cannot read a bag), into the one `error:` line and the exit code
+    (the error's own; 2 for a builtin one). `prefix` names what was being read, e.g. "tiling settings: "."""
+    try:
+        yield
+    except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort):
+        raise
+    except WsiNcmiError as exc:
+        raise fail(prefix + _message(exc), exc.exit_code) from exc
+    except builtins as exc:
+        raise fail(prefix + _message(exc)) from exc
+
+
+def _message(exc: Exception) -> str:
+    """The text of an error; a KeyError's without the quotes its str() adds around a message holding a quote."""
+    return str(exc).strip('"') if isinstance(exc, KeyError) else str(exc)
 
 
 def interrupted(stop: Interrupted, status_csv: Path) -> typer.Exit:
@@ -48,10 +74,8 @@ def shard_part(text: str | None) -> tuple[int, int] | None:
 
     if text is None:
         return None
-    try:
+    with reported(ValueError):
         return parse_shard(text)
-    except ValueError as exc:
-        raise fail(str(exc)) from exc
 
 
 def summary(rows: list, stage: str, status_csv: Path) -> int:
@@ -85,13 +109,11 @@ def summary(rows: list, stage: str, status_csv: Path) -> int:
 
 def slide_table(manifest: Path | None, slides: Path | None) -> Columns:
     """The slides of --manifest or --slides as validated manifest columns (no pandas: `tile` starts fast)."""
-    from wsi_ncmi.cohort.manifest import ManifestError, read_columns, slide_columns
+    from wsi_ncmi.cohort.manifest import read_columns, slide_columns
 
     if (manifest is None) == (slides is None):
         raise fail("give exactly one of --manifest M.csv or --slides DIR")
     if slides is not None and not slides.is_dir():
         raise fail(f"{slides}: --slides folder does not exist or is not a folder; give the folder of slide files")
-    try:
+    with reported():
         return read_columns(manifest, require=["path"]) if manifest else slide_columns(slides)
-    except ManifestError as exc:
-        raise fail(str(exc)) from exc

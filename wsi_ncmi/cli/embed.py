@@ -7,7 +7,16 @@ from typing import Annotated, Any
 
 import typer
 
-from wsi_ncmi.cli.common import ExecutorOption, SchedulerOption, ShardOption, fail, shard_part, slide_table, summary
+from wsi_ncmi.cli.common import (
+    ExecutorOption,
+    SchedulerOption,
+    ShardOption,
+    fail,
+    reported,
+    shard_part,
+    slide_table,
+    summary,
+)
 
 
 def embed(
@@ -93,11 +102,11 @@ def embed(
     --device cpu: start GPU workers with `dask worker ... --resources GPU=1`, one CUDA_VISIBLE_DEVICES each.
     """
     from wsi_ncmi.embedding.registry import encoder_folder
-    from wsi_ncmi.embedding.weights import PUBLISHED, WeightsError, check_weights
+    from wsi_ncmi.embedding.weights import PUBLISHED, check_weights
     from wsi_ncmi.formats.shards import shard_of, status_file
     from wsi_ncmi.formats.status import write_status
 
-    try:
+    with reported(ValueError):
         from wsi_ncmi.core.cores import parse_workers
         from wsi_ncmi.embedding.embed import EmbedSettings
 
@@ -122,8 +131,6 @@ def embed(
         )
         for name in encoders:
             check_weights(name, weights, allow_download)
-    except (ValueError, WeightsError) as exc:
-        raise fail(str(exc)) from exc
     if not (job / "tiles").is_dir():
         raise fail(f"{job}: no tiles/ folder; run `wsi-ncmi tile --out {job}` first")
     if manifest is not None or slides is not None:
@@ -144,10 +151,8 @@ def embed(
             fg="yellow",
             err=True,
         )
-    try:
+    with reported(KeyError, ValueError, RuntimeError):
         results = _embed_run(targets, job, settings, encoders, executor, dask_workers, dask_scheduler)
-    except (WeightsError, KeyError, ValueError, RuntimeError) as exc:
-        raise fail(str(exc).strip('"')) from exc
     codes = []
     for name, rows in results.items():
         stage = "embed" if len(results) == 1 else f"embed-{encoder_folder(name)}"

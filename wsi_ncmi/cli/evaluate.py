@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from wsi_ncmi.cli.common import fail
+from wsi_ncmi.cli.common import reported
 
 
 def _metrics_table(results: dict) -> None:
@@ -66,19 +66,12 @@ def evaluate(
 ) -> None:
     """Predict a split with the run's selected model (and its last epoch's, for comparison); write
     predictions_{split}.csv, metrics_{split}.json and plots."""
-    from wsi_ncmi.cohort.manifest import ManifestError
-    from wsi_ncmi.cohort.splits import SplitError
-    from wsi_ncmi.core.config import ConfigError
     from wsi_ncmi.evaluation.evaluate import evaluate_run
-    from wsi_ncmi.mil.data import BagDataError
-    from wsi_ncmi.mil.runfolder import RunError
 
-    try:
+    with reported(ValueError):
         results = evaluate_run(
             run, split, features, manifest, split_file, bootstrap, seed, pn_stage, skip_missing, device
         )
-    except (ManifestError, SplitError, BagDataError, RunError, ConfigError, ValueError) as exc:
-        raise fail(str(exc)) from exc
     _metrics_table(results)
     for name, metrics in results.items():
         last, chosen = metrics.get("last_epoch"), metrics["selection"]
@@ -100,15 +93,10 @@ def predict(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
 ) -> None:
     """Predict unlabelled slides: slide_id, case_id, center, split, y_pred, p_<class>..., flag."""
-    from wsi_ncmi.cohort.manifest import ManifestError
     from wsi_ncmi.evaluation.evaluate import predict_slides
-    from wsi_ncmi.mil.data import BagDataError
-    from wsi_ncmi.mil.runfolder import RunError
 
-    try:
+    with reported(ValueError):
         table = predict_slides(run, features, manifest, out, force, device)
-    except (ManifestError, BagDataError, RunError, ValueError) as exc:
-        raise fail(str(exc)) from exc
     flagged = int((table["flag"] != "").sum())
     typer.echo(
         f"wrote {out}: {len(table)} slide(s)"
@@ -135,7 +123,6 @@ def compare(
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from wsi_ncmi.core.config import ConfigError
     from wsi_ncmi.evaluation.compare import (
         collect,
         paired,
@@ -146,12 +133,9 @@ def compare(
         write_table,
         write_text,
     )
-    from wsi_ncmi.mil.runfolder import RunError
 
-    try:
+    with reported(KeyError):
         frame = collect(runs, split)
-    except (RunError, ConfigError, KeyError) as exc:
-        raise fail(str(exc)) from exc
     table = summarise(frame)
     write_table(table, out)
     text = to_markdown(table)

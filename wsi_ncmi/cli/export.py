@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from wsi_ncmi.cli.common import fail
+from wsi_ncmi.cli.common import reported
 
 export_app = typer.Typer(help="Export results for other tools (QuPath).", no_args_is_help=True)
 
@@ -27,13 +27,10 @@ def export_qupath(
 
     Open a slide in QuPath and drag the slide's .geojson onto it.
     """
-    from wsi_ncmi.export.qupath import ExportError, export_job
-    from wsi_ncmi.mil.runfolder import RunError
+    from wsi_ncmi.export.qupath import export_job
 
-    try:
+    with reported(KeyError, ValueError):
         results = export_job(job, out, run, slide, overwrite, device)
-    except (ExportError, RunError, KeyError, ValueError) as exc:
-        raise fail(str(exc)) from exc
     failed = [r for r in results if r.status == "failed"]
     written = sum(r.status == "ok" for r in results)
     skipped = sum(r.status == "skipped" for r in results)

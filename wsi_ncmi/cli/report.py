@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from wsi_ncmi.cli.common import fail
+from wsi_ncmi.cli.common import fail, reported
 
 
 def heatmap(
@@ -22,15 +22,13 @@ def heatmap(
     from wsi_ncmi.embedding.embed import bag_path
     from wsi_ncmi.evaluation.evaluate import run_config
     from wsi_ncmi.evaluation.heatmap import attention_scores, check_slide_known, draw_heatmap
-    from wsi_ncmi.formats.bags import BagFormatError, read_coords_attrs
-    from wsi_ncmi.mil.runfolder import RunError
-    from wsi_ncmi.slides.backend import SlideError
+    from wsi_ncmi.formats.bags import read_coords_attrs
 
     reason = unsafe_id_reason(slide)
     if reason is not None:
         raise fail(f"--slide {slide!r}: {reason}; give a slide_id of the job's tiles/ folder")
     out = out or run / f"heatmap_{slide}.png"
-    try:
+    with reported(ValueError):
         config = run_config(run)
         check_slide_known(job, slide, config.get("inputs", {}).get("manifest"))
         encoder = config.get("encoder", {}).get("encoder", "")
@@ -49,8 +47,6 @@ def heatmap(
             top_k,
             mpp0=float(attrs["mpp_level0"]),
         )
-    except (BagFormatError, RunError, SlideError, ValueError) as exc:
-        raise fail(str(exc)) from exc
     typer.echo(f"wrote {out}")
 
 
@@ -73,9 +69,7 @@ def report(
     device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N (attention for --job).")] = "cpu",
 ) -> None:
     """One self-contained HTML page to look at results offline: a run (--run) or a comparison of runs (--runs)."""
-    from wsi_ncmi.core.config import ConfigError
-    from wsi_ncmi.evaluation.report import ReportError, experiment_report, run_report
-    from wsi_ncmi.mil.runfolder import RunError
+    from wsi_ncmi.evaluation.report import experiment_report, run_report
 
     if (run is None) == (not compare_runs):
         raise fail("give either --run RUN, or --runs RUN [RUN ...]")
@@ -83,11 +77,9 @@ def report(
         raise fail("--runs needs the run folders as arguments: --runs runs/ncmi_seed1 runs/ce_seed1 ...")
     if folders and not compare_runs:
         raise fail(f"unexpected argument(s) {', '.join(map(str, folders))}; use --runs to compare run folders")
-    try:
+    with reported(KeyError, ValueError):
         if run is not None:
             path = run_report(run, out, split, job, top_k, overwrite, device)
         else:
             path = experiment_report(list(folders or []), out, split, baseline, overwrite)
-    except (ReportError, RunError, ConfigError, KeyError, ValueError) as exc:
-        raise fail(str(exc).strip('"')) from exc
     typer.echo(f"wrote {path}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from wsi_ncmi.cli.common import SchedulerOption, fail
+from wsi_ncmi.cli.common import SchedulerOption, reported
 
 
 def run(
@@ -27,16 +27,9 @@ def run(
     ] = None,
 ) -> None:
     """Run tile -> embed -> splits -> train (losses x seeds) -> evaluate -> compare -> reports from one YAML file."""
-    from wsi_ncmi.cohort.manifest import ManifestError
-    from wsi_ncmi.cohort.splits import SplitError
-    from wsi_ncmi.core.config import ConfigError
-    from wsi_ncmi.embedding.weights import WeightsError
-    from wsi_ncmi.formats.jobdir import JobDirError
-    from wsi_ncmi.mil.data import BagDataError
-    from wsi_ncmi.mil.runfolder import RunError
-    from wsi_ncmi.pipeline.run import PipelineConfig, PipelineError, run_pipeline
+    from wsi_ncmi.pipeline.run import PipelineConfig, run_pipeline
 
-    try:
+    with reported(ValueError, TypeError):
         pipeline = PipelineConfig.from_yaml(config)
         pipeline.executor = executor or pipeline.executor
         pipeline.dask_scheduler = dask_scheduler or pipeline.dask_scheduler
@@ -44,19 +37,6 @@ def run(
             pipeline.embedding["allow_download"] = True
         pipeline.jobs = jobs or pipeline.jobs
         result = run_pipeline(pipeline)
-    except (
-        PipelineError,
-        ConfigError,
-        ManifestError,
-        SplitError,
-        BagDataError,
-        RunError,
-        WeightsError,
-        JobDirError,
-        ValueError,
-        TypeError,
-    ) as exc:
-        raise fail(str(exc)) from exc
     typer.echo(result["markdown"].read_text())
     typer.echo(f"wrote {result['comparison']}")
     for path in result["run_reports"]:
@@ -82,12 +62,9 @@ def demo(
     """Run the whole pipeline on a built-in synthetic CAMELYON-style cohort: NCMI against CE.
 
     Nothing is downloaded unless --allow-download; the encoder's weights are checked before any work."""
-    from wsi_ncmi.embedding.weights import WeightsError
     from wsi_ncmi.pipeline.demo import DemoSettings, run_demo
 
-    try:
+    with reported():
         settings = DemoSettings(workers=workers, weights=weights, encoder=encoder, allow_download=allow_download)
         code = run_demo(out, settings)
-    except WeightsError as exc:
-        raise fail(str(exc)) from exc
     raise typer.Exit(code)

@@ -13,6 +13,7 @@ from wsi_ncmi.cli.common import (
     ShardOption,
     fail,
     interrupted,
+    reported,
     shard_part,
     slide_table,
     summary,
@@ -71,15 +72,14 @@ def tile(
     dask_scheduler: SchedulerOption = None,
 ) -> None:
     """Find tissue and tile each slide at a physical resolution; write JOB/tiles/*.h5 and JOB/thumbnails/*.jpg."""
-    from wsi_ncmi.core.config import ConfigError, load_yaml, override
+    from wsi_ncmi.core.config import load_yaml, override
     from wsi_ncmi.core.faults import Interrupted
-    from wsi_ncmi.formats.jobdir import JobDirError
     from wsi_ncmi.formats.shards import status_file
     from wsi_ncmi.tiling.tile import TilingParams, tile_slides
 
     if qc not in (None, "on", "off"):
         raise fail(f"--qc must be on or off, got {qc!r}")
-    try:
+    with reported(ValueError, TypeError, prefix="tiling settings: "):
         settings = override(
             load_yaml(config),
             **{"qc.enabled": None if qc is None else qc == "on"},
@@ -94,18 +94,15 @@ def tile(
             assume_mpp=assume_mpp,
         )
         params = TilingParams.from_dict(settings)
-    except (ConfigError, ValueError, TypeError) as exc:
-        raise fail(f"tiling settings: {exc}") from exc
     table = slide_table(manifest, slides)
     if not table["slide_id"]:
         raise fail("no slides to tile (empty manifest or no slide files in the folder)")
     part = shard_part(shard)
     try:
-        rows = tile_slides(
-            table, out, params, workers, overwrite, shard=part, executor=executor, scheduler=dask_scheduler
-        )
+        with reported(RuntimeError, ValueError):
+            rows = tile_slides(
+                table, out, params, workers, overwrite, shard=part, executor=executor, scheduler=dask_scheduler
+            )
     except Interrupted as stop:
         raise interrupted(stop, status_file(out, "tile", part)) from stop
-    except (JobDirError, RuntimeError, ValueError) as exc:
-        raise fail(str(exc)) from exc
     raise typer.Exit(summary(rows, "tile", status_file(out, "tile", part)))

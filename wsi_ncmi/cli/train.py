@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from wsi_ncmi.cli.common import fail
+from wsi_ncmi.cli.common import fail, reported
 
 EPILOG = (
     "Distributed: torchrun --nproc-per-node G -m wsi_ncmi train ... trains one run on G GPUs (NCCL) or "
@@ -59,16 +59,12 @@ def train(
     """Train a MIL aggregator on feature bags with NCMI or a baseline loss; keep the epoch chosen by --select."""
     import signal
 
-    from wsi_ncmi.cohort.manifest import ManifestError
-    from wsi_ncmi.cohort.splits import SplitError
-    from wsi_ncmi.core.config import ConfigError, load_yaml, override
-    from wsi_ncmi.mil.data import BagDataError
+    from wsi_ncmi.core.config import load_yaml, override
     from wsi_ncmi.mil.run import train_run
-    from wsi_ncmi.mil.runfolder import RunError
     from wsi_ncmi.mil.schedule import fit_warmup
     from wsi_ncmi.mil.train import TrainConfig
 
-    try:
+    with reported(ValueError, TypeError, KeyError, prefix="training settings: "):
         settings = (
             load_yaml(out / "config.yaml")["training"]
             if resume and (out / "config.yaml").exists()
@@ -89,19 +85,16 @@ def train(
         )
         note = fit_warmup(settings, TrainConfig.warmup_epochs) if epochs is not None else None
         train_config = TrainConfig.from_dict(settings)
-    except (ConfigError, ValueError, TypeError, KeyError) as exc:
-        raise fail(f"training settings: {exc}") from exc
     if note:
         typer.secho(f"note: {note}", fg="yellow", err=True)
     try:
         from wsi_ncmi.mil.distributed import Cluster
 
-        cluster = Cluster.from_env()
-        result = train_run(
-            manifest, features, split, out, train_config, resume=resume, overwrite=overwrite, cluster=cluster
-        )
-    except (ManifestError, SplitError, BagDataError, RunError, ValueError) as exc:
-        raise fail(str(exc)) from exc
+        with reported(ValueError):
+            cluster = Cluster.from_env()
+            result = train_run(
+                manifest, features, split, out, train_config, resume=resume, overwrite=overwrite, cluster=cluster
+            )
     except KeyboardInterrupt as stop:
         from wsi_ncmi.core.faults import signal_of
 
@@ -148,12 +141,12 @@ def tune(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start the search again from scratch.")] = False,
 ) -> None:
     """Tune each loss with the same number of trials (Optuna TPE) on validation; write the best as training configs."""
-    from wsi_ncmi.core.config import ConfigError, load_yaml, override
-    from wsi_ncmi.mil.space import SpaceError, parse_tune
-    from wsi_ncmi.mil.tune import TuneError, TuneInputs, best_trials
+    from wsi_ncmi.core.config import load_yaml, override
+    from wsi_ncmi.mil.space import parse_tune
+    from wsi_ncmi.mil.tune import TuneInputs, best_trials
     from wsi_ncmi.mil.tune import tune as run_tune
 
-    try:
+    with reported(ValueError):
         data = override(
             load_yaml(config),
             trials=trials,
@@ -164,8 +157,6 @@ def tune(
         found, paths = run_tune(
             settings, TuneInputs(manifest, features, tuple(split)), out, jobs, dask_scheduler, overwrite
         )
-    except (ConfigError, SpaceError, TuneError, ValueError) as exc:
-        raise fail(str(exc)) from exc
     best = best_trials(found, settings)
     for loss in settings.losses:
         if loss in best:

@@ -25,6 +25,8 @@ ExecutorOption = Annotated[str, typer.Option("--executor", help="local or dask (
 SchedulerOption = Annotated[
     str | None, typer.Option("--dask-scheduler", help="tcp://HOST:8786 of a running cluster [a LocalCluster].")
 ]
+DeviceOption = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")]
+"""Where a run's model computes (commands that read trained runs; default cpu)."""
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> typer.Exit:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from wsi_ncmi.cli.common import reported
+from wsi_ncmi.cli.common import DeviceOption, reported
 
 
 def _metrics_table(results: dict) -> None:
@@ -62,7 +62,7 @@ def evaluate(
         typer.Option("--pn-stage/--no-pn-stage", help="Patient pN-stage metrics [auto: CAMELYON-17 manifests]."),
     ] = None,
     skip_missing: Annotated[bool, typer.Option("--skip-missing", help="Leave out slides without a bag.")] = False,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+    device: DeviceOption = "cpu",
 ) -> None:
     """Predict a split with the run's selected model (and its last epoch's, for comparison); write
     predictions_{split}.csv, metrics_{split}.json and plots."""
@@ -90,7 +90,7 @@ def predict(
     out: Annotated[Path, typer.Option("--out", help="Prediction CSV to write.")],
     manifest: Annotated[Path | None, typer.Option("--manifest", help="Only these slides [all bags].")] = None,
     force: Annotated[bool, typer.Option("--force", help="Accept bags from another encoder than the model's.")] = False,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+    device: DeviceOption = "cpu",
 ) -> None:
     """Predict unlabelled slides: slide_id, case_id, center, split, y_pred, p_<class>..., flag."""
     from wsi_ncmi.evaluation.evaluate import predict_slides

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from wsi_ncmi.cli.common import reported
+from wsi_ncmi.cli.common import DeviceOption, reported
 
 export_app = typer.Typer(help="Export results for other tools (QuPath).", no_args_is_help=True)
 
@@ -21,7 +21,7 @@ def export_qupath(
     ] = None,
     slide: Annotated[list[str] | None, typer.Option("--slide", help="Only these slide_ids (repeatable).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Rewrite files that exist.")] = False,
-    device: Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")] = "cpu",
+    device: DeviceOption = "cpu",
 ) -> None:
     """GeoJSON for QuPath (level-0 pixels): tiles as detections with measurements, the tissue as an annotation.
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from wsi_ncmi.cli.common import fail, reported
+from wsi_ncmi.cli.common import DeviceOption, fail, reported
 
 
 def heatmap(
@@ -16,38 +16,18 @@ def heatmap(
     slide: Annotated[str, typer.Option("--slide", help="slide_id to draw.")],
     out: Annotated[Path | None, typer.Option("--out", help="PNG to write [RUN/heatmap_{slide}.png].")] = None,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="Top attended tiles in the montage.")] = 16,
+    device: DeviceOption = "cpu",
 ) -> None:
     """Draw the model's attention over the slide thumbnail, with a montage of the top-k attended tiles."""
     from wsi_ncmi.cohort.manifest import unsafe_id_reason
-    from wsi_ncmi.embedding.embed import bag_path
-    from wsi_ncmi.evaluation.evaluate import run_config
-    from wsi_ncmi.evaluation.heatmap import attention_scores, check_slide_known, draw_heatmap
-    from wsi_ncmi.formats.bags import read_coords_attrs
+    from wsi_ncmi.evaluation.heatmap import draw_slide_heatmap
 
     reason = unsafe_id_reason(slide)
     if reason is not None:
         raise fail(f"--slide {slide!r}: {reason}; give a slide_id of the job's tiles/ folder")
-    out = out or run / f"heatmap_{slide}.png"
     with reported(ValueError):
-        config = run_config(run)
-        check_slide_known(job, slide, config.get("inputs", {}).get("manifest"))
-        encoder = config.get("encoder", {}).get("encoder", "")
-        bag = bag_path(job, encoder, slide)
-        attrs = read_coords_attrs(job / "tiles" / f"{slide}.h5")
-        attention, coords, predicted = attention_scores(run, bag, coords_path=job / "tiles" / f"{slide}.h5")
-        draw_heatmap(
-            str(attrs["slide_path"]),
-            coords,
-            attention,
-            int(attrs["patch_size_level0"]),
-            int(attrs["patch_level"]),
-            int(attrs["patch_size"]),
-            out,
-            f"{slide}: predicted {predicted}",
-            top_k,
-            mpp0=float(attrs["mpp_level0"]),
-        )
-    typer.echo(f"wrote {out}")
+        path = draw_slide_heatmap(run, job, slide, out or run / f"heatmap_{slide}.png", top_k, device)
+    typer.echo(f"wrote {path}")
 
 
 def report(

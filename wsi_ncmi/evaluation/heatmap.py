@@ -1,4 +1,9 @@
-"""Attention heatmaps: a model's tile attention drawn over the slide at the tile positions, and the top tiles."""
+"""Attention heatmaps: a model's tile attention drawn over the slide at the tile positions, and the top tiles.
+
+`slide_attention` is the one way a slide's attention is drawn: the `heatmap` command (a PNG figure) and the run
+report's slide images both start from it, so both check the bag against the run and the slide's current tiles and
+read the slide with the backend it was tiled with.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,85 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wsi_ncmi.core.atomic import atomic_path
+from wsi_ncmi.core.errors import EXIT_USAGE, WsiNcmiError
 
 if TYPE_CHECKING:
+    from wsi_ncmi.formats.bags import Bag
     from wsi_ncmi.mil.train import Trained
+
+THUMBNAIL_MPP = 8.0
+"""Resolution (um/px) of the slide overview under a heatmap figure."""
+MODELS_WITH_ATTENTION = "abmil, abmil_plain, clam_sb or transmil"
+
+
+class NoHeatmap(WsiNcmiError):
+    """A slide whose attention cannot be drawn: an empty bag, a model without attention or that cannot read the bag,
+    an unreadable slide. The message names the file and the fix; `note` says why in a report's words."""
+
+    def __init__(self, message: str, note: str, exit_code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.note, self.exit_code = note, exit_code
+
+
+@dataclass(frozen=True)
+class SlideAttention:
+    """One slide under a run's model: its overview with each tile coloured by attention percentile (RGB floats 0-1),
+    the top attended tiles read from the slide, and the slide's predicted class."""
+
+    overlay: np.ndarray
+    tiles: list[np.ndarray]
+    predicted: str
+
+
+def slide_attention(
+    trained: Trained, job: Path, slide_id: str, encoder: str, top_k: int, side: int | None = None
+) -> SlideAttention:
+    """Attention of one tiled slide of JOB under a loaded model, drawn over the slide's overview (`side` px on its
+    longest side, at most 2 um/px; None: THUMBNAIL_MPP), with its `top_k` attended tiles. The bag must match the run
+    and the slide's current tiles (BagFormatError, BagMismatchError otherwise); NoHeatmap when nothing can be drawn."""
+    from wsi_ncmi.core.faults import describe
+    from wsi_ncmi.embedding.embed import bag_path
+    from wsi_ncmi.formats.bags import read_coords_attrs
+    from wsi_ncmi.slides.backend import SlideError
+    from wsi_ncmi.tiling.tile import coords_path
+
+    attrs = read_coords_attrs(coords_path(job, slide_id))
+    bag, scores = _scored_bag(trained, bag_path(job, encoder, slide_id), coords_path(job, slide_id))
+    mpp0 = float(attrs["mpp_level0"])
+    longest = max(int(attrs["level0_width"]), int(attrs["level0_height"]))
+    thumbnail_mpp = THUMBNAIL_MPP if side is None else max(2.0, longest * mpp0 / side)
+    size = int(attrs["patch_size"])
+    try:
+        overlay, tiles = _overlay_and_tiles(
+            str(attrs["slide_path"]),
+            str(attrs.get("backend", "auto")),
+            bag.coords,
+            scores.attention,
+            (int(attrs["patch_size_level0"]), int(attrs["patch_level"]), size),
+            top_k,
+            mpp0,
+            thumbnail_mpp,
+        )
+    except (SlideError, OSError) as exc:
+        message, code = describe(exc)
+        raise NoHeatmap(message, f"no heatmap: slide {attrs['slide_path']} not readable ({exc})", code) from exc
+    return SlideAttention(overlay, tiles, scores.predicted)
+
+
+def draw_slide_heatmap(run: Path, job: Path, slide_id: str, out: Path, top_k: int = 16, device: str = "cpu") -> Path:
+    """The `heatmap` command: the slide's attention under the run's selected model (on `device`) as a PNG figure,
+    the overview beside the top-k tiles; returns `out`. A bad device is refused before anything is read."""
+    from wsi_ncmi.core.device import resolve_device
+    from wsi_ncmi.evaluation.evaluate import run_config
+    from wsi_ncmi.mil.runs import load_run_model
+
+    resolve_device(device)
+    config = run_config(run)
+    check_slide_known(job, slide_id, config.get("inputs", {}).get("manifest"))
+    trained = load_run_model(Path(run), device)
+    view = slide_attention(trained, job, slide_id, config.get("encoder", {}).get("encoder", ""), top_k)
+    write_heatmap(view.overlay, view.tiles, out, f"{slide_id}: predicted {view.predicted}")
+    return out
 
 
 def attention_scores(
@@ -19,19 +100,37 @@ def attention_scores(
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """(attention (N,), coords (N, 2), predicted class) of one bag under the run's model; the bag must match the
     run (and, given `coords_path`, the slide's current tiles)."""
-    from wsi_ncmi.mil.runs import load_run_model, run_bag
+    from wsi_ncmi.mil.runs import load_run_model
 
-    trained = load_run_model(Path(run), device)
+    bag, scores = _scored_bag(load_run_model(Path(run), device), Path(bag_path), coords_path)
+    return scores.attention, bag.coords, scores.predicted
+
+
+def _scored_bag(trained: Trained, bag_path: Path, coords_path: Path | None) -> tuple[Bag, TileScores]:
+    """A slide's bag, checked against the run (mil.runs.run_bag), and its scores; NoHeatmap for an empty bag or a
+    model that gives no attention for it."""
+    from wsi_ncmi.mil.runs import run_bag
+
     bag = run_bag(trained, bag_path, coords_path)
     if len(bag) == 0:
-        raise ValueError(f"{bag_path}: empty bag (no tissue tiles); nothing to draw")
-    scores = tile_scores(trained, bag.features)
-    if scores.attention is None:
-        raise ValueError(
-            f"model {trained.checkpoint['model']!r} has no attention; heatmaps need abmil, "
-            "abmil_plain, clam_sb or transmil"
+        raise NoHeatmap(
+            f"{bag_path}: empty bag (no tissue tiles); nothing to draw",
+            "no tiles: the slide was predicted from the training prior",
         )
-    return scores.attention, bag.coords, scores.predicted
+    try:
+        scores = tile_scores(trained, bag.features)
+    except RuntimeError as exc:
+        raise NoHeatmap(
+            f"{bag_path}: the model cannot read this bag ({exc})",
+            f"no heatmap: the model cannot read this bag ({exc})",
+        ) from exc
+    if scores.attention is None:
+        model = trained.checkpoint["model"]
+        raise NoHeatmap(
+            f"model {model!r} has no attention; heatmaps need {MODELS_WITH_ATTENTION}",
+            f"no heatmap: model {model!r} has no attention",
+        )
+    return bag, scores
 
 
 @dataclass(frozen=True)
@@ -99,23 +198,46 @@ def draw_heatmap(
     out: Path,
     title: str,
     top_k: int = 16,
-    thumbnail_mpp: float = 8.0,
+    thumbnail_mpp: float = THUMBNAIL_MPP,
     mpp0: float = 0.25,
     backend: str = "auto",
 ) -> None:
-    """Thumbnail with attention (percentile-ranked, colour map + legend) over the tissue tiles, and a montage of
-    the top-k attended tiles read from the slide."""
-    import matplotlib.pyplot as plt
+    """Thumbnail with given attention (percentile-ranked, colour map + legend) over the tissue tiles, and a montage
+    of the top-k attended tiles read from the slide, as a PNG figure (what `heatmap` draws, without a run)."""
+    overlay, tiles = _overlay_and_tiles(
+        slide_path, backend, coords, attention, (size0, read_level, read_size), top_k, mpp0, thumbnail_mpp
+    )
+    write_heatmap(overlay, tiles, out, title)
 
+
+def _overlay_and_tiles(
+    slide_path: str,
+    backend: str,
+    coords: np.ndarray,
+    attention: np.ndarray,
+    tile: tuple[int, int, int],
+    top_k: int,
+    mpp0: float,
+    thumbnail_mpp: float,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The slide's overview at `thumbnail_mpp` with the attention overlay, and its top-k attended tiles; `tile` is
+    (side at level 0, level read, side read) of the tiles at `coords`."""
     from wsi_ncmi.slides.backend import open_slide
     from wsi_ncmi.slides.lowres import read_lowres
 
+    size0, read_level, read_size = tile
     top = np.argsort(-attention)[:top_k]
     with open_slide(slide_path, backend) as slide:
         low = read_lowres(slide, mpp0, thumbnail_mpp)
         tiles = [slide.read_region(tuple(coords[i]), read_level, (read_size, read_size)) for i in top]
-    blended = attention_overlay(low.image, low.scale, coords, attention, size0)
-    fig = heatmap_figure(blended, tiles, title)
+    return attention_overlay(low.image, low.scale, coords, attention, size0), tiles
+
+
+def write_heatmap(overlay: np.ndarray, tiles: list[np.ndarray], out: Path, title: str) -> None:
+    """Write the heatmap figure (heatmap_figure) as a PNG, atomically."""
+    import matplotlib.pyplot as plt
+
+    fig = heatmap_figure(overlay, tiles, title)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -389,13 +389,9 @@ def slide_view(job: Path, slide_id: str, trained: Trained | None, encoder: str, 
     """Thumbnail, attention heatmap and top-k tile montage of one slide, written as JPEGs into `folder`."""
     from PIL import Image
 
-    from wsi_ncmi.embedding.embed import bag_path
-    from wsi_ncmi.evaluation.heatmap import attention_overlay, tile_scores
-    from wsi_ncmi.formats.bags import BagFormatError, BagMismatchError, read_coords_attrs
-    from wsi_ncmi.mil.runs import run_bag
-    from wsi_ncmi.slides.backend import SlideError, open_slide
-    from wsi_ncmi.slides.lowres import read_lowres
-    from wsi_ncmi.tiling.tile import coords_path, thumbnail_path
+    from wsi_ncmi.evaluation.heatmap import NoHeatmap, slide_attention
+    from wsi_ncmi.formats.bags import BagFormatError, BagMismatchError
+    from wsi_ncmi.tiling.tile import thumbnail_path
 
     rel = quote(folder.name)
     name = quote(slide_id)
@@ -408,34 +404,16 @@ def slide_view(job: Path, slide_id: str, trained: Trained | None, encoder: str, 
     if trained is None:
         return SlideView(thumb, note="")
     try:
-        attrs = read_coords_attrs(coords_path(job, slide_id))
-        bag = run_bag(trained, bag_path(job, encoder, slide_id), coords_path(job, slide_id))
+        view = slide_attention(trained, job, slide_id, encoder, top_k, IMAGE_SIDE)
     except BagMismatchError as exc:
         raise ReportError(f"{exc}; or give the job folder the run's bags were embedded from") from exc
     except BagFormatError as exc:
         warnings.warn(f"report: {slide_id} has no heatmap: {exc}", stacklevel=2)
         return SlideView(thumb, note=f"no heatmap: {exc}")
-    if len(bag) == 0:
-        return SlideView(thumb, note="no tiles: the slide was predicted from the training prior")
-    try:
-        scores = tile_scores(trained, bag.features)
-    except RuntimeError as exc:
-        return SlideView(thumb, note=f"no heatmap: the model cannot read this bag ({exc})")
-    if scores.attention is None:
-        return SlideView(thumb, note=f"no heatmap: model {trained.checkpoint['model']!r} has no attention")
-    mpp0 = float(attrs["mpp_level0"])
-    longest = max(int(attrs["level0_width"]), int(attrs["level0_height"]))
-    top = np.argsort(-scores.attention)[:top_k]
-    size = int(attrs["patch_size"])
-    try:
-        with open_slide(str(attrs["slide_path"]), str(attrs.get("backend", "auto"))) as slide:
-            low = read_lowres(slide, mpp0, max(2.0, longest * mpp0 / IMAGE_SIDE))
-            tiles = [slide.read_region(tuple(bag.coords[i]), int(attrs["patch_level"]), (size, size)) for i in top]
-    except (SlideError, OSError) as exc:
-        return SlideView(thumb, note=f"no heatmap: slide {attrs['slide_path']} not readable ({exc})")
-    blended = attention_overlay(low.image, low.scale, bag.coords, scores.attention, int(attrs["patch_size_level0"]))
-    _save_jpeg(Image.fromarray((blended * 255).round().astype(np.uint8)), folder / f"{slide_id}.heat.jpg")
-    _save_jpeg(tile_montage(tiles), folder / f"{slide_id}.tiles.jpg")
+    except NoHeatmap as exc:
+        return SlideView(thumb, note=exc.note)
+    _save_jpeg(Image.fromarray((view.overlay * 255).round().astype(np.uint8)), folder / f"{slide_id}.heat.jpg")
+    _save_jpeg(tile_montage(view.tiles), folder / f"{slide_id}.tiles.jpg")
     return SlideView(thumb, f"{rel}/{name}.heat.jpg", f"{rel}/{name}.tiles.jpg")
 
 

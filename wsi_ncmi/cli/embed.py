@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -11,7 +11,6 @@ from wsi_ncmi.cli.common import (
     ExecutorOption,
     SchedulerOption,
     ShardOption,
-    fail,
     reported,
     shard_part,
     slide_table,
@@ -101,18 +100,13 @@ def embed(
     --executor dask and a scheduler address, each slide's task asks its worker for the resource GPU=1 unless
     --device cpu: start GPU workers with `dask worker ... --resources GPU=1`, one CUDA_VISIBLE_DEVICES each.
     """
-    from wsi_ncmi.embedding.registry import encoder_folder
-    from wsi_ncmi.embedding.weights import PUBLISHED, check_weights
-    from wsi_ncmi.formats.shards import shard_of, status_file
-    from wsi_ncmi.formats.status import write_status
+    from wsi_ncmi.embedding.job import embed_job, embed_targets
 
     with reported(ValueError):
         from wsi_ncmi.core.cores import parse_workers
         from wsi_ncmi.embedding.embed import EmbedSettings
 
         encoders = list(dict.fromkeys(encoder))
-        if len(encoders) > 1 and weights not in (*PUBLISHED, "random"):
-            raise ValueError("--weights PATH fits one encoder; with several --encoder use pretrained or random")
         settings = EmbedSettings(
             encoders[0],
             weights,
@@ -129,21 +123,10 @@ def embed(
             stain_target=None if stain_target is None else str(stain_target),
             decode=decode,
         )
-        for name in encoders:
-            check_weights(name, weights, allow_download)
-    if not (job / "tiles").is_dir():
-        raise fail(f"{job}: no tiles/ folder; run `wsi-ncmi tile --out {job}` first")
-    if manifest is not None or slides is not None:
-        table = slide_table(manifest, slides)
-        pairs = zip(table["slide_id"], table["path"], strict=True)
-        targets = [(str(slide_id), str(path) or None) for slide_id, path in pairs]
-    else:
-        targets = [(p.stem, None) for p in sorted((job / "tiles").glob("*.h5"))]
+    table = slide_table(manifest, slides) if manifest is not None or slides is not None else None
     part = shard_part(shard)
-    if part is not None:
-        targets = [t for t in targets if shard_of(t[0], part[1]) == part[0]]
-    if not targets:
-        raise fail(f"{job}: no slides to embed")
+    with reported(ValueError):
+        targets = embed_targets(job, settings, encoders, table, part)
     if weights == "random":
         typer.secho(
             f"warning: {', '.join(encoders)} with random-initialised weights (seed {seed}): features are for tests "
@@ -152,35 +135,8 @@ def embed(
             err=True,
         )
     with reported(KeyError, ValueError, RuntimeError):
-        results = _embed_run(targets, job, settings, encoders, executor, dask_workers, dask_scheduler)
-    codes = []
-    for name, rows in results.items():
-        stage = "embed" if len(results) == 1 else f"embed-{encoder_folder(name)}"
-        write_status(status_file(job, stage, part), rows)
-        codes.append(summary(rows, stage, status_file(job, stage, part)))
-    raise typer.Exit(max(codes))
-
-
-def _embed_run(
-    targets: list[tuple[str, str | None]],
-    job: Path,
-    settings: Any,
-    encoders: list[str],
-    executor: str,
-    dask_workers: int,
-    dask_scheduler: str | None,
-) -> dict[str, list[Any]]:
-    """Rows per encoder: one pass over the tiles locally; on Dask, one pass per encoder (a task is one slide)."""
-    from dataclasses import replace
-
-    from wsi_ncmi.embedding.embed import embed_encoders, embed_on_dask
-
-    if executor != "dask":
-        return embed_encoders(targets, job, settings, encoders)
-    return {
-        name: embed_on_dask(targets, job, replace(settings, encoder=name), dask_workers, dask_scheduler)
-        for name in encoders
-    }
+        results = embed_job(targets, job, settings, encoders, part, executor, dask_workers, dask_scheduler)
+    raise typer.Exit(max(summary(rows, stage, path) for stage, (rows, path) in results.items()))
 
 
 def encoders(

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
 
 from wsi_ncmi.core.errors import EXIT_USAGE, WsiNcmiError
@@ -45,7 +44,7 @@ def reported(*builtins: type[Exception], prefix: str = "") -> Iterator[None]:
     (the error's own; 2 for a builtin one). `prefix` names what was being read, e.g. "tiling settings: "."""
     try:
         yield
-    except (typer.Exit, click.exceptions.Exit, click.exceptions.Abort):
+    except (typer.Exit, typer.Abort):
         raise
     except WsiNcmiError as exc:
         raise fail(prefix + _message(exc), exc.exit_code) from exc

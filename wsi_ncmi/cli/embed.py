@@ -100,12 +100,11 @@ def embed(
     --executor dask and a scheduler address, each slide's task asks its worker for the resource GPU=1 unless
     --device cpu: start GPU workers with `dask worker ... --resources GPU=1`, one CUDA_VISIBLE_DEVICES each.
     """
+    from wsi_ncmi.core.cores import parse_workers
+    from wsi_ncmi.embedding.embed import EmbedSettings
     from wsi_ncmi.embedding.job import embed_job, embed_targets
 
     with reported(ValueError):
-        from wsi_ncmi.core.cores import parse_workers
-        from wsi_ncmi.embedding.embed import EmbedSettings
-
         encoders = list(dict.fromkeys(encoder))
         settings = EmbedSettings(
             encoders[0],

@@ -61,14 +61,14 @@ def slide_attention(
     mpp0 = float(attrs["mpp_level0"])
     longest = max(int(attrs["level0_width"]), int(attrs["level0_height"]))
     thumbnail_mpp = THUMBNAIL_MPP if side is None else max(2.0, longest * mpp0 / side)
-    size = int(attrs["patch_size"])
+    tile = (int(attrs["patch_size_level0"]), int(attrs["patch_level"]), int(attrs["patch_size"]))
     try:
         overlay, tiles = _overlay_and_tiles(
             str(attrs["slide_path"]),
             str(attrs.get("backend", "auto")),
             bag.coords,
             scores.attention,
-            (int(attrs["patch_size_level0"]), int(attrs["patch_level"]), size),
+            tile,
             top_k,
             mpp0,
             thumbnail_mpp,

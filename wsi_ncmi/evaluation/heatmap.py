@@ -82,11 +82,11 @@ def slide_attention(
 def draw_slide_heatmap(run: Path, job: Path, slide_id: str, out: Path, top_k: int = 16, device: str = "cpu") -> Path:
     """The `heatmap` command: the slide's attention under the run's selected model (on `device`) as a PNG figure,
     the overview beside the top-k tiles; returns `out`. A bad device is refused before anything is read."""
-    from wsi_ncmi.core.device import resolve_device
+    from wsi_ncmi.core.device import check_device
     from wsi_ncmi.evaluation.evaluate import run_config
     from wsi_ncmi.mil.runs import load_run_model
 
-    resolve_device(device)
+    check_device(device)
     config = run_config(run)
     check_slide_known(job, slide_id, config.get("inputs", {}).get("manifest"))
     trained = load_run_model(Path(run), device)

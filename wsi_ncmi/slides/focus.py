@@ -21,20 +21,17 @@ BLOCKS = 8
 
 
 class _LevelReader:
-    """Regions of one pyramid level for strips read top to bottom: composed from the TIFF's own JPEG tiles, each
-    decoded once and kept only while strips still need its row (several times faster than a region read of the
-    slide library, same pixels); through the slide library when the file has no such tiles or a region does not
-    start on a whole pixel of the level."""
+    """Regions of one pyramid level for strips read top to bottom: composed from the TIFF's own JPEG tiles (square,
+    of any size: Aperio's are 240 px), each decoded once and kept only while strips still need its row (several
+    times faster than a region read of the slide library, same pixels); through the slide library when the file
+    has no such tiles or a region does not start on a whole pixel of the level."""
 
     def __init__(self, slide: Slide, level: int) -> None:
         from wsi_ncmi.slides.direct import reader_for
 
         self.slide, self.level = slide, level
         self.downsample = slide.level_downsamples[level]
-        self.direct = next(
-            (r for r in (reader_for(slide, level, side) for side in (256, 512)) if r and r.size == r.tile_width),
-            None,
-        )
+        self.direct = reader_for(slide, level, None)
         self.tiles: dict[tuple[int, int], np.ndarray] = {}
 
     def _tile(self, col: int, row: int) -> np.ndarray:

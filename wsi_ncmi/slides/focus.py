@@ -176,11 +176,15 @@ def _glassless(red: np.ndarray, green: np.ndarray, blue: np.ndarray) -> np.ndarr
 
 
 def _reduce(tiles: np.ndarray, factor: int, dtype: type) -> np.ndarray:
-    """Sums over `factor` x `factor` boxes of a stack (k, n * factor, n * factor): (k, n, n) in `dtype`, exact."""
-    k, wide = tiles.shape[:2]
-    n = wide // factor
-    rows = tiles.reshape(k, n, factor, wide).sum(axis=2, dtype=dtype)
-    return rows.reshape(k, n, n, factor).sum(axis=3, dtype=dtype)
+    """Sums over `factor` x `factor` boxes of a stack (k, n * factor, n * factor): (k, n, n) in `dtype`, exact.
+    Added as strided slices: numpy sums over a reshaped axis of 2 to 4 elements an order of magnitude slower."""
+    rows = tiles[:, ::factor].astype(dtype)
+    for i in range(1, factor):
+        rows += tiles[:, i::factor]
+    out = rows[:, :, ::factor].copy()
+    for i in range(1, factor):
+        out += rows[:, :, i::factor]
+    return out
 
 
 def focus_scores(
@@ -260,7 +264,7 @@ def focus_scores(
                 summed = np.add(red, green, dtype=dtype)
                 summed += blue
                 grey = _reduce(summed, factor, dtype)
-                stained = _reduce(_glassless(red, green, blue), factor, np.int32) * 2 >= factor * factor
+                stained = _reduce(_glassless(red, green, blue), factor, dtype) * 2 >= factor * factor
                 greys[:, at] = _side_by_side(grey)
                 tissues[:, at] &= _side_by_side(stained)
         batch.append(run)

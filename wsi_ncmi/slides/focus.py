@@ -6,6 +6,8 @@ STRIP_PIXELS wide) and the decoded TIFF tiles of the row being read, whatever th
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from wsi_ncmi.slides.backend import Slide
@@ -28,7 +30,8 @@ class _LevelReader:
     """Regions of one pyramid level for strips read top to bottom: composed from the TIFF's own JPEG tiles (square,
     of any size: Aperio's are 240 px), each decoded once and kept only while strips still need its row (several
     times faster than a region read of the slide library, same pixels); through the slide library when the file
-    has no such tiles or a region does not start on a whole pixel of the level."""
+    has no such tiles or a region does not start on a whole pixel of the level. A context manager: the file stays
+    open while it is used."""
 
     def __init__(self, slide: Slide, level: int) -> None:
         from wsi_ncmi.slides.direct import reader_for
@@ -37,15 +40,32 @@ class _LevelReader:
         self.downsample = slide.level_downsamples[level]
         self.direct = reader_for(slide, level, None)
         self.tiles: dict[tuple[int, int], np.ndarray] = {}
+        self.fd: int | None = None
+
+    def __enter__(self) -> _LevelReader:
+        if self.direct is not None:
+            self.fd = os.open(self.direct.path, os.O_RDONLY)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
     def _tile(self, col: int, row: int) -> np.ndarray:
         if (col, row) not in self.tiles:
             reader = self.direct
-            x, y = col * reader.tile_width * self.downsample, row * reader.tile_height * self.downsample
-            pixels = reader(round(x), round(y)) if x == round(x) and y == round(y) else None
-            if pixels is None:
-                size = (reader.tile_width, reader.tile_height)
-                pixels = self.slide.read_region((round(x), round(y)), self.level, size)
+            tw, th = reader.tile_width, reader.tile_height
+            index = row * reader.across + col
+            if (col + 1) * tw <= reader.width and (row + 1) * th <= reader.height and reader.counts[index]:
+                # Inside the image: the decoded tile is the region as it is (no white canvas to fill).
+                data = os.pread(self.fd, int(reader.counts[index]), int(reader.offsets[index]))
+                pixels = reader.decode(data, index, jpegtables=reader.tables)[0].reshape(th, tw, -1)[..., :3]
+            else:
+                x, y = col * tw * self.downsample, row * th * self.downsample
+                pixels = reader(round(x), round(y)) if x == round(x) and y == round(y) else None
+                if pixels is None:
+                    pixels = self.slide.read_region((round(x), round(y)), self.level, (tw, th))
             self.tiles[(col, row)] = pixels
         return self.tiles[(col, row)]
 
@@ -240,34 +260,34 @@ def focus_scores(
         scores[np.concatenate(batch)] = _median_of_parts(parts, whole, side, BLOCKS) * unit
         batch.clear()
 
-    reader = _LevelReader(slide, level)
-    xs = coords[:, 0].tolist()
-    for run in strips:
-        if used + len(run) > capacity:
-            score_batch()
-            used = 0
-        x0, y0 = (int(v) for v in coords[run[0]])
-        offsets = [round((xs[i] - x0) / downsample) for i in run.tolist()]
-        at = slice(used * side, (used + len(run)) * side)
-        rows = np.minimum(((y0 + centres) / mask_scale).astype(np.int64), mask.shape[0])
-        cols = np.minimum(((coords[run, 0][:, None] + centres) / mask_scale).astype(np.int64), mask.shape[1])
-        tissues[:, at] = padded[rows][:, cols.ravel()]
-        if factor == 1 and offsets == list(range(0, len(run) * side, side)):
-            reader.read(x0, y0, len(run) * side, side, out=planes[:, :, at])  # tiles side by side as read
-        else:
-            strip = reader.read(x0, y0, offsets[-1] + read_side, read_side)
-            tiles = np.stack([strip[:, :, o : o + read_side] for o in offsets], axis=2)  # (3, rows, k, columns)
-            if factor == 1:
-                planes[:, :, at] = tiles.reshape(3, side, -1)
+    with _LevelReader(slide, level) as reader:
+        xs = coords[:, 0].tolist()
+        for run in strips:
+            if used + len(run) > capacity:
+                score_batch()
+                used = 0
+            x0, y0 = (int(v) for v in coords[run[0]])
+            offsets = [round((xs[i] - x0) / downsample) for i in run.tolist()]
+            at = slice(used * side, (used + len(run)) * side)
+            rows = np.minimum(((y0 + centres) / mask_scale).astype(np.int64), mask.shape[0])
+            cols = np.minimum(((coords[run, 0][:, None] + centres) / mask_scale).astype(np.int64), mask.shape[1])
+            tissues[:, at] = padded[rows][:, cols.ravel()]
+            if factor == 1 and offsets == list(range(0, len(run) * side, side)):
+                reader.read(x0, y0, len(run) * side, side, out=planes[:, :, at])  # tiles side by side as read
             else:
-                red, green, blue = tiles.transpose(0, 2, 1, 3)
-                summed = np.add(red, green, dtype=dtype)
-                summed += blue
-                grey = _reduce(summed, factor, dtype)
-                stained = _reduce(_glassless(red, green, blue), factor, dtype) * 2 >= factor * factor
-                greys[:, at] = _side_by_side(grey)
-                tissues[:, at] &= _side_by_side(stained)
-        batch.append(run)
-        used += len(run)
+                strip = reader.read(x0, y0, offsets[-1] + read_side, read_side)
+                tiles = np.stack([strip[:, :, o : o + read_side] for o in offsets], axis=2)  # (3, rows, k, columns)
+                if factor == 1:
+                    planes[:, :, at] = tiles.reshape(3, side, -1)
+                else:
+                    red, green, blue = tiles.transpose(0, 2, 1, 3)
+                    summed = np.add(red, green, dtype=dtype)
+                    summed += blue
+                    grey = _reduce(summed, factor, dtype)
+                    stained = _reduce(_glassless(red, green, blue), factor, dtype) * 2 >= factor * factor
+                    greys[:, at] = _side_by_side(grey)
+                    tissues[:, at] &= _side_by_side(stained)
+            batch.append(run)
+            used += len(run)
     score_batch()
     return scores

@@ -46,6 +46,19 @@ def test_direct_reads_equal_the_library(slide_dir: Path, name: str, backend: str
                     np.testing.assert_array_equal(direct, slide.read_region((x, y), level, (size, size)))
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_one_tile_readers_take_the_files_own_tile_size(tmp_path: Path, backend: str) -> None:
+    """Size None: regions of exactly one TIFF tile, whatever its size (Aperio writes 240 px), the library's pixels."""
+    path = write_slide(SlideSpec("t240", 1500, 1100, 0.25, seed=3, tile_size=240), tmp_path / "t240.tif")
+    with open_slide(path, backend) as slide:
+        assert slide.level_count == 2 and reader_for(slide, 0, 256) is None
+        for level in range(slide.level_count):
+            reader = reader_for(slide, level, None)
+            assert reader is not None and reader.size == reader.tile_width == reader.tile_height == 240
+            for x, y in _positions(*slide.dimensions, 240, round(slide.level_downsamples[level])):
+                np.testing.assert_array_equal(reader(x, y), slide.read_region((x, y), level, (240, 240)))
+
+
 def _split_tables(stream: bytes) -> tuple[bytes, bytes]:
     """(JPEGTables, abbreviated stream): the quantisation and Huffman tables moved out of a whole JPEG stream."""
     tables, body, pos = [b"\xff\xd8"], [b"\xff\xd8"], 2

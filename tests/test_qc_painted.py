@@ -427,6 +427,73 @@ def test_focus_is_read_in_bounded_strips_with_the_same_scores(painted, tmp_path:
     np.testing.assert_array_equal(tiles, strips)
 
 
+def _focus_by_definition(slide, coords: np.ndarray, size0: int, mask: np.ndarray, scale: float) -> np.ndarray:
+    """Each tile's focus computed alone from a region read of it: the mean of R, G and B box-averaged to about
+    2 um/px, tissue inside the mask where at least half of each box is not glass, then rms_laplacian."""
+    from wsi_ncmi.slides import focus
+
+    level, factor, _ = focus.focus_resolution(slide, MPP, 2.0)
+    pixel0 = slide.level_downsamples[level] * factor
+    side = int(size0 / pixel0)
+    centres = (np.arange(side) + 0.5) * pixel0
+    out = []
+    for x, y in coords.tolist():
+        rgb = slide.read_region((x, y), level, (side * factor, side * factor)).astype(np.float64)
+        boxes = (side, factor, side, factor)
+        grey = rgb.mean(axis=2).reshape(boxes).mean(axis=(1, 3))
+        stained = (rgb.max(axis=2) - rgb.min(axis=2) >= focus.GLASS_RANGE).reshape(boxes).mean(axis=(1, 3)) >= 0.5
+        rows = np.minimum(((y + centres) / scale).astype(int), mask.shape[0] - 1)
+        cols = np.minimum(((x + centres) / scale).astype(int), mask.shape[1] - 1)
+        inside = mask[rows][:, cols] & ((y + centres) / scale < mask.shape[0])[:, None]
+        inside &= ((x + centres) / scale < mask.shape[1])[None, :]
+        out.append(focus.rms_laplacian(grey[None].astype(np.float32), (inside & stained)[None])[0])
+    return np.asarray(out)
+
+
+@pytest.mark.parametrize("overlap", [0, 96])
+@pytest.mark.parametrize("reduction", [2, 1])
+def test_focus_scores_are_the_definition_for_overlapping_tiles_and_box_reduced_levels(
+    painted, tmp_path: Path, overlap: int, reduction: int
+) -> None:
+    """Scores read in strips and scored in batches equal each tile scored alone, for tiles side by side or
+    overlapping, from a 2 um/px level or from a 1 um/px level box-reduced by 2 (a pyramid without 2 um/px)."""
+    import tifffile
+    from PIL import Image
+
+    from wsi_ncmi.slides import focus
+    from wsi_ncmi.slides.backend import open_slide
+
+    source, _ = painted(BLURRED[0])
+    path = source
+    if reduction == 2:  # levels of 0.5, 1 and 4 um/px: focus at 2 um/px is level 1 box-reduced by 2
+        path = tmp_path / "no2um.tif"
+        level0 = tifffile.imread(source, level=0)
+        levels = [level0, np.asarray(Image.fromarray(level0).reduce(2))]
+        levels.append(np.asarray(Image.fromarray(levels[-1]).reduce(4)))
+        with tifffile.TiffWriter(path) as tif:
+            for index, (level, mpp) in enumerate(zip(levels, (MPP, 2 * MPP, 8 * MPP), strict=True)):
+                tif.write(
+                    level,
+                    tile=(256, 256),
+                    photometric="rgb",
+                    compression="jpeg",
+                    compressionargs={"level": 85},
+                    subfiletype=0 if index == 0 else 1,
+                    resolution=(1e4 / mpp, 1e4 / mpp),
+                    resolutionunit="CENTIMETER",
+                    metadata=None,
+                )
+    params = TilingParams(overlap=overlap, qc=QCParams(blur=False))
+    result = tile_geometry(TileTask(path.stem, str(path), str(tmp_path), params))
+    args = (result.coords, result.geometry.size_level0, result.mask, result.lowres_scale)
+    with open_slide(str(path)) as slide:
+        assert focus.focus_resolution(slide, MPP, 2.0)[1] == reduction
+        scores = focus.focus_scores(slide, args[0], args[1], MPP, 2.0, *args[2:])
+        expected = _focus_by_definition(slide, *args)
+    assert len(scores) > 50 and (expected > 1).mean() > 0.9
+    np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-4)
+
+
 def test_blur_off_keeps_blurred_tiles_and_reads_as_yaml_off(painted, tmp_path: Path) -> None:
     from wsi_ncmi.core.config import load_yaml
 

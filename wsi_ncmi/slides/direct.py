@@ -131,12 +131,13 @@ def with_tables(data: bytes, tables: bytes | None) -> bytes:
 
 @functools.lru_cache(maxsize=8)
 def direct_reader(
-    path: str, level: int, size: int, levels: tuple[tuple[int, int], ...], downsample: float
+    path: str, level: int, size: int | None, levels: tuple[tuple[int, int], ...], downsample: float
 ) -> DirectReader | None:
     """The direct reader of `level` for regions of `size` px, or None when the slide's JPEG tiles cannot serve them.
 
     `levels` (width, height per level, as the slide library reports them) must equal the TIFF pyramid that
     tifffile sees, so the level means the same pixels to both; the region size must be a multiple of the tile size.
+    `size` None: regions of one tile, whatever its size (square tiles only).
     """
     if os.environ.get(SWITCH, "1").strip() == "0":
         return None
@@ -148,7 +149,9 @@ def direct_reader(
             if [tuple(lv.shape) for lv in pyramid[: len(levels)]] != [(h, w, 3) for w, h in levels]:
                 return None
             page = pyramid[level].pages[0]
-            usable = (
+            if size is None and page.is_tiled and page.tilewidth == page.tilelength:
+                size = int(page.tilewidth)
+            usable = size is not None and (
                 page.is_tiled
                 and page.compression == JPEG
                 and page.photometric in (RGB, YCBCR)
@@ -181,15 +184,17 @@ def direct_reader(
 
 
 @functools.lru_cache(maxsize=8)
-def dicom_reader(path: str, size: int, width: int, height: int, downsample: float) -> DirectReader | None:
-    """The direct reader of the DICOM series' level of `width` x `height` px for regions of `size` px, or None when
-    its frames cannot serve them (see wsi_ncmi.slides.dicom.frame_table)."""
+def dicom_reader(path: str, size: int | None, width: int, height: int, downsample: float) -> DirectReader | None:
+    """The direct reader of the DICOM series' level of `width` x `height` px for regions of `size` px (None: one
+    frame, square frames only), or None when its frames cannot serve them (see wsi_ncmi.slides.dicom.frame_table)."""
     if os.environ.get(SWITCH, "1").strip() == "0":
         return None
     from wsi_ncmi.slides.dicom import decode_frame, frame_table
 
     table = frame_table(path, width, height)
-    if table is None or size % table.tile_width or size % table.tile_height:
+    if table is not None and size is None and table.tile_width == table.tile_height:
+        size = table.tile_width
+    if table is None or size is None or size % table.tile_width or size % table.tile_height:
         return None
     return DirectReader(
         table.path,
@@ -207,8 +212,9 @@ def dicom_reader(path: str, size: int, width: int, height: int, downsample: floa
     )
 
 
-def reader_for(slide: Slide, level: int, size: int) -> DirectReader | None:
-    """The (cached) direct reader of an open slide's level for regions of `size` px, or None."""
+def reader_for(slide: Slide, level: int, size: int | None) -> DirectReader | None:
+    """The (cached) direct reader of an open slide's level for regions of `size` px (None: one of its tiles,
+    whatever their size, when they are square), or None."""
     if slide.format == "dicom":
         width, height = slide.level_dimensions[level]
         return dicom_reader(str(slide.path), size, width, height, slide.level_downsamples[level])

@@ -9,6 +9,7 @@ tools' readers accept them, plus this project's own (`mpp_target`, `mpp_level0`,
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,49 @@ class BagMismatchError(BagFormatError):
     """A readable bag that was made for another model: other encoder, weights, stain normalisation or feature size."""
 
 
+@dataclass(frozen=True)
+class CoordsGeometry:
+    """How a coords file's tiles map onto their slide, read back from its attributes: where the slide is, its
+    level-0 size and resolution, and each tile's size at level 0, at the level it is read from and as stored."""
+
+    slide_path: str
+    backend: str
+    width: int
+    height: int
+    mpp_level0: float
+    mpp_source: str
+    size_level0: int
+    step_level0: int
+    read_level: int
+    read_size: int
+    tile_size: int
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any], path: Path | str = "coords file") -> CoordsGeometry:
+        """The geometry of a coords file's attributes. The read level is written twice, as `read_level` (ours) and
+        `patch_level` (CLAM's name), always equal; either one is enough."""
+        level = attrs.get("read_level", attrs.get("patch_level"))
+        names = ("slide_path", "level0_width", "level0_height", "mpp_level0", "mpp_source", "patch_size_level0")
+        missing = [n for n in (*names, "step_level0", "patch_size", "tile_size") if n not in attrs]
+        if level is None:
+            missing.append("read_level")
+        if missing:
+            raise BagFormatError(f"{path}: coords attributes missing: {', '.join(sorted(missing))}")
+        return cls(
+            slide_path=str(attrs["slide_path"]),
+            backend=str(attrs.get("backend", "auto")),
+            width=int(attrs["level0_width"]),
+            height=int(attrs["level0_height"]),
+            mpp_level0=float(attrs["mpp_level0"]),
+            mpp_source=str(attrs["mpp_source"]),
+            size_level0=int(attrs["patch_size_level0"]),
+            step_level0=int(attrs["step_level0"]),
+            read_level=int(level),
+            read_size=int(attrs["patch_size"]),
+            tile_size=int(attrs["tile_size"]),
+        )
+
+
 @dataclass
 class CoordsFile:
     """Tile coordinates of one slide (level-0 top-left x, y) with their tissue fractions and attributes."""
@@ -63,6 +107,11 @@ class CoordsFile:
     coords: np.ndarray
     tissue_fraction: np.ndarray
     attrs: dict[str, Any] = field(default_factory=dict)
+
+    @cached_property
+    def geometry(self) -> CoordsGeometry:
+        """The typed geometry of `attrs` (read once)."""
+        return CoordsGeometry.from_attrs(self.attrs)
 
 
 def _plain(value: Any) -> Any:
@@ -126,6 +175,11 @@ def read_coords_attrs(path: Path) -> dict[str, Any]:
             "tile the slide again with --overwrite"
         )
     return attrs
+
+
+def read_geometry(path: Path) -> CoordsGeometry:
+    """The tile geometry of a coords file, without reading the coordinates."""
+    return CoordsGeometry.from_attrs(read_coords_attrs(path), path)
 
 
 def read_coords(path: Path) -> CoordsFile:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wsi_ncmi.core.atomic import atomic_path
+from wsi_ncmi.formats.layout import QC_TABLE, JobFolder
 
 if TYPE_CHECKING:
     from wsi_ncmi.formats.status import StatusRow
@@ -160,7 +161,7 @@ def write_qc_table(path: Path, job: Path, slide_ids: list[str]) -> None:
     rows = _read_rows(path)
     for slide_id in slide_ids:
         try:
-            coords = read_coords(Path(job) / "tiles" / f"{slide_id}.h5")
+            coords = read_coords(JobFolder(job).coords(slide_id))
         except BagFormatError:
             continue
         rows[slide_id] = qc_row(slide_id, coords.attrs, len(coords.coords))
@@ -170,14 +171,13 @@ def write_qc_table(path: Path, job: Path, slide_ids: list[str]) -> None:
 def merge_qc_tables(job: Path) -> None:
     """Merge JOB/status/qc.csv and every shard's qc.shard-I-of-N.csv into qc.csv (the newest file's row wins), as
     the stage status files are merged; nothing is read from the coords files."""
-    folder = Path(job) / "status"
-    files = [f for f in (folder / "qc.csv", *folder.glob("qc.shard-*-of-*.csv")) if f.exists()]
+    files = JobFolder(job).status_files(QC_TABLE)
     if not files:
         return
     rows: dict[str, dict[str, str]] = {}
     for path in sorted(files, key=lambda f: f.stat().st_mtime_ns):
         rows.update(_read_rows(path))
-    _write_rows(folder / "qc.csv", rows)
+    _write_rows(JobFolder(job).qc_table(), rows)
 
 
 def qc_warned(rows: list[StatusRow]) -> list[str]:

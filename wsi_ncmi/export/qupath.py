@@ -82,7 +82,7 @@ def tissue_polygons(attrs: dict[str, Any], coords: np.ndarray) -> tuple[list[lis
     from wsi_ncmi.tiling.qc import QCParams
     from wsi_ncmi.tiling.tissue import TissueParams
 
-    geometry = CoordsGeometry.from_attrs(attrs)
+    geometry = CoordsGeometry(attrs)
     try:
         params = TissueParams(**json.loads(str(attrs["tissue_params"])))
         qc = QCParams.from_fingerprint(str(attrs.get("qc_params", "off")))

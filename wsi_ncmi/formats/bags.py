@@ -8,8 +8,8 @@ tools' readers accept them, plus this project's own (`mpp_target`, `mpp_level0`,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -59,45 +59,91 @@ class BagMismatchError(BagFormatError):
 
 @dataclass(frozen=True)
 class CoordsGeometry:
-    """How a coords file's tiles map onto their slide, read back from its attributes: where the slide is, its
-    level-0 size and resolution, and each tile's size at level 0, at the level it is read from and as stored."""
+    """How a coords file's tiles map onto their slide, read back from its attributes as typed values: where the
+    slide is, its level-0 size and resolution, and each tile's size at level 0, at the level it is read from and
+    as stored. The one reader of these attributes; a missing one is a BagFormatError naming it."""
 
-    slide_path: str
-    backend: str
-    width: int
-    height: int
-    mpp_level0: float
-    mpp_source: str
-    size_level0: int
-    step_level0: int
-    read_level: int
-    read_size: int
-    tile_size: int
+    attrs: Mapping[str, Any]
 
-    @classmethod
-    def from_attrs(cls, attrs: dict[str, Any], path: Path | str = "coords file") -> CoordsGeometry:
-        """The geometry of a coords file's attributes. The read level is written twice, as `read_level` (ours) and
-        `patch_level` (CLAM's name), always equal; either one is enough."""
-        level = attrs.get("read_level", attrs.get("patch_level"))
-        names = ("slide_path", "level0_width", "level0_height", "mpp_level0", "mpp_source", "patch_size_level0")
-        missing = [n for n in (*names, "step_level0", "patch_size", "tile_size") if n not in attrs]
-        if level is None:
-            missing.append("read_level")
+    def _value(self, name: str) -> Any:
+        if name not in self.attrs:
+            raise BagFormatError(f"coords attributes missing: {name}")
+        return self.attrs[name]
+
+    def check(self, path: Path | str) -> CoordsGeometry:
+        """Self, when every attribute the geometry reads is present; else a BagFormatError naming `path`."""
+        missing = [name for name in GEOMETRY_ATTRS if name not in self.attrs]
+        if "read_level" in missing and "patch_level" in self.attrs:
+            missing.remove("read_level")
         if missing:
-            raise BagFormatError(f"{path}: coords attributes missing: {', '.join(sorted(missing))}")
-        return cls(
-            slide_path=str(attrs["slide_path"]),
-            backend=str(attrs.get("backend", "auto")),
-            width=int(attrs["level0_width"]),
-            height=int(attrs["level0_height"]),
-            mpp_level0=float(attrs["mpp_level0"]),
-            mpp_source=str(attrs["mpp_source"]),
-            size_level0=int(attrs["patch_size_level0"]),
-            step_level0=int(attrs["step_level0"]),
-            read_level=int(level),
-            read_size=int(attrs["patch_size"]),
-            tile_size=int(attrs["tile_size"]),
-        )
+            raise BagFormatError(f"{path}: coords attributes missing: {', '.join(missing)}")
+        return self
+
+    @property
+    def slide_path(self) -> str:
+        return str(self._value("slide_path"))
+
+    @property
+    def backend(self) -> str:
+        """The slide reader the tiler used ('auto' when not recorded)."""
+        return str(self.attrs.get("backend", "auto"))
+
+    @property
+    def width(self) -> int:
+        """Level-0 width in pixels when tiled."""
+        return int(self._value("level0_width"))
+
+    @property
+    def height(self) -> int:
+        return int(self._value("level0_height"))
+
+    @property
+    def mpp_level0(self) -> float:
+        return float(self._value("mpp_level0"))
+
+    @property
+    def mpp_source(self) -> str:
+        return str(self._value("mpp_source"))
+
+    @property
+    def size_level0(self) -> int:
+        """A tile's side in level-0 pixels."""
+        return int(self._value("patch_size_level0"))
+
+    @property
+    def step_level0(self) -> int:
+        return int(self._value("step_level0"))
+
+    @property
+    def read_level(self) -> int:
+        """The pyramid level tiles are read from. Written twice, as `read_level` (ours) and `patch_level` (CLAM's
+        name), always equal; either one is enough."""
+        return int(self.attrs["read_level"] if "read_level" in self.attrs else self._value("patch_level"))
+
+    @property
+    def read_size(self) -> int:
+        """A tile's side in pixels at the read level (`patch_size`)."""
+        return int(self._value("patch_size"))
+
+    @property
+    def tile_size(self) -> int:
+        """A tile's side in pixels as embedded (at the target resolution)."""
+        return int(self._value("tile_size"))
+
+
+GEOMETRY_ATTRS = (
+    "slide_path",
+    "level0_width",
+    "level0_height",
+    "mpp_level0",
+    "mpp_source",
+    "patch_size_level0",
+    "step_level0",
+    "read_level",
+    "patch_size",
+    "tile_size",
+)
+"""The coords attributes CoordsGeometry reads (`read_level` may be `patch_level` alone)."""
 
 
 @dataclass
@@ -108,10 +154,10 @@ class CoordsFile:
     tissue_fraction: np.ndarray
     attrs: dict[str, Any] = field(default_factory=dict)
 
-    @cached_property
+    @property
     def geometry(self) -> CoordsGeometry:
-        """The typed geometry of `attrs` (read once)."""
-        return CoordsGeometry.from_attrs(self.attrs)
+        """The typed view of `attrs`' tile geometry."""
+        return CoordsGeometry(self.attrs)
 
 
 def _plain(value: Any) -> Any:
@@ -179,7 +225,7 @@ def read_coords_attrs(path: Path) -> dict[str, Any]:
 
 def read_geometry(path: Path) -> CoordsGeometry:
     """The tile geometry of a coords file, without reading the coordinates."""
-    return CoordsGeometry.from_attrs(read_coords_attrs(path), path)
+    return CoordsGeometry(read_coords_attrs(path)).check(path)
 
 
 def read_coords(path: Path) -> CoordsFile:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wsi_ncmi.core.atomic import atomic_path
+from wsi_ncmi.formats.layout import JobFolder
 
 if TYPE_CHECKING:
     from wsi_ncmi.mil.train import Trained
@@ -70,12 +71,13 @@ def check_slide_known(job: Path, slide_id: str, manifest: Path | str | None) -> 
     naming close matches; a known slide without tiles is left to the coords reader, which says to tile it."""
     import difflib
 
-    tiles = Path(job) / "tiles"
+    folder = JobFolder(job)
+    tiles = folder.tiles
     if not tiles.is_dir():
         raise ValueError(f"{job}: no tiles/ folder; give the job folder `wsi-ncmi tile --out` wrote")
-    if (tiles / f"{slide_id}.h5").exists():
+    if folder.coords(slide_id).exists():
         return
-    known = sorted(p.stem for p in tiles.glob("*.h5"))
+    known = folder.tiled()
     if manifest is not None and Path(manifest).is_file():
         from wsi_ncmi.cohort.manifest import ManifestError, read_manifest
 

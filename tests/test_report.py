@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 from wsi_ncmi.cli import app
 from wsi_ncmi.evaluation.compare import METRICS, paired_statistics
 from wsi_ncmi.evaluation.predictions import read_predictions
-from wsi_ncmi.evaluation.report import _paired_cell, digits_to_differ, reliability, tile_montage
+from wsi_ncmi.evaluation.report import _paired_cell, digits_to_differ, tile_montage
+from wsi_ncmi.evaluation.report_sections import reliability
 
 runner = CliRunner()
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -23,15 +23,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from wsi_ncmi.core.device import resolve_device
 from wsi_ncmi.core.locks import LockedError, acquire_lock, release_lock
-from wsi_ncmi.embedding.device_decode import decode_tiles, streams_available
-from wsi_ncmi.embedding.registry import EncoderSpec, Preprocess, encoder_folder, get_encoder
+from wsi_ncmi.embedding.device_decode import streams_available
+from wsi_ncmi.embedding.registry import EncoderSpec, get_encoder
 from wsi_ncmi.embedding.stain import METHODS as STAIN_METHODS
 from wsi_ncmi.embedding.stain import UNRECORDED, StainNormaliser, stain_normaliser
+from wsi_ncmi.embedding.tiles import SlideWork, TileDataset, slide_batches
 from wsi_ncmi.embedding.weights import load_encoder, weights_label
 from wsi_ncmi.formats.bags import (
     BagFormatError,
@@ -41,10 +41,9 @@ from wsi_ncmi.formats.bags import (
     read_bag_attrs,
     read_coords,
 )
+from wsi_ncmi.formats.layout import JobFolder, bag_path, coords_path, tensor_beside
 from wsi_ncmi.formats.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
-from wsi_ncmi.slides.backend import Slide, SlideError, open_slide
-from wsi_ncmi.slides.direct import read_direct, reader_for
-from wsi_ncmi.slides.integrity import check_region_streams, check_tile, stream_problem
+from wsi_ncmi.slides.backend import SlideError, open_slide
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DECODES = ("auto", "cpu", "device")
@@ -110,141 +109,6 @@ def resolve_precision(precision: str, device: torch.device, spec: EncoderSpec) -
     return "fp16" if spec.precision in ("bf16", "fp16") else "fp32"
 
 
-@dataclass
-class SlideWork:
-    """One slide to embed: where to read, and the bag each encoder that still needs it writes."""
-
-    slide_id: str
-    slide_path: str
-    outputs: dict[str, Path]
-    coords: CoordsFile
-    decode: str = "cpu"
-
-    @property
-    def read_level(self) -> int:
-        return int(self.coords.attrs["read_level"])
-
-    @property
-    def read_size(self) -> int:
-        return int(self.coords.attrs["patch_size"])
-
-    @property
-    def tile_size(self) -> int:
-        return int(self.coords.attrs["tile_size"])
-
-
-class TileDataset(Dataset):
-    """Tiles of several slides, addressed by (slide index, tile index); returns one uint8 CHW tensor per encoder.
-
-    Each tile is read and decoded once (`read`: the slide region at the tile size, uint8 HWC, shared by every
-    encoder), then each encoder's own resize and crop (`preprocess`) makes its input; normalisation happens on the
-    device, so only uint8 crosses process and PCIe boundaries. A tile that cannot be read is retried once on a
-    fresh handle, then returned as zeros with ok=False.
-    """
-
-    def __init__(
-        self,
-        work: list[SlideWork],
-        preprocess: list[Preprocess],
-        backend: str,
-        max_open: int = 4,
-        stain: StainNormaliser | None = None,
-    ):
-        self.work = work
-        self.preprocess = preprocess
-        self.stain = stain or StainNormaliser()
-        self.backend = backend
-        self.max_open = max_open
-        self._slides: dict[int, Slide] = {}
-
-    def __len__(self) -> int:
-        return sum(len(w.coords.coords) for w in self.work)
-
-    def _slide(self, index: int, fresh: bool = False) -> Slide:
-        if fresh and index in self._slides:
-            self._slides.pop(index).close()
-        if index not in self._slides:
-            if len(self._slides) >= self.max_open:
-                oldest = next(iter(self._slides))
-                self._slides.pop(oldest).close()
-            self._slides[index] = open_slide(self.work[index].slide_path, self.backend)
-        return self._slides[index]
-
-    def read(self, slide_index: int, tile_index: int, fresh: bool = False) -> np.ndarray:
-        """The decoded tile at the tiling's tile size (uint8 HWC): the one read shared by every encoder."""
-        work = self.work[slide_index]
-        x, y = work.coords.coords[tile_index]
-        slide = self._slide(slide_index, fresh)
-        region = None if fresh else read_direct(slide, (x, y), work.read_level, work.read_size)
-        if region is None:
-            region = slide.read_region((x, y), work.read_level, (work.read_size,) * 2)
-        check_tile(region, f"{work.slide_id} tile {tile_index}")
-        check_region_streams(slide, (x, y), work.read_level, work.read_size, f"{work.slide_id} tile {tile_index}")
-        region = self.stain(region)
-        if work.read_size == work.tile_size:
-            return np.array(region)
-        image = Image.fromarray(region).resize((work.tile_size,) * 2, Image.Resampling.BILINEAR)
-        return np.array(image)
-
-    def decoded(self, slide_index: int, tile_index: int) -> tuple[np.ndarray, bool]:
-        """The decoded tile and whether it could be read (zeros at the tile size after one retry otherwise)."""
-        try:
-            return self.read(slide_index, tile_index), True
-        except Exception:
-            try:
-                return self.read(slide_index, tile_index, fresh=True), True
-            except Exception:
-                size = self.work[slide_index].tile_size
-                return np.zeros((size, size, 3), dtype=np.uint8), False
-
-    def stream(self, slide_index: int, tile_index: int) -> bytes:
-        """The tile's whole JPEG stream, to decode on the device; empty when it cannot be read so or libjpeg reports
-        it corrupt (the main process then reads the tile the CPU way, whose checks flag it)."""
-        work = self.work[slide_index]
-        x, y = work.coords.coords[tile_index]
-        try:
-            reader = reader_for(self._slide(slide_index), work.read_level, work.read_size)
-            stream = (reader.stream(int(x), int(y)) if reader is not None else None) or b""
-            return b"" if stream and stream_problem(stream) else stream
-        except Exception:
-            return b""
-
-    def device_inputs(
-        self, streams: list[bytes], slide_index: int, tile_indices: list[int], device: torch.device
-    ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Each encoder's uint8 inputs on `device` for one slide's batch of JPEG streams, decoded there, and whether
-        each tile could be read; tiles the device cannot serve go through `decoded` here (retried, zero-filled)."""
-        size = self.work[slide_index].tile_size
-        tiles, others = decode_tiles(streams, size, device)
-        ok = torch.ones(len(streams), dtype=torch.bool)
-        if others:
-            batch = torch.empty((len(streams), 3, size, size), dtype=torch.uint8, device=device)
-            if tiles is not None:
-                batch[[i for i in range(len(streams)) if i not in set(others)]] = tiles
-            for i in others:
-                tile, ok[i] = self.decoded(slide_index, tile_indices[i])
-                batch[i] = torch.from_numpy(tile).permute(2, 0, 1).to(device)
-            tiles = batch
-        return [prep.tensor(tiles) for prep in self.preprocess], ok
-
-    def __getitem__(self, key: tuple[int, int]) -> tuple[list[torch.Tensor] | bytes, int, int, bool]:
-        slide_index, tile_index = key
-        if self.work[slide_index].decode == "device":
-            return self.stream(slide_index, tile_index), slide_index, tile_index, True
-        tile, ok = self.decoded(slide_index, tile_index)
-        inputs = [torch.from_numpy(prep(tile)).permute(2, 0, 1) for prep in self.preprocess]
-        return inputs, slide_index, tile_index, ok
-
-
-def slide_batches(work: list[SlideWork], batch_size: int) -> list[list[tuple[int, int]]]:
-    """Batches of (slide, tile) keys in slide order; no batch spans two slides."""
-    batches = []
-    for s, item in enumerate(work):
-        n = len(item.coords.coords)
-        batches += [[(s, t) for t in range(start, min(n, start + batch_size))] for start in range(0, n, batch_size)]
-    return batches
-
-
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
@@ -288,10 +152,6 @@ class Embedder:
                     torch.cuda.empty_cache()
 
 
-def bag_path(job: Path, encoder: str, slide_id: str) -> Path:
-    return Path(job) / "features" / encoder_folder(encoder) / f"{slide_id}.h5"
-
-
 def _expected_attrs(settings: EmbedSettings, spec: EncoderSpec, precision: str, label: str) -> dict[str, Any]:
     return {
         "encoder": spec.name,
@@ -319,7 +179,7 @@ def _existing_bag(out: Path, coords: CoordsFile, expected: dict[str, Any], slide
         attrs = read_bag_attrs(out)
     except BagFormatError:
         return None
-    mpp, source = float(coords.attrs["mpp_level0"]), str(coords.attrs["mpp_source"])
+    mpp, source = coords.geometry.mpp_level0, coords.geometry.mpp_source
     attrs = {**UNRECORDED, **_legacy_attrs(attrs), **attrs}
     changed = [f"{k} was {attrs.get(k)!r}, now {v!r}" for k, v in expected.items() if attrs.get(k) != v]
     if attrs.get("coords_sha256") != coords_digest(coords.coords):
@@ -341,7 +201,7 @@ def _check_slide(work: SlideWork, backend: str, decode: str) -> str:
     coords = work.coords
     if not len(coords.coords):
         return ""
-    was = (int(coords.attrs["level0_width"]), int(coords.attrs["level0_height"]))
+    was = (coords.geometry.width, coords.geometry.height)
     try:
         with open_slide(work.slide_path, backend) as slide:
             now = tuple(slide.dimensions)
@@ -370,7 +230,7 @@ def plan_slide(
     failed) of the encoders that need no work; `decode` is the run's resolved decode path."""
     names = [e["encoder"] for e in expected]
     try:
-        coords = read_coords(Path(job) / "tiles" / f"{slide_id}.h5")
+        coords = read_coords(coords_path(job, slide_id))
     except BagFormatError as exc:
         return None, {name: StatusRow(slide_id, FAILED, error=str(exc)) for name in names}
     rows: dict[str, StatusRow] = {}
@@ -384,10 +244,10 @@ def plan_slide(
             rows[name] = done
     if not outputs:
         return None, rows
-    work = SlideWork(slide_id, slide_path or str(coords.attrs["slide_path"]), outputs, coords)
+    work = SlideWork(slide_id, slide_path or coords.geometry.slide_path, outputs, coords)
     error = _check_slide(work, settings.backend, decode)
     if error:
-        mpp, source = float(coords.attrs["mpp_level0"]), str(coords.attrs["mpp_source"])
+        mpp, source = coords.geometry.mpp_level0, coords.geometry.mpp_source
         failed = {name: StatusRow(slide_id, FAILED, mpp_level0=mpp, mpp_source=source, error=error) for name in outputs}
         return None, {**rows, **failed}
     return work, rows
@@ -436,7 +296,7 @@ def embed_encoders(
         precision = resolve_precision(settings.precision, device, spec)
         label = weights_label(settings.weights, spec, settings.seed)
         runs[spec.name] = EncoderRun(spec, {**_expected_attrs(settings, spec, precision, label), **stain})
-        bag_path(job, spec.name, "x").parent.mkdir(parents=True, exist_ok=True)
+        JobFolder(job).bags(spec.name).mkdir(parents=True, exist_ok=True)
     rows: dict[str, dict[str, StatusRow]] = {name: {} for name in runs}
     merged: dict[str, SlideWork] = {}
     decode = resolve_decode(settings, device)
@@ -645,7 +505,7 @@ def _bag_attrs(item: SlideWork, expected: dict[str, Any]) -> dict[str, Any]:
 
 
 def _pt_path(out: Path, settings: EmbedSettings) -> Path | None:
-    return out.with_suffix(".pt") if settings.also_pt else None
+    return tensor_beside(out) if settings.also_pt else None
 
 
 def _row(item: SlideWork, status: str, seconds: float, warning: str = "", error: str = "") -> StatusRow:
@@ -653,8 +513,8 @@ def _row(item: SlideWork, status: str, seconds: float, warning: str = "", error:
         item.slide_id,
         status,
         n_tiles=len(item.coords.coords),
-        mpp_level0=float(item.coords.attrs["mpp_level0"]),
-        mpp_source=str(item.coords.attrs["mpp_source"]),
+        mpp_level0=item.coords.geometry.mpp_level0,
+        mpp_source=item.coords.geometry.mpp_source,
         seconds=seconds,
         warning=warning,
         error=error,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from wsi_ncmi.core.registry import Registry
+from wsi_ncmi.formats.layout import encoder_folder as encoder_folder
 
 if TYPE_CHECKING:
     import torch
@@ -177,11 +178,6 @@ def get_encoder(name: str) -> EncoderSpec:
     if name.startswith("timm:"):
         return _timm_spec(name[len("timm:") :])
     return ENCODERS.lookup(name)()
-
-
-def encoder_folder(name: str) -> str:
-    """A file-system-safe folder name for an encoder ('timm:hf-hub:MahmoodLab/uni' -> 'timm-hf-hub-MahmoodLab-uni')."""
-    return "".join(c if c.isalnum() or c in "._-" else "-" for c in name)
 
 
 def _torchvision_resnet(name: str, arch: str, last_layer: int, dim: int) -> EncoderSpec:

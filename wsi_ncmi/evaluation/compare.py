@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from wsi_ncmi.core.atomic import atomic_path
+from wsi_ncmi.formats.layout import RunFolder
 from wsi_ncmi.mil.runfolder import RunError
 
 METRICS = ("macro_f1", "accuracy", "balanced_accuracy", "auc", "ncmi")
@@ -25,7 +26,7 @@ def collect(runs: list[Path], split: str = "test") -> pd.DataFrame:
     rows = []
     for run in runs:
         config = run_config(run)
-        path = Path(run) / f"metrics_{split}.json"
+        path = RunFolder(run).metrics(split)
         if not path.exists():
             raise RunError(f"{path}: missing; run `wsi-ncmi evaluate --run {run} --split {split}` first")
         metrics = read_metrics(path, f"run `wsi-ncmi evaluate --run {run} --split {split}` again")

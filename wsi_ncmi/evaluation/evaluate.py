@@ -13,6 +13,7 @@ import pandas as pd
 
 from wsi_ncmi.core.atomic import atomic_path
 from wsi_ncmi.evaluation.predictions import prediction_table, write_predictions
+from wsi_ncmi.formats.layout import LAST, RunFolder
 from wsi_ncmi.mil.data import BagDataError, load_bagset
 from wsi_ncmi.mil.metrics import core_metrics, full_metrics
 from wsi_ncmi.mil.runfolder import RunError
@@ -27,7 +28,7 @@ def run_config(run: Path) -> dict[str, Any]:
     """RUN/config.yaml as written by `train`."""
     from wsi_ncmi.core.config import load_yaml
 
-    path = Path(run) / "config.yaml"
+    path = RunFolder(run).config
     if not path.exists():
         raise RunError(f"{run}: no config.yaml; is this a run folder written by `wsi-ncmi train`?")
     config = load_yaml(path)
@@ -139,7 +140,7 @@ def evaluate_split(
     check_feature_size(bags, trained, features)
     probs, preds, no_tiles = predict(trained, bags)
     table = prediction_table(rows, classes, probs, preds, no_tiles)
-    write_predictions(table, run / f"predictions_{split_name}.csv")
+    write_predictions(table, RunFolder(run).predictions(split_name))
     order = rows["slide_id"].tolist()
     y_true = np.asarray([index[label] for label in rows["label"]])
     metrics = full_metrics(y_true, preds, probs, classes, rows["case_id"].to_numpy(), bootstrap, seed)
@@ -156,11 +157,11 @@ def evaluate_split(
     metrics["slides_without_tiles"] = [order[i] for i in np.flatnonzero(no_tiles)]
     if pn_stage if pn_stage is not None else is_camelyon17(manifest):
         metrics["pn_stage"] = pn_stage_metrics(manifest, table)
-    write_json(metrics, run / f"metrics_{split_name}.json")
+    write_json(metrics, RunFolder(run).metrics(split_name))
     confusion_figure(
         np.asarray(metrics["confusion_matrix"]["matrix"]),
         classes,
-        run / f"confusion_{split_name}.png",
+        RunFolder(run).confusion(split_name),
         f"{split_name}: macro-F1 {metrics['macro_f1']:.3f}, accuracy {metrics['accuracy']:.3f}",
     )
     return metrics
@@ -184,18 +185,19 @@ def evaluate_run(
     from wsi_ncmi.evaluation.plots import curves_figure
     from wsi_ncmi.evaluation.runfiles import read_history
 
-    run = Path(run)
+    folder = RunFolder(run)
+    run = folder.root
     if split_name not in SPLIT_CHOICES:
         raise ValueError(f"--split must be one of {', '.join(SPLIT_CHOICES)}")
     config = run_config(run)
     trained = load_run_model(run, device)
-    last = load_run_model(run, device, "last.pt") if (run / "last.pt").exists() else None
+    last = load_run_model(run, device, LAST) if folder.last.exists() else None
     given = {"manifest": manifest, "split": split_file, "features": features}
     inputs = {k: v or config["inputs"].get(k) for k, v in given.items()}
     missing = [k for k, v in inputs.items() if not v]
     if missing:
         raise RunError(
-            f"{run / 'config.yaml'}: no inputs.{missing[0]}; pass --{missing[0].replace('split', 'split-file')}"
+            f"{folder.config}: no inputs.{missing[0]}; pass --{missing[0].replace('split', 'split-file')}"
         )
     table = read_manifest(inputs["manifest"])
     split = read_split(inputs["split"])
@@ -208,9 +210,9 @@ def evaluate_run(
         results[name] = evaluate_split(
             trained, table, split, name, features, run, bootstrap, seed, pn_stage, skip_missing, last
         )
-    if (run / "history.csv").exists():
+    if folder.history.exists():
         loss = config.get("training", {}).get("loss")
-        curves_figure(read_history(run / "history.csv"), run / "curves.png", loss)
+        curves_figure(read_history(folder.history), folder.curves, loss)
     return results
 
 

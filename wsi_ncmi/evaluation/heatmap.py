@@ -15,6 +15,7 @@ import numpy as np
 
 from wsi_ncmi.core.atomic import atomic_path
 from wsi_ncmi.core.errors import EXIT_USAGE, WsiNcmiError
+from wsi_ncmi.formats.layout import JobFolder
 
 if TYPE_CHECKING:
     from wsi_ncmi.formats.bags import Bag
@@ -51,21 +52,20 @@ def slide_attention(
     longest side, at most 2 um/px; None: THUMBNAIL_MPP), with its `top_k` attended tiles. The bag must match the run
     and the slide's current tiles (BagFormatError, BagMismatchError otherwise); NoHeatmap when nothing can be drawn."""
     from wsi_ncmi.core.faults import describe
-    from wsi_ncmi.embedding.embed import bag_path
-    from wsi_ncmi.formats.bags import read_coords_attrs
+    from wsi_ncmi.formats.bags import read_geometry
     from wsi_ncmi.slides.backend import SlideError
-    from wsi_ncmi.tiling.tile import coords_path
 
-    attrs = read_coords_attrs(coords_path(job, slide_id))
-    bag, scores = _scored_bag(trained, bag_path(job, encoder, slide_id), coords_path(job, slide_id))
-    mpp0 = float(attrs["mpp_level0"])
-    longest = max(int(attrs["level0_width"]), int(attrs["level0_height"]))
+    folder = JobFolder(job)
+    geometry = read_geometry(folder.coords(slide_id))
+    bag, scores = _scored_bag(trained, folder.bag(encoder, slide_id), folder.coords(slide_id))
+    mpp0 = geometry.mpp_level0
+    longest = max(geometry.width, geometry.height)
     thumbnail_mpp = THUMBNAIL_MPP if side is None else max(2.0, longest * mpp0 / side)
-    tile = (int(attrs["patch_size_level0"]), int(attrs["patch_level"]), int(attrs["patch_size"]))
+    tile = (geometry.size_level0, geometry.read_level, geometry.read_size)
     try:
         overlay, tiles = _overlay_and_tiles(
-            str(attrs["slide_path"]),
-            str(attrs.get("backend", "auto")),
+            geometry.slide_path,
+            geometry.backend,
             bag.coords,
             scores.attention,
             tile,
@@ -75,7 +75,7 @@ def slide_attention(
         )
     except (SlideError, OSError) as exc:
         message, code = describe(exc)
-        raise NoHeatmap(message, f"no heatmap: slide {attrs['slide_path']} not readable ({exc})", code) from exc
+        raise NoHeatmap(message, f"no heatmap: slide {geometry.slide_path} not readable ({exc})", code) from exc
     return SlideAttention(overlay, tiles, scores.predicted)
 
 
@@ -169,12 +169,13 @@ def check_slide_known(job: Path, slide_id: str, manifest: Path | str | None) -> 
     naming close matches; a known slide without tiles is left to the coords reader, which says to tile it."""
     import difflib
 
-    tiles = Path(job) / "tiles"
+    folder = JobFolder(job)
+    tiles = folder.tiles
     if not tiles.is_dir():
         raise ValueError(f"{job}: no tiles/ folder; give the job folder `wsi-ncmi tile --out` wrote")
-    if (tiles / f"{slide_id}.h5").exists():
+    if folder.coords(slide_id).exists():
         return
-    known = sorted(p.stem for p in tiles.glob("*.h5"))
+    known = folder.tiled()
     if manifest is not None and Path(manifest).is_file():
         from wsi_ncmi.cohort.manifest import ManifestError, read_manifest
 

@@ -8,7 +8,6 @@ images (scaled-down JPEGs) go to a sibling folder `{report stem}_files/` and loa
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import warnings
@@ -24,7 +23,19 @@ from wsi_ncmi.core.atomic import atomic_path
 from wsi_ncmi.core.errors import WsiNcmiError
 from wsi_ncmi.core.folders import FolderError, make_parents
 from wsi_ncmi.evaluation.report_page import page, section, table
+from wsi_ncmi.evaluation.report_sections import (
+    centre_table,
+    confusion_html,
+    curves_charts,
+    headline,
+    ncmi_section,
+    number,
+    per_class,
+    reliability_chart,
+    roc_chart,
+)
 from wsi_ncmi.evaluation.svg import Series, chart
+from wsi_ncmi.formats.layout import JobFolder, RunFolder, RunsFolder, report_files
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,7 +67,7 @@ class SlideView:
 
 def files_dir(out: Path) -> Path:
     """The folder written beside a report for its images."""
-    return out.with_name(f"{out.stem}_files")
+    return report_files(out)
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -73,17 +84,6 @@ def _write_html(text: str, out: Path) -> None:
         Path(tmp).write_text(text, encoding="utf-8")
 
 
-def _num(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
-def _with_ci(metrics: dict[str, Any], key: str) -> tuple[str, str]:
-    ci = (metrics.get("bootstrap") or {}).get(key)
-    return _num(metrics.get(key)), (f"95% CI {ci[0]:.3f}-{ci[1]:.3f}" if ci else "no CI")
-
-
 def read_run_outputs(run: Path, split: str) -> tuple[dict[str, Any], pd.DataFrame, dict[str, Any]]:
     """(metrics, predictions, config) of a run's split, through the project's readers; errors say what to run."""
     from wsi_ncmi.evaluation.evaluate import SPLIT_CHOICES, run_config
@@ -95,7 +95,7 @@ def read_run_outputs(run: Path, split: str) -> tuple[dict[str, Any], pd.DataFram
     if split not in SPLIT_CHOICES:
         raise ReportError(f"--split {split!r}: use test, val or train")
     config = run_config(run)
-    metrics_path, table_path = run / f"metrics_{split}.json", run / f"predictions_{split}.csv"
+    metrics_path, table_path = RunFolder(run).metrics(split), RunFolder(run).predictions(split)
     for path in (metrics_path, table_path):
         if not path.exists():
             raise ReportError(f"{path}: missing; run `wsi-ncmi evaluate --run {run} --split {split}` first")
@@ -121,168 +121,6 @@ def slide_flags(predictions: pd.DataFrame, classes: list[str]) -> list[list[str]
             flags.append("no_tiles")
         out.append(flags)
     return out
-
-
-def _headline(metrics: dict[str, Any], config: dict[str, Any]) -> str:
-    cards = []
-    for key, name in (("macro_f1", "macro-F1"), ("accuracy", "accuracy"), ("auc", "AUC (one-vs-rest, macro)")):
-        value, ci = _with_ci(metrics, key)
-        cards.append(f"<div class=card><span>{name}</span><b>{value}</b><span>{ci}</span></div>")
-    for key, name in (("balanced_accuracy", "balanced accuracy"), ("cohen_kappa", "Cohen's kappa")):
-        cards.append(f"<div class=card><span>{name}</span><b>{_num(metrics.get(key))}</b></div>")
-    cards.append(f"<div class=card><span>slides</span><b>{metrics.get('n_slides', 'n/a')}</b></div>")
-    boot = metrics.get("bootstrap") or {}
-    text = (
-        f"<p class=muted>CIs: percentile bootstrap over {boot.get('unit', 'case')}s, {boot.get('resamples', 0)} "
-        f"resamples. Model {escape(str(config['training'].get('model')))}, loss "
-        f"{escape(str(config['training'].get('loss')))}, seed {escape(str(config['training'].get('seed')))}.</p>"
-    )
-    notes = "".join(f"<p class=note>{escape(n)}</p>" for n in metrics.get("notes", []))
-    stage = metrics.get("pn_stage")
-    if stage:
-        notes += (
-            f"<p>Patient pN-stage over {stage['patients']} patients with all nodes in the split: accuracy "
-            f"{_num(stage.get('accuracy'))}, quadratic-weighted kappa {_num(stage.get('kappa_quadratic'))}.</p>"
-        )
-    return f"<div class=cards>{''.join(cards)}</div>{text}{notes}"
-
-
-def _per_class(metrics: dict[str, Any], classes: list[str]) -> str:
-    rows = []
-    for name in classes:
-        c = (metrics.get("per_class") or {}).get(name, {})
-        rows.append(
-            [escape(name), _num(c.get("precision")), _num(c.get("recall")), _num(c.get("f1")), str(c.get("support"))]
-        )
-    return table(["class", "precision", "recall", "F1", "support"], rows)
-
-
-def confusion_html(matrix: np.ndarray, classes: list[str]) -> str:
-    """Counts with row-normalised shading: rows are true classes, columns predicted ones."""
-    rows_sum = matrix.sum(1, keepdims=True)
-    share = np.divide(matrix, rows_sum, out=np.zeros(matrix.shape), where=rows_sum > 0)
-    head = "".join(f"<th>{escape(c)}</th>" for c in classes)
-    body = []
-    for i, name in enumerate(classes):
-        cells = []
-        for j in range(len(classes)):
-            alpha = 0.08 + 0.8 * share[i, j]
-            color = "255,255,255" if share[i, j] > 0.55 else "29,35,42"
-            cells.append(
-                f"<td style='background:rgba(31,95,168,{alpha:.2f});color:rgb({color})' "
-                f"title='{share[i, j]:.0%} of true {escape(name)}'>{int(matrix[i, j])}</td>"
-            )
-        body.append(f"<tr><th>{escape(name)}</th>{''.join(cells)}</tr>")
-    return (
-        "<table class=cm><thead><tr><th>true \\ predicted</th>"
-        f"{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-        "<p class=muted>Counts; shading is the share of each true class (row).</p>"
-    )
-
-
-def roc_chart(y_true: np.ndarray, probs: np.ndarray, classes: list[str]) -> str:
-    """One-vs-rest ROC curve per class present (and not alone) in the split, with its AUC in the legend."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
-    series = [Series("", [0, 1], [0, 1], dash=True, color="#999")]
-    for c, name in enumerate(classes):
-        positive = y_true == c
-        if not 0 < positive.sum() < len(y_true):
-            continue
-        fpr, tpr, _ = roc_curve(positive.astype(int), probs[:, c])
-        auc = roc_auc_score(positive.astype(int), probs[:, c])
-        series.append(Series(f"{name} (AUC {auc:.3f})", fpr.tolist(), tpr.tolist()))
-    return chart(series, "ROC, one-vs-rest", "false positive rate", "true positive rate", (0, 1), (0, 1))
-
-
-def reliability(
-    y_true: np.ndarray, probs: np.ndarray, bins: int = 10
-) -> tuple[list[float], list[float], list[int], float]:
-    """Per confidence bin (equal width on the top probability): mean confidence, accuracy, count; and the ECE."""
-    confidence = probs.max(1)
-    correct = probs.argmax(1) == y_true
-    edges = np.linspace(0, 1, bins + 1)
-    index = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
-    conf, acc, counts, ece = [], [], [], 0.0
-    for b in range(bins):
-        members = index == b
-        if not members.any():
-            continue
-        conf.append(float(confidence[members].mean()))
-        acc.append(float(correct[members].mean()))
-        counts.append(int(members.sum()))
-        ece += members.mean() * abs(acc[-1] - conf[-1])
-    return conf, acc, counts, float(ece)
-
-
-def reliability_chart(y_true: np.ndarray, probs: np.ndarray) -> str:
-    conf, acc, counts, ece = reliability(y_true, probs)
-    labels = [f"{n} slides" for n in counts]
-    series = [
-        Series("", [0, 1], [0, 1], dash=True, color="#999"),
-        Series(f"model (ECE {ece:.3f})", conf, acc, style="both", labels=labels),
-    ]
-    return chart(series, "Reliability (top-class confidence)", "mean confidence", "accuracy", (0, 1), (0, 1))
-
-
-def curves_charts(history: pd.DataFrame, best_epoch: int | None, loss: str | None = None) -> str:
-    """Loss, validation macro-F1 and validation NCMI per epoch; the selected epoch is marked; what each curve is
-    said below them."""
-    from wsi_ncmi.evaluation.plots import curve_notes
-
-    epochs = history["epoch"].tolist()
-    charts = []
-    panels = (
-        ("loss", [("train", "train_loss"), ("validation", "val_loss")]),
-        ("validation macro-F1 / accuracy", [("macro-F1", "val_macro_f1"), ("accuracy", "val_accuracy")]),
-        ("validation NCMI (diagnostic)", [("NCMI", "val_ncmi")]),
-    )
-    for title, columns in panels:
-        series = [Series(name, epochs, history[col].tolist()) for name, col in columns if col in history]
-        if best_epoch is not None and series:
-            values = [v for s in series for v in s.y if v == v]
-            if values:
-                series.append(
-                    Series(f"selected (epoch {best_epoch})", [best_epoch] * 2, [min(values), max(values)], dash=True)
-                )
-        charts.append(chart(series, title, "epoch", title.split(" / ")[0].split(" (")[0]))
-    notes = "".join(f"<li>{escape(note)}</li>" for note in curve_notes(loss))
-    return f"<div class=charts>{''.join(charts)}</div><ul class='muted notes'>{notes}</ul>"
-
-
-def ncmi_section(metrics: dict[str, Any]) -> str:
-    return (
-        "<div class=cards>"
-        + "".join(
-            f"<div class=card><span>{name}</span><b>{_num(metrics.get(key), 4)}</b></div>"
-            for key, name in (("ncmi", "NCMI"), ("cmi", "CMI (concentration)"), ("gamma", "Gamma (separation)"))
-        )
-        + "</div><p class=muted>NCMI = CMI / Gamma of the class-probability outputs on this split: CMI measures how "
-        "spread each class's outputs are around their class centroid, Gamma how far apart different classes' outputs "
-        "are. Lower NCMI means tighter, better separated classes.</p>"
-    )
-
-
-def centre_table(predictions: pd.DataFrame, classes: list[str]) -> str:
-    """Slides, accuracy, balanced accuracy and macro-F1 per centre (macro over the classes seen in that centre)."""
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
-
-    rows = []
-    for centre, group in predictions.groupby("center", sort=True):
-        yt, yp = group["y_true"].tolist(), group["y_pred"].tolist()
-        seen = sorted(set(yt) | set(yp), key=classes.index)
-        balanced = balanced_accuracy_score(yt, yp) if len(set(yt)) > 1 else accuracy_score(yt, yp)
-        rows.append(
-            [
-                escape(str(centre) or "(none)"),
-                str(len(group)),
-                _num(accuracy_score(yt, yp)),
-                _num(balanced),
-                _num(f1_score(yt, yp, labels=seen, average="macro", zero_division=0)),
-                escape(", ".join(f"{c}: {yt.count(c)}" for c in classes if yt.count(c))),
-            ]
-        )
-    return table(["centre", "slides", "accuracy", "balanced acc.", "macro-F1", "true classes"], rows)
 
 
 def digits_to_differ(values: np.ndarray, least: int = 3, most: int = 6) -> int:
@@ -391,12 +229,11 @@ def slide_view(job: Path, slide_id: str, trained: Trained | None, encoder: str, 
 
     from wsi_ncmi.evaluation.heatmap import NoHeatmap, slide_attention
     from wsi_ncmi.formats.bags import BagFormatError, BagMismatchError
-    from wsi_ncmi.tiling.tile import thumbnail_path
 
     rel = quote(folder.name)
     name = quote(slide_id)
     thumb = None
-    source = thumbnail_path(job, slide_id)
+    source = JobFolder(job).thumbnail(slide_id)
     if source.exists():
         with Image.open(source) as image:
             _save_jpeg(image, folder / f"{slide_id}.thumb.jpg")
@@ -455,11 +292,11 @@ def run_report(
     index = {c: i for i, c in enumerate(classes)}
     probs = predictions[[f"p_{c}" for c in classes]].to_numpy(dtype=float)
     labelled = "y_true" in predictions and bool((predictions["y_true"] != "").all())
-    trained = load_run_model(run, device) if (run / "model.pt").exists() else None
+    trained = load_run_model(run, device) if RunFolder(run).model.exists() else None
     best_epoch = int(trained.checkpoint["epoch"]) if trained and "epoch" in trained.checkpoint else None
     check_metrics_current(run, split, metrics, best_epoch)
     views: dict[str, SlideView] = {}
-    if job is not None and not (Path(job) / "tiles").is_dir():
+    if job is not None and not JobFolder(job).tiles.is_dir():
         raise ReportError(f"{job}: no tiles/ folder; give the job folder the run's bags were embedded from")
     if job is not None:
         folder = files_dir(out)
@@ -468,12 +305,12 @@ def run_report(
         folder.mkdir(exist_ok=True)
         encoder = str(config.get("encoder", {}).get("encoder", ""))
         views = _slide_views(job, predictions["slide_id"].tolist(), trained, encoder, folder, top_k, progress)
-    sections = [section("Headline metrics", _headline(metrics, config), "headline")]
+    sections = [section("Headline metrics", headline(metrics, config), "headline")]
     if labelled:
         y_true = np.asarray([index[c] for c in predictions["y_true"]])
         matrix = np.asarray((metrics.get("confusion_matrix") or {}).get("matrix", np.zeros((len(classes),) * 2)))
         sections += [
-            section("Per class", _per_class(metrics, classes), "per-class"),
+            section("Per class", per_class(metrics, classes), "per-class"),
             section("Confusion matrix", confusion_html(matrix, classes), "confusion"),
             section(
                 "ROC and calibration",
@@ -481,11 +318,11 @@ def run_report(
                 "roc",
             ),
         ]
-    if (run / "history.csv").exists():
+    if RunFolder(run).history.exists():
         sections.append(
             section(
                 "Learning curves",
-                curves_charts(read_history(run / "history.csv"), best_epoch, config["training"].get("loss")),
+                curves_charts(read_history(RunFolder(run).history), best_epoch, config["training"].get("loss")),
                 "curves",
             )
         )
@@ -542,7 +379,7 @@ def experiment_report(
     summary = summarise(frame)
     rows = [
         [escape(f"{r['model']} / {r['loss']}"), str(r["runs"])]
-        + [f"{_num(r[f'{m}_mean'])} ± {_num(r[f'{m}_std'])}" for m in METRICS]
+        + [f"{number(r[f'{m}_mean'])} ± {number(r[f'{m}_std'])}" for m in METRICS]
         for r in summary.to_dict("records")
     ]
     sections = [section("Mean ± std over runs", table(["model / loss", "runs", *METRICS], rows), "summary")]
@@ -574,12 +411,12 @@ def experiment_report(
     sections.append(section("Per seed", _per_seed_charts(frame), "per-seed"))
     links = []
     for r in frame.to_dict("records"):
-        report = Path(r["run"]) / "report.html"
+        report = RunFolder(r["run"]).report
         target = escape(os.path.relpath(report, out.parent)) if report.exists() else ""
         name = escape(Path(r["run"]).name)
         link = f"<a href='{target}'>{name}</a>" if target else name
         links.append(
-            [link, escape(r["model"]), escape(r["loss"]), escape(str(r["seed"]))] + [_num(r[m]) for m in METRICS]
+            [link, escape(r["model"]), escape(r["loss"]), escape(str(r["seed"]))] + [number(r[m]) for m in METRICS]
         )
     sections.append(section("Runs", table(["run", "model", "loss", "seed", *METRICS], links), "runs"))
     subtitle = f"{len(frame)} runs on the {split} split; paired differences against {baseline}"
@@ -629,6 +466,6 @@ def pipeline_reports(runs: list[Path], job: Path, runs_dir: Path, split: str = "
         training = run_config(run)["training"]
         firsts.setdefault((str(training["model"]), str(training["loss"])), Path(run))
     written = [
-        run_report(run, run / "report.html", split, job, overwrite=True, progress=False) for run in firsts.values()
+        run_report(run, RunFolder(run).report, split, job, overwrite=True, progress=False) for run in firsts.values()
     ]
-    return experiment_report(runs, Path(runs_dir) / "report.html", split, overwrite=True), written
+    return experiment_report(runs, RunsFolder(runs_dir).report, split, overwrite=True), written

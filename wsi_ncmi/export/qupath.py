@@ -75,23 +75,25 @@ def tissue_polygons(attrs: dict[str, Any], coords: np.ndarray) -> tuple[list[lis
     """Tissue polygons in level-0 pixels and their source: the tiler's mask (QC's removals taken out) recomputed
     from the slide, or, when the slide cannot be read, the union of the tiles."""
     from wsi_ncmi.export.contours import mask_polygons, union_polygons
+    from wsi_ncmi.formats.bags import CoordsGeometry
     from wsi_ncmi.slides.backend import SlideError, open_slide
     from wsi_ncmi.slides.lowres import read_lowres
+    from wsi_ncmi.tiling.detect import tissue_after_qc
     from wsi_ncmi.tiling.qc import QCParams
-    from wsi_ncmi.tiling.tile import tissue_after_qc
     from wsi_ncmi.tiling.tissue import TissueParams
 
+    geometry = CoordsGeometry(attrs)
     try:
         params = TissueParams(**json.loads(str(attrs["tissue_params"])))
         qc = QCParams.from_fingerprint(str(attrs.get("qc_params", "off")))
-        mpp0 = float(attrs["mpp_level0"])
-        with open_slide(str(attrs["slide_path"]), str(attrs.get("backend", "auto"))) as slide:
+        mpp0 = geometry.mpp_level0
+        with open_slide(geometry.slide_path, geometry.backend) as slide:
             low = read_lowres(slide, mpp0, params.mask_mpp)
         mask, _ = tissue_after_qc(low.image, mpp0 * low.scale, params, qc)
         polygons = [[[[x * low.scale, y * low.scale] for x, y in ring] for ring in p] for p in mask_polygons(mask)]
         return polygons, "tissue mask"
     except (SlideError, OSError, KeyError, TypeError, ValueError):
-        size = int(attrs["patch_size_level0"])
+        size = geometry.size_level0
         return [[[list(v) for v in ring] for ring in p] for p in union_polygons(coords, size)], "tile union"
 
 
@@ -104,7 +106,7 @@ def slide_collection(
     tiles = read_coords(coords_file)
     attrs, coords = tiles.attrs, tiles.coords
     slide_id = str(attrs.get("name") or Path(coords_file).stem)
-    size = int(attrs["patch_size_level0"])
+    size = tiles.geometry.size_level0
     measures = tile_datasets(coords_file, len(coords))
     if prediction is not None and len(coords):
         if prediction.attention is not None:
@@ -118,7 +120,7 @@ def slide_collection(
         "slide_id": slide_id,
         "coordinates": "level-0 pixels, origin top-left",
         "tile_size_level0": size,
-        "mpp_level0": attrs["mpp_level0"],
+        "mpp_level0": tiles.geometry.mpp_level0,
         "n_tiles": len(coords),
     }
     if prediction is not None:
@@ -225,22 +227,21 @@ def export_job(
     from rich.progress import Progress
 
     from wsi_ncmi.cohort.manifest import unsafe_id_reason
-    from wsi_ncmi.embedding.embed import bag_path
     from wsi_ncmi.evaluation.evaluate import run_config
     from wsi_ncmi.formats.bags import BagFormatError, read_coords
+    from wsi_ncmi.formats.layout import JobFolder
     from wsi_ncmi.mil.runs import load_run_model
-    from wsi_ncmi.tiling.tile import coords_path
 
-    job, out = Path(job), Path(out)
-    if not (job / "tiles").is_dir():
-        raise ExportError(f"{job}: no tiles/ folder; run `wsi-ncmi tile --out {job}` first")
+    folder, out = JobFolder(job), Path(out)
+    if not folder.tiles.is_dir():
+        raise ExportError(f"{folder.root}: no tiles/ folder; run `wsi-ncmi tile --out {folder.root}` first")
     for slide_id in slides or []:
         reason = unsafe_id_reason(slide_id)
         if reason is not None:
             raise ExportError(f"--slide {slide_id!r}: {reason}; give a slide_id of the job's tiles/ folder")
-    ids = slides or sorted(p.stem for p in (job / "tiles").glob("*.h5"))
+    ids = slides or folder.tiled()
     if not ids:
-        raise ExportError(f"{job / 'tiles'}: no coords files to export")
+        raise ExportError(f"{folder.tiles}: no coords files to export")
     trained, encoder = None, ""
     if run is not None:
         trained = load_run_model(Path(run), device)
@@ -257,11 +258,11 @@ def export_job(
                     continue
                 prediction = None
                 if trained is not None:
-                    coords = read_coords(coords_path(job, slide_id)).coords
+                    coords = read_coords(folder.coords(slide_id)).coords
                     prediction = predict_slide(
-                        trained, bag_path(job, encoder, slide_id), coords, Path(run), coords_path(job, slide_id)
+                        trained, folder.bag(encoder, slide_id), coords, Path(run), folder.coords(slide_id)
                     )
-                write_collection(slide_collection(coords_path(job, slide_id), prediction), target)
+                write_collection(slide_collection(folder.coords(slide_id), prediction), target)
                 results.append(Exported(slide_id, "ok", str(target)))
             except (ExportError, BagFormatError, OSError, KeyError, ValueError) as exc:
                 results.append(Exported(slide_id, "failed", str(exc)))

@@ -8,6 +8,7 @@ tools' readers accept them, plus this project's own (`mpp_target`, `mpp_level0`,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,95 @@ class BagMismatchError(BagFormatError):
     """A readable bag that was made for another model: other encoder, weights, stain normalisation or feature size."""
 
 
+@dataclass(frozen=True)
+class CoordsGeometry:
+    """How a coords file's tiles map onto their slide, read back from its attributes as typed values: where the
+    slide is, its level-0 size and resolution, and each tile's size at level 0, at the level it is read from and
+    as stored. The one reader of these attributes; a missing one is a BagFormatError naming it."""
+
+    attrs: Mapping[str, Any]
+
+    def _value(self, name: str) -> Any:
+        if name not in self.attrs:
+            raise BagFormatError(f"coords attributes missing: {name}")
+        return self.attrs[name]
+
+    def check(self, path: Path | str) -> CoordsGeometry:
+        """Self, when every attribute the geometry reads is present; else a BagFormatError naming `path`."""
+        missing = [name for name in GEOMETRY_ATTRS if name not in self.attrs]
+        if "read_level" in missing and "patch_level" in self.attrs:
+            missing.remove("read_level")
+        if missing:
+            raise BagFormatError(f"{path}: coords attributes missing: {', '.join(missing)}")
+        return self
+
+    @property
+    def slide_path(self) -> str:
+        return str(self._value("slide_path"))
+
+    @property
+    def backend(self) -> str:
+        """The slide reader the tiler used ('auto' when not recorded)."""
+        return str(self.attrs.get("backend", "auto"))
+
+    @property
+    def width(self) -> int:
+        """Level-0 width in pixels when tiled."""
+        return int(self._value("level0_width"))
+
+    @property
+    def height(self) -> int:
+        return int(self._value("level0_height"))
+
+    @property
+    def mpp_level0(self) -> float:
+        return float(self._value("mpp_level0"))
+
+    @property
+    def mpp_source(self) -> str:
+        return str(self._value("mpp_source"))
+
+    @property
+    def size_level0(self) -> int:
+        """A tile's side in level-0 pixels."""
+        return int(self._value("patch_size_level0"))
+
+    @property
+    def step_level0(self) -> int:
+        return int(self._value("step_level0"))
+
+    @property
+    def read_level(self) -> int:
+        """The pyramid level tiles are read from. Written twice, as `read_level` (ours) and `patch_level` (CLAM's
+        name), always equal; either one is enough."""
+        return int(self.attrs["read_level"] if "read_level" in self.attrs else self._value("patch_level"))
+
+    @property
+    def read_size(self) -> int:
+        """A tile's side in pixels at the read level (`patch_size`)."""
+        return int(self._value("patch_size"))
+
+    @property
+    def tile_size(self) -> int:
+        """A tile's side in pixels as embedded (at the target resolution)."""
+        return int(self._value("tile_size"))
+
+
+GEOMETRY_ATTRS = (
+    "slide_path",
+    "level0_width",
+    "level0_height",
+    "mpp_level0",
+    "mpp_source",
+    "patch_size_level0",
+    "step_level0",
+    "read_level",
+    "patch_size",
+    "tile_size",
+)
+"""The coords attributes CoordsGeometry reads (`read_level` may be `patch_level` alone)."""
+
+
 @dataclass
 class CoordsFile:
     """Tile coordinates of one slide (level-0 top-left x, y) with their tissue fractions and attributes."""
@@ -63,6 +153,11 @@ class CoordsFile:
     coords: np.ndarray
     tissue_fraction: np.ndarray
     attrs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def geometry(self) -> CoordsGeometry:
+        """The typed view of `attrs`' tile geometry."""
+        return CoordsGeometry(self.attrs)
 
 
 def _plain(value: Any) -> Any:
@@ -126,6 +221,11 @@ def read_coords_attrs(path: Path) -> dict[str, Any]:
             "tile the slide again with --overwrite"
         )
     return attrs
+
+
+def read_geometry(path: Path) -> CoordsGeometry:
+    """The tile geometry of a coords file, without reading the coordinates."""
+    return CoordsGeometry(read_coords_attrs(path)).check(path)
 
 
 def read_coords(path: Path) -> CoordsFile:

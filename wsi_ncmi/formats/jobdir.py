@@ -1,4 +1,4 @@
-"""Job folders: JOB/tiles, JOB/thumbnails, JOB/features, JOB/status; checked before any slide is touched."""
+"""Job folders (their layout: formats.layout) made and checked before any slide is touched."""
 
 from __future__ import annotations
 
@@ -7,13 +7,14 @@ from pathlib import Path
 
 from wsi_ncmi.core.errors import WsiNcmiError
 from wsi_ncmi.core.folders import FolderError, make_parents
+from wsi_ncmi.formats.layout import STATUS
 
 
 class JobDirError(WsiNcmiError):
     """The job folder cannot be used; the message says why and what to do."""
 
 
-def prepare_job(job: Path | str, subfolders: tuple[str, ...] = ("status",)) -> Path:
+def prepare_job(job: Path | str, subfolders: tuple[str, ...] = (STATUS,)) -> Path:
     """Create JOB (and the folders above it) and its subfolders; refuse a JOB that is a file or not writable."""
     job = Path(job)
     if job.exists() and not job.is_dir():

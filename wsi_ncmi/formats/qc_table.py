@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from wsi_ncmi.core.atomic import atomic_path
+from wsi_ncmi.formats.layout import QC_TABLE, JobFolder
 
 if TYPE_CHECKING:
     from wsi_ncmi.formats.status import StatusRow
@@ -177,7 +178,7 @@ def write_qc_table(path: Path, job: Path, slide_ids: list[str], layout: QCLayout
     _, rows = _read_rows(path, layout.columns)
     for slide_id in slide_ids:
         try:
-            coords = read_coords(Path(job) / "tiles" / f"{slide_id}.h5")
+            coords = read_coords(JobFolder(job).coords(slide_id))
         except BagFormatError:
             continue
         rows[slide_id] = qc_row(slide_id, coords.attrs, len(coords.coords), layout)
@@ -188,8 +189,7 @@ def merge_qc_tables(job: Path) -> None:
     """Merge JOB/status/qc.csv and every shard's qc.shard-I-of-N.csv into qc.csv (the newest file's row wins, in the
     newest file's columns, which the tiler wrote with its QC layout), as the stage status files are merged; nothing
     is read from the coords files."""
-    folder = Path(job) / "status"
-    files = [f for f in (folder / "qc.csv", *folder.glob("qc.shard-*-of-*.csv")) if f.exists()]
+    files = JobFolder(job).status_files(QC_TABLE)
     if not files:
         return
     columns: tuple[str, ...] = ()
@@ -198,7 +198,7 @@ def merge_qc_tables(job: Path) -> None:
         header, found = _read_rows(path)
         columns = header or columns
         rows.update(found)
-    _write_rows(folder / "qc.csv", rows, columns)
+    _write_rows(JobFolder(job).qc_table(), rows, columns)
 
 
 def qc_warned(rows: list[StatusRow]) -> list[str]:

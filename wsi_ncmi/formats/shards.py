@@ -10,6 +10,7 @@ import hashlib
 import re
 from pathlib import Path
 
+from wsi_ncmi.formats.layout import QC_TABLE, JobFolder
 from wsi_ncmi.formats.status import SUCCESS, StatusRow, read_status
 
 _SHARD = re.compile(r"^(\d+)/(\d+)$")
@@ -30,24 +31,19 @@ def shard_of(slide_id: str, count: int) -> int:
 
 def status_file(job: Path, stage: str, shard: tuple[int, int] | None) -> Path:
     """JOB/status/{stage}.csv, or JOB/status/{stage}.shard-I-of-N.csv for a shard."""
-    if shard is None:
-        return Path(job) / "status" / f"{stage}.csv"
-    return Path(job) / "status" / f"{stage}.shard-{shard[0]}-of-{shard[1]}.csv"
+    return JobFolder(job).status_file(stage, shard)
 
 
 def status_stages(job: Path) -> list[str]:
     """Stages with a status file in JOB/status (whole or per shard): tile first, then embed and each encoder's
     embed-{encoder} stage; the QC table is not a stage."""
-    names = {re.sub(r"\.shard-\d+-of-\d+$", "", path.stem) for path in (Path(job) / "status").glob("*.csv")}
-    names.discard("qc")
+    names = JobFolder(job).status_stages() - {QC_TABLE}
     return sorted(names, key=lambda name: (name != "tile", name))
 
 
 def merged_status(job: Path, stage: str) -> list[StatusRow]:
     """Rows of JOB/status/{stage}.csv and every shard file of that stage, one per slide (newest file wins)."""
-    folder = Path(job) / "status"
-    files = [folder / f"{stage}.csv", *folder.glob(f"{stage}.shard-*-of-*.csv")]
-    files = sorted((f for f in files if f.exists()), key=lambda f: f.stat().st_mtime_ns)
+    files = sorted(JobFolder(job).status_files(stage), key=lambda f: f.stat().st_mtime_ns)
     rows: dict[str, StatusRow] = {}
     for path in files:
         rows.update({row.slide_id: row for row in read_status(path)})

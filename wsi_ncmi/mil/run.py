@@ -9,6 +9,7 @@ from typing import Any
 
 from wsi_ncmi.core.atomic import sweep_leftovers
 from wsi_ncmi.core.config import load_yaml
+from wsi_ncmi.formats.layout import CONFIG, RunFolder
 from wsi_ncmi.mil.data import BagDataError, bag_encoder_attrs, join_split, load_bagset
 from wsi_ncmi.mil.distributed import Cluster
 from wsi_ncmi.mil.runfolder import RunError, clear_outputs, run_lock
@@ -21,12 +22,12 @@ def prepare_run(run: Path, resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
         raise RunError("--resume and --overwrite contradict each other; choose one")
     if resume:
-        if not (run / "last.pt").exists():
+        if not RunFolder(run).last.exists():
             raise RunError(f"{run}: nothing to resume (no last.pt); start the run without --resume")
         return
     if run.exists() and not run.is_dir():
         raise RunError(f"{run}: exists and is not a folder; choose another --out")
-    started = [p for p in run.iterdir() if p.name != "config.yaml"] if run.is_dir() else []
+    started = [p for p in run.iterdir() if p.name != CONFIG] if run.is_dir() else []
     if started and not overwrite:
         raise RunError(f"{run}: run folder exists; pass --resume to continue it or --overwrite to start again")
 
@@ -50,7 +51,7 @@ def check_resume(run: Path, record: dict[str, Any]) -> None:
 
     from wsi_ncmi.mil.runs import checkpoint_problems
 
-    path = run / "last.pt"
+    path = RunFolder(run).last
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         checkpoint = state["checkpoint"]
@@ -85,7 +86,7 @@ def write_config(run: Path, record: dict[str, Any]) -> None:
 
     from wsi_ncmi.core.atomic import atomic_path
 
-    with atomic_path(run / "config.yaml") as tmp:
+    with atomic_path(RunFolder(run).config) as tmp:
         Path(tmp).write_text(yaml.safe_dump(record, sort_keys=False))
 
 
@@ -115,7 +116,7 @@ def train_run(
         cluster.barrier()
         record, train_bags, val_bags, classes = _validated_inputs(manifest, features, split_file, config)
         if resume:
-            saved = load_yaml(run / "config.yaml") if (run / "config.yaml").exists() else {}
+            saved = load_yaml(RunFolder(run).config) if RunFolder(run).config.exists() else {}
             record["run_id"] = saved.get("run_id", "")
             check_resume(run, record)
         elif cluster.main:

@@ -10,15 +10,11 @@ from pathlib import Path
 from wsi_ncmi.core.errors import WsiNcmiError
 from wsi_ncmi.core.folders import FolderError, make_parents
 from wsi_ncmi.core.locks import LockedError, acquire_lock, lock_holder, release_lock
+from wsi_ncmi.formats.layout import RUN_OUTPUT_FOLDERS, RUN_OUTPUT_PATTERNS, RUN_OUTPUTS, RunFolder
 
 
 class RunError(WsiNcmiError):
     """A run folder or checkpoint that cannot be used; the message says what to do."""
-
-
-RUN_OUTPUTS = ("model.pt", "last.pt", "history.csv", "config.yaml", "curves.png", "report.html")
-RUN_OUTPUT_FOLDERS = ("report_files",)
-RUN_OUTPUT_PATTERNS = ("metrics_*.json", "predictions_*.csv", "confusion_*.png", "heatmap_*.png")
 
 
 @contextmanager
@@ -33,7 +29,7 @@ def run_lock(run: Path) -> Iterator[None]:
     except FolderError as exc:
         raise RunError(str(exc)) from exc
     try:
-        lock = acquire_lock(run.parent / f".{run.name}")
+        lock = acquire_lock(RunFolder(run).lock)
     except LockedError as exc:
         raise RunError(
             f"{run}: another `wsi-ncmi train` is writing this run folder ({exc}); wait for it or use another --out"
@@ -48,7 +44,7 @@ def check_run_idle(run: Path) -> None:
     """Refuse to read a run folder that `train` is writing now (its lock is held by a live process): its model,
     history and metrics are those of an unfinished epoch."""
     run = Path(run)
-    holder = lock_holder(run.parent / f".{run.name}")
+    holder = lock_holder(RunFolder(run).lock)
     if holder is not None:
         raise RunError(
             f"{run}: `wsi-ncmi train` is still writing this run ({holder}); wait for it to finish, then run this "

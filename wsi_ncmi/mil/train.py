@@ -25,6 +25,7 @@ import torch
 
 from wsi_ncmi.core.atomic import atomic_path, save_torch
 from wsi_ncmi.core.device import resolve_device
+from wsi_ncmi.formats.layout import RunFolder
 from wsi_ncmi.mil.checkpoint import Trained, check_loop_settings, checkpoint_of
 from wsi_ncmi.mil.data import BagSet, class_weights, epoch_order, step_groups, subsample
 from wsi_ncmi.mil.distributed import Cluster
@@ -281,8 +282,8 @@ def train(
     start_epoch, stale = 0, 0
     extra = dict(extra or {})
     if resume:
-        state = torch.load(run / "last.pt", map_location="cpu", weights_only=True)
-        check_loop_settings(state["checkpoint"], config, run / "last.pt")
+        state = torch.load(RunFolder(run).last, map_location="cpu", weights_only=True)
+        check_loop_settings(state["checkpoint"], config, RunFolder(run).last)
         model.load_state_dict(state["checkpoint"]["state_dict"])
         head.load_state_dict(state["checkpoint"]["head_state"])
         session.optimizer.load_state_dict(state["optimizer"])
@@ -348,14 +349,14 @@ def train(
             best = {"epoch": epoch + 1, "macro_f1": f1, "auc": auc, "val_loss": loss_value, "score": kept}
             stale = 0
             if cluster.main:
-                save_torch(checkpoint, run / "model.pt")
+                save_torch(checkpoint, RunFolder(run).model)
         elif score is not None or best["epoch"] > 0:
             stale += 1
         stopped_early = config.patience is not None and stale >= config.patience and best["epoch"] > 0
         finished = stopped_early or finished
         rng_states = _rng_states(device, cluster)
         if cluster.main:
-            _write_history(history, run / "history.csv")
+            _write_history(history, RunFolder(run).history)
             save_torch(
                 {
                     "checkpoint": checkpoint,
@@ -369,7 +370,7 @@ def train(
                     "finished": finished,
                     "stopped_early": stopped_early,
                 },
-                run / "last.pt",
+                RunFolder(run).last,
             )
         cluster.barrier()
         console.print(

@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 
 from wsi_ncmi.core.errors import WsiNcmiError
+from wsi_ncmi.formats.layout import JobFolder, RunsFolder
 
 
 class PipelineError(WsiNcmiError):
@@ -77,12 +78,11 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
     """Run every stage; returns paths of what was written. Failed slides are reported and left out downstream."""
     from wsi_ncmi.cohort.manifest import read_manifest
     from wsi_ncmi.cohort.splits import make_splits, write_splits
-    from wsi_ncmi.embedding.embed import EmbedSettings, bag_path, embed_slides
+    from wsi_ncmi.embedding.embed import EmbedSettings, embed_slides
     from wsi_ncmi.embedding.weights import check_weights
     from wsi_ncmi.evaluation.compare import collect, summarise, to_markdown, write_table, write_text
     from wsi_ncmi.evaluation.evaluate import evaluate_run
     from wsi_ncmi.evaluation.report import pipeline_reports
-    from wsi_ncmi.formats.shards import status_file
     from wsi_ncmi.formats.status import write_status
     from wsi_ncmi.mil.settings import loss_settings
     from wsi_ncmi.mil.train import TrainConfig
@@ -91,6 +91,7 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
 
     console = console or Console(highlight=False)
     total = 7
+    job, runs_folder = JobFolder(config.job), RunsFolder(config.runs)
     table = read_manifest(config.manifest, require=["path", "label"])
     settings = EmbedSettings(**config.embedding)
     check_weights(settings.encoder, settings.weights, settings.allow_download)
@@ -114,12 +115,12 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
         embed_rows = embed_on_dask(targets, config.job, settings, config.workers, config.dask_scheduler)
     else:
         embed_rows = embed_slides(targets, config.job, settings)
-    write_status(status_file(config.job, "embed", None), embed_rows)
+    write_status(job.status_file("embed"), embed_rows)
     failed |= {r.slide_id for r in embed_rows if r.failed}
     if failed:
         console.print(
             f"[yellow]left out {len(failed)} failed slide(s)[/]: {', '.join(sorted(failed)[:10])} "
-            f"(see {config.job / 'status'})",
+            f"(see {job.status})",
             markup=True,
         )
     usable = table[~table["slide_id"].isin(failed)].reset_index(drop=True)
@@ -128,12 +129,11 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
     scheme = split_args.pop("scheme", "holdout-center")
     split_args["test_centers"] = [str(c) for c in split_args.get("test_centers", [])]
     folds = make_splits(usable, scheme, **split_args)
-    split_dir = config.runs / "splits"
-    split_files = write_splits(usable, folds, split_dir, f"pipeline scheme={scheme} {split_args}")
+    split_files = write_splits(usable, folds, runs_folder.splits, f"pipeline scheme={scheme} {split_args}")
     for fold in folds:
         for warning in fold.warnings:
             console.print(f"[yellow]warning[/]: {warning}", markup=True)
-    features = bag_path(config.job, settings.encoder, "x").parent
+    features = job.bags(settings.encoder)
     _stage(
         console,
         4,
@@ -145,15 +145,16 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
     for k, split_file in enumerate(split_files):
         for loss in config.losses:
             for seed in config.seeds:
-                run = config.runs / f"{config.training.get('model', 'abmil')}_{loss}_seed{seed}_fold{k}"
+                folder = runs_folder.run(config.training.get("model", "abmil"), loss, seed, k)
+                run = folder.root
                 runs.append(run)
-                if (run / "last.pt").exists() and finished(run):
+                if folder.last.exists() and finished(run):
                     console.print(f"{run.name}: finished earlier, kept")
                     continue
                 train_config = TrainConfig.from_dict(
                     {**config.training, "loss": loss, "seed": seed, "loss_args": loss_settings(loss, config.loss_args)}
                 )
-                console.print(f"{run.name}: {'resuming' if (run / 'last.pt').exists() else 'training'}")
+                console.print(f"{run.name}: {'resuming' if folder.last.exists() else 'training'}")
                 specs.append(TrainSpec(config.manifest, features, split_file, run, train_config))
     _train_all(specs, config, console)
     _stage(console, 5, total, "evaluating")
@@ -162,16 +163,16 @@ def run_pipeline(config: PipelineConfig, console: Console | None = None) -> dict
         evaluate_run(run, split_name, bootstrap=int(config.evaluate.get("bootstrap", 1000)))
     _stage(console, 6, total, "comparing")
     summary = summarise(collect(runs, split_name))
-    write_table(summary, config.runs / "comparison.csv")
-    write_text(to_markdown(summary), config.runs / "comparison.md")
+    write_table(summary, runs_folder.comparison_csv)
+    write_text(to_markdown(summary), runs_folder.comparison_md)
     _stage(console, 7, total, "writing the HTML reports")
     report, run_reports = pipeline_reports(runs, config.job, config.runs, split_name)
     return {
         "report": report,
         "run_reports": run_reports,
         "runs": runs,
-        "comparison": config.runs / "comparison.csv",
-        "markdown": config.runs / "comparison.md",
+        "comparison": runs_folder.comparison_csv,
+        "markdown": runs_folder.comparison_md,
         "summary": summary,
         "splits": split_files,
     }

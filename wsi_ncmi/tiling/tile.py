@@ -14,10 +14,12 @@ import numpy as np
 from wsi_ncmi.core.config import check_settings
 from wsi_ncmi.core.locks import LockedError, slide_lock
 from wsi_ncmi.formats.bags import BagFormatError, read_coords, write_coords
+from wsi_ncmi.formats.layout import STATUS, THUMBNAILS, TILES, JobFolder, coords_path, thumbnail_path
 from wsi_ncmi.formats.status import BUSY, FAILED, NO_TISSUE, OK, SKIPPED, StatusRow
 from wsi_ncmi.slides.backend import BACKENDS, SlideError, open_slide
 from wsi_ncmi.slides.lowres import LowRes, read_lowres, read_mask_and_thumbnail
 from wsi_ncmi.slides.mpp import MppError, resolve_mpp
+from wsi_ncmi.tiling.detect import tissue_after_qc
 from wsi_ncmi.tiling.grid import (
     EDGES,
     GRIDS,
@@ -31,15 +33,13 @@ from wsi_ncmi.tiling.overlay import draw_thumbnail, save_image
 from wsi_ncmi.tiling.qc import (
     QCParams,
     QCResult,
-    detect_artifacts,
     judge_tiles,
     no_tiles_reason,
     removal_warning,
     select_tiles,
-    with_tissue_checks,
     write_qc_table,
 )
-from wsi_ncmi.tiling.tissue import TissueParams, channel_range, tissue_mask
+from wsi_ncmi.tiling.tissue import TissueParams
 
 
 @dataclass(frozen=True)
@@ -138,19 +138,6 @@ class TileTask:
     overwrite: bool = False
 
 
-def coords_path(job: Path, slide_id: str) -> Path:
-    return Path(job) / "tiles" / f"{slide_id}.h5"
-
-
-def thumbnail_path(job: Path, slide_id: str) -> Path:
-    return Path(job) / "thumbnails" / f"{slide_id}.jpg"
-
-
-def associated_path(job: Path, slide_id: str, name: str) -> Path:
-    """Where a slide's associated image (label, macro) is saved: beside its thumbnail, as PNG."""
-    return Path(job) / "thumbnails" / f"{slide_id}.{name}.png"
-
-
 def _differences(attrs: dict[str, Any], expected: dict[str, Any]) -> list[str]:
     out = []
     for key, value in expected.items():
@@ -205,8 +192,9 @@ def tile_slide(task: TileTask) -> StatusRow:
     try:
         row = _existing(task)
         if row is None:
-            for folder in ("tiles", "thumbnails"):
-                (Path(task.job) / folder).mkdir(exist_ok=True)
+            job = JobFolder(task.job)
+            for folder in (job.tiles, job.thumbnails):
+                folder.mkdir(exist_ok=True)
             with slide_lock(coords_path(Path(task.job), task.slide_id)):
                 row = _tile(task)
     except LockedError as exc:
@@ -253,21 +241,6 @@ def _adds_tissue(
     return eligible
 
 
-def tissue_after_qc(
-    image: np.ndarray, mpp: float, tissue: TissueParams, qc_params: QCParams
-) -> tuple[np.ndarray, QCResult | None]:
-    """The tiler's tissue mask of a low-resolution image whose pixels are `mpp` um wide, QC's removals (ink, dark
-    regions, folds: every registered mask check) taken out, and QC's masks (None with QC off)."""
-    if not qc_params.enabled:
-        return tissue_mask(image, mpp, tissue), None
-    channels = channel_range(image)
-    qc = detect_artifacts(image, mpp, qc_params, channels)
-    mask = tissue_mask(image, mpp, tissue, exclude=qc.removed, channels=channels)
-    mask &= ~qc.removed
-    mask, qc = with_tissue_checks(qc, image, mask, mpp, qc_params)
-    if qc.removed.any():
-        qc = replace(qc, tissue_before=int(np.count_nonzero(tissue_mask(image, mpp, tissue, channels=channels))))
-    return mask, qc
 
 
 def tile_geometry(task: TileTask) -> TilingResult:
@@ -356,7 +329,7 @@ def write_thumbnails(
         )
         save_image(pixels, thumbnail_path(job, slide_id))
     for name, image in result.associated.items():
-        save_image(image, associated_path(job, slide_id, name))
+        save_image(image, JobFolder(job).associated(slide_id, name))
 
 
 def _qc_warning(attrs: dict[str, Any], n_tiles: int) -> str:
@@ -402,10 +375,11 @@ def tile_slides(
     from wsi_ncmi.batch.runner import run_slides
     from wsi_ncmi.core.faults import Interrupted
     from wsi_ncmi.formats.jobdir import prepare_job
-    from wsi_ncmi.formats.shards import shard_of, status_file
+    from wsi_ncmi.formats.shards import shard_of
     from wsi_ncmi.formats.status import write_status
 
-    job = prepare_job(job, ("tiles", "thumbnails", "status"))
+    folder = JobFolder(prepare_job(job, (TILES, THUMBNAILS, STATUS)))
+    job = folder.root
     tasks = [
         TileTask(str(slide_id), str(path), str(job), params, None if math.isnan(mpp) else float(mpp), overwrite)
         for slide_id, path, mpp in zip(slides["slide_id"], slides["path"], slides["mpp"], strict=True)
@@ -415,8 +389,8 @@ def tile_slides(
     try:
         rows = run_slides(tile_slide, tasks, ids, workers, "tiling", progress, executor, scheduler)
     except Interrupted as stop:
-        write_status(status_file(job, "tile", shard), stop.rows)
+        write_status(folder.status_file("tile", shard), stop.rows)
         raise
-    write_status(status_file(job, "tile", shard), rows)
-    write_qc_table(status_file(job, "qc", shard), job, [row.slide_id for row in rows if not row.failed])
+    write_status(folder.status_file("tile", shard), rows)
+    write_qc_table(folder.qc_table(shard), job, [row.slide_id for row in rows if not row.failed])
     return rows

@@ -430,7 +430,7 @@ def test_focus_is_read_in_bounded_strips_with_the_same_scores(painted, tmp_path:
 def _focus_by_definition(slide, coords: np.ndarray, size0: int, mask: np.ndarray, scale: float) -> np.ndarray:
     """Each tile's focus computed alone from a region read of it: the mean of R, G and B box-averaged to about
     2 um/px, tissue inside the mask where at least half of each box is not glass, then rms_laplacian."""
-    from wsi_ncmi.slides import focus
+    from wsi_ncmi.tiling import focus
 
     level, factor, _ = focus.focus_resolution(slide, MPP, 2.0)
     pixel0 = slide.level_downsamples[level] * factor
@@ -460,8 +460,8 @@ def test_focus_scores_are_the_definition_for_overlapping_tiles_and_box_reduced_l
     import tifffile
     from PIL import Image
 
-    from wsi_ncmi.slides import focus
     from wsi_ncmi.slides.backend import open_slide
+    from wsi_ncmi.tiling import focus
 
     source, _ = painted(BLURRED[0])
     path = source

@@ -33,6 +33,7 @@ from wsi_ncmi.tiling.overlay import draw_thumbnail, save_image
 from wsi_ncmi.tiling.qc import (
     QCParams,
     QCResult,
+    SlideTiles,
     judge_tiles,
     no_tiles_reason,
     removal_warning,
@@ -268,7 +269,8 @@ def tile_geometry(task: TileTask) -> TilingResult:
             grid = grid[_adds_tissue(grid, mask, lowres.scale, width, height, size0, step0, params.min_tissue)]
         chosen = select_tiles(mask, qc, params.qc, lowres.scale, mask_mpp, grid, size0, params.min_tissue)
         if qc is not None:
-            chosen = judge_tiles(slide, params.qc, chosen, grid, size0, mpp.value, mask, lowres.scale)
+            tiles = SlideTiles(slide, grid, size0, mpp.value, mask, lowres.scale)
+            chosen = judge_tiles(params.qc, chosen, tiles)
     keep = chosen.keep
     attrs = {
         **params.fingerprint(),

@@ -9,7 +9,8 @@ removals taken out) all follow the registry, in registration order.
 To add a check:
 1. Write `qc/<name>.py` with a class deriving from MaskCheck (base.py; removes a region: `find(image, tissue)`
    returns its mask on the low-resolution image; `after_tissue` when it looks within the tissue mask) or TileCheck
-   (drops tiles: `judge(...)`, and `defaults(qc_on)` for its coords attributes), decorated with
+   (drops tiles: `judge(params, chosen, tiles)`, the slide and its candidate tiles given as a SlideTiles, and
+   `defaults(qc_on)` for its coords attributes), decorated with
    `@CHECKS.register("<name>")` (registry.py). `switch` names the setting that turns it on, `optional` keeps it out
    of the fingerprint and the messages while off (for a check added after coords files existed), and `thresholds`
    lists the settings the QC table shows for it.
@@ -24,7 +25,7 @@ the passes), table.
 """
 
 from wsi_ncmi.tiling.qc import pen, dark, fold, blur  # noqa: F401, I001  (registration, in this order)
-from wsi_ncmi.tiling.qc.base import MaskCheck, QCCheck, TileCheck, mask_checks, tile_checks
+from wsi_ncmi.tiling.qc.base import MaskCheck, QCCheck, SlideTiles, TileCheck, mask_checks, tile_checks
 from wsi_ncmi.tiling.qc.blur import MIN_REFERENCE_TILES, blurry_tiles, with_focus
 from wsi_ncmi.tiling.qc.fold import fold_mask
 from wsi_ncmi.tiling.qc.inks import DEFAULT_PEN_COLORS, PEN_COLORS, PEN_HUES, RED_MIN_SATURATION
@@ -47,6 +48,7 @@ __all__ = [
     "QCCheck",
     "QCParams",
     "QCResult",
+    "SlideTiles",
     "TileCheck",
     "TileSelection",
     "blurry_tiles",

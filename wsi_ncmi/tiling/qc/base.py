@@ -3,6 +3,7 @@ and the registered checks (registry.CHECKS) of each kind, in registration order.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from wsi_ncmi.tiling.qc.registry import CHECKS
@@ -13,6 +14,19 @@ if TYPE_CHECKING:
     from wsi_ncmi.tiling.qc.masks import QCImage
     from wsi_ncmi.tiling.qc.params import QCParams
     from wsi_ncmi.tiling.qc.selection import TileSelection
+
+
+@dataclass(frozen=True)
+class SlideTiles:
+    """What a tile check reads: the open slide (level-0 `mpp0` um/px), its candidate tiles' level-0 top-left
+    corners `grid`, `size0` level-0 px wide, and the tiler's tissue `mask`, whose pixels are `scale` level-0 px."""
+
+    slide: Any
+    grid: np.ndarray
+    size0: int
+    mpp0: float
+    mask: np.ndarray
+    scale: float
 
 
 class QCCheck:
@@ -56,19 +70,8 @@ class TileCheck(QCCheck):
         return {}
 
     @classmethod
-    def judge(
-        cls,
-        slide: Any,
-        params: QCParams,
-        chosen: TileSelection,
-        grid: np.ndarray,
-        size0: int,
-        mpp0: float,
-        mask: np.ndarray,
-        scale: float,
-    ) -> TileSelection:
-        """`chosen` with the tiles this check drops taken out (level-0 `grid`, tiles `size0` px, the slide's `mpp0`;
-        the tissue `mask`'s pixels `scale` level-0 px wide)."""
+    def judge(cls, params: QCParams, chosen: TileSelection, tiles: SlideTiles) -> TileSelection:
+        """`chosen` (indices into `tiles.grid`) with the tiles this check drops taken out."""
         raise NotImplementedError
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wsi_ncmi.tiling.qc.base import TileCheck
+from wsi_ncmi.tiling.qc.base import SlideTiles, TileCheck
 from wsi_ncmi.tiling.qc.registry import CHECKS
 from wsi_ncmi.tiling.qc.selection import TileSelection
 
@@ -68,19 +68,11 @@ class BlurCheck(TileCheck):
         return {"qc_tiles_blurry": 0, "qc_blurry_mm2": 0.0} if qc_on else {"qc_tiles_blurry": 0}
 
     @classmethod
-    def judge(
-        cls,
-        slide: Any,
-        params: QCParams,
-        chosen: TileSelection,
-        grid: np.ndarray,
-        size0: int,
-        mpp0: float,
-        mask: np.ndarray,
-        scale: float,
-    ) -> TileSelection:
+    def judge(cls, params: QCParams, chosen: TileSelection, tiles: SlideTiles) -> TileSelection:
         from wsi_ncmi.tiling.focus import focus_resolution, focus_scores
 
-        focus_mpp = focus_resolution(slide, mpp0, params.focus_mpp)[2]
-        scores = focus_scores(slide, grid[chosen.keep], size0, mpp0, params.focus_mpp, mask, scale)
-        return with_focus(chosen, scores, params, (size0 * mpp0) ** 2 / 1e6, focus_mpp)
+        focus_mpp = focus_resolution(tiles.slide, tiles.mpp0, params.focus_mpp)[2]
+        scores = focus_scores(
+            tiles.slide, tiles.grid[chosen.keep], tiles.size0, tiles.mpp0, params.focus_mpp, tiles.mask, tiles.scale
+        )
+        return with_focus(chosen, scores, params, (tiles.size0 * tiles.mpp0) ** 2 / 1e6, focus_mpp)

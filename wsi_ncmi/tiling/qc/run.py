@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from wsi_ncmi.tiling.qc.base import MaskCheck, mask_checks, tile_checks
+from wsi_ncmi.tiling.qc.base import MaskCheck, SlideTiles, mask_checks, tile_checks
 from wsi_ncmi.tiling.qc.masks import QCImage, grown
 from wsi_ncmi.tiling.qc.registry import CHECKS
 from wsi_ncmi.tiling.qc.selection import TileSelection
@@ -104,17 +104,8 @@ def select_tiles(
     return TileSelection(keep, fractions, None, summary, np.zeros(len(grid), dtype=bool))
 
 
-def judge_tiles(
-    slide: Any,
-    params: QCParams,
-    chosen: TileSelection,
-    grid: np.ndarray,
-    size0: int,
-    mpp0: float,
-    mask: np.ndarray,
-    scale: float,
-) -> TileSelection:
+def judge_tiles(params: QCParams, chosen: TileSelection, tiles: SlideTiles) -> TileSelection:
     """`chosen` after every tile check these settings enable (focus), each reading from the open slide."""
     for check in tile_checks(params):
-        chosen = check.judge(slide, params, chosen, grid, size0, mpp0, mask, scale)
+        chosen = check.judge(params, chosen, tiles)
     return chosen

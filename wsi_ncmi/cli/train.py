@@ -60,6 +60,7 @@ def train(
     import signal
 
     from wsi_ncmi.core.config import load_yaml, override
+    from wsi_ncmi.formats.layout import RunFolder
     from wsi_ncmi.mil.run import train_run
     from wsi_ncmi.mil.schedule import fit_warmup
     from wsi_ncmi.mil.train import TrainConfig
@@ -95,20 +96,21 @@ def train(
             result = train_run(
                 manifest, features, split, out, train_config, resume=resume, overwrite=overwrite, cluster=cluster
             )
+            cluster.close()
     except KeyboardInterrupt as stop:
         from wsi_ncmi.core.faults import signal_of
 
         signum = signal_of(stop)
         again = (
             "run the same command with --resume to continue from the last finished epoch"
-            if (out / "last.pt").exists()
+            if RunFolder(out).last.exists()
             else "no epoch finished; run the same command again to start the run"
         )
         raise fail(f"interrupted by {signal.Signals(signum).name}: {out}: {again}", 128 + signum) from stop
     if cluster.main:
         typer.echo(
             f"selected epoch {result.best_epoch} ({train_config.select}): validation macro-F1 "
-            f"{result.best_metrics['macro_f1']:.3f}; checkpoint {out / 'model.pt'}"
+            f"{result.best_metrics['macro_f1']:.3f}; checkpoint {RunFolder(out).model}"
         )
 
 

@@ -87,3 +87,13 @@ class Cluster:
             import torch.distributed as dist
 
             dist.barrier()
+
+    def close(self) -> None:
+        """Leave the process group once every rank is done: a process that exits with it still open can abort
+        in the backend's teardown (gloo: 'terminate called without an active exception') and fail the torchrun."""
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.barrier()
+                dist.destroy_process_group()
